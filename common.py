@@ -1,0 +1,109 @@
+"""What every script shares: the user-error type, device and precision choice, threads.
+
+Kept small on purpose; each function is a few lines a student can check.
+"""
+import argparse
+import contextlib
+import os
+import sys
+
+import torch
+
+
+class UserError(Exception):
+    """A mistake the user can fix (missing file, bad flag, no data).
+
+    Scripts print it as one line and exit with status 2, without a traceback.
+    """
+
+
+def run_script(main):
+    """Call main(); a UserError becomes one line on stderr and exit status 2, Ctrl-C exit 130."""
+    try:
+        sys.exit(main())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse prints the whole usage before the error; one line is easier to read.
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def make_parser(description):
+    return _OneLineErrorParser(description=description)
+
+
+def positive_int(text):
+    value = int(text) if text.lstrip("+").isdigit() else -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def use_all_cores():
+    """Use the cores this process may run on (which a container or taskset may limit)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        n = os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def pick_device(choice="auto"):
+    """'auto' tries cuda, then mps (Apple GPUs), then cpu; any other value is checked."""
+    has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if choice == "auto":
+        return torch.device(next(name for name in ("cuda", "mps", "cpu") if has[name]))
+    if choice not in has:
+        raise UserError(f"unknown device {choice!r}: use auto, cuda, mps or cpu")
+    if not has[choice]:
+        raise UserError(f"--device {choice} was asked for but is not available here: use --device auto")
+    return torch.device(choice)
+
+
+def cpu_has_fast_bf16():
+    """True when the CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX); else bf16 is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pick_precision(choice, device):
+    """Resolve --precision. 'auto' takes what the hardware does fast without losing accuracy."""
+    if choice == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cpu" and cpu_has_fast_bf16():
+            return "bf16"
+        return "fp32"
+    if choice not in ("fp32", "bf16", "fp16"):
+        raise UserError(f"unknown precision {choice!r}: use auto, fp32, bf16 or fp16")
+    if choice == "fp16" and device.type == "cpu":
+        raise UserError("--precision fp16 is for GPUs; on a CPU use bf16 or fp32")
+    return choice
+
+
+def autocast(device, precision):
+    """Mixed-precision context: weights stay fp32, matmuls and convs run in bf16/fp16."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,157 @@
+"""MNIST as tensors: download (or copy from a mirror), split, normalise, batch.
+
+The whole data set is 70,000 images of 28x28 bytes (55 MB), so we read each
+split once into one tensor, move it to the device, and slice batches out of it.
+That replaces a DataLoader that builds every sample with a PIL image and
+ToTensor in Python, which is the bottleneck of most MNIST tutorials on a CPU.
+"""
+import hashlib
+import os
+import shutil
+import urllib.error
+from pathlib import Path
+
+import torch
+from torchvision.datasets import MNIST
+from torchvision.datasets.utils import download_and_extract_archive, extract_archive
+
+from common import UserError
+
+# The mean and standard deviation of the 60,000 training pixels (scaled to 0..1).
+# They are stored in every checkpoint so that testing and prediction normalise
+# exactly as training did.
+MEAN, STD = 0.1307, 0.3081
+
+MIRROR_ENV = "MNIST_MIRROR"
+OFFLINE_HINT = ("offline? pass --mirror DIR (or set MNIST_MIRROR) to a folder holding the four "
+                "official .gz files, or copy them into {raw}/")
+
+
+def _md5(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _remove(*paths):
+    for p in paths:
+        Path(p).unlink(missing_ok=True)
+
+
+def _fetch(source, filename, md5, raw):
+    """Put `filename` (a .gz) from `source` into `raw` and extract it; raise on any failure.
+
+    `source` is a local folder or an http(s) URL prefix. On failure nothing is left
+    behind: neither a partial .gz nor a half-extracted file.
+    """
+    gz, extracted = raw / filename, raw / filename[: -len(".gz")]
+    try:
+        if source.startswith(("http://", "https://")):
+            download_and_extract_archive(source.rstrip("/") + "/" + filename, download_root=str(raw),
+                                         filename=filename, md5=md5)
+        else:
+            src = Path(source).expanduser() / filename
+            if not src.is_file():
+                raise FileNotFoundError(f"no {filename} in {source}")
+            if src.resolve() != gz.resolve():
+                shutil.copyfile(src, gz)
+            if _md5(gz) != md5:
+                raise ValueError(f"{filename} from {source} fails its md5 check (corrupt or not the official file)")
+            extract_archive(str(gz), str(raw))
+    except BaseException:  # also Ctrl-C: never leave a partial file that looks finished
+        _remove(gz, extracted)
+        raise
+
+
+def ensure_mnist(data_dir="mnist", mirror=None):
+    """Make sure the four MNIST files are extracted under <data_dir>/MNIST/raw/.
+
+    Sources are tried in order: .gz files already placed in raw/ by hand, the
+    `mirror` argument or $MNIST_MIRROR, then torchvision's own mirrors.
+    """
+    raw = Path(data_dir) / "MNIST" / "raw"
+    missing = [(f, md5) for f, md5 in MNIST.resources if not (raw / f[: -len(".gz")]).is_file()]
+    if not missing:
+        return
+    raw.mkdir(parents=True, exist_ok=True)
+    mirror = mirror or os.environ.get(MIRROR_ENV)
+    sources = [str(raw)] + ([mirror] if mirror else []) + list(MNIST.mirrors)
+    for filename, md5 in missing:
+        errors = []
+        for source in sources:
+            if source == str(raw) and not (raw / filename).is_file():
+                continue  # nothing placed by hand
+            try:
+                _fetch(source, filename, md5, raw)
+                break
+            except (OSError, ValueError, RuntimeError, urllib.error.URLError) as e:
+                errors.append(f"{source} ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+        else:
+            raise UserError(f"could not get {filename}; tried: {'; '.join(errors)}. "
+                            + OFFLINE_HINT.format(raw=raw))
+
+
+def load_split(train, data_dir="mnist", mirror=None):
+    """Return (images uint8 [N, 28, 28], labels int64 [N]) of the train or test split."""
+    ensure_mnist(data_dir, mirror)
+    try:
+        ds = MNIST(str(data_dir), train=train, download=False)
+    except (RuntimeError, OSError, ValueError, AssertionError) as e:
+        raise UserError(f"could not read MNIST from {data_dir}/MNIST/raw ({e}); "
+                        "delete that folder and run again to fetch it afresh") from None
+    return ds.data, ds.targets.long()
+
+
+def split_train_val(images, labels, val_size, seed=0):
+    """A fixed, seeded split of the 60,000 training images into train and validation.
+
+    The seed is separate from the training seed, so runs with different training
+    seeds are all validated (and compared) on the same images.
+    """
+    if not 0 <= val_size < len(images):
+        raise UserError(f"--val-size must be between 0 and {len(images) - 1}, got {val_size}")
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:val_size], perm[val_size:]
+    return (images[train], labels[train]), (images[val], labels[val])
+
+
+def normalize(images, mean=MEAN, std=STD):
+    """uint8 [N, 28, 28] (or [N, 1, 28, 28]) -> float [N, 1, 28, 28], zero mean, unit std.
+
+    The result is in channels_last memory format, which is what the fast CPU and
+    GPU convolution kernels want (for one channel it is the same bytes anyway).
+    """
+    x = images.reshape(-1, 1, 28, 28).float().div_(255).sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def batches(n, batch_size, generator=None, device="cpu"):
+    """Index tensors covering range(n) in batches, shuffled when a generator is given."""
+    order = (torch.randperm(n, generator=generator).to(device) if generator is not None
+             else torch.arange(n, device=device))
+    return order.split(batch_size)
+
+
+def augment(x, generator, max_shift=2.0, max_degrees=10.0, max_scale=0.1):
+    """Random shift (pixels), rotation and scaling of every image in a batch, all at once.
+
+    One affine grid per image, sampled by the device in a single grid_sample call:
+    no per-image Python. Random numbers come from `generator` (on the CPU, so runs
+    are reproducible on any device) and are a few floats per image.
+    """
+    n = len(x)
+    r = torch.rand(n, 4, generator=generator).to(x.device) * 2 - 1  # uniform in [-1, 1]
+    angle = r[:, 0] * max_degrees * torch.pi / 180
+    scale = 1 + r[:, 1] * max_scale
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    # affine_grid works in [-1, 1] coordinates: one pixel of 28 is 2/28.
+    tx, ty = r[:, 2] * max_shift * 2 / 28, r[:, 3] * max_shift * 2 / 28
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    # Pixels that come from outside the image must be background, which after
+    # normalisation is not 0: sample the offset from it, then add it back.
+    background = -MEAN / STD  # a 0 pixel, normalised
+    out = torch.nn.functional.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros")
+    return (out + background).contiguous(memory_format=torch.channels_last)

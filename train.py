@@ -1,0 +1,345 @@
+"""Train a network on MNIST, log to TensorBoard, keep the best checkpoint.
+
+    python train.py                      # the default run (~99.4% test accuracy)
+    python train.py --epochs 1           # one quick epoch (~99.0%)
+    python train.py --augment --epochs 20
+    tensorboard --logdir boardlog        # watch the curves
+
+The 60,000 training images are split into 55,000 to train on and 5,000 to
+validate on. The validation accuracy picks the best epoch, whose weights are
+saved to net.pth. The 10,000 test images are measured every epoch so you can
+watch them in TensorBoard, but they never choose anything: choosing on the test
+set would make the reported test accuracy optimistic.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from checkpoint import atomic_save, load_file, make_checkpoint
+from common import (UserError, autocast, make_parser, pick_device, pick_precision, positive_float,
+                    positive_int, run_script, use_all_cores)
+from data import MEAN, STD, augment, batches, load_split, normalize, split_train_val
+from net import MODELS, build_model, count_parameters
+
+STATE_FILE = "last.pt"  # the resumable state, saved in the run's log folder every epoch
+
+
+def parse_args(argv=None):
+    p = make_parser(__doc__.split("\n")[0])
+    a = p.add_argument
+    a("--epochs", type=positive_int, default=8, help="passes over the training images (default: 8)")
+    a("--batch-size", type=positive_int, default=128, help="images per training step (default: 128)")
+    a("--lr", type=positive_float, default=6e-3, help="peak learning rate (default: 0.006)")
+    a("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"], default="adam",
+      help="optimiser (default: adam)")
+    a("--momentum", type=float, default=0.9, help="momentum for sgd and rmsprop (default: 0.9)")
+    a("--weight-decay", type=float, default=0.0, help="L2 penalty / decoupled decay for adamw (default: 0)")
+    a("--scheduler", choices=["onecycle", "step", "cosine", "none"], default="onecycle",
+      help="learning-rate schedule (default: onecycle: warm up, then anneal to ~0)")
+    a("--step-size", type=positive_int, default=3, help="epochs between lr drops for --scheduler step (default: 3)")
+    a("--gamma", type=positive_float, default=0.1, help="lr factor at each drop for --scheduler step (default: 0.1)")
+    a("--label-smoothing", type=float, default=0.1, help="cross-entropy label smoothing (default: 0.1)")
+    a("--model", choices=list(MODELS), default="cnn", help="network from net.py (default: cnn)")
+    a("--dropout", type=float, default=None, help="dropout in the dense head of cnn (default: 0)")
+    a("--batchnorm", action="store_true", help="add batch norm to cnn's conv blocks")
+    a("--augment", action="store_true",
+      help="random shifts, rotations and scaling of each batch (use with ~20 epochs)")
+    a("--seed", type=int, default=1, help="seed for initialisation, shuffling and augmentation (default: 1)")
+    a("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+      help="where to train; auto tries cuda, then mps, then cpu (default: auto)")
+    a("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+      help="auto: bf16/fp16 mixed precision where the hardware does it fast, else fp32 (default: auto)")
+    a("--compile", action="store_true", help="torch.compile the model (slower start; see README)")
+    a("--data-dir", default="mnist", help="where MNIST is stored or downloaded to (default: mnist)")
+    a("--mirror", default=None,
+      help="folder with the four MNIST .gz files, or an http(s) URL prefix, tried before the "
+           "official mirrors (default: $MNIST_MIRROR)")
+    a("--val-size", type=int, default=5000, help="training images held out for validation (default: 5000)")
+    a("--limit", type=positive_int, default=None, help="train on the first N training images only (quick checks)")
+    a("--logdir", default="boardlog", help="TensorBoard folder (default: boardlog)")
+    a("--run-name", default=None, help="subfolder of --logdir for this run (default: date, time and settings)")
+    a("--checkpoint", default="net.pth", help="where the best model is saved (default: net.pth)")
+    a("--resume", nargs="?", const="latest", default=None, metavar="RUN",
+      help="continue an interrupted run (a run name or folder; default: the latest run in --logdir)")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------- setup
+
+def load_data(args, device):
+    """Read MNIST once and return normalised tensors on `device`: train, val and test (x, y)."""
+    images, labels = load_split(True, args.data_dir, args.mirror)
+    (tx, ty), (vx, vy) = split_train_val(images, labels, args.val_size)
+    if args.limit:
+        tx, ty = tx[:args.limit], ty[:args.limit]
+    test_x, test_y = load_split(False, args.data_dir, args.mirror)
+    return {name: (normalize(x).to(device), y.to(device))
+            for name, (x, y) in {"train": (tx, ty), "val": (vx, vy), "test": (test_x, test_y)}.items()}
+
+
+def model_options(args):
+    """The options that rebuild the net; only those that differ from the defaults are stored."""
+    opts = {}
+    if args.dropout:
+        opts["dropout"] = args.dropout
+    if args.batchnorm:
+        opts["batchnorm"] = True
+    return opts
+
+
+def make_optimizer(args, params):
+    if args.optimizer == "adam":
+        # beta2 0.99 instead of 0.999: the second-moment estimate adapts faster,
+        # which helps in short, high-lr runs like ours.
+        return torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0,
+                               weight_decay=args.weight_decay)
+    if args.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    return torch.optim.Adadelta(params, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def make_scheduler(args, optimizer, steps_per_epoch):
+    """Returns (scheduler or None, whether it steps every batch rather than every epoch)."""
+    total = args.epochs * steps_per_epoch
+    if args.scheduler == "onecycle":
+        # Warm up over the first 25% of steps, then anneal to ~0: converges fast and lands softly.
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total,
+                                                   pct_start=0.25), True
+    if args.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True
+    if args.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma), False
+    return None, False
+
+
+def default_run_name(args):
+    return f"{time.strftime('%Y%m%d-%H%M%S')}_{args.model}_{args.optimizer}_lr{args.lr:g}_bs{args.batch_size}"
+
+
+def find_run(logdir, resume):
+    """The run folder that --resume names: a folder, a name under logdir, or the latest run."""
+    if resume == "latest":
+        states = sorted(Path(logdir).glob(f"**/{STATE_FILE}"), key=lambda p: p.stat().st_mtime)
+        if not states:
+            raise UserError(f"nothing to resume: no {STATE_FILE} under {logdir}/ (start with python train.py)")
+        return states[-1].parent
+    for run_dir in (Path(resume), Path(logdir) / resume):
+        if (run_dir / STATE_FILE).is_file():
+            return run_dir
+    raise UserError(f"nothing to resume at {resume}: no {STATE_FILE} there or under {logdir}/{resume}")
+
+
+def resumed_args(args):
+    """Training settings come from the saved state; only where to run and read data from may change."""
+    run_dir = find_run(args.logdir, args.resume)
+    state = load_file(run_dir / STATE_FILE, what="resume state", hint="start a new run instead")
+    saved = dict(state["args"])
+    for keep in ("device", "data_dir", "mirror", "resume"):
+        saved[keep] = getattr(args, keep)
+    saved["run_dir"] = str(run_dir)
+    return argparse.Namespace(**saved), state
+
+
+def hparams_of(args):
+    keys = ["model", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "scheduler",
+            "label_smoothing", "augment", "dropout", "batchnorm", "seed", "precision", "limit", "val_size"]
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+            for k in keys for v in [getattr(args, k, None)]}
+
+
+def fmt_time(seconds):
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+# ---------------------------------------------------------------------------- training
+
+def train_one_epoch(model, optimizer, scheduler, per_batch, x_all, y_all, args, device, precision,
+                    generator, epoch):
+    """One pass over the training tensors. Returns (mean loss, accuracy) as Python floats."""
+    model.train()
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no GPU sync per step
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    order = batches(len(x_all), args.batch_size, generator, device)
+    bar = tqdm(order, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False,
+               disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    seen = 0
+    for step, idx in enumerate(bar):
+        x, y = x_all[idx], y_all[idx]
+        if args.augment:
+            x = augment(x, generator)
+        with autocast(device, precision):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None and per_batch:
+            scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if not bar.disable and step % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
+    if scheduler is not None and not per_batch:
+        scheduler.step()
+    return loss_sum.item() / seen, correct.item() / seen
+
+
+def train(args, data=None):
+    """Run a whole training as `args` says. `data` (from load_data) may be passed in to reuse it.
+
+    Returns a summary dict; summary["interrupted"] is True after Ctrl-C.
+    """
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+    from metrics import evaluate
+
+    t_start = time.perf_counter()
+    state = None
+    if args.resume:
+        args, state = resumed_args(args)
+    threads = use_all_cores()
+    device = pick_device(args.device)
+    precision = pick_precision(args.precision, device)
+    args.precision = precision
+    if args.val_size <= 0:
+        raise UserError("--val-size must be at least 1: the validation split picks the best epoch")
+    print(f"Using {device} device" + (f" ({threads} threads)" if device.type == "cpu" else "")
+          + f", {precision} precision")
+
+    if data is None:
+        data = load_data(args, device)
+    (tx, ty), (vx, vy), (sx, sy) = data["train"], data["val"], data["test"]
+
+    torch.manual_seed(args.seed)
+    opts = model_options(args)
+    model = build_model(args.model, **opts).to(device).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(args, model.parameters())
+    steps_per_epoch = math.ceil(len(tx) / args.batch_size)
+    scheduler, per_batch = make_scheduler(args, optimizer, steps_per_epoch)
+    generator = torch.Generator().manual_seed(args.seed)  # shuffling and augmentation
+    start_epoch, best = 0, {"val_acc": -1.0, "epoch": 0, "test_acc": None}
+
+    if state is not None:
+        run_dir = Path(args.run_dir)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        start_epoch, best = state["epoch"], dict(state["best"])
+        if start_epoch >= args.epochs:
+            raise UserError(f"run {run_dir} already finished all {args.epochs} epochs; "
+                            f"its best model is in {args.checkpoint}")
+        print(f"Resuming {run_dir} after epoch {start_epoch} (best so far: epoch {best['epoch']}, "
+              f"val {100 * best['val_acc']:.2f}%)")
+    else:
+        args.run_name = args.run_name or default_run_name(args)
+        run_dir = Path(args.logdir) / args.run_name
+        if (run_dir / STATE_FILE).exists():
+            raise UserError(f"run {run_dir} exists already: continue it with --resume {run_dir}, "
+                            "or pick another --run-name")
+    args.run_dir = str(run_dir)
+
+    step_model = torch.compile(model) if args.compile else model
+    print(f"{args.model}: {count_parameters(model):,} parameters; training on {len(tx):,} images, "
+          f"validating on {len(vx):,}, testing on {len(sx):,}; logging to {run_dir}")
+
+    # purge_step drops any events logged after the saved state, so resumed curves carry on unbroken.
+    writer = SummaryWriter(str(run_dir), purge_step=start_epoch + 1 if state else None)
+    if state is None:
+        try:
+            with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
+                warnings.simplefilter("ignore")
+                writer.add_graph(model, vx[:2])
+        except Exception as e:  # the graph is a nicety; never fail a run for it
+            print(f"(model graph not logged: {type(e).__name__})")
+
+    saved_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    interrupted, epoch = False, start_epoch
+    try:
+        for epoch in range(start_epoch + 1, args.epochs + 1):
+            t0 = time.perf_counter()
+            train_loss, train_acc = train_one_epoch(step_model, optimizer, scheduler, per_batch, tx, ty, args,
+                                                    device, precision, generator, epoch)
+            train_secs = time.perf_counter() - t0
+            val = evaluate(model, vx, vy, precision=precision)
+            test = evaluate(model, sx, sy, precision=precision)  # watched, never used to choose
+            lr = optimizer.param_groups[0]["lr"]
+            for tag, value in [("loss/train", train_loss), ("accuracy/train", train_acc),
+                               ("loss/val", val["loss"]), ("accuracy/val", val["accuracy"]),
+                               ("accuracy/test", test["accuracy"]), ("lr", lr)]:
+                writer.add_scalar(tag, value, epoch)
+            writer.flush()
+
+            improved = val["accuracy"] > best["val_acc"]
+            if improved:
+                best = {"val_acc": val["accuracy"], "epoch": epoch, "test_acc": test["accuracy"]}
+                atomic_save(make_checkpoint(model, args.model, opts, epoch=epoch, val_acc=val["accuracy"],
+                                            val_loss=val["loss"], test_acc=test["accuracy"],
+                                            normalization={"mean": MEAN, "std": STD}, args=saved_args),
+                            args.checkpoint)
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                         "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                         "epoch": epoch, "best": best, "args": saved_args}, run_dir / STATE_FILE)
+            secs = time.perf_counter() - t0
+            print(f"epoch {epoch:>2}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:.2f}%  "
+                  f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%  "
+                  f"test acc {100 * test['accuracy']:.2f}%  {secs:.1f} s  {len(tx) / train_secs:,.0f} img/s"
+                  + ("  * saved" if improved else ""), flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+
+    wall = time.perf_counter() - t_start
+    summary = {"run_dir": str(run_dir), "checkpoint": args.checkpoint, "best_epoch": best["epoch"],
+               "best_val_acc": best["val_acc"], "test_acc": best["test_acc"], "seconds": wall,
+               "interrupted": interrupted, "epochs": args.epochs}
+    if interrupted:
+        writer.close()
+        done = epoch - 1
+        print(f"\nInterrupted during epoch {epoch}.", file=sys.stderr)
+        if best["epoch"]:
+            print(f"The best model so far (epoch {best['epoch']}, val {100 * best['val_acc']:.2f}%) "
+                  f"is kept in {args.checkpoint}; logs are in {run_dir}.", file=sys.stderr)
+        if done > 0:
+            print(f"Resume from epoch {done + 1} with: python train.py --resume {run_dir}", file=sys.stderr)
+        else:
+            print("No epoch finished, so there is nothing to resume: run python train.py again.", file=sys.stderr)
+        return summary
+
+    writer.add_hparams(hparams_of(args), {"hparam/best_val_acc": best["val_acc"],
+                                          "hparam/test_acc": best["test_acc"],
+                                          "hparam/best_epoch": best["epoch"]}, run_name=".")
+    writer.close()
+    print(f"\nBest validation accuracy {100 * best['val_acc']:.2f}% at epoch {best['epoch']}; "
+          f"test accuracy of that model {100 * best['test_acc']:.2f}%.")
+    print(f"Saved to {args.checkpoint}. Wall time {fmt_time(wall)}.")
+    print(f"Evaluate it:  python test.py --checkpoint {args.checkpoint}")
+    print(f"Curves:       tensorboard --logdir {args.logdir}")
+    return summary
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    summary = train(args)
+    return 130 if summary["interrupted"] else 0
+
+
+if __name__ == "__main__":
+    run_script(main)
