@@ -1,0 +1,261 @@
+"""The lab end to end: net, device choice, data, train.py, test.py, checkpoints, errors."""
+import json
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, run_py
+
+TAGS = {"loss/train", "accuracy/train", "loss/val", "accuracy/val", "accuracy/test", "lr"}
+
+
+def scalars(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+# ---------------------------------------------------------------- net.py
+
+def test_net_shape_and_parameter_count():
+    from net import Net, build_model, count_parameters
+    model = build_model("cnn")
+    assert model(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+    # conv: out*(in*3*3 + 1); linear: out*(in + 1)
+    expected = 32 * (1 * 9 + 1) + 64 * (32 * 9 + 1) + 64 * (64 * 9 + 1) + 128 * (576 + 1) + 10 * (128 + 1)
+    assert count_parameters(model) == expected == 130_890
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 64] and len(pools) == 3
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    # options change the net; the defaults do not
+    assert count_parameters(Net(batchnorm=True)) != expected
+
+
+# ---------------------------------------------------------------- device order
+
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_device_order(monkeypatch, cuda, mps, expected):
+    from common import pick_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert pick_device("auto").type == expected
+
+
+def test_unavailable_device_is_a_user_error(monkeypatch):
+    from common import UserError, pick_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="--device cuda"):
+        pick_device("cuda")
+
+
+# ---------------------------------------------------------------- data.py
+
+def test_local_mirror_folder_is_copied_checked_and_read(mirror, tmp_path):
+    from data import load_split
+    images, labels = load_split(False, tmp_path / "d", mirror=str(mirror))
+    assert images.shape == (10000, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (10000,) and set(labels.unique().tolist()) == set(range(10))
+    raw = tmp_path / "d" / "MNIST" / "raw"
+    assert (raw / "train-images-idx3-ubyte").stat().st_size == 47040016
+
+
+def test_mirror_from_environment_variable(mirror, tmp_path, monkeypatch):
+    from data import ensure_mnist
+    monkeypatch.setenv("MNIST_MIRROR", str(mirror))
+    ensure_mnist(tmp_path)
+    assert (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
+
+
+def test_bad_mirror_is_one_clean_error_and_leaves_no_partial_file(mirror, tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    from common import UserError
+    from data import ensure_mnist
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # stands in for the internet: refused
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in mirror.iterdir():  # the right names, but one file is corrupt
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "train-labels-idx1-ubyte.gz").write_bytes(b"not really gzip")
+    data = tmp_path / "data"
+    with pytest.raises(UserError) as err:
+        ensure_mnist(data, mirror=str(bad))
+    msg = str(err.value)
+    assert "\n" not in msg and "train-labels-idx1-ubyte.gz" in msg and "md5" in msg
+    assert str(bad) in msg and "127.0.0.1" in msg and "--mirror" in msg and "MNIST_MIRROR" in msg
+    raw = data / "MNIST" / "raw"
+    leftovers = {p.name for p in raw.iterdir()}
+    assert not any(name.startswith("train-labels") for name in leftovers), leftovers
+    assert all(p.stat().st_size > 0 for p in raw.iterdir())  # no 0-byte download stubs
+
+
+def test_validation_split_is_fixed_and_disjoint():
+    from data import split_train_val
+    images = torch.arange(100).view(100, 1, 1).expand(100, 28, 28).to(torch.uint8)
+    labels = torch.arange(100)
+    (tx, ty), (vx, vy) = split_train_val(images, labels, 10, seed=0)
+    (_, ty2), (_, vy2) = split_train_val(images, labels, 10, seed=0)
+    assert len(vy) == 10 and len(ty) == 90 and torch.equal(vy, vy2) and torch.equal(ty, ty2)
+    assert not set(vy.tolist()) & set(ty.tolist())
+
+
+def test_augment_keeps_shape_background_and_digit():
+    from data import MEAN, STD, augment, normalize
+    img = torch.zeros(4, 28, 28, dtype=torch.uint8)
+    img[:, 10:18, 12:16] = 255
+    x = normalize(img)
+    out = augment(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert torch.allclose(out[:, :, 0, 0], torch.full((4, 1), -MEAN / STD))  # corners stay background
+    assert not torch.allclose(out, x)  # it does move things
+    ink = (out > 0).flatten(1).sum(1)
+    assert (ink > 10).all()  # the stroke is still there
+
+
+# ---------------------------------------------------------------- train.py
+
+def test_training_writes_checkpoint_events_and_learns(trained):
+    out = trained["proc"].stdout
+    assert "Using cpu device" in out and "Best validation accuracy" in out and "tensorboard --logdir" in out
+    assert len(re.findall(r"^epoch +\d/2 ", out, re.M)) == 2
+
+    ckpt = torch.load(trained["checkpoint"], weights_only=True)
+    assert ckpt["model"] == "cnn" and ckpt["normalization"] == {"mean": 0.1307, "std": 0.3081}
+    assert ckpt["epoch"] in (1, 2) and ckpt["args"]["limit"] == 12000
+    assert set(ckpt["state_dict"]) == set(torch.nn.Module.state_dict(__import__("net").Net()))
+
+    tags = scalars(trained["run_dir"])
+    assert TAGS <= set(tags)
+    assert [s for s, _ in tags["accuracy/val"]] == [1, 2]
+    # the checkpoint is the epoch with the best validation accuracy, as logged
+    best_step, best_val = max(tags["accuracy/val"], key=lambda sv: (sv[1], -sv[0]))
+    assert ckpt["epoch"] == best_step and ckpt["val_acc"] == pytest.approx(best_val, abs=1e-6)
+    # the real-data learning check: 12,000 images, 2 epochs
+    assert best_val >= 0.97, tags["accuracy/val"]
+
+
+def test_hparams_and_graph_are_logged(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(trained["run_dir"]))
+    acc.Reload()
+    assert acc.Graph() is not None
+    hparams = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in hparams and "_hparams_/session_end_info" in hparams
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    info = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
+    assert info.session_start_info.hparams["model"].string_value == "cnn"
+    assert info.session_start_info.hparams["epochs"].number_value == 2
+
+
+def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
+    args = [sys.executable, str(ROOT / "train.py"), "--epochs", "3", "--limit", "3000", "--val-size", "1000",
+            "--data-dir", data_dir, "--logdir", tmp_path / "logs", "--run-name", "r",
+            "--checkpoint", tmp_path / "net.pth"]
+    proc = subprocess.Popen(list(map(str, args)), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if line.startswith("epoch  1/3"):
+            proc.send_signal(signal.SIGINT)  # Ctrl-C during epoch 2
+            break
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    assert torch.load(tmp_path / "net.pth", weights_only=True)["epoch"] == 1
+    assert [s for s, _ in scalars(tmp_path / "logs" / "r")["accuracy/val"]] == [1]
+
+    done = run_py("train.py", "--resume", tmp_path / "logs" / "r", "--data-dir", data_dir, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "after epoch 1" in done.stdout and "epoch  2/3" in done.stdout and "epoch  1/3" not in done.stdout
+    tags = scalars(tmp_path / "logs" / "r")
+    assert [s for s, _ in tags["accuracy/val"]] == [1, 2, 3]  # the curve carries on unbroken
+    # nothing left to resume now
+    again = run_py("train.py", "--resume", tmp_path / "logs" / "r", "--data-dir", data_dir, cwd=tmp_path)
+    assert again.returncode == 2 and "already finished" in again.stderr
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    import checkpoint
+    path = tmp_path / "net.pth"
+    checkpoint.atomic_save({"epoch": 1, "w": torch.ones(3)}, path)
+
+    def dies_half_way(obj, f):
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # Ctrl-C in the middle of writing
+
+    monkeypatch.setattr(checkpoint.torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.atomic_save({"epoch": 2, "w": torch.zeros(3)}, path)
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["net.pth"]  # no temporary file left
+
+
+def test_existing_run_name_is_refused_not_overwritten(trained):
+    proc = run_py("train.py", "--epochs", 1, "--limit", 100, "--data-dir", trained["data_dir"],
+                  "--logdir", trained["logdir"], "--run-name", "r1", "--checkpoint", trained["dir"] / "other.pth",
+                  cwd=trained["dir"])
+    assert proc.returncode == 2 and "--resume" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (trained["dir"] / "other.pth").exists()
+
+
+@pytest.mark.parametrize("flags, words", [(["--epochs", "0"], "--epochs"), (["--lr", "-1"], "--lr"),
+                                          (["--device", "tpu"], "--device"), (["--nope"], "--nope")])
+def test_bad_flags_are_one_line_errors(tmp_path, flags, words):
+    proc = run_py("train.py", *flags, cwd=tmp_path)
+    assert proc.returncode == 2 and words in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- test.py
+
+def test_test_py_prints_what_its_json_says(trained, tmp_path):
+    proc = run_py("test.py", "--checkpoint", trained["checkpoint"], "--data-dir", trained["data_dir"],
+                  "--json", tmp_path / "r.json", "--samples", 5, "--report", tmp_path / "rep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    m = re.search(r"^Accuracy: (\d+\.\d\d)% \((\d+)/(\d+)\)$", proc.stdout, re.M)
+    assert m, proc.stdout
+    assert float(m.group(1)) == pytest.approx(100 * result["accuracy"], abs=0.005)
+    assert int(m.group(2)) == result["correct"] and int(m.group(3)) == result["total"] == 10000
+    cm = torch.tensor(result["confusion_matrix"])
+    assert cm.sum() == 10000 and cm.trace() == result["correct"]
+    assert result["checkpoint_epoch"] == torch.load(trained["checkpoint"], weights_only=True)["epoch"]
+    assert len(re.findall(r"image +\d+: predicted \d", proc.stdout)) == 5
+    assert result["accuracy"] > 0.96
+    from PIL import Image
+    for name in ("confusion.png", "misclassified.png"):
+        with Image.open(tmp_path / "rep" / name) as im:
+            assert im.size[0] > 300
+
+
+def test_test_py_does_not_import_train_py():
+    source = (ROOT / "test.py").read_text()
+    assert not re.search(r"^\s*(import train|from train )", source, re.M)
+
+
+def test_missing_checkpoint(tmp_path):
+    proc = run_py("test.py", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: no checkpoint at net.pth: run python train.py first"
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", "zip-half", "foreign", "pickled-model"])
+def test_corrupt_or_foreign_checkpoint(trained, tmp_path, content):
+    bad = tmp_path / "bad.pth"
+    if content == "zip-half":
+        bad.write_bytes(trained["checkpoint"].read_bytes()[:50_000])
+    elif content == "foreign":
+        torch.save({"weights": torch.ones(2)}, bad)
+    elif content == "pickled-model":
+        from net import Net
+        torch.save(Net(), bad)  # a whole pickled model: refused by weights_only loading
+    else:
+        bad.write_bytes(content)
+    proc = run_py("test.py", "--checkpoint", bad, "--data-dir", trained["data_dir"], cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and str(bad) in proc.stderr
