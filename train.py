@@ -35,7 +35,7 @@ STATE_FILE = "last.pt"  # the resumable state, saved in the run's log folder eve
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
     a = p.add_argument
-    a("--epochs", type=positive_int, default=8, help="passes over the training images (default: 8)")
+    a("--epochs", type=positive_int, default=6, help="passes over the training images (default: 6)")
     a("--batch-size", type=positive_int, default=128, help="images per training step (default: 128)")
     a("--lr", type=positive_float, default=6e-3, help="peak learning rate (default: 0.006)")
     a("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"], default="adam",

@@ -1,0 +1,261 @@
+"""Benchmark: how fast we train compared with the usual tutorial recipe, measured in one run.
+
+    python bench.py                  # the comparison table (~4 min on 2 CPU cores)
+    python bench.py --quick          # a tiny version of every case (under a minute; used by the tests)
+    python bench.py --seeds 5 --train-args "--epochs 1"        # accuracy targets: median over seeds
+    python bench.py --seeds 3                                  # ... of the default python train.py
+    python bench.py --seeds 3 --train-args "--augment --epochs 20"
+
+Cases of the table, each in its own process so that its peak memory is its own:
+  plain     the seed labs' recipe: torchvision MNIST + ToTensor/Normalize per sample, DataLoader,
+            batch 64, Adam 1e-3, fp32
+  fp32      ours: whole splits as tensors, batches by slicing, channels_last, OneCycle, fp32
+  bf16/...  ours in the precision --precision auto picks on this machine
+  compiled  ours with torch.compile (not in --quick: compiling alone takes longer than a minute)
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from common import make_parser, pick_device, pick_precision, run_script, use_all_cores
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse_args(argv=None):
+    p = make_parser(__doc__.split("\n")[0])
+    a = p.add_argument
+    a("--quick", action="store_true", help="tiny cases only: checks that every path runs, not how fast")
+    a("--seeds", type=int, default=0, metavar="N",
+      help="instead of the table, run python train.py with seeds 1..N and report the medians")
+    a("--train-args", default="", help="flags for train.py in --seeds mode, e.g. \"--epochs 1\"")
+    a("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"], help="(default: auto)")
+    a("--data-dir", default="mnist", help="(default: mnist)")
+    a("--mirror", default=None, help="folder or URL with the MNIST .gz files (default: $MNIST_MIRROR)")
+    a("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case in this process
+    return p.parse_args(argv)
+
+
+def peak_rss_mib():
+    # ru_maxrss is in KiB on Linux and in bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return cpu
+
+
+# ---------------------------------------------------------------- the cases (run in a child process)
+
+def case_plain(args, device, n_train, n_eval):
+    """The tutorial recipe, as the seed labs and PyTorch's example do it."""
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    from data import MEAN, STD, ensure_mnist, split_train_val
+    from net import build_model
+
+    ensure_mnist(args.data_dir, args.mirror)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    train_ds = datasets.MNIST(args.data_dir, train=True, transform=tf)
+    test_ds = datasets.MNIST(args.data_dir, train=False, transform=tf)
+    # the same 55,000 training images as ours (the same split), for a fair comparison
+    idx = torch.arange(len(train_ds))
+    (train_idx, _), _ = split_train_val(idx, idx, 5000)
+    train_loader = DataLoader(Subset(train_ds, train_idx[:n_train].tolist()), batch_size=64, shuffle=True)
+    test_loader = DataLoader(Subset(test_ds, range(n_eval)), batch_size=1000)
+
+    torch.manual_seed(1)
+    model = build_model("cnn").to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    t0 = time.perf_counter()
+    for x, y in train_loader:
+        x, y = x.to(device), y.to(device)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    train_s = time.perf_counter() - t0
+    model.eval()
+    correct, t0 = 0, time.perf_counter()
+    with torch.inference_mode():
+        for x, y in test_loader:
+            correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+    eval_s = time.perf_counter() - t0
+    n = len(train_loader.dataset)
+    return {"train_ips": n / train_s, "eval_ips": n_eval / eval_s, "epoch_s": train_s, "test_acc": correct / n_eval}
+
+
+def case_ours(args, device, n_train, n_eval, precision, compile_model):
+    """Our train.py path: throughput on fixed steps, then a real one-epoch training run."""
+    import train as T
+    from metrics import evaluate
+    from net import build_model
+
+    targs = T.parse_args(["--epochs", "1", "--precision", precision, "--data-dir", args.data_dir,
+                          "--limit", str(n_train), "--device", device.type]
+                         + (["--mirror", args.mirror] if args.mirror else []) + (["--compile"] if compile_model else []))
+    data = T.load_data(targs, device)
+    tx, ty = data["train"]
+    sx, sy = data["test"][0][:n_eval], data["test"][1][:n_eval]
+
+    # 1. steady-state training throughput: warm-up steps first (they include compiling)
+    torch.manual_seed(1)
+    model = build_model("cnn").to(device).to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if compile_model else model
+    opt = T.make_optimizer(targs, model.parameters())
+    bs, g = targs.batch_size, torch.Generator().manual_seed(0)
+    warm, timed = (3, 12) if args.quick else (10, 60)
+    targs_const = T.parse_args(["--scheduler", "none"])
+    T.train_one_epoch(step_model, opt, None, False, tx[:warm * bs], ty[:warm * bs], targs_const, device,
+                      precision, g, 0)
+    sync(device)
+    t0 = time.perf_counter()
+    T.train_one_epoch(step_model, opt, None, False, tx[:timed * bs], ty[:timed * bs], targs_const, device,
+                      precision, g, 0)
+    sync(device)
+    train_ips = min(timed * bs, len(tx)) / (time.perf_counter() - t0)
+
+    # 2. evaluation throughput, after one warm-up batch
+    evaluate(model, sx[:500], sy[:500], precision=precision)
+    t0 = time.perf_counter()
+    evaluate(model, sx, sy, precision=precision)
+    eval_ips = len(sx) / (time.perf_counter() - t0)
+
+    # 3. a real one-epoch run through train.train (fresh model), timed without the data loading
+    with tempfile.TemporaryDirectory() as tmp:
+        targs.logdir, targs.checkpoint, targs.run_name = tmp, os.path.join(tmp, "net.pth"), "bench"
+        t0 = time.perf_counter()
+        with open(os.devnull, "w") as devnull:
+            stdout, sys.stdout = sys.stdout, devnull
+            try:
+                summary = T.train(targs, data)
+            finally:
+                sys.stdout = stdout
+        epoch_s = time.perf_counter() - t0
+    return {"train_ips": train_ips, "eval_ips": eval_ips, "epoch_s": epoch_s, "test_acc": summary["test_acc"]}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_case(args):
+    use_all_cores()
+    device = pick_device(args.device)
+    n_train, n_eval = (2000, 2000) if args.quick else (55000, 10000)
+    name = args.case
+    if name == "plain":
+        result = case_plain(args, device, n_train, n_eval)
+    else:
+        precision = "fp32" if name == "fp32" else pick_precision("auto", device)
+        result = case_ours(args, device, n_train, n_eval, precision, compile_model=(name == "compiled"))
+        result["precision"] = precision
+    result["peak_rss_mib"] = peak_rss_mib()
+    print("RESULT " + json.dumps(result))
+    return 0
+
+
+# ---------------------------------------------------------------- the parent: table and seeds
+
+def child(argv):
+    """Run `python argv...`, return (stdout, peak RSS in MiB of that process alone, seconds)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True, cwd=HERE)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # wait4 gives this child's own peak memory
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {' '.join(argv)} failed with status {proc.returncode}")
+    return out, usage.ru_maxrss / 1024, seconds
+
+
+def table(args):
+    device = pick_device(args.device)
+    auto = pick_precision("auto", device)
+    cases = [("plain", "plain DataLoader, batch 64, fp32"), ("fp32", "ours, fp32")]
+    if auto != "fp32":
+        cases.append(("auto", f"ours, {auto} (--precision auto)"))
+    if not args.quick:
+        cases.append(("compiled", f"ours, {auto}, --compile"))
+    print(f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}, device {device}"
+          + ("  [--quick: 2,000 images per case; the numbers mean nothing]" if args.quick else ""))
+    header = ["case", "train img/s", "eval img/s", "1-epoch s", "test acc", "peak RSS MiB"]
+    rows = []
+    common_flags = ["--device", args.device, "--data-dir", args.data_dir] + (["--mirror", args.mirror] if args.mirror else [])
+    for name, label in cases:
+        out, _, _ = child(["bench.py", "--case", name, *common_flags] + (["--quick"] if args.quick else []))
+        r = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+        rows.append([label, f"{r['train_ips']:,.0f}", f"{r['eval_ips']:,.0f}", f"{r['epoch_s']:.1f}",
+                     f"{100 * r['test_acc']:.2f}%", f"{r['peak_rss_mib']:,.0f}"])
+        print(f"  done: {label}", file=sys.stderr, flush=True)
+    print_table(header, rows)
+    base = float(rows[0][1].replace(",", ""))
+    best = max(float(r[1].replace(",", "")) for r in rows[1:])
+    print(f"Training throughput, best of ours / plain DataLoader: {best / base:.1f}x")
+    print("1-epoch s: plain = the epoch's training loop; ours = train.train() for one epoch "
+          "(model, training, validation and test evaluation, logging, checkpoint)")
+
+
+def print_table(header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+
+
+def seeds(args):
+    """Whole `python train.py` runs, timed from process start to exit, one per seed."""
+    extra = shlex.split(args.train_args)
+    print(f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}")
+    print(f"Command: python train.py {args.train_args} --seed S   (S = 1..{args.seeds})")
+    rows, accs, walls, rss = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in range(1, args.seeds + 1):
+            argv = ["train.py", *extra, "--seed", str(s), "--device", args.device, "--data-dir", args.data_dir,
+                    "--logdir", os.path.join(tmp, "logs"), "--run-name", f"seed{s}",
+                    "--checkpoint", os.path.join(tmp, f"net{s}.pth")] + (["--mirror", args.mirror] if args.mirror else [])
+            out, peak, wall = child(argv)
+            ckpt = torch.load(os.path.join(tmp, f"net{s}.pth"), weights_only=True)
+            accs.append(ckpt["test_acc"]), walls.append(wall), rss.append(peak)
+            rows.append([s, f"{wall:.1f}", ckpt["epoch"], f"{100 * ckpt['val_acc']:.2f}%",
+                         f"{100 * ckpt['test_acc']:.2f}%", f"{peak:,.0f}"])
+            print(f"  seed {s}: test {100 * ckpt['test_acc']:.2f}% in {wall:.1f} s", file=sys.stderr, flush=True)
+    print_table(["seed", "wall s", "best epoch", "val acc", "test acc", "peak RSS MiB"], rows)
+    print(f"Median test accuracy {100 * statistics.median(accs):.2f}% (min {100 * min(accs):.2f}%), "
+          f"median wall time {statistics.median(walls):.1f} s, peak RSS {max(rss):,.0f} MiB")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.case:
+        return run_case(args)
+    if args.seeds > 0:
+        return seeds(args)
+    return table(args)
+
+
+if __name__ == "__main__":
+    run_script(main)

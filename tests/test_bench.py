@@ -1,0 +1,23 @@
+"""bench.py runs every case and prints one well-formed table. No timing is asserted."""
+import re
+
+from conftest import run_py
+
+
+def test_bench_quick_prints_the_table(data_dir, tmp_path):
+    proc = run_py("bench.py", "--quick", "--data-dir", data_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"^Machine: .+, \d+ cores usable, torch \S+, device cpu", out, re.M)
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    header, body = rows[0], rows[1:]
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "case", "train img/s", "eval img/s", "1-epoch s", "test acc", "peak RSS MiB"]
+    assert body[0].startswith("| plain DataLoader") and body[1].startswith("| ours, fp32")
+    for row in body:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 6
+        for number in cells[1:4] + cells[5:]:
+            assert float(number.replace(",", "")) > 0, row
+        assert 0 < float(cells[4].rstrip("%")) <= 100  # 2,000 images: it learned something
+    assert re.search(r"best of ours / plain DataLoader: \d+\.\dx", out)
