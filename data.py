@@ -138,11 +138,12 @@ def augment(x, generator, max_shift=2.0, max_degrees=10.0, max_scale=0.1):
     """Random shift (pixels), rotation and scaling of every image in a batch, all at once.
 
     One affine grid per image, sampled by the device in a single grid_sample call:
-    no per-image Python. Random numbers come from `generator` (on the CPU, so runs
-    are reproducible on any device) and are a few floats per image.
+    no per-image Python. `generator` must live on x's device: drawing the random
+    numbers there avoids a host-to-device copy, which on a GPU would wait for the
+    queue of work to drain at every step.
     """
     n = len(x)
-    r = torch.rand(n, 4, generator=generator).to(x.device) * 2 - 1  # uniform in [-1, 1]
+    r = torch.rand(n, 4, generator=generator, device=x.device) * 2 - 1  # uniform in [-1, 1]
     angle = r[:, 0] * max_degrees * torch.pi / 180
     scale = 1 + r[:, 1] * max_scale
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale

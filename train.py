@@ -166,8 +166,13 @@ def fmt_time(seconds):
 # ---------------------------------------------------------------------------- training
 
 def train_one_epoch(model, optimizer, scheduler, per_batch, x_all, y_all, args, device, precision,
-                    generator, epoch):
-    """One pass over the training tensors. Returns (mean loss, accuracy) as Python floats."""
+                    generator, epoch, aug_generator=None, scaler=None):
+    """One pass over the training tensors. Returns (mean loss, accuracy) as Python floats.
+
+    `generator` (CPU) shuffles; `aug_generator` (on the device) draws the augmentation;
+    `scaler` is a GradScaler, needed for fp16 only (bf16 has fp32's range).
+    """
+    scaler = scaler or torch.amp.GradScaler(enabled=False)
     model.train()
     loss_sum = torch.zeros((), device=device)  # summed on the device: no GPU sync per step
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -178,13 +183,14 @@ def train_one_epoch(model, optimizer, scheduler, per_batch, x_all, y_all, args, 
     for step, idx in enumerate(bar):
         x, y = x_all[idx], y_all[idx]
         if args.augment:
-            x = augment(x, generator)
+            x = augment(x, aug_generator)
         with autocast(device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()  # with fp32/bf16 the scaler is disabled: plain backward and step
+        scaler.step(optimizer)
+        scaler.update()
         if scheduler is not None and per_batch:
             scheduler.step()
         loss_sum += loss.detach() * len(y)
@@ -228,7 +234,11 @@ def train(args, data=None):
     optimizer = make_optimizer(args, model.parameters())
     steps_per_epoch = math.ceil(len(tx) / args.batch_size)
     scheduler, per_batch = make_scheduler(args, optimizer, steps_per_epoch)
-    generator = torch.Generator().manual_seed(args.seed)  # shuffling and augmentation
+    generator = torch.Generator().manual_seed(args.seed)  # shuffling
+    aug_generator = torch.Generator(device=device).manual_seed(args.seed)  # augmentation, on the device
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     start_epoch, best = 0, {"val_acc": -1.0, "epoch": 0, "test_acc": None}
 
     if state is not None:
@@ -238,6 +248,8 @@ def train(args, data=None):
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
+        aug_generator.set_state(state["aug_generator"])
+        scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
@@ -275,7 +287,7 @@ def train(args, data=None):
         for epoch in range(start_epoch + 1, args.epochs + 1):
             t0 = time.perf_counter()
             train_loss, train_acc = train_one_epoch(step_model, optimizer, scheduler, per_batch, tx, ty, args,
-                                                    device, precision, generator, epoch)
+                                                    device, precision, generator, epoch, aug_generator, scaler)
             train_secs = time.perf_counter() - t0
             val = evaluate(model, vx, vy, precision=precision)
             test = evaluate(model, sx, sy, precision=precision)  # watched, never used to choose
@@ -295,7 +307,8 @@ def train(args, data=None):
                             args.checkpoint)
             atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                         "generator": generator.get_state(), "aug_generator": aug_generator.get_state(),
+                         "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
                          "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                          "epoch": epoch, "best": best, "args": saved_args}, run_dir / STATE_FILE)
             secs = time.perf_counter() - t0

@@ -110,7 +110,7 @@ def test_augment_keeps_shape_background_and_digit():
     img = torch.zeros(4, 28, 28, dtype=torch.uint8)
     img[:, 10:18, 12:16] = 255
     x = normalize(img)
-    out = augment(x, torch.Generator().manual_seed(0))
+    out = augment(x, torch.Generator().manual_seed(0))  # a CPU generator for CPU tensors
     assert out.shape == x.shape
     assert torch.allclose(out[:, :, 0, 0], torch.full((4, 1), -MEAN / STD))  # corners stay background
     assert not torch.allclose(out, x)  # it does move things
