@@ -44,10 +44,68 @@ class Net(nn.Module):
         return self.head(self.features(x))
 
 
-# name -> class. Each takes only keyword options with defaults, and the
-# options must be plain values (numbers, bools, lists) so they fit in a
-# checkpoint that loads with weights_only=True.
-MODELS = {"cnn": Net}
+# The networks of the seed labs, kept exactly as the lab reports describe them
+# so that students compare like with like. They take no options: each is one
+# fixed design, built by a function, since a Sequential needs no class of its own.
+# Every model takes [N, 1, 28, 28] (channels_last) and returns [N, 10] logits.
+
+def mlp():
+    """The fully connected lab: 784 -> 128 -> 256 -> 128 -> 64 -> 10, sigmoid activations.
+
+    nn.Flatten reshapes rather than .view()s, so the channels_last input that the
+    scripts feed every model is fine. Sigmoid (not ReLU) because that is what the
+    lab compares: it saturates and trains slower, which is the lesson.
+    """
+    sizes = [28 * 28, 128, 256, 128, 64]
+    layers = [nn.Flatten()]
+    for n_in, n_out in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.Sigmoid()]
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], 10))
+
+
+def cnn2():
+    """The two-conv lab: two Conv(5x5, pad 2) -> ReLU -> MaxPool(2) blocks, 16 and 32 channels.
+
+    The padding keeps 28x28 through each conv, so the pools give 14x14, then 7x7: 32*7*7 = 1568.
+    """
+    return nn.Sequential(
+        nn.Conv2d(1, 16, kernel_size=5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, kernel_size=5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+
+
+def cnn4bn():
+    """The batch-norm lab: four Conv(3x3, no padding) -> BatchNorm -> ReLU, pooling after the 2nd and 4th.
+
+    Sizes: 28 -> 26 -> 24 -> pool 12 -> 10 -> 8 -> pool 4, so 128*4*4 = 2048 into 1024 -> 128 -> 10.
+    """
+    def block(c_in, c_out):
+        # No conv bias: batch norm subtracts the batch mean right after, which cancels any bias.
+        return [nn.Conv2d(c_in, c_out, kernel_size=3, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(
+        *block(1, 16), *block(16, 32), nn.MaxPool2d(2),
+        *block(32, 64), *block(64, 128), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(128 * 4 * 4, 1024), nn.ReLU(inplace=True),
+        nn.Linear(1024, 128), nn.ReLU(inplace=True), nn.Linear(128, 10))
+
+
+def examples():
+    """PyTorch's examples/mnist net: two 3x3 convs (32, 64), max-pool, dropout 0.25, 9216 -> 128, dropout 0.5, -> 10.
+
+    Sizes: 28 -> 26 -> 24 -> pool 12, so 64*12*12 = 9216. The example ends in
+    log_softmax with nll_loss; we return logits for cross_entropy, which is the same loss.
+    """
+    return nn.Sequential(
+        nn.Conv2d(1, 32, kernel_size=3), nn.ReLU(inplace=True),
+        nn.Conv2d(32, 64, kernel_size=3), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+        nn.Linear(64 * 12 * 12, 128), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(128, 10))
+
+
+# name -> class or function that builds the net. Each takes only keyword options
+# with defaults, and the options must be plain values (numbers, bools, lists) so
+# they fit in a checkpoint that loads with weights_only=True.
+MODELS = {"cnn": Net, "mlp": mlp, "cnn2": cnn2, "cnn4bn": cnn4bn, "examples": examples}
 
 
 def build_model(name="cnn", **options):

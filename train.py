@@ -12,6 +12,7 @@ watch them in TensorBoard, but they never choose anything: choosing on the test
 set would make the reported test accuracy optimistic.
 """
 import argparse
+import inspect
 import math
 import os
 import sys
@@ -92,6 +93,10 @@ def model_options(args):
         opts["dropout"] = args.dropout
     if args.batchnorm:
         opts["batchnorm"] = True
+    takes = inspect.signature(MODELS[args.model]).parameters  # the fixed lab nets take no options
+    for name in opts:
+        if name not in takes:
+            raise UserError(f"--model {args.model} has no {name} option: leave out --{name}")
     return opts
 
 
@@ -154,7 +159,8 @@ def resumed_args(args):
 
 def hparams_of(args):
     keys = ["model", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "scheduler",
-            "label_smoothing", "augment", "dropout", "batchnorm", "seed", "precision", "limit", "val_size"]
+            "step_size", "gamma", "label_smoothing", "augment", "dropout", "batchnorm", "seed", "precision",
+            "limit", "val_size"]
     return {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
             for k in keys for v in [getattr(args, k, None)]}
 
@@ -221,6 +227,7 @@ def train(args, data=None):
     args.precision = precision
     if args.val_size <= 0:
         raise UserError("--val-size must be at least 1: the validation split picks the best epoch")
+    opts = model_options(args)  # before loading data: a wrong option fails at once
     print(f"Using {device} device" + (f" ({threads} threads)" if device.type == "cpu" else "")
           + f", {precision} precision")
 
@@ -229,7 +236,6 @@ def train(args, data=None):
     (tx, ty), (vx, vy), (sx, sy) = data["train"], data["val"], data["test"]
 
     torch.manual_seed(args.seed)
-    opts = model_options(args)
     model = build_model(args.model, **opts).to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(args, model.parameters())
     steps_per_epoch = math.ceil(len(tx) / args.batch_size)
@@ -294,7 +300,8 @@ def train(args, data=None):
             lr = optimizer.param_groups[0]["lr"]
             for tag, value in [("loss/train", train_loss), ("accuracy/train", train_acc),
                                ("loss/val", val["loss"]), ("accuracy/val", val["accuracy"]),
-                               ("accuracy/test", test["accuracy"]), ("lr", lr)]:
+                               ("accuracy/test", test["accuracy"]), ("lr", lr),
+                               ("time/epoch_seconds", train_secs)]:  # training only, for report.py
                 writer.add_scalar(tag, value, epoch)
             writer.flush()
 
