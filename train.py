@@ -288,7 +288,7 @@ def train(args, data=None):
             print(f"(model graph not logged: {type(e).__name__})")
 
     saved_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    interrupted, epoch = False, start_epoch
+    interrupted, done = False, start_epoch  # done: the last epoch whose state is saved
     try:
         for epoch in range(start_epoch + 1, args.epochs + 1):
             t0 = time.perf_counter()
@@ -318,6 +318,7 @@ def train(args, data=None):
                          "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
                          "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                          "epoch": epoch, "best": best, "args": saved_args}, run_dir / STATE_FILE)
+            done = epoch
             secs = time.perf_counter() - t0
             print(f"epoch {epoch:>2}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:.2f}%  "
                   f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%  "
@@ -332,8 +333,7 @@ def train(args, data=None):
                "interrupted": interrupted, "epochs": args.epochs}
     if interrupted:
         writer.close()
-        done = epoch - 1
-        print(f"\nInterrupted during epoch {epoch}.", file=sys.stderr)
+        print(f"\nInterrupted during epoch {done + 1}.", file=sys.stderr)
         if best["epoch"]:
             print(f"The best model so far (epoch {best['epoch']}, val {100 * best['val_acc']:.2f}%) "
                   f"is kept in {args.checkpoint}; logs are in {run_dir}.", file=sys.stderr)
