@@ -4,6 +4,7 @@ Kept small on purpose; each function is a few lines a student can check.
 """
 import argparse
 import contextlib
+import ctypes
 import os
 import sys
 
@@ -64,6 +65,25 @@ def use_all_cores():
         n = os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
+
+
+def keep_freed_memory():
+    """Stop glibc's malloc from giving each step's freed activations back to the operating system.
+
+    A training step allocates and frees several blocks of ~5-15 MB. By default glibc serves blocks
+    that size with fresh mmap()s, or trims the heap when they are freed, so every step page-faults
+    its memory in again. Measured here (2 cores, bf16): the first epoch ran at 6,100 img/s and the
+    later ones at 12,300, once evaluation's larger blocks had happened to raise glibc's dynamic
+    thresholds. Fixed thresholds make every step fast; the cost is that up to 1 GiB of freed memory
+    stays with the process for reuse. Returns False (and changes nothing) where libc is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # macOS, Windows, musl
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 1 << 30))
 
 
 def pick_device(choice="auto"):

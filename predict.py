@@ -227,9 +227,12 @@ def save_show(path, shown):
         ax.axis("off")
     for i, (name, original, seen, label) in enumerate(shown):
         r, c = divmod(i, pairs_per_row)
-        original = original.copy()
-        original.thumbnail((400, 400))
-        axes[r, 2 * c].imshow(original.convert("RGBA"))
+        try:
+            original = original.convert("RGBA")
+            original.thumbnail((400, 400))
+            axes[r, 2 * c].imshow(original)
+        except ValueError:  # modes Pillow cannot turn into RGBA (16-bit, float): show them grey
+            axes[r, 2 * c].imshow(to_grey(original).numpy(), cmap="gray", vmin=0, vmax=1)
         axes[r, 2 * c].set_title(Path(name).name[:28], fontsize=8)
         axes[r, 2 * c + 1].imshow(seen.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axes[r, 2 * c + 1].set_title(f"seen: {label}", fontsize=8)

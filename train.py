@@ -1,8 +1,8 @@
 """Train a network on MNIST, log to TensorBoard, keep the best checkpoint.
 
-    python train.py                      # the default run (~99.4% test accuracy)
-    python train.py --epochs 1           # one quick epoch (~99.0%)
-    python train.py --augment --epochs 20
+    python train.py                      # the default run (~99.5% test accuracy, under a minute on 2 cores)
+    python train.py --epochs 1           # one quick epoch (~99.2%)
+    python train.py --augment --epochs 20  # ~99.6%, about 2 minutes
     tensorboard --logdir boardlog        # watch the curves
 
 The 60,000 training images are split into 55,000 to train on and 5,000 to
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from checkpoint import atomic_save, load_file, make_checkpoint
 from common import (UserError, autocast, make_parser, pick_device, pick_precision, positive_float,
-                    positive_int, run_script, use_all_cores)
+                    positive_int, run_script, use_all_cores, keep_freed_memory)
 from data import MEAN, STD, augment, batches, load_split, normalize, split_train_val
 from net import MODELS, build_model, count_parameters
 
@@ -39,10 +39,11 @@ def parse_args(argv=None):
     a("--epochs", type=positive_int, default=6, help="passes over the training images (default: 6)")
     a("--batch-size", type=positive_int, default=128, help="images per training step (default: 128)")
     a("--lr", type=positive_float, default=6e-3, help="peak learning rate (default: 0.006)")
-    a("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"], default="adam",
-      help="optimiser (default: adam)")
+    a("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"], default="adamw",
+      help="optimiser (default: adamw)")
     a("--momentum", type=float, default=0.9, help="momentum for sgd and rmsprop (default: 0.9)")
-    a("--weight-decay", type=float, default=0.0, help="L2 penalty / decoupled decay for adamw (default: 0)")
+    a("--weight-decay", type=float, default=None,
+      help="decoupled decay for adamw, L2 penalty for the others (default: 0.05 for adamw, else 0)")
     a("--scheduler", choices=["onecycle", "step", "cosine", "none"], default="onecycle",
       help="learning-rate schedule (default: onecycle: warm up, then anneal to ~0)")
     a("--step-size", type=positive_int, default=3, help="epochs between lr drops for --scheduler step (default: 3)")
@@ -70,7 +71,12 @@ def parse_args(argv=None):
     a("--checkpoint", default="net.pth", help="where the best model is saved (default: net.pth)")
     a("--resume", nargs="?", const="latest", default=None, metavar="RUN",
       help="continue an interrupted run (a run name or folder; default: the latest run in --logdir)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.weight_decay is None:
+        # AdamW's decay is decoupled from the gradient and scaled by the lr: 0.05 is mild and helps
+        # generalisation (measured: README). As an L2 penalty in sgd or adam, 0.05 would be far too strong.
+        args.weight_decay = 0.05 if args.optimizer == "adamw" else 0.0
+    return args
 
 
 # ---------------------------------------------------------------------------- setup
@@ -222,6 +228,7 @@ def train(args, data=None):
     if args.resume:
         args, state = resumed_args(args)
     threads = use_all_cores()
+    keep_freed_memory()  # see common.py: twice the speed in the first epoch on CPU
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
     args.precision = precision
@@ -289,12 +296,14 @@ def train(args, data=None):
 
     saved_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     interrupted, done = False, start_epoch  # done: the last epoch whose state is saved
+    train_time = 0.0  # seconds spent in the training loops alone (bench.py's throughput)
     try:
         for epoch in range(start_epoch + 1, args.epochs + 1):
             t0 = time.perf_counter()
             train_loss, train_acc = train_one_epoch(step_model, optimizer, scheduler, per_batch, tx, ty, args,
                                                     device, precision, generator, epoch, aug_generator, scaler)
             train_secs = time.perf_counter() - t0
+            train_time += train_secs
             val = evaluate(model, vx, vy, precision=precision)
             test = evaluate(model, sx, sy, precision=precision)  # watched, never used to choose
             lr = optimizer.param_groups[0]["lr"]
@@ -330,7 +339,8 @@ def train(args, data=None):
     wall = time.perf_counter() - t_start
     summary = {"run_dir": str(run_dir), "checkpoint": args.checkpoint, "best_epoch": best["epoch"],
                "best_val_acc": best["val_acc"], "test_acc": best["test_acc"], "seconds": wall,
-               "interrupted": interrupted, "epochs": args.epochs}
+               "interrupted": interrupted, "epochs": args.epochs,
+               "train_seconds": train_time, "train_images": len(tx) * (done - start_epoch)}
     if interrupted:
         writer.close()
         print(f"\nInterrupted during epoch {done + 1}.", file=sys.stderr)

@@ -13,11 +13,12 @@ def test_bench_quick_prints_the_table(data_dir, tmp_path):
     header, body = rows[0], rows[1:]
     assert [c.strip() for c in header.strip("|").split("|")] == [
         "case", "train img/s", "eval img/s", "1-epoch s", "test acc", "peak RSS MiB"]
-    assert body[0].startswith("| plain DataLoader") and body[1].startswith("| ours, fp32")
+    assert body[0].startswith("| plain DataLoader, batch 64") and body[1].startswith("| plain DataLoader +")
+    assert body[2].startswith("| ours, fp32")
     for row in body:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 6
         for number in cells[1:4] + cells[5:]:
             assert float(number.replace(",", "")) > 0, row
-        assert 0 < float(cells[4].rstrip("%")) <= 100  # 2,000 images: it learned something
+        assert 30 < float(cells[4].rstrip("%")) <= 100  # 2,000 images: well above chance (10%)
     assert re.search(r"best of ours / plain DataLoader: \d+\.\dx", out)

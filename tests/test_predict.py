@@ -32,7 +32,8 @@ def user_photo(digit, rng):
     top, left = int(rng.integers(0, h - size)), int(rng.integers(0, w - size))  # off-centre
     canvas = np.zeros((h, w), np.float32)
     canvas[top:top + size, left:left + size] = ink
-    # paper lit unevenly: 40 grey levels of gradient in a random direction, slightly warm, a little noise
+    # paper lit unevenly: a 40-level gradient in a random direction that wraps once (like the shadow of a
+    # fold), slightly warm, a little noise
     angle = rng.uniform(0, 2 * np.pi)
     ys, xs = np.mgrid[0:h, 0:w] / max(h, w)
     shade = 235 - 40 * ((np.cos(angle) * xs + np.sin(angle) * ys) % 1.0)
