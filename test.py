@@ -29,7 +29,7 @@ def parse_args(argv=None):
     a("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"], help="(default: auto: cuda, mps, cpu)")
     a("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
       help="auto picks what training picks on this hardware, so the numbers match (default: auto)")
-    a("--batch-size", type=positive_int, default=1000, help="images per evaluation batch (default: 1000)")
+    a("--batch-size", type=positive_int, default=256, help="images per evaluation batch (default: 256)")
     a("--json", metavar="FILE", default=None, help="also write the figures as JSON to FILE")
     a("--samples", type=int, default=0, metavar="N", help="print N random test images' predictions")
     a("--seed", type=int, default=0, help="which random samples --samples shows (default: 0)")

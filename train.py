@@ -106,16 +106,18 @@ def model_options(args):
     return opts
 
 
-def make_optimizer(args, params):
+def make_optimizer(args, params, device):
+    # fused: one kernel updates every parameter, instead of several per tensor (CPU and CUDA only).
+    fused = device.type in ("cpu", "cuda") or None
     if args.optimizer == "adam":
         # beta2 0.99 instead of 0.999: the second-moment estimate adapts faster,
         # which helps in short, high-lr runs like ours.
-        return torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
+        return torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay, fused=fused)
     if args.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
+        return torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay, fused=fused)
     if args.optimizer == "sgd":
         return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0,
-                               weight_decay=args.weight_decay)
+                               weight_decay=args.weight_decay, fused=fused)
     if args.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     return torch.optim.Adadelta(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -244,7 +246,7 @@ def train(args, data=None):
 
     torch.manual_seed(args.seed)
     model = build_model(args.model, **opts).to(device).to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(args, model.parameters())
+    optimizer = make_optimizer(args, model.parameters(), device)
     steps_per_epoch = math.ceil(len(tx) / args.batch_size)
     scheduler, per_batch = make_scheduler(args, optimizer, steps_per_epoch)
     generator = torch.Generator().manual_seed(args.seed)  # shuffling
@@ -290,7 +292,9 @@ def train(args, data=None):
         try:
             with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
                 warnings.simplefilter("ignore")
-                writer.add_graph(model, vx[:2])
+                # Traced here, because add_graph's own trace checks itself, and the check's imports
+                # alone take 0.7 s; given a traced model, add_graph logs the same graph as is.
+                writer.add_graph(torch.jit.trace(model, vx[:2], check_trace=False), vx[:2])
         except Exception as e:  # the graph is a nicety; never fail a run for it
             print(f"(model graph not logged: {type(e).__name__})")
 

@@ -37,6 +37,21 @@ def test_net_shape_and_parameter_count():
     assert count_parameters(Net(batchnorm=True)) != expected
 
 
+def test_pooling_before_relu_is_the_textbook_block():
+    """net.py pools before the ReLU (cheaper); the outputs and gradients are those of ReLU then pool."""
+    from net import Net
+    torch.manual_seed(0)
+    ours = Net()
+    textbook = torch.nn.Sequential(*[torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.MaxPool2d(2))
+                                     for conv in ours.features if isinstance(conv, torch.nn.Conv2d)], ours.head)
+    x = torch.randn(16, 1, 28, 28)
+    a, b = ours(x), textbook(x)
+    assert torch.equal(a, b)
+    ga = torch.autograd.grad(a.square().sum(), list(ours.parameters()))
+    gb = torch.autograd.grad(b.square().sum(), list(ours.parameters()))
+    assert all(torch.allclose(p, q, rtol=1e-5, atol=1e-6) for p, q in zip(ga, gb))
+
+
 # ---------------------------------------------------------------- device order
 
 @pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
@@ -63,6 +78,29 @@ def test_local_mirror_folder_is_copied_checked_and_read(mirror, tmp_path):
     assert labels.shape == (10000,) and set(labels.unique().tolist()) == set(range(10))
     raw = tmp_path / "d" / "MNIST" / "raw"
     assert (raw / "train-images-idx3-ubyte").stat().st_size == 47040016
+
+
+def test_our_idx_reader_matches_torchvision(data_dir):
+    from torchvision.datasets import MNIST
+
+    from data import load_split
+    for train in (True, False):
+        images, labels = load_split(train, data_dir)
+        reference = MNIST(str(data_dir), train=train)
+        assert torch.equal(images, reference.data) and torch.equal(labels, reference.targets)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-idx"])
+def test_damaged_data_file_is_a_one_line_error(data_dir, tmp_path, damage):
+    import shutil
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(data_dir / "MNIST" / "raw", raw)
+    labels = raw / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:5000] if damage == "truncated" else b"<html>Not found</html>")
+    proc = run_py("train.py", "--data-dir", tmp_path, "--epochs", 1, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {labels} is not a complete MNIST file (corrupt or truncated); delete it and run again to fetch it afresh"]
 
 
 def test_mirror_from_environment_variable(mirror, tmp_path, monkeypatch):
