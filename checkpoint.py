@@ -23,17 +23,23 @@ VERSION = 1
 
 
 def atomic_save(obj, path):
+    """torch.save to `path` so that it holds either the old file or the whole new one, never half.
+
+    A failure to write (a full disk, a read-only folder) is a UserError: one line, and the old file stays.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {path} ({e.strerror or e}); anything saved before is unchanged") from None
         raise
 
 

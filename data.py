@@ -81,6 +81,8 @@ def ensure_mnist(data_dir="mnist", mirror=None):
     raw = Path(data_dir) / "MNIST" / "raw"
     if all((raw / name).is_file() for names in FILES.values() for name in names):
         return
+    if any(p.exists() and not p.is_dir() for p in (Path(data_dir), raw.parent, raw)):
+        raise UserError(f"--data-dir {data_dir}: {raw} must be a folder, but a file is in the way")
     from torchvision.datasets import MNIST
 
     missing = [(f, md5) for f, md5 in MNIST.resources if not (raw / f[: -len(".gz")]).is_file()]

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from checkpoint import load_checkpoint
-from common import UserError, make_parser, pick_device, pick_precision, positive_int, run_script, use_all_cores
+from common import (UserError, make_parser, non_negative_int, pick_device, pick_precision, positive_int,
+                    run_script, use_all_cores)
 from data import load_split, normalize
 from metrics import confusion_matrix, evaluate
 from net import count_parameters
@@ -31,8 +32,8 @@ def parse_args(argv=None):
       help="auto picks what training picks on this hardware, so the numbers match (default: auto)")
     a("--batch-size", type=positive_int, default=256, help="images per evaluation batch (default: 256)")
     a("--json", metavar="FILE", default=None, help="also write the figures as JSON to FILE")
-    a("--samples", type=int, default=0, metavar="N", help="print N random test images' predictions")
-    a("--seed", type=int, default=0, help="which random samples --samples shows (default: 0)")
+    a("--samples", type=non_negative_int, default=0, metavar="N", help="print N random test images' predictions")
+    a("--seed", type=non_negative_int, default=0, help="which random samples --samples shows (default: 0)")
     a("--report", metavar="DIR", default=None,
       help="save confusion.png and misclassified.png (matplotlib) into DIR")
     return p.parse_args(argv)

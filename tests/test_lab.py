@@ -233,6 +233,24 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["net.pth"]  # no temporary file left
 
 
+def test_failed_save_is_one_line_and_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    import checkpoint
+    from common import UserError
+    path = tmp_path / "net.pth"
+    checkpoint.atomic_save({"epoch": 1}, path)
+
+    def disk_full(obj, f):
+        f.write(b"PK\x03\x04 part of a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(UserError, match="No space left on device") as err:
+        checkpoint.atomic_save({"epoch": 2}, path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["net.pth"]
+
+
 def test_existing_run_name_is_refused_not_overwritten(trained):
     proc = run_py("train.py", "--epochs", 1, "--limit", 100, "--data-dir", trained["data_dir"],
                   "--logdir", trained["logdir"], "--run-name", "r1", "--checkpoint", trained["dir"] / "other.pth",
@@ -241,12 +259,32 @@ def test_existing_run_name_is_refused_not_overwritten(trained):
     assert not (trained["dir"] / "other.pth").exists()
 
 
-@pytest.mark.parametrize("flags, words", [(["--epochs", "0"], "--epochs"), (["--lr", "-1"], "--lr"),
-                                          (["--device", "tpu"], "--device"), (["--nope"], "--nope")])
+@pytest.mark.parametrize("flags, words", [
+    (["--epochs", "0"], "--epochs"), (["--lr", "-1"], "--lr"), (["--lr", "nan"], "--lr"),
+    (["--device", "tpu"], "--device"), (["--nope"], "--nope"), (["--label-smoothing", "2"], "--label-smoothing"),
+    (["--dropout", "1.5"], "--dropout"), (["--momentum", "-0.9"], "--momentum"),
+    (["--weight-decay", "-1"], "--weight-decay"), (["--seed", "-3"], "--seed"), (["--val-size", "0"], "--val-size"),
+    (["--batch-size", "2.5"], "--batch-size")])
 def test_bad_flags_are_one_line_errors(tmp_path, flags, words):
     proc = run_py("train.py", *flags, cwd=tmp_path)
     assert proc.returncode == 2 and words in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("where", ["checkpoint-is-a-folder", "logdir-is-a-file", "data-dir-is-a-file",
+                                   "checkpoint-folder-is-a-file"])
+def test_unusable_paths_are_one_line_errors(trained, tmp_path, where):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    flags = {"checkpoint-is-a-folder": ["--checkpoint", tmp_path / "a-folder"],
+             "logdir-is-a-file": ["--logdir", tmp_path / "a-file"],
+             "data-dir-is-a-file": ["--data-dir", tmp_path / "a-file"],
+             "checkpoint-folder-is-a-file": ["--checkpoint", tmp_path / "a-file" / "net.pth"]}[where]
+    args = ["--epochs", 1, "--limit", 200, "--val-size", 100, "--data-dir", trained["data_dir"], *flags]
+    proc = run_py("train.py", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and flags[0] in lines[0], lines
 
 
 # ---------------------------------------------------------------- test.py
