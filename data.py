@@ -110,13 +110,16 @@ def read_idx(path):
     The header is 4 bytes: two zeros, 0x08 (the data are unsigned bytes) and the number of
     dimensions; then each dimension as a big-endian 32-bit integer; then the bytes, row by row.
     """
-    data = Path(path).read_bytes()
+    path = Path(path)
+    data = bytearray(path.stat().st_size)
+    with open(path, "rb") as f:  # straight into one writable buffer: the tensor below is a view of it
+        f.readinto(data)
     ndim = data[3] if len(data) > 3 and data[:3] == b"\0\0\x08" else 0
     dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     if not ndim or len(data) != 4 + 4 * ndim + math.prod(dims):
         raise UserError(f"{path} is not a complete MNIST file (corrupt or truncated); "
                         "delete it and run again to fetch it afresh")
-    return torch.frombuffer(bytearray(data[4 + 4 * ndim:]), dtype=torch.uint8).view(dims)
+    return torch.frombuffer(data, dtype=torch.uint8, offset=4 + 4 * ndim).view(dims)
 
 
 def load_split(train, data_dir="mnist", mirror=None):
