@@ -67,6 +67,16 @@ def test_cnn_only_options_are_refused_for_the_lab_nets():
         {"batchnorm": True, "dropout": 0.1}
 
 
+def test_augment_turns_batchnorm_on_for_cnn_only():
+    import train
+    options = lambda *argv: train.model_options(train.parse_args(list(argv)))
+    assert options() == {}  # the default run: the design card's plain net
+    assert options("--augment") == {"batchnorm": True}
+    assert options("--augment", "--no-batchnorm") == {}
+    assert options("--augment", "--model", "cnn2") == {}  # the fixed lab nets have no such option
+    assert options("--augment", "--model", "mlp") == {}
+
+
 SWEEP = ["--model", "cnn", "mlp", "--lr", "0.01", "0.001", "--epochs", 1, "--limit", 2000,
          "--val-size", 1000, "--name", "grid"]
 RUNS = ["model=cnn_lr=0.01", "model=cnn_lr=0.001", "model=mlp_lr=0.01", "model=mlp_lr=0.001"]
