@@ -86,7 +86,10 @@ def ensure_mnist(data_dir="mnist", mirror=None):
     from torchvision.datasets import MNIST
 
     missing = [(f, md5) for f, md5 in MNIST.resources if not (raw / f[: -len(".gz")]).is_file()]
-    raw.mkdir(parents=True, exist_ok=True)
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # no permission, read-only disk, a link that leads nowhere...
+        raise UserError(f"--data-dir {data_dir}: cannot make the folder {raw} ({e.strerror})") from None
     mirror = mirror or os.environ.get(MIRROR_ENV)
     sources = [str(raw)] + ([mirror] if mirror else []) + list(MNIST.mirrors)
     for filename, md5 in missing:

@@ -272,13 +272,15 @@ def test_bad_flags_are_one_line_errors(tmp_path, flags, words):
 
 
 @pytest.mark.parametrize("where", ["checkpoint-is-a-folder", "logdir-is-a-file", "data-dir-is-a-file",
-                                   "checkpoint-folder-is-a-file"])
+                                   "data-dir-is-a-link-to-itself", "checkpoint-folder-is-a-file"])
 def test_unusable_paths_are_one_line_errors(data_dir, tmp_path, where):
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-loop").symlink_to(tmp_path / "a-loop")  # a mistake once made here by `ln -s`
     flags = {"checkpoint-is-a-folder": ["--checkpoint", tmp_path / "a-folder"],
              "logdir-is-a-file": ["--logdir", tmp_path / "a-file"],
              "data-dir-is-a-file": ["--data-dir", tmp_path / "a-file"],
+             "data-dir-is-a-link-to-itself": ["--data-dir", tmp_path / "a-loop"],
              "checkpoint-folder-is-a-file": ["--checkpoint", tmp_path / "a-file" / "net.pth"]}[where]
     args = ["--epochs", 1, "--limit", 200, "--val-size", 100, "--data-dir", data_dir, *flags]
     proc = run_py("train.py", *args, cwd=tmp_path)
