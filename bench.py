@@ -143,6 +143,43 @@ def case_ours(args, device, n_train, n_eval, precision, compile_model):
     return {"train_ips": train_ips, "eval_ips": eval_ips, "epoch_s": epoch_s, "test_acc": summary["test_acc"]}
 
 
+def case_ceiling(args, device, steps, precision):
+    """Our training step alone, repeated on one batch already in memory: no data path, no logging.
+
+    Nothing that trains this net at this precision on this machine can run faster, so it bounds
+    the ratio to the plain loop that any data pipeline could reach.
+    """
+    import train as T
+    from common import autocast
+    from data import load_split, normalize
+    from net import build_model
+
+    targs = T.parse_args(["--device", device.type])
+    images, labels = load_split(True, args.data_dir, args.mirror)
+    x = normalize(images[:targs.batch_size]).to(device)
+    y = labels[:targs.batch_size].to(device)
+    torch.manual_seed(1)
+    model = build_model("cnn").to(device).to(memory_format=torch.channels_last)
+    optimizer = T.make_optimizer(targs, model.parameters(), device)
+
+    def step():
+        with autocast(device, precision):
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=targs.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(10):  # warm-up: first calls pick kernels and grow the allocator
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return {"train_ips": steps * len(y) / (time.perf_counter() - t0)}
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -157,6 +194,10 @@ def run_case(args):
         keep_freed_memory()
     if name in ("plain", "plain_malloc"):
         result = case_plain(args, device, n_train, n_eval)
+    elif name == "ceiling":
+        precision = pick_precision("auto", device)
+        result = case_ceiling(args, device, 10 if args.quick else 200, precision)
+        result["precision"] = precision
     else:
         precision = "fp32" if name == "fp32" else pick_precision("auto", device)
         result = case_ours(args, device, n_train, n_eval, precision, compile_model=(name == "compiled"))
@@ -206,6 +247,11 @@ def table(args):
     best = max(v for name, v in ips.items() if not name.startswith("plain"))
     print(f"Training throughput, best of ours / plain DataLoader: {best / ips['plain']:.1f}x "
           f"(/ plain with the allocator setting: {best / ips['plain_malloc']:.1f}x)")
+    out, _, _ = child(["bench.py", "--case", "ceiling", *common_flags] + (["--quick"] if args.quick else []))
+    r = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    print(f"Compute ceiling, ours in {r['precision']}: {r['train_ips']:,.0f} img/s = {r['train_ips'] / ips['plain']:.1f}x "
+          "plain (our training step repeated on one batch in memory: no data path, no logging; "
+          "no loop over this net at this precision gets past it here)")
     print("train img/s: one epoch's training loop over the same 55,000 images, first steps included "
           "(and, compiled, the compiling).")
     print("1-epoch s: plain = that training loop; ours = train.train() for one epoch "
