@@ -146,13 +146,12 @@ def case_ours(args, device, n_train, n_eval, precision, compile_model):
 
 
 def case_compute(args, device, steps, precision):
-    """Our training step alone, repeated on one batch already in memory: no data path, no logging.
+    """train.train_step alone, repeated on one batch already in memory: no data path, no logging.
 
     What is left is arithmetic. A training loop that runs near this rate cannot be made faster
     by any data pipeline, only by less or cheaper arithmetic (a smaller net, lower precision).
     """
     import train as T
-    from common import autocast
     from data import load_split, normalize
     from net import build_model
 
@@ -163,14 +162,8 @@ def case_compute(args, device, steps, precision):
     torch.manual_seed(1)
     model = build_model("cnn").to(device).to(memory_format=torch.channels_last)
     optimizer = T.make_optimizer(targs, model.parameters(), device)
-
-    def step():
-        with autocast(device, precision):
-            logits = model(x)
-        loss = torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=targs.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    step = lambda: T.train_step(model, optimizer, scaler, x, y, targs, device, precision)
 
     for _ in range(10):  # warm-up: first calls pick kernels and grow the allocator
         step()

@@ -8,6 +8,7 @@ import ctypes
 import gc
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -74,6 +75,15 @@ def non_negative_float(text):
 
 def fraction(text):
     return _number(text, float, lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1")
+
+
+def make_folder(folder, flag):
+    """mkdir -p a folder the user named with `flag`; a failure is one line saying why."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, no permission, a link that leads nowhere...
+        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+        raise UserError(f"{flag}: cannot make the folder {folder} ({why})") from None
 
 
 def use_all_cores():

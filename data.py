@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from common import UserError
+from common import UserError, make_folder
 
 # The four files of the official distribution, extracted: (images, labels) of each split.
 # torchvision (imported only when one is missing: its import alone takes 1.4 s) pins their
@@ -81,15 +81,10 @@ def ensure_mnist(data_dir="mnist", mirror=None):
     raw = Path(data_dir) / "MNIST" / "raw"
     if all((raw / name).is_file() for names in FILES.values() for name in names):
         return
-    if any(p.exists() and not p.is_dir() for p in (Path(data_dir), raw.parent, raw)):
-        raise UserError(f"--data-dir {data_dir}: {raw} must be a folder, but a file is in the way")
+    make_folder(raw, f"--data-dir {data_dir}")  # before torchvision's slow import: a bad path fails at once
     from torchvision.datasets import MNIST
 
     missing = [(f, md5) for f, md5 in MNIST.resources if not (raw / f[: -len(".gz")]).is_file()]
-    try:
-        raw.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # no permission, read-only disk, a link that leads nowhere...
-        raise UserError(f"--data-dir {data_dir}: cannot make the folder {raw} ({e.strerror})") from None
     mirror = mirror or os.environ.get(MIRROR_ENV)
     sources = [str(raw)] + ([mirror] if mirror else []) + list(MNIST.mirrors)
     for filename, md5 in missing:

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from checkpoint import atomic_save, load_file, make_checkpoint
-from common import (UserError, autocast, fraction, keep_freed_memory, make_parser, non_negative_float,
-                    non_negative_int, pick_device, pick_precision, positive_float, positive_int, run_script,
-                    use_all_cores)
+from common import (UserError, autocast, fraction, keep_freed_memory, make_folder, make_parser,
+                    non_negative_float, non_negative_int, pick_device, pick_precision, positive_float,
+                    positive_int, run_script, use_all_cores)
 from data import MEAN, STD, augment, batches, load_split, normalize, split_train_val
 from net import MODELS, build_model, count_parameters
 
@@ -190,6 +190,18 @@ def fmt_time(seconds):
 
 # ---------------------------------------------------------------------------- training
 
+def train_step(model, optimizer, scaler, x, y, args, device, precision):
+    """One optimisation step on one batch. Returns (loss, logits), left on the device."""
+    with autocast(device, precision):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # with fp32/bf16 the scaler is disabled: plain backward and step
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, logits
+
+
 def train_one_epoch(model, optimizer, scheduler, per_batch, x_all, y_all, args, device, precision,
                     generator, epoch, aug_generator=None, scaler=None):
     """One pass over the training tensors. Returns (mean loss, accuracy) as Python floats.
@@ -209,13 +221,7 @@ def train_one_epoch(model, optimizer, scheduler, per_batch, x_all, y_all, args, 
         x, y = x_all[idx], y_all[idx]
         if args.augment:
             x = augment(x, aug_generator)
-        with autocast(device, precision):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()  # with fp32/bf16 the scaler is disabled: plain backward and step
-        scaler.step(optimizer)
-        scaler.update()
+        loss, logits = train_step(model, optimizer, scaler, x, y, args, device, precision)
         if scheduler is not None and per_batch:
             scheduler.step()
         loss_sum += loss.detach() * len(y)
@@ -247,12 +253,8 @@ def train(args, data=None):
     args.precision = precision
     if Path(args.checkpoint).is_dir():
         raise UserError(f"--checkpoint {args.checkpoint} is a folder: give a file name, e.g. net.pth")
-    for flag, folder in (("--checkpoint", Path(args.checkpoint).parent), ("--logdir", Path(args.logdir))):
-        try:  # now, not after the first epoch's training
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
-            raise UserError(f"{flag}: cannot make the folder {folder} ({why})") from None
+    make_folder(Path(args.checkpoint).parent, "--checkpoint")  # now, not after the first epoch's training
+    make_folder(args.logdir, "--logdir")
     opts = model_options(args)  # before loading data: a wrong option fails at once
     print(f"Using {device} device" + (f" ({threads} threads)" if device.type == "cpu" else "")
           + f", {precision} precision")
