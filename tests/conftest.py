@@ -45,6 +45,29 @@ def run_py(script, *args, cwd, env=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def start_paused(step, script, *args, cwd, launcher=(sys.executable,), pauses=1):
+    """Start `script` so that it stops after training step `step` (see tests/pausing.py).
+
+    Returns the process once it has said so (`pauses` times: once per process under torchrun),
+    so that a signal sent next lands in that step on any machine, fast or slow.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_MIRROR": ""}
+    proc = subprocess.Popen([*launcher, str(ROOT / "tests" / "pausing.py"), str(step), str(ROOT / script),
+                             *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    seen, early = 0, []
+    for line in proc.stderr:  # blocks until the child speaks: no clock involved
+        if line.startswith(f"paused at step {step}"):
+            seen += 1
+            if seen == pauses:
+                return proc
+        else:
+            early.append(line)
+    proc.kill()
+    out, err = proc.communicate()
+    raise AssertionError(f"{script} ended before pausing at step {step}:\n{out}{''.join(early)}{err}")
+
+
 @pytest.fixture(scope="session")
 def trained(data_dir, tmp_path_factory):
     """One short real training run (2 epochs on 12,000 images), reused by several tests.

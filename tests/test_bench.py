@@ -8,7 +8,7 @@ def test_bench_quick_prints_the_table(data_dir, tmp_path):
     proc = run_py("bench.py", "--quick", "--data-dir", data_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert re.search(r"^Machine: .+, \d+ cores usable, torch \S+, device cpu", out, re.M)
+    assert re.search(r"^Machine: .+, \d+ cores usable, torch \S+, device (cpu|cuda|mps)", out, re.M)
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     header, body = rows[0], rows[1:]
     assert [c.strip() for c in header.strip("|").split("|")] == [

@@ -3,17 +3,14 @@
 One small real sweep (two models x two learning rates, one epoch on 2,000 images)
 is shared by the sweep, report and test.py checks.
 """
-import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, run_py
+from conftest import run_py, start_paused
 from net import MODELS, build_model, count_parameters
 
 
@@ -192,24 +189,17 @@ def test_test_py_evaluates_a_sweep_checkpoint(sweep):
 def test_sweep_ctrl_c_then_continue(data_dir, tmp_path):
     args = ["--model", "mlp", "--epochs", 3, "--limit", 2000, "--val-size", 500, "--name", "stop",
             "--data-dir", data_dir]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "sweep.py"), *map(str, args)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        for line in proc.stdout:
-            if line.startswith("epoch  1/3"):
-                # Lands in epoch 2, or just after epoch 1 was saved: last.pt holds epoch 1 either way.
-                proc.send_signal(signal.SIGINT)
-                break
-        out, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    # --limit 2000 in batches of 128: 16 steps an epoch, so step 18 is the second step of epoch 2.
+    proc = start_paused(18, "sweep.py", *args, cwd=tmp_path)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, out + err
     assert "Continue it" in err and "--name stop" in err and "Traceback" not in err
 
     again = run_py("sweep.py", *args, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "Resuming" in again.stdout and "epoch  3/3" in again.stdout and "epoch  1/3" not in again.stdout
+    assert "after epoch 1" in again.stdout and "epoch  1/3" not in again.stdout
+    assert "epoch  2/3" in again.stdout and "epoch  3/3" in again.stdout
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(tmp_path / "boardlog" / "stop" / "model=mlp"))
     events.Reload()

@@ -2,13 +2,11 @@
 import json
 import re
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, run_py
+from conftest import run_py, start_paused
 
 TAGS = {"loss/train", "accuracy/train", "loss/val", "accuracy/val", "accuracy/test", "lr"}
 
@@ -160,7 +158,7 @@ def test_augment_keeps_shape_background_and_digit():
 
 def test_training_writes_checkpoint_events_and_learns(trained):
     out = trained["proc"].stdout
-    assert "Using cpu device" in out and "Best validation accuracy" in out and "tensorboard --logdir" in out
+    assert re.search(r"^Using (cpu|cuda|mps) device", out, re.M) and "Best validation accuracy" in out and "tensorboard --logdir" in out
     assert len(re.findall(r"^epoch +\d/2 ", out, re.M)) == 2
 
     ckpt = torch.load(trained["checkpoint"], weights_only=True)
@@ -192,18 +190,15 @@ def test_hparams_and_graph_are_logged(trained):
 
 
 def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
-    args = [sys.executable, str(ROOT / "train.py"), "--epochs", "3", "--limit", "3000", "--val-size", "1000",
-            "--data-dir", data_dir, "--logdir", tmp_path / "logs", "--run-name", "r",
-            "--checkpoint", tmp_path / "net.pth"]
-    proc = subprocess.Popen(list(map(str, args)), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"})
-    for line in proc.stdout:
-        if line.startswith("epoch  1/3"):
-            proc.send_signal(signal.SIGINT)  # Ctrl-C during epoch 2
-            break
-    rest, err = proc.communicate(timeout=300)
+    # 3,000 images in batches of 128: 24 steps an epoch, so step 27 is the third step of epoch 2.
+    proc = start_paused(27, "train.py", "--epochs", 3, "--limit", 3000, "--val-size", 1000,
+                        "--data-dir", data_dir, "--logdir", tmp_path / "logs", "--run-name", "r",
+                        "--checkpoint", tmp_path / "net.pth", cwd=tmp_path)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C during epoch 2
+    out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and "--resume" in err
+    assert "Traceback" not in err and "--resume" in err and "Interrupted during epoch 2." in err
+    assert "epoch  1/3" in out and "epoch  2/3" not in out
     assert torch.load(tmp_path / "net.pth", weights_only=True)["epoch"] == 1
     assert [s for s, _ in scalars(tmp_path / "logs" / "r")["accuracy/val"]] == [1]
 
