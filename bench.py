@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import statistics
 import subprocess
@@ -50,10 +49,22 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def peak_rss_mib():
+def maxrss_mib(ru_maxrss):
     # ru_maxrss is in KiB on Linux and in bytes on macOS
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
+    return ru_maxrss / (1 << 20) if sys.platform == "darwin" else ru_maxrss / 1024
+
+
+def peak_rss_mib():
+    """This process's peak resident memory, or None where the OS has no getrusage (Windows)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    return maxrss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def mib(value):
+    return "n/a" if value is None else f"{value:,.0f}"
 
 
 def machine():
@@ -209,12 +220,16 @@ def child(argv):
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True, cwd=HERE)
     out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)  # wait4 gives this child's own peak memory
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak = None
+    if hasattr(os, "wait4"):  # wait4 gives this child's own peak memory (POSIX only)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode, peak = os.waitstatus_to_exitcode(status), maxrss_mib(usage.ru_maxrss)
+    else:
+        proc.wait()
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"error: {' '.join(argv)} failed with status {proc.returncode}")
-    return out, usage.ru_maxrss / 1024, seconds
+    return out, peak, seconds
 
 
 def table(args):
@@ -235,7 +250,7 @@ def table(args):
         out, _, _ = child(["bench.py", "--case", name, *common_flags] + (["--quick"] if args.quick else []))
         r = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
         rows.append([label, f"{r['train_ips']:,.0f}", f"{r['eval_ips']:,.0f}", f"{r['epoch_s']:.1f}",
-                     f"{100 * r['test_acc']:.2f}%", f"{r['peak_rss_mib']:,.0f}"])
+                     f"{100 * r['test_acc']:.2f}%", mib(r["peak_rss_mib"])])
         print(f"  done: {label}", file=sys.stderr, flush=True)
     print_table(header, rows)
     ips = {name: float(r[1].replace(",", "")) for (name, _), r in zip(cases, rows)}
@@ -277,11 +292,11 @@ def seeds(args):
             ckpt = torch.load(os.path.join(tmp, f"net{s}.pth"), weights_only=True)
             accs.append(ckpt["test_acc"]), walls.append(wall), rss.append(peak)
             rows.append([s, f"{wall:.1f}", ckpt["epoch"], f"{100 * ckpt['val_acc']:.2f}%",
-                         f"{100 * ckpt['test_acc']:.2f}%", f"{peak:,.0f}"])
+                         f"{100 * ckpt['test_acc']:.2f}%", mib(peak)])
             print(f"  seed {s}: test {100 * ckpt['test_acc']:.2f}% in {wall:.1f} s", file=sys.stderr, flush=True)
     print_table(["seed", "wall s", "best epoch", "val acc", "test acc", "peak RSS MiB"], rows)
     print(f"Median test accuracy {100 * statistics.median(accs):.2f}% (min {100 * min(accs):.2f}%), "
-          f"median wall time {statistics.median(walls):.1f} s, peak RSS {max(rss):,.0f} MiB")
+          f"median wall time {statistics.median(walls):.1f} s, peak RSS {mib(None if None in rss else max(rss))} MiB")
 
 
 def main(argv=None):

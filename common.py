@@ -22,6 +22,11 @@ class UserError(Exception):
 
 def run_script(main):
     """Call main(); a UserError becomes one line on stderr and exit status 2, Ctrl-C exit 130."""
+    for stream in (sys.stdout, sys.stderr):
+        # A Windows console or pipe may use a code page without the arrows and dots we print:
+        # replace what it cannot show rather than fail on a character.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     try:
         status = main()
     except UserError as e:

@@ -1,0 +1,89 @@
+"""Every script starts on Windows and macOS: no POSIX-only module at import, --help everywhere.
+
+The machine running these tests is Linux, so the second test takes away what Windows lacks
+(POSIX-only modules, os.wait4, os.sched_getaffinity, glibc) before the script is imported.
+"""
+import ast
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+POSIX_ONLY = {"resource", "fcntl", "termios", "tty", "pty", "pwd", "grp", "crypt", "syslog",
+              "readline", "curses", "nis", "spwd", "ossaudiodev"}
+SCRIPTS = sorted(p.name for p in ROOT.glob("*.py") if "make_parser(" in (text := p.read_text()) and "__main__" in text)
+
+
+def top_level_imports(path):
+    """Modules a file imports when it is imported: its module-level statements, not those in functions."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else ():
+            if isinstance(sub, ast.Import):
+                names |= {a.name.split(".")[0] for a in sub.names}
+            elif isinstance(sub, ast.ImportFrom) and sub.module and not sub.level:
+                names.add(sub.module.split(".")[0])
+    return names
+
+
+def test_the_scripts_are_found():
+    assert {"train.py", "test.py", "predict.py", "sweep.py", "report.py", "bench.py"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in ROOT.glob("*.py")))
+def test_no_posix_only_module_is_imported_at_the_top(name):
+    assert not top_level_imports(ROOT / name) & POSIX_ONLY
+
+
+AS_ON_WINDOWS = """
+import os, runpy, sys
+for name in {posix!r}:
+    sys.modules[name] = None  # "import resource" now raises ImportError, as on Windows
+for name in ("wait4", "sched_getaffinity", "fork"):
+    if hasattr(os, name):
+        delattr(os, name)
+import ctypes
+real_cdll = ctypes.CDLL
+def no_glibc(name, *args, **kwargs):  # torch loads its own libraries through CDLL too
+    if str(name).startswith("libc.so"):
+        raise OSError(f"no {{name}} here")
+    return real_cdll(name, *args, **kwargs)
+ctypes.CDLL = no_glibc
+sys.argv = [{script!r}, "--help"]
+sys.path.insert(0, {root!r})
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_works_without_posix_parts(script, tmp_path):
+    code = AS_ON_WINDOWS.format(posix=sorted(POSIX_ONLY), script=str(ROOT / script), root=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage:") and "Traceback" not in proc.stderr
+
+
+def test_bench_without_getrusage_says_n_a():
+    import bench
+    assert bench.mib(None) == "n/a" and bench.mib(1234.4) == "1,234"
+    saved = sys.modules.get("resource")
+    sys.modules["resource"] = None
+    try:
+        assert bench.peak_rss_mib() is None
+    finally:
+        if saved is None:
+            del sys.modules["resource"]
+        else:
+            sys.modules["resource"] = saved
+
+
+def test_output_in_a_code_page_without_our_arrows_does_not_fail(tmp_path):
+    """predict.py prints '→' and '·'; a Windows pipe in cp1252 has neither. run_script replaces them."""
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from common import run_script; " \
+           "run_script(lambda: print('digit.png  →  7 · 3') or 0)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, timeout=60,
+                          env={"PYTHONIOENCODING": "cp1252", "PATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode("cp1252").strip() == "digit.png  ?  7 · 3"  # · exists in cp1252, → does not
