@@ -60,7 +60,10 @@ pad.addEventListener("pointerdown", (e) => {
   pad.setPointerCapture(e.pointerId);  // the stroke goes on even if the pointer leaves the canvas
   stroking = inked = true;
   last = point(e);
-  strokeTo(last);  // a dot
+  ink.fillStyle = $("chalk").checked ? "#fff" : "#000";
+  ink.beginPath();  // a dot where the pen lands (a line of length 0 would draw nothing)
+  ink.arc(last.x, last.y, BRUSH / 2, 0, 2 * Math.PI);
+  ink.fill();
   changed();
 });
 
@@ -97,11 +100,15 @@ function sendSoon() {
   timer = setTimeout(() => {
     timer = null;
     if (inFlight || !inked || photo) return;
-    const v = version;
-    sentVersion = v;
-    inFlight = true;
-    pad.toBlob((png) => ask(png, v), "image/png");
+    sentVersion = version;
+    ask(padAsPng(), version);
   }, wait);
+}
+
+function padAsPng() {
+  // toDataURL encodes at once; toBlob can wait for the browser to be idle, up to a second in Chrome
+  const bytes = atob(pad.toDataURL("image/png").split(",")[1]);
+  return new Blob([Uint8Array.from(bytes, (c) => c.charCodeAt(0))], {type: "image/png"});
 }
 
 async function ask(file, v) {
@@ -245,7 +252,7 @@ function buildLayers() {
   const layers = $("layers");
   info.feature_maps.forEach((block, b) => {
     const [c, h, w] = block.shape;
-    const size = w * Math.max(1, Math.round(28 / w));  // every map shown about 28 px wide, whole pixels
+    const size = w * Math.max(1, Math.round(24 / w));  // every map shown about 24 px wide, in whole pixels
     const html = [`<h3>Block ${b + 1} <span class="layers">${block.layers}</span> ` +
                   `<span class="shape">${c} maps of ${h}×${w}</span></h3><div class="maps" id="block${b}">`];
     for (let i = 0; i < c; i++) {
