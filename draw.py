@@ -173,8 +173,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         path = urlsplit(self.path).path
         if path != "/predict":
-            return self.send_error(405 if path in ASSETS or path == "/info" else 404,
-                                   "POST goes to /predict" if path in ASSETS or path == "/info" else "no such page")
+            known = path in ASSETS or path == "/info"
+            return self.send_error(405 if known else 404, "POST goes to /predict" if known else "no such page")
         data = self.read_body()
         if data is None:
             return
@@ -306,6 +306,9 @@ def can_open_browser():
 def main(argv=None):
     args = parse_args(argv)
     reader = DigitReader(args.checkpoint)  # first: without a checkpoint nothing listens
+    missing = [name for name, _ in ASSETS.values() if not (PAGE / name).is_file()]
+    if missing:
+        raise UserError(f"{PAGE / missing[0]} is missing: draw.py needs the draw/ folder that comes with it")
     # One image is a few small tensors: one thread each is fastest, and requests in parallel use the cores.
     torch.set_num_threads(1)
     server = make_server(reader, args.host, args.port, args.request_timeout)

@@ -115,22 +115,22 @@ async function ask(file, v) {
   inFlight = true;
   lastSent = performance.now();
   document.body.dataset.busy = "1";
+  let answer;
   try {
     const response = await fetch("/predict", {
       method: "POST", body: file, headers: {"Content-Type": file.type || "application/octet-stream"}});
-    const answer = await response.json();
-    if (v === version) {  // an answer to an older drawing is not shown: a newer one is on its way
-      if (response.ok) show(answer);
-      else showError(answer.error || response.statusText);
-    }
+    answer = await response.json();  // {"error": "..."} when the server could not read it
   } catch (err) {
-    if (v === version) showError("no answer from the server: is python draw.py still running?");
-  } finally {
-    inFlight = false;
-    document.body.dataset.busy = "";
-    if (v === version) document.body.dataset.answered = String(v);  // the tests wait for this
-    sendSoon();
+    answer = {error: "no answer from the server: is python draw.py still running?"};
   }
+  inFlight = false;
+  document.body.dataset.busy = "";
+  if (v === version) {  // an answer to an older drawing is not shown: a newer one is on its way
+    if (answer.error) showError(answer.error);
+    else show(answer);
+    document.body.dataset.answered = String(v);  // the tests wait for this
+  }
+  sendSoon();
 }
 
 // ---------------------------------------------------------------- a photo: file picker or drop
@@ -204,7 +204,9 @@ function show(a) {
     document.querySelectorAll(`#block${b} canvas`).forEach((c, i) => heat(c, maps[i], scale));
   });
   a.dense.forEach((values, k) => {
-    const canvas = $(`dense${k}`), per = canvas.width, rows = [];
+    const canvas = $(`dense${k}`), rows = [];
+    if (!canvas) return;  // an answer before the page was built
+    const per = canvas.width;
     for (let i = 0; i < values.length; i += per) rows.push(values.slice(i, i + per));
     heat(canvas, rows, maxOf(values));
   });

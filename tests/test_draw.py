@@ -399,9 +399,9 @@ def browser(server, tmp_path_factory):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
-        # the page as a 1100x800 window shows it (the screenshot for README)
+        # the page as a 1100x700 window shows it (the screenshot for README)
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": 1100, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+                               {"width": 1100, "height": 700, "deviceScaleFactor": 1, "mobile": False})
         driver.set_script_timeout(SAFETY_S)
         driver.get(server["url"])
         wait_for(driver, "document.body.dataset.ready === '1'")
@@ -470,7 +470,7 @@ def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
     shot.parent.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(shot))
     with Image.open(shot) as im:
-        assert im.size == (1100, 800)
+        assert im.size == (1100, 700)
 
 
 def test_browser_uploads_a_photo(browser, digits, tmp_path):
