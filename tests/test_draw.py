@@ -5,6 +5,7 @@ tests read its address from the line it prints once it listens. Nothing waits on
 are only safety nets. The browser tests drive headless Chromium (Debian's chromium and
 chromium-driver) with Selenium, and are skipped with the reason where either is missing.
 """
+import base64
 import http.client
 import io
 import json
@@ -491,6 +492,40 @@ def test_browser_uploads_a_photo(browser, digits, tmp_path):
     wait_for(browser, ANSWERED)
     status = browser.find_element(By.ID, "status")
     assert status.get_attribute("class") == "error" and status.text == "not an image Pillow can read"
-    # and drawing goes on after it
-    draw(browser, images[0], "mouse")
+    # a photo dropped on the page (a drop event carrying the file, as a drag from the desktop ends)
+    browser.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const files = new DataTransfer();
+        files.items.add(new File([bytes], "dropped.jpg", {type: "image/jpeg"}));
+        document.getElementById("pad").dispatchEvent(new DragEvent("drop", {dataTransfer: files, bubbles: true}));""",
+        base64.b64encode((tmp_path / "photo.jpg").read_bytes()).decode())
+    wait_for(browser, ANSWERED)
+    assert browser.find_element(By.ID, "digit").text == str(labels[k])
     assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
+    # and drawing goes on after a photo
+    draw(browser, images[0], "mouse")
+    assert browser.find_element(By.ID, "digit").text == str(labels[0])
+
+
+def test_browser_network_without_conv_blocks(browser, server, tmp_path):
+    """An mlp checkpoint (untrained: only the page's layout is checked): no feature maps, its four hidden layers."""
+    from selenium.webdriver.common.by import By
+
+    from checkpoint import atomic_save, make_checkpoint
+    from net import build_model
+    atomic_save(make_checkpoint(build_model("mlp"), "mlp", {}, epoch=0, val_acc=0.1), tmp_path / "mlp.pth")
+    proc, url, _ = start_server(tmp_path / "mlp.pth", cwd=tmp_path)
+    try:
+        browser.get(url)
+        wait_for(browser, "document.body.dataset.ready === '1'")
+        note = browser.find_element(By.ID, "inside-note").text
+        assert note.startswith("mlp has no conv blocks: it reads the 784 pixels as one flat list")
+        assert browser.execute_script("return document.querySelectorAll('#layers canvas.map').length") == 0
+        headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "#layers h3")]
+        assert [h.split()[-2] for h in headings] == ["128", "256", "128", "64"], headings
+        draw(browser, np.eye(28, dtype=np.uint8)[::-1] * 255, "mouse")  # a stroke: the page shows an answer
+        assert browser.find_element(By.ID, "digit").text.isdigit()
+    finally:
+        browser.get(server["url"])  # back to the module's server for any test after this one
+        wait_for(browser, "document.body.dataset.ready === '1'")
+        stop(proc)
