@@ -13,6 +13,8 @@ const THROTTLE_MS = 120;  // while a stroke goes on, at most one request this of
 let info = null;        // GET /info: the checkpoint and its layers
 let version = 0;        // goes up at every change of what is on the pad
 let sentVersion = 0;    // the version last sent
+let shownVersion = 0;   // the version whose answer is on the page
+let answersShown = 0;   // answers shown since the page opened (the tests check that some come mid-drawing)
 let inFlight = false;   // at most one request at a time: the next one waits for the answer
 let lastSent = 0;
 let timer = null;
@@ -125,11 +127,13 @@ async function ask(file, v) {
   }
   inFlight = false;
   document.body.dataset.busy = "";
-  if (v === version) {  // an answer to an older drawing is not shown: a newer one is on its way
+  if (v > shownVersion) {  // mid-stroke the drawing has moved on already: show it anyway, it is the newest answer
+    shownVersion = v;
     if (answer.error) showError(answer.error);
     else show(answer);
-    document.body.dataset.answered = String(v);  // the tests wait for this
+    document.body.dataset.shown = String(++answersShown);
   }
+  if (v === version) document.body.dataset.answered = String(v);  // the tests wait for this
   sendSoon();
 }
 
@@ -141,6 +145,7 @@ function usePhoto(file) {
   inked = false;
   const v = bump();
   sentVersion = v;
+  shownVersion = v - 1;  // an answer still on its way for the drawing before is not shown
   drawPhoto(file);
   if (info && file.size > info.max_bytes) {
     showError(`${file.name} is ${(file.size / 1e6).toFixed(1)} MB, over the limit of ${info.max_bytes / 1e6} MB: crop or shrink it`);
@@ -232,7 +237,8 @@ function showError(message) {
   document.body.classList.add("stale");
 }
 
-function showEmpty() {
+function showEmpty() {  // after Clear: answers to what was cleared are not shown
+  shownVersion = version;
   $("digit").textContent = "?";
   $("confidence").textContent = "draw a digit";
   $("status").textContent = "";

@@ -421,7 +421,10 @@ ANSWERED = "document.body.dataset.answered === document.body.dataset.version && 
 
 
 def draw(driver, digit, pointer):
-    """Draw an MNIST digit on the pad with real pointer events, scaled from 28x28 to the canvas."""
+    """Draw an MNIST digit on the pad with real pointer events, scaled from 28x28 to the canvas.
+
+    Returns how many answers the page showed meanwhile (it answers while you draw, not only at the end).
+    """
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.actions.pointer_input import PointerInput
     from selenium.webdriver.common.by import By
@@ -435,8 +438,10 @@ def draw(driver, digit, pointer):
             if i == 0:
                 actions.pointer_action.pointer_down()
         actions.pointer_action.pointer_up()
+    shown = int(driver.execute_script("return document.body.dataset.shown || 0"))
     actions.perform()
     wait_for(driver, ANSWERED)
+    return int(driver.execute_script("return document.body.dataset.shown")) - shown
 
 
 def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
@@ -444,11 +449,13 @@ def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
     images, labels = digits
     seen = []
     for k, pointer in enumerate(["mouse", "pen", "touch", "mouse", "pen"]):  # a mouse, a pen, a finger
-        draw(browser, images[k], pointer)
-        seen.append((labels[k], browser.find_element(By.ID, "digit").text, pointer))
+        answers = draw(browser, images[k], pointer)
+        seen.append((labels[k], browser.find_element(By.ID, "digit").text, pointer, answers))
         assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
-    print("browser: drawn digit -> page shows: " + ", ".join(f"{y} -> {shown} ({p})" for y, shown, p in seen))
-    assert sum(str(y) == shown for y, shown, _ in seen) >= 4, seen
+        assert answers >= 2  # answers to the drawing in progress are shown too, not only the final one
+    print("browser: drawn digit -> page shows: "
+          + ", ".join(f"{y} -> {shown} ({p}, {n} answers while drawing)" for y, shown, p, n in seen))
+    assert sum(str(y) == shown for y, shown, _, _ in seen) >= 4, seen
     # ten bars whose widths are the probabilities, the tallest the digit shown
     widths = browser.execute_script(
         "return [...document.querySelectorAll('#bars .bar .fill')].map(f => parseFloat(f.style.width))")
