@@ -200,7 +200,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(411, "no Content-Length: send the image file itself as the body")
         elif not length.strip().isdigit():
             self.send_error(400, f"Content-Length is not a number: {length[:20]!r}")
-        elif int(length) > MAX_BODY:
+        elif int(length) > MAX_BODY:  # answered at once; a client still sending may see its upload cut
             self.send_error(413, f"the file is {int(length) / 1e6:.1f} MB, over the limit of "
                                  f"{MAX_BODY / 1e6:.0f} MB: crop or shrink it")
         else:
