@@ -5,6 +5,7 @@
     python bench.py --seeds 5 --train-args "--epochs 1"        # accuracy targets: median over seeds
     python bench.py --seeds 3                                  # ... of the default python train.py
     python bench.py --seeds 3 --train-args "--augment --epochs 20"
+    python bench.py --draw                                     # draw.py's latency, with net.pth
 
 Cases of the table, each in its own process so that its peak memory is its own:
   plain     the seed labs' recipe: torchvision MNIST + ToTensor/Normalize per sample, DataLoader,
@@ -45,6 +46,9 @@ def parse_args(argv=None):
     a("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"], help="(default: auto)")
     a("--data-dir", default="mnist", help="(default: mnist)")
     a("--mirror", default=None, help="folder or URL with the MNIST .gz files (default: $MNIST_MIRROR)")
+    a("--draw", nargs="?", const="net.pth", default=None, metavar="CHECKPOINT",
+      help="instead, draw.py's latency with CHECKPOINT (default: net.pth): 100 drawings one at a time, "
+           "then 8 threads x 25 at once")
     a("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case in this process
     return p.parse_args(argv)
 
@@ -299,8 +303,70 @@ def seeds(args):
           f"median wall time {statistics.median(walls):.1f} s, peak RSS {mib(None if None in rss else max(rss))} MiB")
 
 
+def draw_latency(args):
+    """draw.py's latency as the page sees it, HTTP included.
+
+    The real server in its own process, as python draw.py runs (in this process, the clients' threads
+    would share its interpreter lock); MNIST test digits drawn as dark ink on a white 280x280 canvas,
+    POSTed one at a time, then from 8 threads at once.
+    """
+    import http.client
+    import io
+    import re
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from data import load_split
+
+    n, threads, each = (10, 2, 5) if args.quick else (100, 8, 25)
+    images, _ = load_split(False, args.data_dir, args.mirror)
+    bodies = []
+    for digit in images[:n].numpy():
+        canvas = Image.new("L", (280, 280), 255)
+        canvas.paste(Image.fromarray(255 - digit).resize((200, 200), Image.Resampling.BILINEAR), (40, 40))
+        bodies.append(io.BytesIO())
+        canvas.save(bodies[-1], "PNG")
+
+    def post(body):
+        t0 = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/predict", body.getvalue(), {"Content-Type": "image/png"})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        return response.status == 200, 1000 * (time.perf_counter() - t0)
+
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "draw.py"), "--checkpoint", args.draw, "--port", "0",
+                             "--no-browser"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = next((int(m.group(1)) for line in proc.stdout if (m := re.match(r"Serving http://[\d.]+:(\d+)/", line))), None)
+        if port is None:
+            raise SystemExit(2)  # draw.py has said why, on stderr
+        post(bodies[0])  # the first request pays for warming up
+        alone = [post(b)[1] for b in bodies]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            burst = [r for rs in pool.map(lambda k: [post(bodies[(k * each + j) % n]) for j in range(each)],
+                                          range(threads)) for r in rs]
+        seconds = time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait()
+    p95 = lambda ms: statistics.quantiles(ms, n=20)[-1]
+    ms = [m for _, m in burst]
+    print(f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}; draw.py with {args.draw}")
+    print(f"one at a time: median {statistics.median(alone):.1f} ms, p95 {p95(alone):.1f} ms "
+          f"({n} drawings of 280x280 px, each a POST /predict answered with every layer's activations)")
+    print(f"{threads} threads x {each} at once: {sum(ok for ok, _ in burst)}/{len(burst)} answered in {seconds:.1f} s "
+          f"({len(burst) / seconds:.0f} per second), median {statistics.median(ms):.1f} ms, p95 {p95(ms):.1f} ms")
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.draw:
+        return draw_latency(args)
     if args.case:
         return run_case(args)
     if args.seeds > 0:

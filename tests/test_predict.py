@@ -211,3 +211,16 @@ def test_no_checkpoint_and_bad_flags(photos, tmp_path):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     proc = run_py("predict.py", img, "--topk", 11, cwd=tmp_path)
     assert proc.returncode == 2 and "1 to 10" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_load_image_from_bytes_and_file_objects(photos):
+    """draw.py hands load_image the bytes it was sent: the same image, and the same one-line problems."""
+    path = photos[0] / "photo001.jpg"
+    data = path.read_bytes()
+    expected = preprocess(load_image(path))
+    with open(path, "rb") as f:
+        for source in (data, bytearray(data), memoryview(data), f):
+            assert torch.equal(preprocess(load_image(source)), expected)
+    for bad, reason in ((b"", "not an image"), (b"hello", "not an image"), (data[:len(data) // 2], "truncated")):
+        with pytest.raises(ImageProblem, match=reason):
+            load_image(bad)

@@ -1,0 +1,336 @@
+"""Draw a digit in the browser and watch the network you trained read it, layer by layer.
+
+    python draw.py                          # serves http://127.0.0.1:8000 and opens it in the browser
+    python draw.py --checkpoint other.pth --port 0 --no-browser     # port 0: any free port
+    python draw.py --host 0.0.0.0           # share it on the local network (a class, phones)
+
+The page is three plain files in draw/ (no internet needed). It sends the drawing, or a photo, to
+this server as an image file; the server reads it exactly as predict.py reads a file (load_image,
+preprocess), runs the net once, keeping what each layer hands on, and answers with JSON.
+Python's standard library serves it: no web framework.
+
+    GET  /            the page (and /draw.js, /draw.css)
+    GET  /info        JSON: the checkpoint (file, model, epoch, validation accuracy) and the layers shown
+    POST /predict     body: an image file (Content-Type image/png, image/jpeg, ...)
+                      200 {"digit", "probabilities", "input": 28x28, "feature_maps", "dense", "milliseconds"}
+                      400 {"error": "one line"} for a body that is no usable image; 413 over 10 MB
+"""
+import argparse
+import errno
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+import webbrowser
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import torch
+from torch import nn
+
+from checkpoint import load_checkpoint
+from common import UserError, make_parser, positive_float, run_script
+from net import count_parameters
+from predict import ImageProblem, load_image, net_input, preprocess
+
+PAGE = Path(__file__).resolve().parent / "draw"
+# Every file the server sends: request path -> (file in draw/, content type). The request path is
+# looked up here, never joined to a folder, so no path (/../net.pth, /%2e%2e/, /etc/passwd) reaches
+# another file. The files are read at each request: edit draw.js, reload the page, see the change.
+ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/draw.js": ("draw.js", "text/javascript; charset=utf-8"),
+          "/draw.css": ("draw.css", "text/css; charset=utf-8")}
+MAX_BODY = 10_000_000  # bytes: a larger body is refused from its Content-Length, before it is read
+SHORT = {"MaxPool2d": "MaxPool", "BatchNorm2d": "BatchNorm", "AvgPool2d": "AvgPool"}  # layer names on the page
+
+
+# ---------------------------------------------------------------- what the net computes, layer by layer
+
+class LayerOutputs:
+    """Runs a model and keeps what each conv block and each hidden dense layer hands to the next layer.
+
+    Forward pre-hooks see each layer's input as the model's own forward() runs:
+    - a conv block's output is what enters the next Conv2d, or the Flatten after the last block
+      (for cnn, after each block's pool and ReLU: 32x14x14, 64x7x7, 64x3x3);
+    - a hidden dense layer's activations are what enters each Linear after the first (cnn: 128).
+    Hooks run in the thread that calls the model, so each thread keeps its own (threading.local):
+    one model serves all the server's requests at once, without a lock.
+    """
+
+    def __init__(self, model):
+        self.model, self.local = model, threading.local()
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Flatten, nn.Linear)):
+                m.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, inputs):
+        kept = getattr(self.local, "kept", None)
+        if kept is None:  # the model run by someone else: keep nothing
+            return
+        x = inputs[0]
+        if isinstance(module, nn.Linear):
+            if kept["linears"]:  # the first Linear's input is the flattened image or maps, not a hidden layer
+                kept["dense"].append(x[0].clone())
+            kept["linears"] += 1
+        else:
+            if kept["convs"] and x.dim() == 4:  # the first Conv2d's input is the image itself
+                kept["maps"].append(x[0].clone())
+            kept["convs"] += isinstance(module, nn.Conv2d)
+
+    def __call__(self, x):
+        """model(x) -> (logits, [first image's maps C x H x W per conv block], [its activations per hidden layer])."""
+        self.local.kept = {"maps": [], "dense": [], "convs": 0, "linears": 0}
+        try:
+            logits = self.model(x)
+            return logits, self.local.kept["maps"], self.local.kept["dense"]
+        finally:
+            self.local.kept = None
+
+
+def describe(model):
+    """The layers in each conv block and each hidden dense layer, e.g. 'Conv 3×3 → MaxPool → ReLU'.
+
+    Reads the modules in the order they were defined, which for every net in net.py is the order they run.
+    """
+    blocks, dense, current = [], [], None
+    for m in model.modules():
+        if list(m.children()) or isinstance(m, nn.Dropout):  # containers; dropout does nothing when reading
+            continue
+        if isinstance(m, nn.Conv2d):
+            current = [f"Conv {m.kernel_size[0]}×{m.kernel_size[1]}"]
+            blocks.append(current)
+        elif isinstance(m, nn.Linear):
+            current = [f"Linear {m.in_features}→{m.out_features}"]
+            dense.append(current)
+        elif isinstance(m, nn.Flatten):
+            current = None
+        elif current is not None:
+            current.append(SHORT.get(type(m).__name__, type(m).__name__))
+    return [" → ".join(b) for b in blocks], [" → ".join(d) for d in dense[:-1]]  # the last Linear gives the logits
+
+
+def as_json(t, decimals=3):
+    """A tensor as nested lists of short numbers (via float64, so 0.123 prints as 0.123)."""
+    return t.double().round(decimals=decimals).tolist()
+
+
+class DigitReader:
+    """A checkpoint's net, reading image files for any number of threads at once."""
+
+    def __init__(self, checkpoint):
+        model, self.ckpt = load_checkpoint(checkpoint)  # the one-line errors of test.py and predict.py
+        self.layers = LayerOutputs(model)
+        with torch.inference_mode():  # one run on a blank image: the layers' shapes, and a warm start
+            _, maps, dense = self.layers(torch.zeros(1, 1, 28, 28))
+        blocks, hidden = describe(model)
+        self.info = {"checkpoint": str(checkpoint), "model": self.ckpt["model"],
+                     "parameters": count_parameters(model), "epoch": self.ckpt.get("epoch"),
+                     "val_acc": self.ckpt.get("val_acc"), "test_acc": self.ckpt.get("test_acc"),
+                     "feature_maps": [{"layers": b, "shape": list(m.shape)} for b, m in zip(blocks, maps)],
+                     "dense": [{"layers": h, "size": len(d)} for h, d in zip(hidden, dense)],
+                     "max_bytes": MAX_BODY}
+
+    def read(self, data):
+        """An image file's bytes -> the answer as a dict. Raises ImageProblem (one line) for unusable data."""
+        t0 = time.perf_counter()
+        seen = preprocess(load_image(data))  # exactly what predict.py does with a file
+        with torch.inference_mode():
+            logits, maps, dense = self.layers(net_input([seen], self.ckpt))
+            probs = logits.float().softmax(1)[0]
+        return {"digit": int(probs.argmax()), "probabilities": probs.tolist(), "input": as_json(seen),
+                "feature_maps": [as_json(m) for m in maps], "dense": [as_json(d) for d in dense],
+                "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
+
+
+# ---------------------------------------------------------------- the server
+
+class Handler(BaseHTTPRequestHandler):
+    """GET the page and /info, POST /predict. HTTP/1.0: one request per connection, then it closes."""
+    server_version = "draw.py"
+
+    def setup(self):
+        # seconds a client may stay silent (in its headers or body) before we drop it: a client that
+        # promises 1000 bytes and sends 10 holds its own thread that long, and no one else's
+        self.timeout = self.server.request_timeout
+        super().setup()
+
+    def do_GET(self):
+        path = urlsplit(self.path).path
+        if path == "/info":
+            return self.send_json(self.server.reader.info)
+        if path == "/predict":
+            return self.send_error(405, "POST the image file to /predict")
+        if path not in ASSETS:
+            return self.send_error(404, "no such page")
+        name, content_type = ASSETS[path]
+        self.send_body(200, (PAGE / name).read_bytes(), content_type)
+
+    def do_POST(self):
+        path = urlsplit(self.path).path
+        if path != "/predict":
+            known = path in ASSETS or path == "/info"
+            return self.send_error(405 if known else 404, "POST goes to /predict" if known else "no such page")
+        data = self.read_body()
+        if data is None:
+            return
+        try:
+            with self.server.cores:  # as many images at once as there are cores; the others wait their turn
+                answer = self.server.reader.read(data)
+        except ImageProblem as e:
+            return self.send_error(400, str(e))
+        except Exception as e:  # a bug: the page gets one line, the terminal the traceback
+            traceback.print_exc()
+            return self.send_error(500, f"internal error: {type(e).__name__}: {str(e)[:100]}")
+        self.send_json(answer)
+
+    def do_PUT(self):
+        self.send_error(405, "only GET and POST")
+
+    do_DELETE = do_PATCH = do_PUT
+
+    def read_body(self):
+        """The request body, or None once an error has been answered. Never reads more than MAX_BODY."""
+        length = self.headers.get("Content-Length")
+        if length is None:
+            self.send_error(411, "no Content-Length: send the image file itself as the body")
+        elif not length.strip().isdigit():
+            self.send_error(400, f"Content-Length is not a number: {length[:20]!r}")
+        elif int(length) > MAX_BODY:  # answered at once; a client still sending may see its upload cut
+            self.send_error(413, f"the file is {int(length) / 1e6:.1f} MB, over the limit of "
+                                 f"{MAX_BODY / 1e6:.0f} MB: crop or shrink it")
+        else:
+            try:
+                data = self.rfile.read(int(length))
+            except TimeoutError:
+                self.send_error(408, f"the body did not arrive within {self.timeout:g} s")
+                return None
+            if len(data) == int(length):
+                return data
+            self.send_error(400, f"the body is {len(data)} bytes, not the {int(length)} its Content-Length says")
+        return None
+
+    def send_error(self, code, message=None, explain=None):
+        """Every error, ours and http.server's own (a malformed request...), as JSON {"error": "one line"}."""
+        message = message or HTTPStatus(code).phrase
+        self.log_message('"%s" %d %s', self.requestline[:100], code, message)
+        self.close_connection = True
+        try:
+            self.send_json({"error": message}, code)
+        except OSError:  # the client has gone (or stopped reading): nothing more to say
+            pass
+
+    def send_json(self, obj, code=200):
+        self.send_body(code, json.dumps(obj).encode(), "application/json")
+
+    def send_body(self, code, body, content_type):
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")  # a student editing draw.js sees the change on reload
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_request(self, code="-", size="-"):
+        pass  # a line for every stroke would flood the terminal; errors are logged by send_error
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True  # Ctrl-C does not wait for open connections
+
+    def __init__(self, address, reader, request_timeout=10.0):
+        self.reader, self.request_timeout = reader, request_timeout
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.cores = threading.BoundedSemaphore(cores)  # images read at once (each holds its decoded pixels)
+        super().__init__(address, Handler)
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the browser went away mid-answer (a new drawing, a closed tab): nothing to do
+        super().handle_error(request, client_address)
+
+
+def make_server(reader, host="127.0.0.1", port=8000, request_timeout=10.0):
+    """Listen on host:port (0: any free port); a port in use or a wrong address is a UserError."""
+    try:
+        return Server((host, port), reader, request_timeout)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} is in use (another draw.py?): pick another with --port, "
+                            "or --port 0 for any free one") from None
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
+# ---------------------------------------------------------------- the script
+
+def port_number(text):
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def parse_args(argv=None):
+    p = make_parser(__doc__.split("\n")[0])
+    a = p.add_argument
+    a("--checkpoint", default="net.pth", help="the checkpoint train.py saved (default: net.pth)")
+    a("--host", default="127.0.0.1",
+      help="address to listen on (default: 127.0.0.1, this computer only; 0.0.0.0: your whole network)")
+    a("--port", type=port_number, default=8000, help="(default: 8000; 0 picks a free one)")
+    a("--no-browser", action="store_true", help="do not open the page in a browser")
+    a("--request-timeout", type=positive_float, default=10.0, metavar="S",
+      help="drop a client that sends nothing for S seconds mid-request (default: 10)")
+    return p.parse_args(argv)
+
+
+def lan_address():
+    """This computer's address on the local network, for the others to type (no packet is sent)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))  # a UDP 'connect' only picks the outgoing interface
+            return s.getsockname()[0]
+    except OSError:
+        return socket.gethostname()
+
+
+def can_open_browser():
+    # Without a desktop, Python's webbrowser falls back to text browsers (lynx, w3m) that would take
+    # over this terminal: on Linux, only open a browser when there is a display.
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    reader = DigitReader(args.checkpoint)  # first: without a checkpoint nothing listens
+    missing = [name for name, _ in ASSETS.values() if not (PAGE / name).is_file()]
+    if missing:
+        raise UserError(f"{PAGE / missing[0]} is missing: draw.py needs the draw/ folder that comes with it")
+    # One image is a few small tensors: one thread each is fastest, and requests in parallel use the cores.
+    torch.set_num_threads(1)
+    server = make_server(reader, args.host, args.port, args.request_timeout)
+    host, port = server.server_address[:2]
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/"
+    i = reader.info
+    print(f"Checkpoint {i['checkpoint']}: {i['model']}, epoch {i['epoch']}, "
+          f"validation accuracy {100 * (i['val_acc'] or 0):.2f}%")
+    if host == "0.0.0.0":
+        print(f"warning: --host 0.0.0.0: anyone on your network can use this page, at "
+              f"http://{lan_address()}:{port}/ (it serves the page and predictions, no files)")
+    print(f"Serving {url}  (Ctrl-C to stop)", flush=True)
+    if not args.no_browser:
+        if can_open_browser():
+            webbrowser.open(url)
+        else:
+            print("No display here: open the address above in a browser.", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    run_script(main)

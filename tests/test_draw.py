@@ -1,0 +1,538 @@
+"""draw.py: a real server on a free port, real MNIST digits, and a real browser drawing on the page.
+
+The server runs as a user runs it (python draw.py --port 0 --no-browser) in its own process; the
+tests read its address from the line it prints once it listens. Nothing waits on a clock: timeouts
+are only safety nets. The browser tests drive headless Chromium (Debian's chromium and
+chromium-driver) with Selenium, and are skipped with the reason where either is missing.
+"""
+import base64
+import http.client
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, run_py
+
+SAFETY_S = 120  # only for a server or browser that hangs: no test waits this long when things work
+
+
+# ---------------------------------------------------------------- a real server, and digits to send it
+
+def start_server(checkpoint, *flags, cwd):
+    """python draw.py on a free port; returns (process, URL, lines printed) once it says where it listens."""
+    stderr = open(Path(cwd) / "draw-stderr.txt", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "draw.py"), "--checkpoint", str(checkpoint), "--port", "0",
+                             "--no-browser", *flags], cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    stderr.close()
+    watchdog = threading.Timer(SAFETY_S, proc.kill)  # a server that never prints: end it, and fail below
+    watchdog.start()
+    lines = []
+    try:
+        for line in proc.stdout:  # blocks until the server prints a line; ends if it exits
+            lines.append(line)
+            match = re.match(r"Serving (http://\S+)", line)
+            if match:
+                return proc, match.group(1), lines
+    finally:
+        watchdog.cancel()
+    proc.wait()
+    raise AssertionError(f"draw.py did not start: {''.join(lines)}{(Path(cwd) / 'draw-stderr.txt').read_text()}")
+
+
+def stop(proc):
+    """Ctrl-C, as a user stops it; returns the exit status."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=SAFETY_S)
+    finally:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    """One draw.py for the module, on the session's trained checkpoint, with a 2 s timeout for silent clients."""
+    proc, url, lines = start_server("net.pth", "--request-timeout", "2", cwd=trained["dir"])
+    host, port = re.match(r"http://([\d.]+):(\d+)/", url).groups()
+    yield {"url": url, "host": host, "port": int(port), "lines": lines,
+           "stderr": Path(trained["dir"]) / "draw-stderr.txt"}
+    stop(proc)
+
+
+def request(server, method, path, body=None, headers=None):
+    """One HTTP request; returns (status, content type, parsed JSON or the bytes)."""
+    conn = http.client.HTTPConnection(server["host"], server["port"], timeout=SAFETY_S)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        body, kind = r.read(), r.getheader("Content-Type", "")
+        return r.status, kind, json.loads(body) if kind == "application/json" else body
+    finally:
+        conn.close()
+
+
+def predict(server, png):
+    status, _, answer = request(server, "POST", "/predict", png, {"Content-Type": "image/png"})
+    return status, answer
+
+
+def raw(server, data, shut=False):
+    """Send raw bytes on a fresh connection and read the whole answer (until the server closes it)."""
+    with socket.create_connection((server["host"], server["port"]), timeout=SAFETY_S) as s:
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return parse(b"".join(chunks))
+
+
+def parse(response):
+    """(status, JSON body) of a raw HTTP response."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def digits(data_dir):
+    """100 MNIST test digits (a fixed random choice) as uint8 numpy arrays, with their labels."""
+    from data import load_split
+    images, labels = load_split(False, data_dir)
+    pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(11))[:100]
+    return images[pick].numpy(), labels[pick].tolist()
+
+
+def drawing(digit, rng, size=280):
+    """An MNIST digit as a student's drawing: dark ink on a white square canvas, as the page sends it."""
+    side = int(rng.integers(150, 260))
+    ink = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (size, size), "white")
+    canvas.paste(ink.convert("RGB"), (int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))))
+    out = io.BytesIO()
+    canvas.save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pngs(digits):
+    rng = np.random.default_rng(0)
+    return [drawing(d, rng) for d in digits[0]]
+
+
+# ---------------------------------------------------------------- the HTTP interface
+
+def test_page_and_info(server, trained):
+    assert re.fullmatch(r"Serving http://127\.0\.0\.1:\d+/  \(Ctrl-C to stop\)\n", server["lines"][-1])
+    assert server["lines"][0].startswith("Checkpoint net.pth: cnn, epoch 2, validation accuracy")
+    status, kind, page = request(server, "GET", "/")
+    assert status == 200 and kind.startswith("text/html")
+    assert b'src="draw.js"' in page and b'href="draw.css"' in page
+    for path, kind_expected in (("/", "text/html"), ("/draw.js", "text/javascript"), ("/draw.css", "text/css")):
+        status, kind, body = request(server, "GET", path)
+        assert status == 200 and kind.startswith(kind_expected)
+        assert b"http:" not in body and b"https:" not in body  # nothing from the internet: it works offline
+    status, kind, info = request(server, "GET", "/info")
+    ckpt = torch.load(trained["checkpoint"], weights_only=True)
+    assert status == 200 and kind == "application/json"
+    assert info["checkpoint"] == "net.pth" and info["model"] == "cnn" and info["parameters"] == 130_890
+    assert info["epoch"] == ckpt["epoch"] and info["val_acc"] == pytest.approx(ckpt["val_acc"])
+    assert [b["shape"] for b in info["feature_maps"]] == [[32, 14, 14], [64, 7, 7], [64, 3, 3]]
+    assert {b["layers"] for b in info["feature_maps"]} == {"Conv 3×3 → MaxPool → ReLU"}
+    assert info["dense"] == [{"layers": "Linear 576→128 → ReLU", "size": 128}]
+
+
+def test_predict_reads_drawn_mnist_digits(server, digits, pngs):
+    from predict import load_image, preprocess
+    labels = digits[1]
+    correct = 0
+    for i, (png, label) in enumerate(zip(pngs, labels)):
+        status, a = predict(server, png)
+        assert status == 200, a
+        p = a["probabilities"]
+        assert len(p) == 10 and sum(p) == pytest.approx(1, abs=1e-4) and a["digit"] == int(np.argmax(p))
+        assert np.shape(a["input"]) == (28, 28) and 0 <= np.min(a["input"]) and np.max(a["input"]) <= 1
+        assert [np.shape(m) for m in a["feature_maps"]] == [(32, 14, 14), (64, 7, 7), (64, 3, 3)]
+        assert [len(d) for d in a["dense"]] == [128] and min(a["dense"][0]) >= 0  # after the ReLU
+        if i < 3:  # the net received exactly what predict.py makes of the same file
+            assert np.allclose(a["input"], preprocess(load_image(png)).numpy(), atol=1e-3)
+        correct += a["digit"] == label
+    print(f"drawn MNIST digits read correctly: {correct}/100")
+    assert correct >= 95
+
+
+def test_bad_bodies_get_one_line_errors(server, pngs):
+    good = pngs[0]
+    blank = io.BytesIO()
+    Image.new("RGB", (280, 280), "white").save(blank, "PNG")
+    cases = [(b"", "not an image"), (b"hello, I am not an image", "not an image"),
+             (good[:len(good) // 2], "truncated"), (blank.getvalue(), "no digit")]
+    for body, reason in cases:
+        status, a = predict(server, body)
+        assert status == 400 and list(a) == ["error"], a
+        assert reason in a["error"] and "\n" not in a["error"]
+    assert predict(server, good)[0] == 200  # still serving
+
+
+def test_size_limit_and_content_length(server):
+    # 20 MB announced, 4 KB sent: refused from the header, without waiting for the rest
+    status, a = raw(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                            b"Content-Length: 20000000\r\n\r\n" + bytes(4096))
+    assert status == 413 and "20.0 MB" in a["error"] and "limit of 10 MB" in a["error"]
+    status, a = raw(server, b"POST /predict HTTP/1.0\r\nContent-Type: image/png\r\n\r\n", shut=True)
+    assert status == 411 and "Content-Length" in a["error"]
+    for bad in (b"abc", b"-5", b"1e6"):
+        status, a = raw(server, b"POST /predict HTTP/1.0\r\nContent-Length: " + bad + b"\r\n\r\n", shut=True)
+        assert status == 400 and "not a number" in a["error"]
+    # a body that ends before its Content-Length: the client closed its side
+    status, a = raw(server, b"POST /predict HTTP/1.0\r\nContent-Length: 1000\r\n\r\n" + bytes(10), shut=True)
+    assert status == 400 and "10 bytes, not the 1000" in a["error"]
+
+
+@pytest.mark.parametrize("path", [
+    "/../net.pth", "/%2e%2e/net.pth", "/..%2fnet.pth", "/draw/../draw.py", "/draw.py", "/net.pth", "/etc/passwd",
+    "//etc/passwd", "/draw/index.html", "/draw.js/../../checkpoint.py", "/%2Fetc%2Fpasswd", "/C:/Windows/win.ini",
+    "http://x/../net.pth", "/index.html", "/favicon.ico"])
+def test_no_path_reaches_another_file(server, path):
+    status, _, a = request(server, "GET", path)
+    assert status == 404 and a == {"error": "no such page"}
+
+
+def test_wrong_methods(server):
+    assert request(server, "GET", "/predict")[:2] == (405, "application/json")
+    assert request(server, "POST", "/", b"x")[0] == 405
+    assert request(server, "DELETE", "/predict")[0] == 405
+    assert request(server, "POST", "/upload", b"x")[0] == 404
+    status, _, a = request(server, "BREW", "/")  # http.server's own errors are JSON too
+    assert status == 501 and "error" in a
+
+
+def test_silent_clients_do_not_block_others(server):
+    """A client that promises 1000 bytes and sends 10, and one that stops mid-headers, hold only themselves."""
+    lying = socket.create_connection((server["host"], server["port"]), timeout=SAFETY_S)
+    lying.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + bytes(10))
+    halting = socket.create_connection((server["host"], server["port"]), timeout=SAFETY_S)
+    halting.sendall(b"POST /predict HTTP/1.1\r\nContent-Le")
+    try:
+        assert request(server, "GET", "/info")[0] == 200  # answered while both wait
+        answer = b""
+        while chunk := lying.recv(65536):  # the server gives up on it after --request-timeout (2 s)
+            answer += chunk
+        status, a = parse(answer)
+        assert status == 408 and "did not arrive within 2 s" in a["error"]
+        assert halting.recv(65536) == b""  # dropped without an answer: it never finished asking
+    finally:
+        lying.close()
+        halting.close()
+    assert request(server, "GET", "/info")[0] == 200
+
+
+def test_burst_of_concurrent_requests(server, digits, pngs):
+    labels = digits[1]
+
+    def client(k):  # 25 requests one after another, on its own connections
+        return [(predict(server, pngs[(k * 25 + j) % 100]), labels[(k * 25 + j) % 100]) for j in range(25)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for rs in pool.map(client, range(8)) for r in rs]
+    assert len(results) == 200 and all(status == 200 for (status, _), _ in results)
+    correct = sum(a["digit"] == label for (_, a), label in results)
+    assert correct >= 190, f"{correct}/200"
+    assert request(server, "GET", "/info")[0] == 200
+    assert "Traceback" not in server["stderr"].read_text()
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_no_checkpoint_is_one_line_before_listening(tmp_path):
+    proc = run_py("draw.py", "--checkpoint", tmp_path / "none.pth", "--port", 0, "--no-browser", cwd=tmp_path)
+    assert proc.returncode == 2 and "Serving" not in proc.stdout
+    assert proc.stderr == f"error: no checkpoint at {tmp_path / 'none.pth'}: run python train.py first\n"
+    proc = run_py("draw.py", "--port", 70000, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: argument --port: expected a port number")
+
+
+def test_port_in_use_is_one_line(server, trained, tmp_path):
+    proc = run_py("draw.py", "--checkpoint", trained["checkpoint"], "--port", server["port"], "--no-browser",
+                  cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: port {server['port']} is in use (another draw.py?): pick another with --port, "
+                           "or --port 0 for any free one\n")
+
+
+def test_shared_on_the_network_warns_and_ctrl_c_stops(trained, tmp_path):
+    proc, url, lines = start_server(trained["checkpoint"], "--host", "0.0.0.0", cwd=tmp_path)
+    try:
+        assert any(line.startswith("warning: --host 0.0.0.0: anyone on your network can use this page")
+                   for line in lines)
+        host, port = re.match(r"http://([\d.]+):(\d+)/", url).groups()
+        assert host == "127.0.0.1"
+        assert request({"host": host, "port": int(port)}, "GET", "/info")[0] == 200
+    finally:
+        status = stop(proc)
+    assert status == 130
+    stderr = (tmp_path / "draw-stderr.txt").read_text()
+    assert stderr.strip() == "interrupted" and "Traceback" not in stderr
+
+
+# ---------------------------------------------------------------- inside the networks, without a server
+
+EXPECTED = {"cnn": ([(32, 14, 14), (64, 7, 7), (64, 3, 3)], [128]),
+            "mlp": ([], [128, 256, 128, 64]),
+            "cnn2": ([(16, 14, 14), (32, 7, 7)], []),
+            "cnn4bn": ([(16, 26, 26), (32, 12, 12), (64, 10, 10), (128, 4, 4)], [1024, 128]),
+            "examples": ([(32, 26, 26), (64, 12, 12)], [128])}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_layer_outputs_of_every_network(name):
+    from draw import LayerOutputs, describe
+    from net import build_model
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    layers = LayerOutputs(model)
+    x = torch.rand(1, 1, 28, 28)
+    with torch.inference_mode():
+        logits, maps, dense = layers(x)
+        assert torch.equal(logits, model(x))  # the hooks only look
+    maps_expected, dense_expected = EXPECTED[name]
+    assert [tuple(m.shape) for m in maps] == maps_expected
+    assert [len(d) for d in dense] == dense_expected
+    blocks, hidden = describe(model)
+    assert len(blocks) == len(maps_expected) and len(hidden) == len(dense_expected)
+    if name == "mlp":
+        assert hidden[0] == "Linear 784→128 → Sigmoid"
+    if name == "examples":
+        assert blocks == ["Conv 3×3 → ReLU", "Conv 3×3 → ReLU → MaxPool"]  # dropout does nothing when reading
+
+
+def test_layer_outputs_are_kept_per_thread():
+    """Threads sharing one model each get the maps of their own image (what the server relies on)."""
+    from draw import LayerOutputs
+    from net import build_model
+    torch.manual_seed(0)
+    layers = LayerOutputs(build_model("cnn").eval())
+    images = torch.rand(8, 1, 1, 28, 28)
+    with torch.inference_mode():
+        expected = [layers(x)[1][2] for x in images]
+
+    def run(k):
+        with torch.inference_mode():
+            return all(torch.equal(layers(images[k])[1][2], expected[k]) for _ in range(30))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(run, range(8)))
+
+
+def test_bench_draw_quick(trained, data_dir, tmp_path):
+    proc = run_py("bench.py", "--draw", trained["checkpoint"], "--quick", "--data-dir", data_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"one at a time: median [\d.]+ ms, p95 [\d.]+ ms", proc.stdout)
+    assert re.search(r"\d+ threads x \d+ at once: \d+/\d+ answered", proc.stdout)
+
+
+# ---------------------------------------------------------------- a real browser
+
+def thin(mask):
+    """Zhang and Suen's thinning: the one-pixel skeleton of a digit's ink, the path a pen took."""
+    m = np.pad(mask.astype(np.uint8), 1)
+    ring = [(-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)]  # the 8 neighbours, clockwise
+    while True:
+        changed = False
+        for step in (0, 1):
+            p = [np.roll(m, (-dy, -dx), (0, 1)) for dy, dx in ring]
+            b = sum(p)
+            a = sum((p[i] == 0) & (p[(i + 1) % 8] == 1) for i in range(8))
+            c = ((p[0] * p[2] * p[4] == 0) & (p[2] * p[4] * p[6] == 0) if step == 0 else
+                 (p[0] * p[2] * p[6] == 0) & (p[0] * p[4] * p[6] == 0))
+            drop = (m == 1) & (b >= 2) & (b <= 6) & (a == 1) & c
+            if drop.any():
+                m[drop], changed = 0, True
+        if not changed:
+            return m[1:-1, 1:-1].astype(bool)
+
+
+def strokes(digit):
+    """Pen strokes along an MNIST digit's skeleton: from pixel to touching pixel, lifted where the path breaks."""
+    left = {(int(y), int(x)) for y, x in zip(*np.nonzero(thin(digit >= 128)))}
+    paths = []
+    while left:
+        p = min(left)  # the top-most, then left-most pixel not yet drawn
+        left.remove(p)
+        path, step = [p], (1, 0)
+        while near := [(p[0] + dy, p[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (p[0] + dy, p[1] + dx) in left]:
+            q = max(near, key=lambda q: (q[0] - p[0]) * step[0] + (q[1] - p[1]) * step[1])  # keep going the same way
+            step, p = (q[0] - p[0], q[1] - p[1]), q
+            left.remove(p)
+            path.append(p)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def browser(server, tmp_path_factory):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("no Chromium here (Debian: apt-get install chromium chromium-driver): browser tests skipped")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        # the page as a 1100x700 window shows it (the screenshot for README)
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 1100, "height": 700, "deviceScaleFactor": 1, "mobile": False})
+        driver.set_script_timeout(SAFETY_S)
+        driver.get(server["url"])
+        wait_for(driver, "document.body.dataset.ready === '1'")
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver, condition):
+    """Wait until a JavaScript condition holds on the page (polled; the timeout is only a safety net)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(driver, SAFETY_S, poll_frequency=0.05).until(lambda d: d.execute_script(f"return {condition}"))
+
+
+ANSWERED = "document.body.dataset.answered === document.body.dataset.version && !document.body.dataset.busy"
+
+
+def draw(driver, digit, pointer):
+    """Draw an MNIST digit on the pad with real pointer events, scaled from 28x28 to the canvas.
+
+    Returns how many answers the page showed meanwhile (it answers while you draw, not only at the end).
+    """
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.by import By
+    driver.find_element(By.ID, "clear").click()
+    left, top, width, height = driver.execute_script(
+        "const r = document.getElementById('pad').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]")
+    actions = ActionBuilder(driver, mouse=PointerInput(pointer, pointer), duration=10)  # 10 ms per move
+    for path in strokes(digit):
+        for i, (y, x) in enumerate(path):
+            actions.pointer_action.move_to_location(left + (x + 0.5) * width / 28, top + (y + 0.5) * height / 28)
+            if i == 0:
+                actions.pointer_action.pointer_down()
+        actions.pointer_action.pointer_up()
+    shown = int(driver.execute_script("return document.body.dataset.shown || 0"))
+    actions.perform()
+    wait_for(driver, ANSWERED)
+    return int(driver.execute_script("return document.body.dataset.shown")) - shown
+
+
+def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
+    from selenium.webdriver.common.by import By
+    images, labels = digits
+    seen = []
+    for k, pointer in enumerate(["mouse", "pen", "touch", "mouse", "pen"]):  # a mouse, a pen, a finger
+        answers = draw(browser, images[k], pointer)
+        seen.append((labels[k], browser.find_element(By.ID, "digit").text, pointer, answers))
+        assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
+        assert answers >= 2  # answers to the drawing in progress are shown too, not only the final one
+    print("browser: drawn digit -> page shows: "
+          + ", ".join(f"{y} -> {shown} ({p}, {n} answers while drawing)" for y, shown, p, n in seen))
+    assert sum(str(y) == shown for y, shown, _, _ in seen) >= 4, seen
+    # ten bars whose widths are the probabilities, the tallest the digit shown
+    widths = browser.execute_script(
+        "return [...document.querySelectorAll('#bars .bar .fill')].map(f => parseFloat(f.style.width))")
+    assert len(widths) == 10 and sum(widths) == pytest.approx(100, abs=0.5)
+    assert str(int(np.argmax(widths))) == seen[-1][1]
+    assert re.fullmatch(r"\d+(\.\d)?% sure", browser.find_element(By.ID, "confidence").text)
+    assert re.fullmatch(r"Read in [\d.]+ ms on the server\.", browser.find_element(By.ID, "status").text)
+    # the 28x28 image, every feature map (a canvas is transparent until painted; the brightest maps of a
+    # block have bright pixels) and the dense layer
+    painted = browser.execute_script("""
+        const pixels = (c) => c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const bright = (c) => pixels(c).some((v, i) => i % 4 === 0 && v > 100);
+        const maps = [...document.querySelectorAll('#layers canvas.map')];
+        return [maps.length, maps.filter(c => pixels(c)[3] === 255).length, maps.filter(bright).length,
+                bright(document.getElementById('seen')), document.querySelectorAll('#layers canvas.dense').length,
+                bright(document.getElementById('dense0'))];""")
+    assert painted[:2] == [32 + 64 + 64] * 2 and painted[2] >= 40 and painted[3:] == [True, 1, True], painted
+    assert "cnn, 130,890 parameters · epoch 2 · validation accuracy" in browser.find_element(By.ID, "checkpoint").text
+    shot = (ROOT / "docs" / "draw.png") if os.environ.get("SAVE_SCREENSHOTS") == "1" else tmp_path / "draw.png"
+    shot.parent.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(shot))
+    with Image.open(shot) as im:
+        assert im.size == (1100, 700)
+
+
+def test_browser_uploads_a_photo(browser, digits, tmp_path):
+    from selenium.webdriver.common.by import By
+    images, labels = digits
+    k = 7
+    paper = Image.new("RGB", (420, 330), (228, 222, 205))  # a photo: dark ink on cream paper, off-centre
+    paper.paste(Image.fromarray(255 - images[k]).resize((200, 200)).convert("RGB"), (150, 60))
+    paper.save(tmp_path / "photo.jpg", quality=90)
+    file_input = browser.find_element(By.ID, "file")
+    file_input.send_keys(str(tmp_path / "photo.jpg"))
+    wait_for(browser, ANSWERED)
+    assert browser.find_element(By.ID, "digit").text == str(labels[k])
+    assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
+    # a file that is not an image: the server's one line, on the page
+    (tmp_path / "notes.png").write_text("not a picture\n")
+    file_input.send_keys(str(tmp_path / "notes.png"))
+    wait_for(browser, ANSWERED)
+    status = browser.find_element(By.ID, "status")
+    assert status.get_attribute("class") == "error" and status.text == "not an image Pillow can read"
+    # a photo dropped on the page (a drop event carrying the file, as a drag from the desktop ends)
+    browser.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const files = new DataTransfer();
+        files.items.add(new File([bytes], "dropped.jpg", {type: "image/jpeg"}));
+        document.getElementById("pad").dispatchEvent(new DragEvent("drop", {dataTransfer: files, bubbles: true}));""",
+        base64.b64encode((tmp_path / "photo.jpg").read_bytes()).decode())
+    wait_for(browser, ANSWERED)
+    assert browser.find_element(By.ID, "digit").text == str(labels[k])
+    assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
+    # and drawing goes on after a photo
+    draw(browser, images[0], "mouse")
+    assert browser.find_element(By.ID, "digit").text == str(labels[0])
+
+
+def test_browser_network_without_conv_blocks(browser, server, tmp_path):
+    """An mlp checkpoint (untrained: only the page's layout is checked): no feature maps, its four hidden layers."""
+    from selenium.webdriver.common.by import By
+
+    from checkpoint import atomic_save, make_checkpoint
+    from net import build_model
+    atomic_save(make_checkpoint(build_model("mlp"), "mlp", {}, epoch=0, val_acc=0.1), tmp_path / "mlp.pth")
+    proc, url, _ = start_server(tmp_path / "mlp.pth", cwd=tmp_path)
+    try:
+        browser.get(url)
+        wait_for(browser, "document.body.dataset.ready === '1'")
+        note = browser.find_element(By.ID, "inside-note").text
+        assert note.startswith("mlp has no conv blocks: it reads the 784 pixels as one flat list")
+        assert browser.execute_script("return document.querySelectorAll('#layers canvas.map').length") == 0
+        headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "#layers h3")]
+        assert [h.split()[-2] for h in headings] == ["128", "256", "128", "64"], headings
+        draw(browser, np.eye(28, dtype=np.uint8)[::-1] * 255, "mouse")  # a stroke: the page shows an answer
+        assert browser.find_element(By.ID, "digit").text.isdigit()
+    finally:
+        browser.get(server["url"])  # back to the module's server for any test after this one
+        wait_for(browser, "document.body.dataset.ready === '1'")
+        stop(proc)
