@@ -240,6 +240,8 @@ def train(args, data=None):
     Returns a summary dict; summary["interrupted"] is True after Ctrl-C.
     """
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+    import board
     from metrics import evaluate
 
     t_start = time.perf_counter()
@@ -307,6 +309,7 @@ def train(args, data=None):
 
     # purge_step drops any events logged after the saved state, so resumed curves carry on unbroken.
     writer = SummaryWriter(str(run_dir), purge_step=start_epoch + 1 if state else None)
+    board.log_start(writer, resumed_after=start_epoch if state else None)
     if state is None:
         try:
             with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
@@ -319,6 +322,7 @@ def train(args, data=None):
 
     saved_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     interrupted, done = False, start_epoch  # done: the last epoch whose state is saved
+    best_test = None  # the best epoch's test evaluation, for board.log_final
     train_time = 0.0  # seconds spent in the training loops alone (bench.py's throughput)
     try:
         for epoch in range(start_epoch + 1, args.epochs + 1):
@@ -335,11 +339,12 @@ def train(args, data=None):
                                ("accuracy/test", test["accuracy"]), ("lr", lr),
                                ("time/epoch_seconds", train_secs)]:  # training only, for report.py
                 writer.add_scalar(tag, value, epoch)
+            board.log_epoch(writer, epoch, model, vx, vy, val)  # pictures, histograms: see board.py
             writer.flush()
 
             improved = val["accuracy"] > best["val_acc"]
             if improved:
-                best = {"val_acc": val["accuracy"], "epoch": epoch, "test_acc": test["accuracy"]}
+                best, best_test = {"val_acc": val["accuracy"], "epoch": epoch, "test_acc": test["accuracy"]}, test
                 atomic_save(make_checkpoint(model, args.model, opts, epoch=epoch, val_acc=val["accuracy"],
                                             val_loss=val["loss"], test_acc=test["accuracy"],
                                             normalization={"mean": MEAN, "std": STD}, args=saved_args),
@@ -376,6 +381,7 @@ def train(args, data=None):
             print("No epoch finished, so there is nothing to resume: run python train.py again.", file=sys.stderr)
         return summary
 
+    board.log_final(writer, args.epochs, args.checkpoint, sx, sy, precision, best_test)  # the best model, on test
     writer.add_hparams(hparams_of(args), {"hparam/best_val_acc": best["val_acc"],
                                           "hparam/test_acc": best["test_acc"],
                                           "hparam/best_epoch": best["epoch"]}, run_name=".")

@@ -207,6 +207,14 @@ def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
     assert "after epoch 1" in done.stdout and "epoch  2/3" in done.stdout and "epoch  1/3" not in done.stdout
     tags = scalars(tmp_path / "logs" / "r")
     assert [s for s, _ in tags["accuracy/val"]] == [1, 2, 3]  # the curve carries on unbroken
+    # so do the pictures and histograms (board.py), and the command is kept, with the resume's own beside it
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "logs" / "r"), size_guidance={"images": 0, "histograms": 0, "tensors": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Images("val/mistakes")] == [1, 2, 3]
+    assert [e.step for e in acc.Histograms("grads/head.2.weight")] == [1, 2, 3]
+    assert [e.step for e in acc.Images("test/confusion")] == [3]
+    assert [e.step for e in acc.Tensors("command/text_summary")] == [0, 2]
     # nothing left to resume now
     again = run_py("train.py", "--resume", tmp_path / "logs" / "r", "--data-dir", data_dir, cwd=tmp_path)
     assert again.returncode == 2 and "already finished" in again.stderr
