@@ -6,7 +6,7 @@ import signal
 import pytest
 import torch
 
-from conftest import run_py, start_paused
+from conftest import ROOT, run_py, start_paused
 
 TAGS = {"loss/train", "accuracy/train", "loss/val", "accuracy/val", "accuracy/test", "lr"}
 
