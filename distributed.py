@@ -29,11 +29,11 @@ def setup(device):
     """Join torchrun's process group. Returns (device, rank, world size); (device, 0, 1) without torchrun."""
     if not launched():
         return device, 0, 1
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    rank, local_rank, cuda = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), device.type == "cuda"
     if device.type == "mps":
         raise UserError("torchrun needs CUDA GPUs or the CPU (Gloo cannot add up tensors on an Apple GPU): "
                         "add --device cpu, or run python train.py")
-    if device.type == "cuda":
+    if cuda:
         if local_rank >= torch.cuda.device_count():
             raise UserError(f"torchrun started more processes than this machine has GPUs "
                             f"({torch.cuda.device_count()}): use --nproc_per_node {torch.cuda.device_count()}")
@@ -45,7 +45,8 @@ def setup(device):
     # A peer that stops normally closes its connections, and the others' next collective fails at
     # once. The timeout is for one that vanishes silently (a machine that lost power): long enough
     # for rank 0 to evaluate and save while the others wait for it.
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=10))
+    dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None,
+                            timeout=datetime.timedelta(minutes=10))
     if rank != 0:
         sys.stdout = open(os.devnull, "w")  # rank 0 reports; the others' prints go nowhere
     return device, rank, dist.get_world_size()
@@ -81,13 +82,14 @@ def wrap(model, device):
     """
     if not launched():
         return model
-    if device.type == "cuda":
+    cuda = device.type == "cuda"
+    if cuda:
         # Batch norm normalises with its batch's statistics; SyncBatchNorm computes them over the
         # global batch, as one process would. It needs GPUs (torch 2.14 refuses CPU tensors), so on
         # the CPU each process normalises with its own share (README). It keeps the same parameters,
         # so the optimiser made before still holds them. A net without batch norm is left as it is.
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
 
 
 @contextlib.contextmanager
@@ -109,8 +111,8 @@ def all_cores_while_others_wait():
 def seed_epoch(seed, epoch, aug_generator):
     """Under torchrun, each process draws its augmentation and dropout from its own seed for each epoch.
 
-    Made from (seed, epoch, rank), so an epoch does not depend on how many processes ran the
-    epochs before it: a run resumes with any number of processes. Without torchrun, the one
+    Made from (seed, epoch, rank) alone, so a run resumed with any number of processes draws
+    what an uninterrupted run with that number would have drawn. Without torchrun, the one
     stream of random numbers goes on from epoch to epoch as it always has.
     """
     if launched():
