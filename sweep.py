@@ -34,6 +34,7 @@ import torch
 import train
 from checkpoint import load_file
 from common import UserError, cores, make_parser, pick_device, positive_int, run_script
+from data import ensure_mnist
 from net import MODELS
 
 # The options a sweep can vary: (dest in train's args, flag, short name in run folders, help).
@@ -197,10 +198,11 @@ def stop(running):
             t.join()  # their last lines
 
 
-def run_apart(plan, sweep_dir, jobs, device, t_start):
+def run_apart(plan, base, sweep_dir, jobs, t_start):
     """--jobs N: each run a `python train.py` of its own, up to N at once. Returns {run: best}, or None
     when a run failed. Either, or Ctrl-C (KeyboardInterrupt), stops the runs still going."""
-    n, free, durations, results = len(plan), slots(jobs, device), [], {}
+    ensure_mnist(base.data_dir, base.mirror)  # fetched here once, if need be, rather than raced by N runs
+    n, free, durations, results = len(plan), slots(jobs, base.device), [], {}
     queue = [(i, *item) for i, item in enumerate(plan, 1) if item[4] != "done"]
     running = {}  # process -> (i, run, label, slot, start time, the threads that copy its output)
     try:
@@ -210,8 +212,8 @@ def run_apart(plan, sweep_dir, jobs, device, t_start):
                 prepare(sweep_dir / run, what, run_args)
                 slot = free.pop(0)
                 where = f"GPU {slot['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in slot else \
-                    f"{slot['OMP_NUM_THREADS']} thread{'s' * (slot['OMP_NUM_THREADS'] != '1')}"
-                print(f"[run {i}/{n}] {label}: started on {where}, {train.fmt_time(time.perf_counter() - t_start)} "
+                    f"{slot['OMP_NUM_THREADS']} threads"
+                print(f"[run {i}/{n}] {label}: started ({where}), {train.fmt_time(time.perf_counter() - t_start)} "
                       "elapsed", flush=True)
                 proc, threads = launch(argv + (["--resume", run_args.resume] if run_args.resume else []),
                                        slot, f"[run {i}/{n}] ")
@@ -263,7 +265,7 @@ def main(argv=None):
         if args.jobs == 1:
             results = run_here(plan, base, sweep_dir, t_start)
         else:
-            results = run_apart(plan, sweep_dir, args.jobs, base.device, t_start)
+            results = run_apart(plan, base, sweep_dir, args.jobs, t_start)
     except KeyboardInterrupt:
         print(stopped, file=sys.stderr)
         return 130

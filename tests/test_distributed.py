@@ -200,7 +200,7 @@ def test_sweep_jobs_2_stopped_and_continued_gives_the_runs_of_jobs_1(data_dir, t
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
     assert "Continue it" in err and "--name g" in err and "Traceback" not in err
-    assert out.count(": started on ") == 2 and err.count("Interrupted during epoch 2.") == 2
+    assert out.count(": started (") == 2 and err.count("Interrupted during epoch 2.") == 2
 
     again = run_py("sweep.py", *args, "--name", "g", "--jobs", 2, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
