@@ -96,7 +96,8 @@ def wrap(model, device):
 def all_cores_while_others_wait():
     """Rank 0 evaluates with all of its machine's cores, not its share: the other processes are
     waiting for it (in their next step's gradient exchange), and waiting costs no CPU time.
-    On a 2-core CPU that halves the time to evaluate 15,000 images (2.9 s to 1.6 s)."""
+    Measured on 2 cores: evaluating 15,000 images and saving took 3.1 s per epoch on rank 0's one
+    thread, 1.6 s with both cores."""
     if not launched():
         yield
         return
