@@ -91,12 +91,22 @@ def make_folder(folder, flag):
         raise UserError(f"{flag}: cannot make the folder {folder} ({why})") from None
 
 
-def use_all_cores():
-    """Use the cores this process may run on (which a container or taskset may limit)."""
+def cores():
+    """The cores this process may run on (which a container or taskset may limit)."""
     try:
-        n = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no sched_getaffinity
-        n = os.cpu_count() or 1
+        return os.cpu_count() or 1
+
+
+def use_all_cores():
+    """Use this process's share of the cores: all of them, or 1/N each for N processes from torchrun.
+
+    OMP_NUM_THREADS, when set, has the last word: torchrun sets it to 1 for several processes
+    (good for one process per GPU), sweep.py --jobs to each run's share of the cores.
+    """
+    n = os.environ.get("OMP_NUM_THREADS", "")
+    n = int(n) if n.isdigit() and int(n) > 0 else max(1, cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(n)
     return n
 

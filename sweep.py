@@ -9,20 +9,32 @@ to every run. The data is read once and shared by all runs. Each run logs to
 boardlog/<sweep>/<run>/ and keeps its best model there as net.pth, so test.py
 and report.py can use every run of the table.
 
+    python sweep.py --lr 0.01 0.001 0.0001 0.00001 --jobs 4   # 4 runs at once: one per GPU, or sharing the cores
+
+With --jobs N each run is a `python train.py` of its own, up to N at once, each on its own GPU
+(round robin) where there are GPUs, else with 1/N of the CPU cores.
+
 If the sweep stops (Ctrl-C, a crash), run it again with the --name it printed:
 finished runs are skipped and a run stopped half way carries on where it was.
 """
 import argparse
 import itertools
+import os
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import torch
+
 import train
 from checkpoint import load_file
-from common import UserError, make_parser, pick_device, run_script
+from common import UserError, cores, make_parser, pick_device, positive_int, run_script
+from data import ensure_mnist
 from net import MODELS
 
 # The options a sweep can vary: (dest in train's args, flag, short name in run folders, help).
@@ -33,6 +45,7 @@ GRID = [("model", "--model", "model", f"networks, any of: {' '.join(MODELS)}"),
         ("scheduler", "--scheduler", "sched", "learning-rate schedules, e.g. step none"),
         ("seed", "--seed", "seed", "seeds, e.g. 1 2 3: how much do runs differ by chance alone?")]
 SET_PER_RUN = ("resume", "run_name", "checkpoint")  # the sweep chooses these, never the user
+TRAIN = [sys.executable, str(Path(__file__).resolve().with_name("train.py"))]  # one run, with --jobs N
 
 
 def parse_args(argv):
@@ -45,11 +58,14 @@ def parse_args(argv):
     p.add_argument("--name", default=None,
                    help="the sweep's folder under --logdir (default: sweep-<date>-<time>); "
                         "give an existing sweep's name to continue it")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                   help="runs at once, each a python train.py of its own: one per GPU where there are GPUs, "
+                        "else sharing the CPU cores (default: 1, one after the other in this process)")
     return p.parse_known_args(argv)
 
 
 def plan_runs(args, rest, name):
-    """(train's args for the whole sweep, its folder, one (run name, label, train args) per combination).
+    """(train's args for the whole sweep, its folder, one (run name, label, train args, argv) per combination).
 
     Every run's options are checked here, before any run starts.
     """
@@ -68,11 +84,11 @@ def plan_runs(args, rest, name):
         # values, so adding a value to a list later keeps the names of the runs already done.
         run = "_".join(f"{short}={v}" for (_, _, short, _), v in zip(grid, values)) or "default"
         label = " ".join(f"{short}={v}" for (_, _, short, _), v in zip(grid, values)) or "default settings"
-        run_args = train.parse_args(rest + [x for (_, flag, _, _), v in zip(grid, values) for x in (flag, v)])
-        run_args.logdir, run_args.run_name = str(sweep_dir), run
-        run_args.checkpoint = str(sweep_dir / run / "net.pth")
+        argv = rest + [x for (_, flag, _, _), v in zip(grid, values) for x in (flag, v)]
+        argv += ["--logdir", str(sweep_dir), "--run-name", run, "--checkpoint", str(sweep_dir / run / "net.pth")]
+        run_args = train.parse_args(argv)  # the later --logdir wins over one in `rest`
         train.model_options(run_args)  # e.g. --dropout with --model mlp: fail now, not at run 5
-        runs.append((run, label, run_args))
+        runs.append((run, label, run_args, argv))
     return base, sweep_dir, runs
 
 
@@ -95,6 +111,136 @@ def state_of(run_dir, run_args):
     return ("done" if state["epoch"] >= run_args.epochs else "resume"), state
 
 
+def run_here(plan, base, sweep_dir, t_start):
+    """--jobs 1: the runs one after the other in this process, the data read once. Returns {run: best}."""
+    n, data, durations, results = len(plan), None, [], {}
+    for i, (run, label, run_args, _, what, state) in enumerate(plan, 1):
+        if what == "done":
+            continue
+        left = sum(w != "done" for *_, w, _ in plan[i - 1:])
+        eta = f", ~{train.fmt_time(sum(durations) / len(durations) * left)} left" if durations else ""
+        print(f"\n[run {i}/{n}] {label}: {train.fmt_time(time.perf_counter() - t_start)} elapsed{eta}", flush=True)
+        prepare(sweep_dir / run, what, run_args)
+        if data is None:  # the data does not depend on the grid's options: read it once
+            data = train.load_data(base, pick_device(base.device))
+        t0 = time.perf_counter()
+        summary = train.train(run_args, data)
+        durations.append(time.perf_counter() - t0)
+        if summary["interrupted"]:
+            raise KeyboardInterrupt
+        results[run] = {"val_acc": summary["best_val_acc"], "epoch": summary["best_epoch"],
+                        "test_acc": summary["test_acc"]}
+    return results
+
+
+def prepare(run_dir, what, run_args):
+    """Clear a run folder that never finished an epoch; point a half-done run at its saved state."""
+    if what == "restart":
+        print(f"(its earlier attempt finished no epoch: starting {run_dir} afresh)")
+        shutil.rmtree(run_dir)
+    if what == "resume":
+        run_args.resume = str(run_dir)
+
+
+def slots(jobs, device):
+    """The environment of each of the `jobs` places a run can go: its own GPU (round robin over
+    the GPUs, so N > GPUs puts several runs on one) where there are GPUs, and 1/jobs of the cores."""
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # the ids the user left us, if they chose some
+    ids = visible.split(",")[:gpus] if visible else [str(i) for i in range(gpus)]
+    threads = {"OMP_NUM_THREADS": str(max(1, cores() // jobs))}  # train.py's use_all_cores() takes this
+    return [{**threads, "CUDA_VISIBLE_DEVICES": ids[k % gpus]} if gpus else threads for k in range(jobs)]
+
+
+def time_left(durations, elapsed, queued, jobs):
+    """Seconds until the sweep ends if every run takes as long as the finished ones did on average:
+    the running runs finish, and each queued run goes to the place that frees up first."""
+    mean = sum(durations) / len(durations)
+    free = sorted([max(mean - e, 0.0) for e in elapsed] + [0.0] * (jobs - len(elapsed)))
+    for _ in range(queued):
+        free[0] += mean
+        free.sort()
+    return max(free)
+
+
+def launch(argv, slot, prefix):
+    """Start `python train.py ARGV` in `slot`'s environment. Returns it and the threads that copy
+    its output line by line, each line under `prefix`: runs at once do not cut into each other's lines."""
+    # Its own session: a Ctrl-C in the terminal reaches the sweep alone, which passes it on once (stop()).
+    proc = subprocess.Popen(TRAIN + argv, env={**os.environ, **slot, "PYTHONUNBUFFERED": "1"}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+    def copy(stream, out):
+        for line in stream:
+            if line.strip():
+                out.write(prefix + line)  # one write per line
+                out.flush()
+
+    threads = [threading.Thread(target=copy, args=pipes, daemon=True)
+               for pipes in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+    for t in threads:
+        t.start()
+    return proc, threads
+
+
+def stop(running):
+    """Ctrl-C for every run still going (each keeps what it saved, and exits), then wait for them."""
+    for proc in running:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT) if os.name == "posix" else proc.terminate()
+    for proc, (*_, threads) in running.items():
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for t in threads:
+            t.join()  # their last lines
+
+
+def run_apart(plan, base, sweep_dir, jobs, t_start):
+    """--jobs N: each run a `python train.py` of its own, up to N at once. Returns {run: best}, or None
+    when a run failed. Either, or Ctrl-C (KeyboardInterrupt), stops the runs still going."""
+    ensure_mnist(base.data_dir, base.mirror)  # fetched here once, if need be, rather than raced by N runs
+    n, free, durations, results = len(plan), slots(jobs, base.device), [], {}
+    queue = [(i, *item) for i, item in enumerate(plan, 1) if item[4] != "done"]
+    running = {}  # process -> (i, run, label, slot, start time, the threads that copy its output)
+    try:
+        while queue or running:
+            while queue and free:
+                i, run, label, run_args, argv, what, _ = queue.pop(0)
+                prepare(sweep_dir / run, what, run_args)
+                slot = free.pop(0)
+                where = f"GPU {slot['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in slot else \
+                    f"{slot['OMP_NUM_THREADS']} threads"
+                print(f"[run {i}/{n}] {label}: started ({where}), {train.fmt_time(time.perf_counter() - t_start)} "
+                      "elapsed", flush=True)
+                proc, threads = launch(argv + (["--resume", run_args.resume] if run_args.resume else []),
+                                       slot, f"[run {i}/{n}] ")
+                running[proc] = (i, run, label, slot, time.perf_counter(), threads)
+            time.sleep(0.2)  # then look for runs that have ended
+            for proc in [p for p in running if p.poll() is not None]:
+                i, run, label, slot, t0, threads = running.pop(proc)
+                for t in threads:
+                    t.join()  # its last lines before ours
+                if proc.returncode != 0:
+                    print(f"[run {i}/{n}] {label}: stopped with exit status {proc.returncode}; stopping the others",
+                          file=sys.stderr)
+                    stop(running)
+                    return None
+                free.append(slot)
+                durations.append(time.perf_counter() - t0)
+                results[run] = load_file(sweep_dir / run / train.STATE_FILE, what="resume state")["best"]
+                left = time_left(durations, [time.perf_counter() - r[4] for r in running.values()], len(queue), jobs)
+                print(f"[run {i}/{n}] {label}: done in {train.fmt_time(durations[-1])}, best val "
+                      f"{100 * results[run]['val_acc']:.2f}%; {n - len(queue) - len(running)} of {n} done"
+                      + (f", ~{train.fmt_time(left)} left" if queue or running else ""), flush=True)
+    except KeyboardInterrupt:
+        stop(running)
+        raise
+    return results
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = parse_args(argv)
@@ -102,43 +248,31 @@ def main(argv=None):
     if not name.strip() or Path(name).name != name or name in (".", ".."):
         raise UserError(f"--name {name!r} must be a plain folder name, without slashes")
     base, sweep_dir, runs = plan_runs(args, rest, name)
-    plan = [(run, label, run_args, *state_of(sweep_dir / run, run_args)) for run, label, run_args in runs]
+    plan = [(run, label, run_args, run_argv, *state_of(sweep_dir / run, run_args))
+            for run, label, run_args, run_argv in runs]
 
     again = "python sweep.py " + shlex.join(argv + ([] if args.name else ["--name", name]))
     n, todo = len(plan), sum(what != "done" for *_, what, _ in plan)
     print(f"Sweep {sweep_dir}: {n} run{'s' * (n != 1)}, {todo} to train."
           + (f" If it stops, continue with:\n  {again}" if todo else ""))
 
-    data, durations, results = None, [], {}
+    for i, (run, label, *_, what, state) in enumerate(plan, 1):
+        if what == "done":
+            print(f"[run {i}/{n}] {label}: finished already, skipped")
+    stopped = f"\nSweep stopped. Continue it (finished runs are skipped) with:\n  {again}"
     t_start = time.perf_counter()
     try:
-        for i, (run, label, run_args, what, state) in enumerate(plan, 1):
-            if what == "done":
-                print(f"[run {i}/{n}] {label}: finished already, skipped")
-                results[run] = state["best"]
-                continue
-            left = sum(w != "done" for *_, w, _ in plan[i - 1:])
-            eta = f", ~{train.fmt_time(sum(durations) / len(durations) * left)} left" if durations else ""
-            print(f"\n[run {i}/{n}] {label}: {train.fmt_time(time.perf_counter() - t_start)} elapsed{eta}",
-                  flush=True)
-            if what == "restart":
-                print(f"(its earlier attempt finished no epoch: starting {sweep_dir / run} afresh)")
-                shutil.rmtree(sweep_dir / run)
-            if what == "resume":
-                run_args.resume = str(sweep_dir / run)
-            if data is None:  # the data does not depend on the grid's options: read it once
-                data = train.load_data(base, pick_device(base.device))
-            t0 = time.perf_counter()
-            summary = train.train(run_args, data)
-            durations.append(time.perf_counter() - t0)
-            if summary["interrupted"]:
-                raise KeyboardInterrupt
-            results[run] = {"val_acc": summary["best_val_acc"], "epoch": summary["best_epoch"],
-                            "test_acc": summary["test_acc"]}
+        if args.jobs == 1:
+            results = run_here(plan, base, sweep_dir, t_start)
+        else:
+            results = run_apart(plan, base, sweep_dir, args.jobs, t_start)
     except KeyboardInterrupt:
-        print(f"\nSweep stopped at run {i}/{n}. Continue it (finished runs are skipped) with:\n  {again}",
-              file=sys.stderr)
+        print(stopped, file=sys.stderr)
         return 130
+    if results is None:  # a run failed: its own output says why
+        print(stopped, file=sys.stderr)
+        return 1
+    results = {run: state["best"] if what == "done" else results[run] for run, *_, what, state in plan}
 
     print(f"\nSweep {sweep_dir} done: {n} run{'s' * (n != 1)}"
           + (f" ({n - todo} finished before)" if todo < n else "")

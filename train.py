@@ -4,6 +4,7 @@
     python train.py --epochs 1           # one quick epoch (~99.2%, 8 to 21 s)
     python train.py --augment --epochs 20  # with batch norm: ~99.6%, 2 to 7 minutes
     tensorboard --logdir boardlog        # watch the curves
+    torchrun --standalone --nproc_per_node 2 train.py  # data-parallel: 2 GPUs, or 2 CPU processes (README)
 
 The 60,000 training images are split into 55,000 to train on and 5,000 to
 validate on. The validation accuracy picks the best epoch, whose weights are
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import distributed
 from checkpoint import atomic_save, load_file, make_checkpoint
 from common import (UserError, autocast, fraction, keep_freed_memory, make_folder, make_parser,
                     non_negative_float, non_negative_int, pick_device, pick_precision, positive_float,
@@ -190,38 +192,50 @@ def fmt_time(seconds):
 
 # ---------------------------------------------------------------------------- training
 
-def train_step(model, optimizer, scaler, x, y, args, device, precision):
-    """One optimisation step on one batch. Returns (loss, logits), left on the device."""
+def train_step(model, optimizer, scaler, x, y, args, device, precision, weight=1.0):
+    """One optimisation step on one batch. Returns (loss, logits), left on the device.
+
+    `weight` scales the loss that is differentiated: under torchrun, this process's share of the
+    batch over an even share, so that DDP's average of the processes' gradients is exactly the
+    gradient of the whole batch's mean loss, even when the batch does not split evenly.
+    """
     with autocast(device, precision):
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()  # with fp32/bf16 the scaler is disabled: plain backward and step
+    scaler.scale(loss * weight).backward()  # with fp32/bf16 the scaler is disabled: plain backward and step
     scaler.step(optimizer)
     scaler.update()
     return loss, logits
 
 
 def train_one_epoch(model, optimizer, scheduler, per_batch, x_all, y_all, args, device, precision,
-                    generator, epoch, aug_generator=None, scaler=None):
+                    generator, epoch, aug_generator=None, scaler=None, rank=0, world=1):
     """One pass over the training tensors. Returns (mean loss, accuracy) as Python floats.
 
     `generator` (CPU) shuffles; `aug_generator` (on the device) draws the augmentation;
-    `scaler` is a GradScaler, needed for fp16 only (bf16 has fp32's range).
+    `scaler` is a GradScaler, needed for fp16 only (bf16 has fp32's range). Under torchrun,
+    process `rank` of `world` trains on its share of each batch, and the results are the whole batch's.
     """
     scaler = scaler or torch.amp.GradScaler(enabled=False)
+    distributed.seed_epoch(args.seed, epoch, aug_generator)
     model.train()
     loss_sum = torch.zeros((), device=device)  # summed on the device: no GPU sync per step
     correct = torch.zeros((), device=device, dtype=torch.long)
     order = batches(len(x_all), args.batch_size, generator, device)
+    # Rank 0's bar shows the running loss and accuracy of its share: a sample of every batch.
     bar = tqdm(order, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False,
-               disable=not sys.stderr.isatty(), dynamic_ncols=True)
+               disable=not sys.stderr.isatty() or rank != 0, dynamic_ncols=True)
     seen = 0
     for step, idx in enumerate(bar):
-        x, y = x_all[idx], y_all[idx]
+        # Every process drew the same permutation (same seed), so their shares of the batch never
+        # overlap and together make all of it, without a message between them. One process: all of it.
+        mine = idx[rank::world]
+        x, y = x_all[mine], y_all[mine]
         if args.augment:
             x = augment(x, aug_generator)
-        loss, logits = train_step(model, optimizer, scaler, x, y, args, device, precision)
+        loss, logits = train_step(model, optimizer, scaler, x, y, args, device, precision,
+                                  weight=len(mine) * world / len(idx))
         if scheduler is not None and per_batch:
             scheduler.step()
         loss_sum += loss.detach() * len(y)
@@ -231,7 +245,8 @@ def train_one_epoch(model, optimizer, scheduler, per_batch, x_all, y_all, args, 
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
     if scheduler is not None and not per_batch:
         scheduler.step()
-    return loss_sum.item() / seen, correct.item() / seen
+    loss_sum, correct, seen = distributed.sum_over_processes(loss_sum, correct, seen)  # the whole data set's
+    return loss_sum / seen, correct / seen
 
 
 def train(args, data=None):
@@ -250,7 +265,7 @@ def train(args, data=None):
         args, state = resumed_args(args)
     threads = use_all_cores()
     keep_freed_memory()  # see common.py: twice the speed in the first epoch on CPU
-    device = pick_device(args.device)
+    device, rank, world = distributed.setup(pick_device(args.device))  # under torchrun: process `rank` of `world`
     precision = pick_precision(args.precision, device)
     args.precision = precision
     if Path(args.checkpoint).is_dir():
@@ -259,11 +274,12 @@ def train(args, data=None):
     make_folder(args.logdir, "--logdir")
     opts = model_options(args)  # before loading data: a wrong option fails at once
     print(f"Using {device} device" + (f" ({threads} threads)" if device.type == "cpu" else "")
-          + f", {precision} precision")
+          + f", {precision} precision" + (f", {world} processes (torchrun)" if distributed.launched() else ""))
 
     if data is None:
-        data = load_data(args, device)
+        data = distributed.first_on_each_machine(load_data, args, device)
     (tx, ty), (vx, vy), (sx, sy) = data["train"], data["val"], data["test"]
+    distributed.check_split(len(tx), args.batch_size, world)
 
     torch.manual_seed(args.seed)
     model = build_model(args.model, **opts).to(device).to(memory_format=torch.channels_last)
@@ -303,14 +319,14 @@ def train(args, data=None):
                             "or pick another --run-name")
     args.run_dir = str(run_dir)
 
-    step_model = torch.compile(model) if args.compile else model
     print(f"{args.model}: {count_parameters(model):,} parameters; training on {len(tx):,} images, "
           f"validating on {len(vx):,}, testing on {len(sx):,}; logging to {run_dir}")
 
     # purge_step drops any events logged after the saved state, so resumed curves carry on unbroken.
-    writer = SummaryWriter(str(run_dir), purge_step=start_epoch + 1 if state else None)
-    board.log_start(writer, resumed_after=start_epoch if state else None)
-    if state is None:
+    writer = SummaryWriter(str(run_dir), purge_step=start_epoch + 1 if state else None) if rank == 0 else None
+    if rank == 0:
+        board.log_start(writer, resumed_after=start_epoch if state else None)
+    if state is None and rank == 0:
         try:
             with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
                 warnings.simplefilter("ignore")
@@ -319,6 +335,8 @@ def train(args, data=None):
                 writer.add_graph(torch.jit.trace(model, vx[:2], check_trace=False), vx[:2])
         except Exception as e:  # the graph is a nicety; never fail a run for it
             print(f"(model graph not logged: {type(e).__name__})")
+    step_model = distributed.wrap(model, device)  # after the graph's trace, which must not run a collective
+    step_model = torch.compile(step_model) if args.compile else step_model
 
     saved_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     interrupted, done = False, start_epoch  # done: the last epoch whose state is saved
@@ -327,12 +345,16 @@ def train(args, data=None):
     try:
         for epoch in range(start_epoch + 1, args.epochs + 1):
             t0 = time.perf_counter()
-            train_loss, train_acc = train_one_epoch(step_model, optimizer, scheduler, per_batch, tx, ty, args,
-                                                    device, precision, generator, epoch, aug_generator, scaler)
+            train_loss, train_acc = train_one_epoch(step_model, optimizer, scheduler, per_batch, tx, ty, args, device,
+                                                    precision, generator, epoch, aug_generator, scaler, rank, world)
             train_secs = time.perf_counter() - t0
             train_time += train_secs
-            val = evaluate(model, vx, vy, precision=precision)
-            test = evaluate(model, sx, sy, precision=precision)  # watched, never used to choose
+            if rank != 0:  # rank 0 alone evaluates, logs and saves; the others go on to the next epoch
+                done = epoch
+                continue
+            with distributed.all_cores_while_others_wait():
+                val = evaluate(model, vx, vy, precision=precision)
+                test = evaluate(model, sx, sy, precision=precision)  # watched, never used to choose
             lr = optimizer.param_groups[0]["lr"]
             for tag, value in [("loss/train", train_loss), ("accuracy/train", train_acc),
                                ("loss/val", val["loss"]), ("accuracy/val", val["accuracy"]),
@@ -361,14 +383,18 @@ def train(args, data=None):
                   f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%  "
                   f"test acc {100 * test['accuracy']:.2f}%  {secs:.1f} s  {len(tx) / train_secs:,.0f} img/s"
                   + ("  * saved" if improved else ""), flush=True)
-    except KeyboardInterrupt:
-        interrupted = True
+    except (KeyboardInterrupt, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not distributed.peer_stopped(e):
+            raise
+        interrupted = True  # Ctrl-C, or under torchrun another process stopped first
 
     wall = time.perf_counter() - t_start
     summary = {"run_dir": str(run_dir), "checkpoint": args.checkpoint, "best_epoch": best["epoch"],
                "best_val_acc": best["val_acc"], "test_acc": best["test_acc"], "seconds": wall,
                "interrupted": interrupted, "epochs": args.epochs,
                "train_seconds": train_time, "train_images": len(tx) * (done - start_epoch)}
+    if rank != 0:
+        return summary  # rank 0 reports, and alone holds the writer
     if interrupted:
         writer.close()
         print(f"\nInterrupted during epoch {done + 1}.", file=sys.stderr)
@@ -396,7 +422,14 @@ def train(args, data=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    summary = train(args)
+    try:
+        summary = train(args)
+    except RuntimeError as e:
+        if not distributed.peer_stopped(e):
+            raise
+        return 1  # another process of the run failed before training began: torchrun names it
+    finally:
+        distributed.cleanup()
     return 130 if summary["interrupted"] else 0
 
 

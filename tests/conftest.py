@@ -38,10 +38,13 @@ def data_dir(mirror, tmp_path_factory):
     return folder
 
 
-def run_py(script, *args, cwd, env=None, timeout=600):
-    """Run one of the project's scripts as a user would, without a network and without a terminal."""
+def run_py(script, *args, cwd, env=None, timeout=600, launcher=(sys.executable,)):
+    """Run one of the project's scripts as a user would, without a network and without a terminal.
+
+    `launcher` runs it, e.g. torchrun: [sys.executable, "-m", "torch.distributed.run", ...].
+    """
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_MIRROR": "", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=full_env,
+    return subprocess.run([*launcher, str(ROOT / script), *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -57,11 +60,12 @@ def start_paused(step, script, *args, cwd, launcher=(sys.executable,), pauses=1)
                             text=True, stdin=subprocess.DEVNULL)
     seen, early = 0, []
     for line in proc.stderr:  # blocks until the child speaks: no clock involved
-        if line.startswith(f"paused at step {step}"):
-            seen += 1
-            if seen == pauses:
-                return proc
-        else:
+        # Counted anywhere in a line: sweep.py --jobs prefixes its runs' lines with the run's name.
+        found = line.count(f"paused at step {step}")
+        seen += found
+        if seen >= pauses:
+            return proc
+        if not found:
             early.append(line)
     proc.kill()
     out, err = proc.communicate()

@@ -1,7 +1,7 @@
 """Run one of the lab's scripts so that its training stops at a known step until Ctrl-C arrives.
 
     python tests/pausing.py STEP train.py --epochs 3 ...
-    python tests/pausing.py STEP sweep.py --model mlp ...
+    python tests/pausing.py STEP sweep.py --model mlp ...     # with --jobs N, each run pauses
     torchrun --nproc_per_node 2 tests/pausing.py STEP train.py ...
 
 A test that interrupts a run must know where the interrupt lands, on a CPU three times
@@ -32,7 +32,10 @@ def pause_after(step_at):
         result = real_step(*args, **kwargs)
         done += 1
         if done == step_at:
-            print(f"paused at step {step_at}", file=sys.stderr, flush=True)
+            # One write, not print's two (text, then newline): under torchrun the ranks share stderr,
+            # and their lines must not be cut into each other.
+            sys.stderr.write(f"paused at step {step_at}\n")
+            sys.stderr.flush()
             while True:  # a signal handler's exception (KeyboardInterrupt) ends this
                 time.sleep(0.05)
         return result
@@ -43,5 +46,8 @@ def pause_after(step_at):
 if __name__ == "__main__":
     step, script, *rest = sys.argv[1:]
     pause_after(int(step))
+    if Path(script).stem == "sweep":  # with --jobs N its runs are processes of their own: they pause too
+        import sweep
+        sweep.TRAIN = [sys.executable, str(Path(__file__).resolve()), step, *sweep.TRAIN[1:]]
     sys.argv = [script, *rest]
     run_script(importlib.import_module(Path(script).stem).main)

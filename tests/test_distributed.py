@@ -1,0 +1,219 @@
+"""Data-parallel training under torchrun (Gloo, on the CPU) and sweep.py --jobs.
+
+torchrun starts 2 processes on whatever cores there are; each torchrun start and Gloo set-up
+costs a few seconds, so the runs are small. Every run here names --device cpu: on a GPU machine
+it is the Gloo path that is tested, with the same numbers.
+"""
+import re
+import signal
+import sys
+
+import pytest
+import torch
+
+from conftest import run_py, start_paused
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def scalar_files(run_dir):
+    """{event file: {tag: [steps]}} for each event file of a run that holds per-epoch scalars
+    (add_hparams writes its summary into a file of its own)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    found = {}
+    for f in sorted(run_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        tags = [t for t in acc.Tags()["scalars"] if not t.startswith("hparam/")]
+        if tags:
+            found[f.name] = {tag: [e.step for e in acc.Scalars(tag)] for tag in tags}
+    return found
+
+
+def final_test_accuracy(stdout):
+    return float(re.search(r"test accuracy of that model ([\d.]+)%", stdout).group(1))
+
+
+# ---------------------------------------------------------------- the pieces, in this process
+
+def test_shares_of_a_batch_give_exactly_its_gradient(monkeypatch):
+    """Each process's weighted loss on its share, averaged as DDP does, is the whole batch's gradient."""
+    import train
+    from net import Net
+    torch.manual_seed(0)
+    model = Net()
+    x, y = torch.randn(13, 1, 28, 28), torch.randint(0, 10, (13,))  # 13 splits unevenly: 7 + 6, 5 + 4 + 4
+    args = train.parse_args([])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that moves nothing: the gradients stay
+    scaler = torch.amp.GradScaler(enabled=False)
+
+    def gradients(idx, weight):
+        train.train_step(model, optimizer, scaler, x[idx], y[idx], args, torch.device("cpu"), "fp32", weight)
+        return [p.grad.clone() for p in model.parameters()]
+
+    whole = gradients(torch.arange(13), 1.0)
+    for world in (2, 3):
+        shares = [torch.arange(13)[rank::world] for rank in range(world)]
+        per_process = [gradients(idx, len(idx) * world / 13) for idx in shares]
+        averaged = [sum(g) / world for g in zip(*per_process)]  # what DDP's all-reduce makes of them
+        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(averaged, whole))
+
+
+def test_without_torchrun_nothing_changes(monkeypatch):
+    import distributed
+    from net import Net
+    monkeypatch.delenv("RANK", raising=False)
+    model = Net()
+    assert distributed.setup(torch.device("cpu")) == (torch.device("cpu"), 0, 1)
+    assert distributed.wrap(model, torch.device("cpu")) is model
+    assert distributed.sum_over_processes(torch.tensor(2.5), torch.tensor(7), 9) == [2.5, 7, 9]
+
+
+def test_threads_are_shared_between_processes(monkeypatch):
+    import common
+    chosen = []
+    monkeypatch.setattr(common, "cores", lambda: 8)
+    monkeypatch.setattr(common.torch, "set_num_threads", chosen.append)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert common.use_all_cores() == 8  # python train.py: every core
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert common.use_all_cores() == 2  # 4 processes on this machine: a quarter each
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert common.use_all_cores() == 3  # set by the user, torchrun or sweep.py --jobs: it wins
+    assert chosen == [8, 2, 3]
+
+
+def test_a_batch_too_small_to_share_is_a_one_line_error():
+    from common import UserError
+    from distributed import check_split
+    check_split(6000, 128, 2)  # 6000 = 46 x 128 + 112: every batch splits
+    with pytest.raises(UserError, match="smallest batch has 1 images, fewer than the 2 processes"):
+        check_split(257, 128, 2)
+
+
+def test_sweep_places_runs_on_gpus_or_shares_of_the_cores(monkeypatch):
+    import sweep
+    monkeypatch.setattr(sweep, "cores", lambda: 8)
+    monkeypatch.setattr(sweep.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in sweep.slots(3, "auto")] == ["0", "1", "0"]  # round robin
+    assert all(s["OMP_NUM_THREADS"] == "2" for s in sweep.slots(4, "auto"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")  # the user's choice of GPUs is kept
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in sweep.slots(2, "cuda")] == ["4", "6"]
+    assert sweep.slots(2, "cpu") == [{"OMP_NUM_THREADS": "4"}] * 2  # --device cpu: no GPU, half the cores each
+
+
+def test_sweep_time_left_counts_what_runs_and_what_waits():
+    import sweep
+    # runs take 10 s; one has run 4 s, three wait, 2 at once: 6 s + 10 s on one side, 10 + 10 on the other
+    assert sweep.time_left([10.0], [4.0], 3, 2) == 20.0
+    assert sweep.time_left([10.0], [], 0, 2) == 0.0
+
+
+# ---------------------------------------------------------------- torchrun, for real
+
+def test_torchrun_two_processes_train_like_one(data_dir, tmp_path):
+    flags = ["--epochs", 2, "--limit", 6000, "--val-size", 1000, "--seed", 1, "--device", "cpu", "--data-dir", data_dir]
+    one = run_py("train.py", *flags, "--logdir", tmp_path / "one", "--checkpoint", tmp_path / "one.pth", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = run_py("train.py", *flags, "--logdir", tmp_path / "two", "--run-name", "r", "--checkpoint",
+                 tmp_path / "two.pth", cwd=tmp_path, launcher=TORCHRUN)
+    assert two.returncode == 0, two.stdout + two.stderr
+    out = two.stdout
+    # rank 0 alone speaks: one start line, each epoch once, one summary
+    assert len(re.findall(r"^Using cpu device .*2 processes \(torchrun\)$", out, re.M)) == 1
+    assert len(re.findall(r"^epoch +1/2 ", out, re.M)) == 1 and len(re.findall(r"^epoch +2/2 ", out, re.M)) == 1
+    assert out.count("Best validation accuracy") == 1 and "Traceback" not in two.stderr
+    # the same training, split: the accuracy of the single process within half a point
+    assert abs(final_test_accuracy(out) - final_test_accuracy(one.stdout)) <= 0.5
+
+    # rank 0 alone writes TensorBoard: every event file from one process, one with the scalars, each epoch once
+    writers = {f.name.split(".")[-2] for f in (tmp_path / "two" / "r").glob("events.out.tfevents.*")}  # their pids
+    files = scalar_files(tmp_path / "two" / "r")
+    assert len(writers) == 1 and len(files) == 1, files
+    steps = next(iter(files.values()))
+    assert {"loss/train", "accuracy/train", "accuracy/val", "accuracy/test"} <= set(steps)
+    assert all(s == [1, 2] for s in steps.values()), steps
+
+    # a checkpoint of the plain model (no "module." prefix) that test.py loads
+    ckpt = torch.load(tmp_path / "two.pth", weights_only=True)
+    from net import Net
+    assert set(ckpt["state_dict"]) == set(Net().state_dict())
+    proc = run_py("test.py", "--checkpoint", tmp_path / "two.pth", "--data-dir", data_dir, "--device", "cpu",
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    accuracy = float(re.search(r"^Accuracy: ([\d.]+)%", proc.stdout, re.M).group(1))
+    assert accuracy == pytest.approx(100 * ckpt["test_acc"], abs=0.006)
+
+
+def test_ctrl_c_under_torchrun_then_resume_with_one_process_then_two(data_dir, tmp_path):
+    run_dir, net = tmp_path / "logs" / "r", tmp_path / "net.pth"
+    # 3,000 images in batches of 128: 24 steps an epoch, so step 27 is the third step of epoch 2.
+    proc = start_paused(27, "train.py", "--epochs", 3, "--limit", 3000, "--val-size", 1000, "--device", "cpu",
+                        "--data-dir", data_dir, "--logdir", tmp_path / "logs", "--run-name", "r",
+                        "--checkpoint", net, cwd=tmp_path, launcher=TORCHRUN, pauses=2)
+    proc.send_signal(signal.SIGINT)  # to torchrun, as a terminal's Ctrl-C: it passes it on to both processes
+    out, err = proc.communicate(timeout=30)  # the issue's bound; it takes about a second
+    assert proc.returncode != 0
+    assert out.count("epoch  1/3") == 1 and "epoch  2/3" not in out
+    assert err.count("Interrupted during epoch 2.") == 1 and "--resume" in err  # from rank 0 alone
+    assert "[rank" not in err and "train.py\", line" not in err, err  # no traceback from our processes
+    assert torch.load(net, weights_only=True)["epoch"] == 1
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
+
+    # Resumed in one process (started without torchrun), stopped again during epoch 3 ...
+    proc = start_paused(27, "train.py", "--resume", run_dir, "--device", "cpu", "--data-dir", data_dir, cwd=tmp_path)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "after epoch 1" in out and "epoch  2/3" in out, out + err
+    # ... and finished under torchrun with two.
+    done = run_py("train.py", "--resume", run_dir, "--device", "cpu", "--data-dir", data_dir, cwd=tmp_path,
+                  launcher=TORCHRUN)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "after epoch 2" in done.stdout and "epoch  3/3" in done.stdout and "epoch  2/3" not in done.stdout
+    tags = {}
+    for steps in scalar_files(run_dir).values():
+        for tag, s in steps.items():
+            tags.setdefault(tag, []).extend(s)
+    assert sorted(tags["accuracy/val"]) == [1, 2, 3]  # each epoch once, over the three processes' files
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 3
+
+
+# ---------------------------------------------------------------- sweep.py --jobs
+
+GRID = ["--model", "mlp", "cnn2", "--lr", "0.01", "0.001", "--epochs", 2, "--limit", 2000, "--val-size", 500,
+        "--device", "cpu"]
+RUNS = ["model=mlp_lr=0.01", "model=mlp_lr=0.001", "model=cnn2_lr=0.01", "model=cnn2_lr=0.001"]
+
+
+def best_of(sweep_dir):
+    return {run: torch.load(sweep_dir / run / "last.pt", weights_only=True)["best"] for run in RUNS}
+
+
+def test_sweep_jobs_2_stopped_and_continued_gives_the_runs_of_jobs_1(data_dir, tmp_path, monkeypatch, capsys):
+    import common
+    args = [*GRID, "--data-dir", data_dir]
+    # 2,000 images in batches of 128: 16 steps an epoch, so step 18 is the second step of epoch 2.
+    proc = start_paused(18, "sweep.py", *args, "--name", "g", "--jobs", 2, cwd=tmp_path, pauses=2)  # runs 1 and 2
+    proc.send_signal(signal.SIGINT)  # to the sweep alone: it stops its runs
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Continue it" in err and "--name g" in err and "Traceback" not in err
+    assert out.count(": started (") == 2 and err.count("Interrupted during epoch 2.") == 2
+
+    again = run_py("sweep.py", *args, "--name", "g", "--jobs", 2, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("after epoch 1") == 2 and again.stdout.count(": done in ") == 4
+    assert "left" in again.stdout  # the time estimate once a run has finished
+
+    # --jobs 1, in one process, with the threads each run had under --jobs 2: the very same numbers
+    one = run_py("sweep.py", *args, "--name", "one", cwd=tmp_path,
+                 env={"OMP_NUM_THREADS": str(max(1, common.cores() // 2))})
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert best_of(tmp_path / "boardlog" / "g") == best_of(tmp_path / "boardlog" / "one")
+
+    import sweep
+    monkeypatch.chdir(tmp_path)  # run again: every run is finished, nothing starts
+    assert sweep.main([*map(str, args), "--name", "g", "--jobs", "2"]) == 0
+    assert capsys.readouterr().out.count("finished already, skipped") == 4
