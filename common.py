@@ -70,6 +70,11 @@ def non_negative_int(text):
     return _number(text, int, lambda v: 0 <= v < 2 ** 63, "a whole number of at least 0")
 
 
+def int_between(low, high, what="a whole number"):
+    """argparse type for a whole number from low to high, e.g. type=int_between(1, 10)."""
+    return lambda text: _number(text, int, lambda v: low <= v <= high, f"{what} from {low} to {high}")
+
+
 def positive_float(text):
     return _number(text, float, lambda v: 0 < v < float("inf"), "a number above 0")
 

@@ -15,7 +15,6 @@ Python's standard library serves it: no web framework.
                       200 {"digit", "probabilities", "input": 28x28, "feature_maps", "dense", "milliseconds"}
                       400 {"error": "one line"} for a body that is no usable image; 413 over 10 MB
 """
-import argparse
 import errno
 import json
 import os
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 
 from checkpoint import load_checkpoint
-from common import UserError, make_parser, positive_float, run_script
+from common import UserError, int_between, make_parser, positive_float, run_script
 from net import count_parameters
 from predict import ImageProblem, load_image, net_input, preprocess
 
@@ -268,19 +267,13 @@ def make_server(reader, host="127.0.0.1", port=8000, request_timeout=10.0):
 
 # ---------------------------------------------------------------- the script
 
-def port_number(text):
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
-    return int(text)
-
-
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
     a = p.add_argument
     a("--checkpoint", default="net.pth", help="the checkpoint train.py saved (default: net.pth)")
     a("--host", default="127.0.0.1",
       help="address to listen on (default: 127.0.0.1, this computer only; 0.0.0.0: your whole network)")
-    a("--port", type=port_number, default=8000, help="(default: 8000; 0 picks a free one)")
+    a("--port", type=int_between(0, 65535, "a port number"), default=8000, help="(default: 8000; 0 picks a free one)")
     a("--no-browser", action="store_true", help="do not open the page in a browser")
     a("--request-timeout", type=positive_float, default=10.0, metavar="S",
       help="drop a client that sends nothing for S seconds mid-request (default: 10)")

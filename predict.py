@@ -10,7 +10,6 @@ fitted into a 20x20 box (aspect ratio kept, antialiased) and placed in a 28x28
 image so that their centre of mass is at the centre. preprocess() does exactly
 that; without it a network that scores 99% on MNIST gets your digits wrong.
 """
-import argparse
 import io
 import json
 import math
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from checkpoint import load_checkpoint
-from common import UserError, make_parser, pick_device, run_script
+from common import UserError, int_between, make_parser, pick_device, run_script
 
 MAX_PIXELS = 50_000_000  # larger images are refused (a photo of one digit needs far fewer)
 WORK_SIZE = 1024         # images are shrunk to this longest side first: 20 px is the goal
@@ -212,18 +211,12 @@ def image_files(inputs):
             yield str(p), p
 
 
-def topk_type(text):
-    if not text.isdigit() or not 1 <= int(text) <= 10:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 10, got {text!r}")
-    return int(text)
-
-
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
     a = p.add_argument
     a("images", nargs="+", help="image files or folders of images (PNG, JPEG, BMP, GIF, WebP, ...)")
     a("--checkpoint", default="net.pth", help="the checkpoint train.py saved (default: net.pth)")
-    a("--topk", type=topk_type, default=3, help="how many likeliest digits to list, 1 to 10 (default: 3)")
+    a("--topk", type=int_between(1, 10), default=3, help="how many likeliest digits to list, 1 to 10 (default: 3)")
     a("--json", metavar="FILE", default=None, help="also write the predictions as JSON to FILE")
     a("--show", metavar="FILE", default=None,
       help=f"save a PNG with each original beside the 28x28 image the net saw (first {SHOW_MAX})")
