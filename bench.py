@@ -19,38 +19,50 @@ and, below the table, "compute alone": our training step repeated on one batch i
 rate of the arithmetic by itself, to show how much of a loop's time is left to win.
 """
 import argparse
+import http.client
+import io
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Subset
 
-from common import keep_freed_memory, make_parser, pick_device, pick_precision, run_script, use_all_cores
+import train  # to run its whole job: one epoch of train.train(), and its very training step
+from lab import settings
+from lab.cli import add_data_flags, add_device_flag, make_parser, markdown_table, run_script
+from lab.data import MEAN, STD, ensure_mnist, load_data, load_split, normalize, split_train_val
+from lab.device import keep_freed_memory, pick_device, pick_precision, use_all_cores
+from lab.metrics import evaluate
+from net import build_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def parse_args(argv=None):
-    p = make_parser(__doc__.split("\n")[0])
+def parser():
+    p = make_parser(__doc__)
     a = p.add_argument
     a("--quick", action="store_true", help="tiny cases only: checks that every path runs, not how fast")
     a("--seeds", type=int, default=0, metavar="N",
       help="instead of the table, run python train.py with seeds 1..N and report the medians")
     a("--train-args", default="", help="flags for train.py in --seeds mode, e.g. \"--epochs 1\"")
-    a("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"], help="(default: auto)")
-    a("--data-dir", default="mnist", help="(default: mnist)")
-    a("--mirror", default=None, help="folder or URL with the MNIST .gz files (default: $MNIST_MIRROR)")
+    add_device_flag(p, "measure")
+    add_data_flags(p)
     a("--draw", nargs="?", const="net.pth", default=None, metavar="CHECKPOINT",
       help="instead, draw.py's latency with CHECKPOINT (default: net.pth): 100 drawings one at a time, "
            "then 8 threads x 25 at once")
     a("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case in this process
-    return p.parse_args(argv)
+    return p
 
 
 def maxrss_mib(ru_maxrss):
@@ -85,12 +97,7 @@ def machine():
 
 def case_plain(args, device, n_train, n_eval):
     """The tutorial recipe, as the seed labs and PyTorch's example do it."""
-    import torch.nn.functional as F
-    from torch.utils.data import DataLoader, Subset
-    from torchvision import datasets, transforms
-
-    from data import MEAN, STD, ensure_mnist, split_train_val
-    from net import build_model
+    from torchvision import datasets, transforms  # here: its import takes 1.3 s, and only this case needs it
 
     ensure_mnist(args.data_dir, args.mirror)
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
@@ -125,14 +132,10 @@ def case_plain(args, device, n_train, n_eval):
 
 def case_ours(args, device, n_train, n_eval, precision, compile_model):
     """Our train.py path: a real one-epoch training run, then evaluation throughput."""
-    import train as T
-    from metrics import evaluate
-    from net import build_model
-
-    targs = T.parse_args(["--epochs", "1", "--precision", precision, "--data-dir", args.data_dir,
-                          "--limit", str(n_train), "--device", device.type]
-                         + (["--mirror", args.mirror] if args.mirror else []) + (["--compile"] if compile_model else []))
-    data = T.load_data(targs, device)
+    targs = settings.parse(["--epochs", "1", "--precision", precision, "--data-dir", args.data_dir,
+                            "--limit", str(n_train), "--device", device.type]
+                           + (["--mirror", args.mirror] if args.mirror else []) + (["--compile"] if compile_model else []))
+    data = load_data(targs.data_dir, targs.mirror, targs.val_size, targs.limit, device)
 
     # 1. one epoch through train.train, as python train.py --epochs 1 runs it (data loading excluded).
     #    Training img/s is measured over that epoch's training loop, first steps (and compiling) included,
@@ -143,7 +146,7 @@ def case_ours(args, device, n_train, n_eval, precision, compile_model):
         with open(os.devnull, "w") as devnull:
             stdout, sys.stdout = sys.stdout, devnull
             try:
-                summary = T.train(targs, data)
+                summary = train.train(targs, data)
             finally:
                 sys.stdout = stdout
         epoch_s = time.perf_counter() - t0
@@ -166,19 +169,16 @@ def case_compute(args, device, steps, precision):
     What is left is arithmetic. A training loop that runs near this rate cannot be made faster
     by any data pipeline, only by less or cheaper arithmetic (a smaller net, lower precision).
     """
-    import train as T
-    from data import load_split, normalize
-    from net import build_model
-
-    targs = T.parse_args(["--device", device.type])
+    targs = settings.parse(["--device", device.type])
     images, labels = load_split(True, args.data_dir, args.mirror)
     x = normalize(images[:targs.batch_size]).to(device)
     y = labels[:targs.batch_size].to(device)
     torch.manual_seed(1)
     model = build_model("cnn").to(device).to(memory_format=torch.channels_last)
-    optimizer = T.make_optimizer(targs, model.parameters(), device)
+    optimizer = train.make_optimizer(targs, model.parameters(), device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    step = lambda: T.train_step(model, optimizer, scaler, x, y, targs, device, precision)
+    loss_fn = train.make_loss(targs)
+    step = lambda: train.train_step(model, optimizer, scaler, loss_fn, x, y, precision)
 
     for _ in range(10):  # warm-up: first calls pick kernels and grow the allocator
         step()
@@ -256,7 +256,7 @@ def table(args):
         rows.append([label, f"{r['train_ips']:,.0f}", f"{r['eval_ips']:,.0f}", f"{r['epoch_s']:.1f}",
                      f"{100 * r['test_acc']:.2f}%", mib(r["peak_rss_mib"])])
         print(f"  done: {label}", file=sys.stderr, flush=True)
-    print_table(header, rows)
+    print(markdown_table(header, rows))
     ips = {name: float(r[1].replace(",", "")) for (name, _), r in zip(cases, rows)}
     best = max(v for name, v in ips.items() if not name.startswith("plain"))
     print(f"Training throughput, best of ours / plain DataLoader: {best / ips['plain']:.1f}x "
@@ -270,15 +270,6 @@ def table(args):
           "(and, compiled, the compiling).")
     print("1-epoch s: plain = that training loop; ours = train.train() for one epoch "
           "(model, training, validation and test evaluation, logging, checkpoint).")
-
-
-def print_table(header, rows):
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
 
 
 def seeds(args):
@@ -298,7 +289,7 @@ def seeds(args):
             rows.append([s, f"{wall:.1f}", ckpt["epoch"], f"{100 * ckpt['val_acc']:.2f}%",
                          f"{100 * ckpt['test_acc']:.2f}%", mib(peak)])
             print(f"  seed {s}: test {100 * ckpt['test_acc']:.2f}% in {wall:.1f} s", file=sys.stderr, flush=True)
-    print_table(["seed", "wall s", "best epoch", "val acc", "test acc", "peak RSS MiB"], rows)
+    print(markdown_table(["seed", "wall s", "best epoch", "val acc", "test acc", "peak RSS MiB"], rows))
     print(f"Median test accuracy {100 * statistics.median(accs):.2f}% (min {100 * min(accs):.2f}%), "
           f"median wall time {statistics.median(walls):.1f} s, peak RSS {mib(None if None in rss else max(rss))} MiB")
 
@@ -310,14 +301,6 @@ def draw_latency(args):
     would share its interpreter lock); MNIST test digits drawn as dark ink on a white 280x280 canvas,
     POSTed one at a time, then from 8 threads at once.
     """
-    import http.client
-    import io
-    import re
-    from concurrent.futures import ThreadPoolExecutor
-
-    from PIL import Image
-
-    from data import load_split
 
     n, threads, each = (10, 2, 5) if args.quick else (100, 8, 25)
     images, _ = load_split(False, args.data_dir, args.mirror)
@@ -364,7 +347,7 @@ def draw_latency(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parser().parse_args(argv)
     if args.draw:
         return draw_latency(args)
     if args.case:

@@ -5,8 +5,8 @@
     python draw.py --host 0.0.0.0           # share it on the local network (a class, phones)
 
 The page is three plain files in draw/ (no internet needed). It sends the drawing, or a photo, to
-this server as an image file; the server reads it exactly as predict.py reads a file (load_image,
-preprocess), runs the net once, keeping what each layer hands on, and answers with JSON.
+this server as an image file; the server reads it exactly as predict.py reads a file (lab/images.py),
+runs the net once, keeping what each layer hands on, and answers with JSON.
 Python's standard library serves it: no web framework.
 
     GET  /            the page (and /draw.js, /draw.css)
@@ -32,10 +32,11 @@ from urllib.parse import urlsplit
 import torch
 from torch import nn
 
-from checkpoint import load_checkpoint
-from common import UserError, int_between, make_parser, positive_float, run_script
+from lab.checkpoint import load_checkpoint
+from lab.cli import UserError, add_checkpoint_flag, int_between, make_parser, positive_float, run_script
+from lab.device import cores
+from lab.images import ImageProblem, load_image, net_input, preprocess
 from net import count_parameters
-from predict import ImageProblem, load_image, net_input, preprocess
 
 PAGE = Path(__file__).resolve().parent / "draw"
 # Every file the server sends: request path -> (file in draw/, content type). The request path is
@@ -244,8 +245,7 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, address, reader, request_timeout=10.0):
         self.reader, self.request_timeout = reader, request_timeout
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        self.cores = threading.BoundedSemaphore(cores)  # images read at once (each holds its decoded pixels)
+        self.cores = threading.BoundedSemaphore(cores())  # images read at once (each holds its decoded pixels)
         super().__init__(address, Handler)
 
     def handle_error(self, request, client_address):
@@ -267,17 +267,17 @@ def make_server(reader, host="127.0.0.1", port=8000, request_timeout=10.0):
 
 # ---------------------------------------------------------------- the script
 
-def parse_args(argv=None):
-    p = make_parser(__doc__.split("\n")[0])
+def parser():
+    p = make_parser(__doc__)
     a = p.add_argument
-    a("--checkpoint", default="net.pth", help="the checkpoint train.py saved (default: net.pth)")
+    add_checkpoint_flag(p)
     a("--host", default="127.0.0.1",
       help="address to listen on (default: 127.0.0.1, this computer only; 0.0.0.0: your whole network)")
     a("--port", type=int_between(0, 65535, "a port number"), default=8000, help="(default: 8000; 0 picks a free one)")
     a("--no-browser", action="store_true", help="do not open the page in a browser")
     a("--request-timeout", type=positive_float, default=10.0, metavar="S",
       help="drop a client that sends nothing for S seconds mid-request (default: 10)")
-    return p.parse_args(argv)
+    return p
 
 
 def lan_address():
@@ -297,7 +297,7 @@ def can_open_browser():
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parser().parse_args(argv)
     reader = DigitReader(args.checkpoint)  # first: without a checkpoint nothing listens
     missing = [name for name, _ in ASSETS.values() if not (PAGE / name).is_file()]
     if missing:

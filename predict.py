@@ -5,195 +5,23 @@
     python predict.py a.png b.jpg --topk 3 --json out.json --checkpoint net.pth --device cpu
     python predict.py my_digit.png --show seen.png  # what the net saw, beside the original
 
-A photo or a drawing is not an MNIST image. MNIST digits are white ink on black,
-fitted into a 20x20 box (aspect ratio kept, antialiased) and placed in a 28x28
-image so that their centre of mass is at the centre. preprocess() does exactly
-that; without it a network that scores 99% on MNIST gets your digits wrong.
+A photo or a drawing is not an MNIST image: lab/images.py makes it one the way MNIST was made
+(docs/predict.md has each step), and --show shows what the network received.
 """
-import io
-import json
-import math
 import sys
-import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from checkpoint import load_checkpoint
-from common import UserError, int_between, make_parser, pick_device, run_script
+from lab.checkpoint import load_checkpoint
+from lab.cli import add_checkpoint_flag, add_device_flag, int_between, make_parser, run_script
+from lab.device import pick_device
+from lab.files import save_png, write_json
+from lab.images import ImageProblem, load_image, net_input, preprocess, to_grey
 
-MAX_PIXELS = 50_000_000  # larger images are refused (a photo of one digit needs far fewer)
-WORK_SIZE = 1024         # images are shrunk to this longest side first: 20 px is the goal
-MIN_CONTRAST = 0.15      # ink must differ from the paper by 15% of the grey range
-SHOW_MAX = 64            # --show draws at most this many images
+SHOW_MAX = 64  # --show draws at most this many images
 
-
-class ImageProblem(Exception):
-    """This one file cannot be used (the others still are)."""
-
-
-# ---------------------------------------------------------------- reading an image
-
-def load_image(source):
-    """Open an image: a path, the file's bytes, or a binary file object (draw.py passes the bytes it was sent).
-
-    Any size and format Pillow reads, first frame, EXIF orientation applied.
-    """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = io.BytesIO(source)
-    elif not hasattr(source, "read"):
-        source = Path(source)
-        if not source.exists():
-            raise ImageProblem("no such file")
-        if not source.is_file():
-            raise ImageProblem("not a file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we refuse large images ourselves
-            with Image.open(source) as img:  # reads the header only
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageProblem(f"image too large ({img.width}x{img.height} pixels, over "
-                                       f"{MAX_PIXELS // 1_000_000} megapixels): crop or shrink it")
-                img.seek(0)  # the first frame of a GIF or WebP animation
-                img.load()   # decodes now, so a truncated file fails here
-                return ImageOps.exif_transpose(img)  # a copy, upright as the camera meant it
-    except Image.DecompressionBombError:
-        raise ImageProblem(f"image too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
-    except UnidentifiedImageError:
-        raise ImageProblem("not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageProblem(f"cannot decode the image (truncated or corrupt: {str(e)[:80]})") from None
-
-
-def to_grey(img):
-    """Any Pillow mode -> float tensor [H, W] in 0..1 (1 = white). Transparent pixels become background."""
-    if img.mode.startswith("I"):  # 16- or 32-bit grey
-        a = np.asarray(img, dtype=np.float32)
-        return torch.from_numpy(a / (65535.0 if a.max() > 255 else 255.0)).clamp_(0, 1)
-    if img.mode == "F":
-        a = np.asarray(img, dtype=np.float32)
-        return torch.from_numpy(a / max(float(a.max()), 1e-6)).clamp_(0, 1)
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    img = img.convert("RGBA" if has_alpha else "RGB")
-    if max(img.size) > WORK_SIZE:  # area-averaging shrink (alpha-aware for RGBA)
-        img.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX)
-    a = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
-    grey = a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114
-    if not has_alpha:
-        return grey
-    alpha = a[..., 3]
-    if alpha.sum() == 0:
-        return torch.zeros_like(grey)  # fully transparent: nothing drawn
-    # Ink drawn on a transparent canvas: put it on paper of the opposite shade.
-    ink_shade = (grey * alpha).sum() / alpha.sum()
-    paper = 1.0 if ink_shade < 0.5 else 0.0
-    return grey * alpha + paper * (1 - alpha)
-
-
-# ---------------------------------------------------------------- preprocessing, as MNIST was made
-
-def otsu(x):
-    """Otsu's threshold for values in 0..1: the split that best separates two classes."""
-    hist = torch.histc(x, bins=256, min=0.0, max=1.0).double()
-    centres = (torch.arange(256, dtype=torch.float64) + 0.5) / 256
-    w0 = hist.cumsum(0)
-    w1 = hist.sum() - w0
-    m0 = (hist * centres).cumsum(0)
-    between = (m0 / w0.clamp(min=1) - ((hist * centres).sum() - m0) / w1.clamp(min=1)) ** 2 * w0 * w1
-    return float((between.argmax() + 1) / 256)
-
-
-def flatten_paper(x, paper):
-    """Subtract the plane a + b*row + c*col fitted to the paper pixels: removes uneven lighting."""
-    h, w = x.shape
-    rows, cols = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    design = torch.stack([torch.ones_like(rows), rows, cols], -1)
-    idx = paper.flatten().nonzero().flatten()
-    if len(idx) < 3:
-        return x
-    idx = idx[torch.linspace(0, len(idx) - 1, min(len(idx), 100_000)).long()]
-    coef = torch.linalg.lstsq(design.reshape(-1, 3)[idx], x.flatten()[idx].unsqueeze(1)).solution
-    return x - (design @ coef).squeeze(-1)
-
-
-def preprocess(img):
-    """A PIL image of one digit -> the 28x28 MNIST-style image the net expects (float, 0..1, white ink).
-
-    1. grey levels; transparent pixels are background
-    2. polarity: the paper is what surrounds the digit (the image border); if it is lighter than
-       the ink, invert, so that ink is white on black as in MNIST
-    3. even out the paper's shading, then find the ink with Otsu's threshold
-    4. crop to the ink's bounding box, scale its longest side to 20 px (antialiased, aspect kept)
-    5. paste into 28x28 with the centre of mass at the centre
-    Raises ImageProblem when there is no ink to find.
-    """
-    x = to_grey(img)
-    h, w = x.shape
-    if h < 2 or w < 2:
-        raise ImageProblem("image too small")
-    if max(h, w) > WORK_SIZE:  # 16-bit and float images were not shrunk by Pillow
-        size = (max(2, round(h * WORK_SIZE / max(h, w))), max(2, round(w * WORK_SIZE / max(h, w))))
-        x = F.interpolate(x[None, None], size=size, mode="area")[0, 0]
-        h, w = size
-
-    t = otsu(x)
-    band = max(1, round(0.03 * min(h, w)))
-    border = torch.cat([x[:band].flatten(), x[-band:].flatten(), x[:, :band].flatten(), x[:, -band:].flatten()])
-    if border.median() > t:  # light paper, dark ink
-        x = 1 - x
-        t = 1 - t
-    x = flatten_paper(x, x <= t)
-    t = otsu(x.clamp(0, 1))
-    ink, paper = x > t, x <= t
-    if ink.sum() < 4 or paper.sum() < 4:
-        raise ImageProblem("no digit found (a blank or uniform image)")
-    paper_top = torch.quantile(x[paper], 0.99)
-    ink_level = torch.quantile(x[ink], 0.75)
-    if ink_level - x[paper].median() < MIN_CONTRAST:
-        raise ImageProblem("no digit found (no ink stands out from the background: a blank page?)")
-    x = ((x - paper_top) / (ink_level - paper_top)).clamp(0, 1)
-
-    # The bounding box takes in the ink's soft edge (MNIST's box holds every non-zero pixel), but only
-    # within one final pixel (1/20 of the digit) of solid ink, so that specks on the paper stay out.
-    rows, cols = ink.any(1).nonzero().flatten(), ink.any(0).nonzero().flatten()
-    r = math.ceil(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) / 20)
-    # (a square max filter, done as a row pass then a column pass: the same result, 2(2r+1) comparisons
-    # per pixel instead of (2r+1)^2, which made a 1024 px photo take seconds)
-    k = 2 * r + 1
-    near = F.max_pool2d(F.max_pool2d(ink[None, None].float(), (1, k), stride=1, padding=(0, r)),
-                        (k, 1), stride=1, padding=(r, 0))[0, 0] > 0
-    keep = near & (x > 0.05)
-    rows, cols = keep.any(1).nonzero().flatten(), keep.any(0).nonzero().flatten()
-    x = x[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    h, w = x.shape
-    scale = 20 / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    x = F.interpolate(x[None, None], size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0]
-    x = x.clamp(0, 1)
-
-    total = x.sum()
-    if total <= 0:
-        raise ImageProblem("no digit found")
-    cy = (x.sum(1) * torch.arange(size[0])).sum() / total
-    cx = (x.sum(0) * torch.arange(size[1])).sum() / total
-    # MNIST's centres of mass sit at pixel (14, 14), counting from 0 (mean 14.00, spread 0.29: whole-pixel shifts)
-    top = min(max(round(14 - float(cy)), 0), 28 - size[0])
-    left = min(max(round(14 - float(cx)), 0), 28 - size[1])
-    out = torch.zeros(28, 28)
-    out[top:top + size[0], left:left + size[1]] = x
-    return out
-
-
-def net_input(seen, ckpt):
-    """28x28 images from preprocess() -> the batch [N, 1, 28, 28] the net takes, normalised as in training."""
-    norm = ckpt.get("normalization", {})
-    return ((torch.stack(seen) - norm.get("mean", 0.1307)) / norm.get("std", 0.3081)).unsqueeze(1)
-
-
-# ---------------------------------------------------------------- the script
 
 def image_files(inputs):
     """Expand folders into their image files (sorted); yield (name, path) pairs, files in given order."""
@@ -211,28 +39,27 @@ def image_files(inputs):
             yield str(p), p
 
 
-def parse_args(argv=None):
-    p = make_parser(__doc__.split("\n")[0])
+def parser():
+    p = make_parser(__doc__)
     a = p.add_argument
     a("images", nargs="+", help="image files or folders of images (PNG, JPEG, BMP, GIF, WebP, ...)")
-    a("--checkpoint", default="net.pth", help="the checkpoint train.py saved (default: net.pth)")
+    add_checkpoint_flag(p)
     a("--topk", type=int_between(1, 10), default=3, help="how many likeliest digits to list, 1 to 10 (default: 3)")
     a("--json", metavar="FILE", default=None, help="also write the predictions as JSON to FILE")
     a("--show", metavar="FILE", default=None,
       help=f"save a PNG with each original beside the 28x28 image the net saw (first {SHOW_MAX})")
-    a("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"], help="(default: auto: cuda, mps, cpu)")
-    return p.parse_args(argv)
+    add_device_flag(p)
+    return p
 
 
 def save_show(path, shown):
     """shown: list of (name, original PIL image, 28x28 tensor, label text)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # here, not at the top: its import takes 0.3 s, and only --show needs it
 
     pairs_per_row = min(4, len(shown))
     rows = (len(shown) + pairs_per_row - 1) // pairs_per_row
-    fig, axes = plt.subplots(rows, 2 * pairs_per_row, figsize=(2.4 * 2 * pairs_per_row, 2.7 * rows), squeeze=False)
+    fig = Figure(figsize=(2.4 * 2 * pairs_per_row, 2.7 * rows))  # a figure alone, no window: pyplot is not needed
+    axes = fig.subplots(rows, 2 * pairs_per_row, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (name, original, seen, label) in enumerate(shown):
@@ -247,12 +74,11 @@ def save_show(path, shown):
         axes[r, 2 * c + 1].imshow(seen.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axes[r, 2 * c + 1].set_title(f"seen: {label}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(path, fig, dpi=100)
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parser().parse_args(argv)
     model, ckpt = load_checkpoint(args.checkpoint)  # first: without a checkpoint nothing else matters
     device = pick_device(args.device)
     model = model.to(device)
@@ -290,17 +116,11 @@ def main(argv=None):
     if args.json:
         out = {"checkpoint": str(args.checkpoint), "model": ckpt.get("model"), "predictions": results,
                "failed": failed}
-        try:
-            Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-        except OSError as e:
-            raise UserError(f"cannot write {args.json}: {e.strerror}") from None
+        write_json(args.json, out)
     if args.show and results:
         shown = [(r["file"], img, x, f"{r['prediction']} ({100 * r['probability']:.0f}%)")
                  for r, img, x in zip(results, originals, seen) if img is not None]
-        try:
-            save_show(args.show, shown)
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot write {args.show}: {e}") from None
+        save_show(args.show, shown)
         print(f"Wrote {args.show}" + (f" (the first {SHOW_MAX} images)" if len(results) > SHOW_MAX else ""))
     return 1 if failed else 0
 

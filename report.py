@@ -14,7 +14,6 @@ scalars train.py logs every epoch. The settings come from the run's last.pt,
 which train.py saves every epoch, so a run that crashed half way still has them;
 if last.pt is gone, from the hparams TensorBoard logged at the end of the run.
 """
-import argparse
 import logging
 import os
 import statistics
@@ -22,27 +21,31 @@ import sys
 import time
 from pathlib import Path
 
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from checkpoint import load_file
-from common import UserError, make_parser, run_script
+from lab import settings
+from lab.cli import UserError, make_parser, markdown_table, run_script
+from lab.files import make_folder, save_png, write_text
+from lab.runs import STATE_FILE, read_state
 from net import build_model, count_parameters
-from train import STATE_FILE, hparams_of, model_options
 
 # Quiet: TensorBoard warns when it drops the events a resumed run logged past its saved state, which is right.
 logging.getLogger("tensorboard").setLevel(logging.ERROR)
 
-BOOLEAN = ("augment", "batchnorm")  # TensorBoard's hparams store these as 0/1
 TAGS = ("loss/train", "accuracy/val", "accuracy/test", "time/epoch_seconds")
 
 
-def parse_args(argv=None):
-    p = make_parser(__doc__.split("\n")[0])
+def parser():
+    p = make_parser(__doc__)
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="run folders, or folders holding runs (a sweep, or all of boardlog)")
-    p.add_argument("--out", default="report", help="folder for report.md and curves.png (default: report)")
-    return p.parse_args(argv)
+    p.add_argument("--out", default="report", metavar="DIR",
+                   help="folder for report.md and curves.png (default: report)")
+    return p
 
 
 def find_runs(paths):
@@ -63,18 +66,18 @@ def note(text):
     print(text, file=sys.stderr)  # notes go to stderr, so stdout stays the tables alone
 
 
-def clean(settings):
+def clean(values):
     """Plain values: 'None' back to None, TensorBoard's 0/1 back to booleans."""
-    out = {k: (None if v == "None" else v) for k, v in settings.items()}
-    return {k: (bool(v) if k in BOOLEAN and v is not None else v) for k, v in out.items()}
+    out = {k: (None if v == "None" else v) for k, v in values.items()}
+    return {k: (bool(v) if k in settings.SWITCHES and v is not None else v) for k, v in out.items()}
 
 
 def read_settings(run_dir, events):
     """The run's train.py settings: from last.pt, else from the hparams in the events, else {}."""
     if (run_dir / STATE_FILE).is_file():
         try:
-            return clean(hparams_of(argparse.Namespace(**load_file(run_dir / STATE_FILE)["args"])))
-        except (UserError, KeyError, TypeError):
+            return clean(read_state(run_dir / STATE_FILE)["settings"][0])
+        except UserError:
             pass  # unreadable: try the events
     try:
         content = events.PluginTagToContent("hparams")
@@ -84,19 +87,17 @@ def read_settings(run_dir, events):
         data = plugin_data_pb2.HParamsPluginData.FromString(blob)
         if data.HasField("session_start_info"):
             logged = data.session_start_info.hparams
-            order = list(hparams_of(argparse.Namespace())) + sorted(logged)  # train.py's order, not the file's
+            order = settings.TRAINING + sorted(logged)  # train.py's order, not the file's
             kinds = {k: logged[k].WhichOneof("kind") for k in logged}  # number, string, bool or null
             return clean({k: getattr(logged[k], kinds[k]) if kinds[k] not in (None, "null_value") else None
                           for k in dict.fromkeys(order) if k in logged})
     return {}
 
 
-def count_params(settings):
+def count_params(values):
     """Rebuilt from the model's name and options: exact, and needs no checkpoint."""
     try:
-        opts = model_options(argparse.Namespace(model=settings["model"], dropout=settings.get("dropout"),
-                                                batchnorm=bool(settings.get("batchnorm"))))
-        return count_parameters(build_model(settings["model"], **opts))
+        return count_parameters(build_model(values["model"], **settings.model_options(values)))
     except (KeyError, UserError, TypeError, ValueError):  # no settings, or a model this net.py lacks
         return None
 
@@ -118,9 +119,9 @@ def read_run(run_dir):
     else:  # logged before train.py wrote the time: estimate from the event times, evaluation included
         gaps = [val[e].wall_time - val[e - 1].wall_time for e in epochs if e - 1 in val]
         secs = f"~{statistics.median(gaps):.1f}" if gaps else None
-    settings = read_settings(run_dir, events)
-    total = settings.get("epochs")
-    return {"dir": run_dir, "curves": curves, "settings": settings, "params": count_params(settings),
+    values = read_settings(run_dir, events)
+    total = values.get("epochs")
+    return {"dir": run_dir, "curves": curves, "settings": values, "params": count_params(values),
             "secs": secs, "best_val": val[best].value, "best_epoch": best,
             "test": test[best].value if best in test else None, "epochs": epochs[-1],
             "total": int(total) if total is not None else None, "started": events.FirstEventTimestamp()}
@@ -136,34 +137,10 @@ def fmt(value):
     return str(value)
 
 
-def is_number(text):
-    try:
-        float(text.replace(",", "").lstrip("~"))
-        return True
-    except ValueError:
-        return text in ("–", "yes", "no") or " of " in text  # blanks, booleans and "2 of 5" line up too
-
-
-def markdown_table(header, rows):
-    """A GitHub markdown table, padded so it reads in a terminal too; numbers right-aligned."""
-    rows = [[str(c) for c in row] for row in rows]
-    widths = [max(3, *(len(row[i]) for row in [header, *rows])) for i in range(len(header))]
-    right = [i > 0 and all(is_number(row[i]) for row in rows) for i in range(len(header))]
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)) + " |"
-    rule = "|" + "|".join("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1) for w, r in zip(widths, right)) + "|"
-    return "\n".join([line(header), rule, *map(line, rows)])
-
-
 def plot(runs, path):
-    import matplotlib
-    matplotlib.use("Agg")  # no window: a file is all we want
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
-    colors = plt.cm.tab10.colors if len(runs) <= 10 else plt.cm.tab20.colors
+    fig = Figure(figsize=(12, 5), layout="constrained")  # a figure alone, no window: pyplot is not needed
+    axes = fig.subplots(1, 2)
+    colors = colormaps["tab10"].colors if len(runs) <= 10 else colormaps["tab20"].colors
     for i, run in enumerate(runs):
         style = {"color": colors[i % len(colors)], "linestyle": "-" if i < len(colors) else "--",
                  "marker": "o", "markersize": 3}
@@ -183,12 +160,11 @@ def plot(runs, path):
     # Below both plots, where it hides no curve; one legend serves both since the colours match.
     handles, labels = axes[1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(runs) if len(runs) <= 4 else 3, fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(path, fig, dpi=120)
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parser().parse_args(argv)
     runs = []
     for run_dir in find_runs(args.paths):
         try:
@@ -262,12 +238,9 @@ def main(argv=None):
         "## Curves", "![Training loss and validation accuracy per epoch](curves.png)"])) + "\n"
 
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(text, encoding="utf-8")
-        plot(runs, out / "curves.png")
-    except OSError as e:
-        raise UserError(f"cannot write the report to {out}: {e.strerror}") from None
+    make_folder(out, "--out")
+    write_text(out / "report.md", text)
+    plot(runs, out / "curves.png")
     print("\n\n".join(filter(None, [shared_line, table, "Validation accuracy (%) per epoch:", per_epoch])))
     print(f"\nWrote {out / 'report.md'} and {out / 'curves.png'}")
     return 0

@@ -2,12 +2,14 @@
 
     python sweep.py --lr 0.01 0.001 0.0001 --epochs 5
     python sweep.py --model mlp cnn2 cnn --optimizer sgd adam --epochs 3 --name models
+    python sweep.py --seed 1 2 3 --augment no yes --epochs 3     # how much is chance, how much the change?
     python report.py boardlog/models             # then: tables and curves
 
-Any other train.py option (--epochs, --limit, --augment, --data-dir, ...) applies
-to every run. The data is read once and shared by all runs. Each run logs to
-boardlog/<sweep>/<run>/ and keeps its best model there as net.pth, so test.py
-and report.py can use every run of the table.
+Every training setting of train.py is a grid option here: give it several values and each is tried;
+give it one and it applies to every run, like every other train.py option (--data-dir, --device,
+--logdir, ...). On/off settings take yes and no. The data is read once and shared by all runs. Each
+run logs to boardlog/<sweep>/<run>/, named by the values that vary (e.g. model=cnn_lr=0.01), and keeps
+its best model there as net.pth, so that test.py and report.py can use every run of the table.
 
     python sweep.py --lr 0.01 0.001 0.0001 0.00001 --jobs 4   # 4 runs at once: one per GPU, or sharing the cores
 
@@ -17,7 +19,6 @@ With --jobs N each run is a `python train.py` of its own, up to N at once, each 
 If the sweep stops (Ctrl-C, a crash), run it again with the --name it printed:
 finished runs are skipped and a run stopped half way carries on where it was.
 """
-import argparse
 import itertools
 import os
 import shlex
@@ -31,65 +32,82 @@ from pathlib import Path
 
 import torch
 
-import train
-from checkpoint import load_file
-from common import UserError, cores, make_parser, pick_device, positive_int, run_script
-from data import ensure_mnist
-from net import MODELS
+import train  # to run its whole job, train.train(), once per run
+from lab import runs, settings
+from lab.cli import UserError, fmt_time, make_parser, popen_hearing_ctrl_c, positive_int, run_script
+from lab.data import ensure_mnist, load_data
+from lab.device import cores, pick_device
 
-# The options a sweep can vary: (dest in train's args, flag, short name in run folders, help).
-GRID = [("model", "--model", "model", f"networks, any of: {' '.join(MODELS)}"),
-        ("lr", "--lr", "lr", "learning rates, e.g. 0.01 0.001 0.0001"),
-        ("batch_size", "--batch-size", "bs", "batch sizes, e.g. 32 64 128"),
-        ("optimizer", "--optimizer", "opt", "optimisers, e.g. sgd adam"),
-        ("scheduler", "--scheduler", "sched", "learning-rate schedules, e.g. step none"),
-        ("seed", "--seed", "seed", "seeds, e.g. 1 2 3: how much do runs differ by chance alone?")]
 SET_PER_RUN = ("resume", "run_name", "checkpoint")  # the sweep chooses these, never the user
 TRAIN = [sys.executable, str(Path(__file__).resolve().with_name("train.py"))]  # one run, with --jobs N
+YES, NO = ("yes", "on", "true", "1"), ("no", "off", "false", "0")
 
 
-def parse_args(argv):
-    """Returns (sweep options, the remaining arguments, which go to train.py's parser)."""
-    p = make_parser(__doc__.split("\n")[0])
-    p.epilog = ("A grid option left out takes train.py's default. Every other option is train.py's "
-                "(see python train.py --help) and applies to every run, e.g. --epochs 5 --limit 10000 --augment.")
-    for dest, flag, _, text in GRID:
-        p.add_argument(flag, dest=dest, nargs="+", metavar="V", help=text)
+def parser():
+    """sweep.py's own flags, and a grid flag for every training setting of train.py (lab/settings.py)."""
+    p = make_parser(__doc__)
+    p.epilog = "Every other option is train.py's (see python train.py --help) and applies to every run."
+    grid = p.add_argument_group("the grid: several values each, and every combination is one run")
+    train_flags = settings.parser()
+    for action in train_flags._actions:
+        if settings.GROUP_OF.get(action.dest) == "training":
+            switch = action.dest in settings.SWITCHES
+            # an on/off setting alone means on, as in train.py: sweep.py --augment --epochs 20
+            grid.add_argument(settings.FLAG[action.dest], dest=action.dest, nargs="*" if switch else "+",
+                              metavar="yes|no" if switch else (action.metavar or "V"), help=action.help)
     p.add_argument("--name", default=None,
                    help="the sweep's folder under --logdir (default: sweep-<date>-<time>); "
                         "give an existing sweep's name to continue it")
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="runs at once, each a python train.py of its own: one per GPU where there are GPUs, "
                         "else sharing the CPU cores (default: 1, one after the other in this process)")
-    return p.parse_known_args(argv)
+    return p
 
 
-def plan_runs(args, rest, name):
-    """(train's args for the whole sweep, its folder, one (run name, label, train args, argv) per combination).
+def as_flags(dest, value):
+    """A grid value as train.py's flags: e.g. ("lr", "0.01") -> ["--lr", "0.01"], ("augment", "no") -> ["--no-augment"]."""
+    flag = settings.FLAG[dest]
+    if dest not in settings.SWITCHES:
+        return [flag, value]
+    if value.lower() in YES + NO:
+        return [flag if value.lower() in YES else "--no-" + flag[2:]]
+    raise UserError(f"{flag} takes yes or no in a sweep, not {value!r}")
+
+
+def given_at(dest, argv):
+    """Where on the command line a setting's flag was given (also as --flag=value); after all, if not found."""
+    flag = settings.FLAG[dest]
+    return next((i for i, a in enumerate(argv) if a == flag or a.startswith(flag + "=")), len(argv))
+
+
+def plan_runs(args, rest, name, argv):
+    """(train's settings for the whole sweep, its folder, one (run name, label, train args, argv) per combination).
 
     Every run's options are checked here, before any run starts.
     """
-    defaults = train.parse_args([])
-    base = train.parse_args(rest)  # checks the pass-through options once, with train's own messages
+    defaults = settings.parse([])
+    base = settings.parse(rest)  # checks the pass-through options once, with train's own messages
     sweep_dir = Path(base.logdir) / name
     for dest in SET_PER_RUN:
         if getattr(base, dest) != getattr(defaults, dest):
             raise UserError(f"--{dest.replace('_', '-')} is set by the sweep for each run: leave it out")
     # Values stay as typed (dicts keep order and drop repeats): "lr=1e-3" names the folder as the user wrote it.
-    grid = [(dest, flag, short, list(dict.fromkeys(getattr(args, dest))))
-            for dest, flag, short, _ in GRID if getattr(args, dest)]
-    runs = []
-    for values in itertools.product(*(vals for *_, vals in grid)):
-        # Folders are named by every option given on the command line, not only those with several
-        # values, so adding a value to a list later keeps the names of the runs already done.
-        run = "_".join(f"{short}={v}" for (_, _, short, _), v in zip(grid, values)) or "default"
-        label = " ".join(f"{short}={v}" for (_, _, short, _), v in zip(grid, values)) or "default settings"
-        argv = rest + [x for (_, flag, _, _), v in zip(grid, values) for x in (flag, v)]
+    grid = [(dest, list(dict.fromkeys(getattr(args, dest) or ["yes"]))) for dest in settings.TRAINING
+            if getattr(args, dest) is not None]
+    grid.sort(key=lambda option: given_at(option[0], argv))  # in the order typed: the first varies slowest
+    varies = [dest for dest, values in grid if len(values) > 1]
+    runs_ = []
+    for values in itertools.product(*(vals for _, vals in grid)):
+        chosen = dict(zip((dest for dest, _ in grid), values))
+        # Folders are named by the values that vary, e.g. model=cnn_lr=0.01
+        run = "_".join(f"{settings.FLAG[d][2:]}={chosen[d]}" for d in varies) or "run"
+        label = " ".join(f"{settings.FLAG[d][2:]}={chosen[d]}" for d in varies) or "the one run"
+        argv = rest + [x for dest, value in chosen.items() for x in as_flags(dest, value)]
         argv += ["--logdir", str(sweep_dir), "--run-name", run, "--checkpoint", str(sweep_dir / run / "net.pth")]
-        run_args = train.parse_args(argv)  # the later --logdir wins over one in `rest`
-        train.model_options(run_args)  # e.g. --dropout with --model mlp: fail now, not at run 5
-        runs.append((run, label, run_args, argv))
-    return base, sweep_dir, runs
+        run_args = settings.parse(argv)  # the later --logdir wins over one in `rest`
+        settings.model_options(run_args)  # e.g. --dropout with --model mlp: fail now, not at run 5
+        runs_.append((run, label, run_args, argv))
+    return base, sweep_dir, runs_
 
 
 def state_of(run_dir, run_args):
@@ -98,14 +116,13 @@ def state_of(run_dir, run_args):
     Returns (what, saved state or None). A folder with no last.pt never finished an
     epoch, so whatever it holds (a model graph, half an epoch's events) is stale.
     """
-    state_file = run_dir / train.STATE_FILE
+    state_file = run_dir / runs.STATE_FILE
     if not state_file.is_file():
         return ("restart" if run_dir.exists() else "new"), None
-    state = load_file(state_file, what="resume state", hint=f"delete {run_dir} to train that run again")
-    saved, wanted = train.hparams_of(argparse.Namespace(**state["args"])), train.hparams_of(run_args)
+    state = runs.read_state(state_file, hint=f"delete {run_dir} to train that run again")
+    saved, wanted = state["settings"][0], settings.training(run_args)
     for key in wanted:
-        # precision: saved is what 'auto' resolved to, and a resumed run keeps its own anyway
-        if key != "precision" and saved.get(key) != wanted[key]:
+        if saved.get(key) != wanted[key]:
             raise UserError(f"{run_dir} was trained with {key}={saved.get(key)}, but this sweep asks for "
                             f"{key}={wanted[key]}: give the sweep another --name")
     return ("done" if state["epoch"] >= run_args.epochs else "resume"), state
@@ -113,18 +130,19 @@ def state_of(run_dir, run_args):
 
 def run_here(plan, base, sweep_dir, t_start):
     """--jobs 1: the runs one after the other in this process, the data read once. Returns {run: best}."""
-    n, data, durations, results = len(plan), None, [], {}
+    n, data, durations, results = len(plan), {}, [], {}
     for i, (run, label, run_args, _, what, state) in enumerate(plan, 1):
         if what == "done":
             continue
         left = sum(w != "done" for *_, w, _ in plan[i - 1:])
-        eta = f", ~{train.fmt_time(sum(durations) / len(durations) * left)} left" if durations else ""
-        print(f"\n[run {i}/{n}] {label}: {train.fmt_time(time.perf_counter() - t_start)} elapsed{eta}", flush=True)
+        eta = f", ~{fmt_time(sum(durations) / len(durations) * left)} left" if durations else ""
+        print(f"\n[run {i}/{n}] {label}: {fmt_time(time.perf_counter() - t_start)} elapsed{eta}", flush=True)
         prepare(sweep_dir / run, what, run_args)
-        if data is None:  # the data does not depend on the grid's options: read it once
-            data = train.load_data(base, pick_device(base.device))
+        split = (run_args.val_size, run_args.limit)  # all the data depends on: read once for each
+        if split not in data:
+            data = {split: load_data(base.data_dir, base.mirror, *split, pick_device(base.device))}
         t0 = time.perf_counter()
-        summary = train.train(run_args, data)
+        summary = train.train(run_args, data[split])
         durations.append(time.perf_counter() - t0)
         if summary["interrupted"]:
             raise KeyboardInterrupt
@@ -167,7 +185,7 @@ def launch(argv, slot, prefix):
     """Start `python train.py ARGV` in `slot`'s environment. Returns it and the threads that copy
     its output line by line, each line under `prefix`: runs at once do not cut into each other's lines."""
     # Its own session: a Ctrl-C in the terminal reaches the sweep alone, which passes it on once (stop()).
-    proc = subprocess.Popen(TRAIN + argv, env={**os.environ, **slot, "PYTHONUNBUFFERED": "1"}, text=True,
+    proc = popen_hearing_ctrl_c(TRAIN + argv, env={**os.environ, **slot, "PYTHONUNBUFFERED": "1"}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             start_new_session=True)
 
@@ -213,7 +231,7 @@ def run_apart(plan, base, sweep_dir, jobs, t_start):
                 slot = free.pop(0)
                 where = f"GPU {slot['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in slot else \
                     f"{slot['OMP_NUM_THREADS']} threads"
-                print(f"[run {i}/{n}] {label}: started ({where}), {train.fmt_time(time.perf_counter() - t_start)} "
+                print(f"[run {i}/{n}] {label}: started ({where}), {fmt_time(time.perf_counter() - t_start)} "
                       "elapsed", flush=True)
                 proc, threads = launch(argv + (["--resume", run_args.resume] if run_args.resume else []),
                                        slot, f"[run {i}/{n}] ")
@@ -230,11 +248,11 @@ def run_apart(plan, base, sweep_dir, jobs, t_start):
                     return None
                 free.append(slot)
                 durations.append(time.perf_counter() - t0)
-                results[run] = load_file(sweep_dir / run / train.STATE_FILE, what="resume state")["best"]
+                results[run] = runs.read_state(sweep_dir / run / runs.STATE_FILE)["best"]
                 left = time_left(durations, [time.perf_counter() - r[4] for r in running.values()], len(queue), jobs)
-                print(f"[run {i}/{n}] {label}: done in {train.fmt_time(durations[-1])}, best val "
+                print(f"[run {i}/{n}] {label}: done in {fmt_time(durations[-1])}, best val "
                       f"{100 * results[run]['val_acc']:.2f}%; {n - len(queue) - len(running)} of {n} done"
-                      + (f", ~{train.fmt_time(left)} left" if queue or running else ""), flush=True)
+                      + (f", ~{fmt_time(left)} left" if queue or running else ""), flush=True)
     except KeyboardInterrupt:
         stop(running)
         raise
@@ -243,11 +261,11 @@ def run_apart(plan, base, sweep_dir, jobs, t_start):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args, rest = parse_args(argv)
+    args, rest = parser().parse_known_args(argv)
     name = args.name or time.strftime("sweep-%Y%m%d-%H%M%S")
     if not name.strip() or Path(name).name != name or name in (".", ".."):
         raise UserError(f"--name {name!r} must be a plain folder name, without slashes")
-    base, sweep_dir, runs = plan_runs(args, rest, name)
+    base, sweep_dir, runs = plan_runs(args, rest, name, argv)
     plan = [(run, label, run_args, run_argv, *state_of(sweep_dir / run, run_args))
             for run, label, run_args, run_argv in runs]
 
@@ -276,7 +294,7 @@ def main(argv=None):
 
     print(f"\nSweep {sweep_dir} done: {n} run{'s' * (n != 1)}"
           + (f" ({n - todo} finished before)" if todo < n else "")
-          + f" in {train.fmt_time(time.perf_counter() - t_start)}.")
+          + f" in {fmt_time(time.perf_counter() - t_start)}.")
     width = max(len(run) for run in results)
     print(f"  {'run':<{width}}  best val  epoch     test")
     for run, best in results.items():

@@ -32,7 +32,7 @@ def mirror():
 @pytest.fixture(scope="session")
 def data_dir(mirror, tmp_path_factory):
     """A data folder with MNIST extracted, shared by the whole session (read-only for tests)."""
-    from data import ensure_mnist
+    from lab.data import ensure_mnist
     folder = tmp_path_factory.mktemp("mnist")
     ensure_mnist(folder, mirror=str(mirror))
     return folder

@@ -11,7 +11,7 @@ over the whole process), prints "paused at step STEP" on stderr and waits. Only 
 the test send the signal, which lands in that step, whatever the machine's speed.
 
 Nothing in the lab knows about this: it wraps train.train_step from outside, and runs the
-script's main() as `python SCRIPT` would (through common.run_script).
+script's main() as `python SCRIPT` would (through lab.cli.run_script).
 """
 import importlib
 import sys
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train  # noqa: E402  (after the path is set)
-from common import run_script  # noqa: E402
+from lab.cli import run_script  # noqa: E402
 
 
 def pause_after(step_at):

@@ -36,7 +36,7 @@ def text(acc, tag):
 def markdown_rows(md, first_cell):
     """The cells of the markdown table rows whose first cell matches."""
     return [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()
-            if re.match(rf"\| {first_cell} \|", line)]
+            if re.match(rf"\| {first_cell} +\|", line)]
 
 
 def test_every_tab_is_written_at_the_right_steps(trained):
@@ -78,7 +78,7 @@ def test_every_tab_is_written_at_the_right_steps(trained):
 
 
 def test_projector_holds_2000_test_digits_with_labels_and_pictures(trained):
-    from data import load_split
+    from lab.data import load_split
     run = trained["run_dir"]
     config = (run / "projector_config.pbtxt").read_text()
     assert "test_digits" in config and "sprite.png" in config

@@ -39,16 +39,17 @@ def final_test_accuracy(stdout):
 def test_shares_of_a_batch_give_exactly_its_gradient(monkeypatch):
     """Each process's weighted loss on its share, averaged as DDP does, is the whole batch's gradient."""
     import train
+    from lab import settings
     from net import Net
     torch.manual_seed(0)
     model = Net()
     x, y = torch.randn(13, 1, 28, 28), torch.randint(0, 10, (13,))  # 13 splits unevenly: 7 + 6, 5 + 4 + 4
-    args = train.parse_args([])
+    loss_fn = train.make_loss(settings.parse([]))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that moves nothing: the gradients stay
     scaler = torch.amp.GradScaler(enabled=False)
 
     def gradients(idx, weight):
-        train.train_step(model, optimizer, scaler, x[idx], y[idx], args, torch.device("cpu"), "fp32", weight)
+        train.train_step(model, optimizer, scaler, loss_fn, x[idx], y[idx], "fp32", weight)
         return [p.grad.clone() for p in model.parameters()]
 
     whole = gradients(torch.arange(13), 1.0)
@@ -60,7 +61,7 @@ def test_shares_of_a_batch_give_exactly_its_gradient(monkeypatch):
 
 
 def test_without_torchrun_nothing_changes(monkeypatch):
-    import distributed
+    from lab import distributed
     from net import Net
     monkeypatch.delenv("RANK", raising=False)
     model = Net()
@@ -70,7 +71,7 @@ def test_without_torchrun_nothing_changes(monkeypatch):
 
 
 def test_threads_are_shared_between_processes(monkeypatch):
-    import common
+    from lab import device as common
     chosen = []
     monkeypatch.setattr(common, "cores", lambda: 8)
     monkeypatch.setattr(common.torch, "set_num_threads", chosen.append)
@@ -85,8 +86,8 @@ def test_threads_are_shared_between_processes(monkeypatch):
 
 
 def test_a_batch_too_small_to_share_is_a_one_line_error():
-    from common import UserError
-    from distributed import check_split
+    from lab.cli import UserError
+    from lab.distributed import check_split
     check_split(6000, 128, 2)  # 6000 = 46 x 128 + 112: every batch splits
     with pytest.raises(UserError, match="smallest batch has 1 images, fewer than the 2 processes"):
         check_split(257, 128, 2)
@@ -192,7 +193,7 @@ def best_of(sweep_dir):
 
 
 def test_sweep_jobs_2_stopped_and_continued_gives_the_runs_of_jobs_1(data_dir, tmp_path, monkeypatch, capsys):
-    import common
+    from lab import device as common
     args = [*GRID, "--data-dir", data_dir]
     # 2,000 images in batches of 128: 16 steps an epoch, so step 18 is the second step of epoch 2.
     proc = start_paused(18, "sweep.py", *args, "--name", "g", "--jobs", 2, cwd=tmp_path, pauses=2)  # runs 1 and 2

@@ -112,7 +112,7 @@ def parse(response):
 @pytest.fixture(scope="module")
 def digits(data_dir):
     """100 MNIST test digits (a fixed random choice) as uint8 numpy arrays, with their labels."""
-    from data import load_split
+    from lab.data import load_split
     images, labels = load_split(False, data_dir)
     pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(11))[:100]
     return images[pick].numpy(), labels[pick].tolist()
@@ -158,7 +158,7 @@ def test_page_and_info(server, trained):
 
 
 def test_predict_reads_drawn_mnist_digits(server, digits, pngs):
-    from predict import load_image, preprocess
+    from lab.images import load_image, preprocess
     labels = digits[1]
     correct = 0
     for i, (png, label) in enumerate(zip(pngs, labels)):
@@ -518,9 +518,9 @@ def test_browser_network_without_conv_blocks(browser, server, tmp_path):
     """An mlp checkpoint (untrained: only the page's layout is checked): no feature maps, its four hidden layers."""
     from selenium.webdriver.common.by import By
 
-    from checkpoint import atomic_save, make_checkpoint
+    from lab.checkpoint import make_checkpoint, save_checkpoint
     from net import build_model
-    atomic_save(make_checkpoint(build_model("mlp"), "mlp", {}, epoch=0, val_acc=0.1), tmp_path / "mlp.pth")
+    save_checkpoint(make_checkpoint(build_model("mlp"), "mlp", {}, {}, epoch=0, val_acc=0.1), tmp_path / "mlp.pth")
     proc, url, _ = start_server(tmp_path / "mlp.pth", cwd=tmp_path)
     try:
         browser.get(url)

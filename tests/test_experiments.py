@@ -54,19 +54,19 @@ def test_every_model_is_checked():
 
 
 def test_cnn_only_options_are_refused_for_the_lab_nets():
-    import train
-    from common import UserError
+    from lab import settings
+    from lab.cli import UserError
     with pytest.raises(UserError, match="--model mlp has no dropout option"):
-        train.model_options(train.parse_args(["--model", "mlp", "--dropout", "0.2"]))
+        settings.model_options(settings.parse(["--model", "mlp", "--dropout", "0.2"]))
     with pytest.raises(UserError, match="no batchnorm option"):
-        train.model_options(train.parse_args(["--model", "cnn2", "--batchnorm"]))
-    assert train.model_options(train.parse_args(["--batchnorm", "--dropout", "0.1"])) == \
+        settings.model_options(settings.parse(["--model", "cnn2", "--batchnorm"]))
+    assert settings.model_options(settings.parse(["--batchnorm", "--dropout", "0.1"])) == \
         {"batchnorm": True, "dropout": 0.1}
 
 
 def test_augment_turns_batchnorm_on_for_cnn_only():
-    import train
-    options = lambda *argv: train.model_options(train.parse_args(list(argv)))
+    from lab import settings
+    options = lambda *argv: settings.model_options(settings.parse(list(argv)))
     assert options() == {}  # the default run: the design card's plain net
     assert options("--augment") == {"batchnorm": True}
     assert options("--augment", "--no-batchnorm") == {}
@@ -123,7 +123,7 @@ def test_sweep_run_again_skips_finished_runs(sweep, monkeypatch, capsys):
 
 def test_sweep_refuses_to_mix_settings_into_a_sweep(sweep, monkeypatch):
     import sweep as sweep_py
-    from common import UserError
+    from lab.cli import UserError
     monkeypatch.chdir(sweep["dir"])
     args = [str(2 if a == 1 else a) for a in SWEEP]  # --epochs 2 into the sweep that ran 1
     with pytest.raises(UserError, match="was trained with epochs=1, but this sweep asks for epochs=2"):
@@ -138,7 +138,7 @@ def test_sweep_refuses_to_mix_settings_into_a_sweep(sweep, monkeypatch):
 ])
 def test_sweep_user_errors_stop_it_before_anything_runs(tmp_path, monkeypatch, capsys, args, message):
     import sweep
-    from common import UserError
+    from lab.cli import UserError
     monkeypatch.chdir(tmp_path)
     with pytest.raises((UserError, SystemExit)) as e:  # run_script prints either as one line, exit 2
         sweep.main(args)
@@ -164,7 +164,7 @@ def test_report_tables_and_plot(sweep):
     assert [row[5] for row in runs[1:]] == per_epoch[1][1:]  # best val = the one epoch's val
     assert "Shared by all runs:" in markdown and "epochs 1" in markdown
     assert tables(proc.stdout) == [runs, per_epoch]  # the same tables on the terminal
-    from checkpoint import load_file
+    from lab.checkpoint import load_file
     for row in runs[1:]:  # test (%) is the test accuracy of the checkpoint the run saved
         assert float(row[7]) == pytest.approx(100 * load_file(sweep["sweep_dir"] / row[0] / "net.pth")["test_acc"],
                                               abs=0.006)
@@ -182,7 +182,7 @@ def test_test_py_evaluates_a_sweep_checkpoint(sweep):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"mlp with {EXPECTED['mlp']:,} parameters" in proc.stdout
     accuracy = float(re.search(r"Accuracy: ([\d.]+)%", proc.stdout).group(1))
-    from checkpoint import load_file
+    from lab.checkpoint import load_file
     assert accuracy == pytest.approx(100 * load_file(run / "net.pth")["test_acc"], abs=0.006)  # as in training
 
 
@@ -201,7 +201,7 @@ def test_sweep_ctrl_c_then_continue(data_dir, tmp_path):
     assert "after epoch 1" in again.stdout and "epoch  1/3" not in again.stdout
     assert "epoch  2/3" in again.stdout and "epoch  3/3" in again.stdout
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events = EventAccumulator(str(tmp_path / "boardlog" / "stop" / "model=mlp"))
+    events = EventAccumulator(str(tmp_path / "boardlog" / "stop" / "run"))  # one run: nothing varies
     events.Reload()
     assert [e.step for e in events.Scalars("accuracy/val")] == [1, 2, 3]  # each epoch once, the curve unbroken
 
@@ -209,14 +209,14 @@ def test_sweep_ctrl_c_then_continue(data_dir, tmp_path):
 def test_report_edge_cases(sweep, tmp_path):
     """An empty folder, a missing one, a run that crashed half way and one that crashed at once."""
     from torch.utils.tensorboard import SummaryWriter
-    from checkpoint import atomic_save
+    from lab.files import save_torch
     empty = tmp_path / "empty"
     empty.mkdir()
     crashed = tmp_path / "crashed"  # stopped after 1 of 3 epochs: events and last.pt, no hparams
     with SummaryWriter(str(crashed)) as w:
         for tag, value in [("loss/train", 0.5), ("accuracy/val", 0.9), ("accuracy/test", 0.89)]:
             w.add_scalar(tag, value, 1)
-    atomic_save({"epoch": 1, "args": {"model": "mlp", "epochs": 3, "lr": 0.01}}, crashed / "last.pt")
+    save_torch({"epoch": 1, "args": {"model": "mlp", "epochs": 3, "lr": 0.01}}, crashed / "last.pt")
     events_only = tmp_path / "events-only"  # last.pt gone: the settings come from the logged hparams
     events_only.mkdir()
     for f in (sweep["sweep_dir"] / "model=mlp_lr=0.01").glob("events.out.tfevents.*"):
@@ -240,7 +240,7 @@ def test_report_edge_cases(sweep, tmp_path):
     assert len(same) == 2 and same[0][1:] == same[1][1:]  # the same run, read with or without its last.pt
 
     import report
-    from common import UserError
+    from lab.cli import UserError
     for path in (empty, tmp_path / "missing", stale):  # nothing to report: a UserError, which is one line, exit 2
         with pytest.raises(UserError, match="no runs with a finished epoch"):
             report.main([str(path), "--out", str(tmp_path / "nothing")])

@@ -54,14 +54,15 @@ def test_pooling_before_relu_is_the_textbook_block():
 
 @pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
 def test_device_order(monkeypatch, cuda, mps, expected):
-    from common import pick_device
+    from lab.device import pick_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert pick_device("auto").type == expected
 
 
 def test_unavailable_device_is_a_user_error(monkeypatch):
-    from common import UserError, pick_device
+    from lab.cli import UserError
+    from lab.device import pick_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="--device cuda"):
         pick_device("cuda")
@@ -70,7 +71,7 @@ def test_unavailable_device_is_a_user_error(monkeypatch):
 # ---------------------------------------------------------------- data.py
 
 def test_local_mirror_folder_is_copied_checked_and_read(mirror, tmp_path):
-    from data import load_split
+    from lab.data import load_split
     images, labels = load_split(False, tmp_path / "d", mirror=str(mirror))
     assert images.shape == (10000, 28, 28) and images.dtype == torch.uint8
     assert labels.shape == (10000,) and set(labels.unique().tolist()) == set(range(10))
@@ -81,7 +82,7 @@ def test_local_mirror_folder_is_copied_checked_and_read(mirror, tmp_path):
 def test_our_idx_reader_matches_torchvision(data_dir):
     from torchvision.datasets import MNIST
 
-    from data import load_split
+    from lab.data import load_split
     for train in (True, False):
         images, labels = load_split(train, data_dir)
         reference = MNIST(str(data_dir), train=train)
@@ -102,7 +103,7 @@ def test_damaged_data_file_is_a_one_line_error(data_dir, tmp_path, damage):
 
 
 def test_mirror_from_environment_variable(mirror, tmp_path, monkeypatch):
-    from data import ensure_mnist
+    from lab.data import ensure_mnist
     monkeypatch.setenv("MNIST_MIRROR", str(mirror))
     ensure_mnist(tmp_path)
     assert (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
@@ -111,8 +112,8 @@ def test_mirror_from_environment_variable(mirror, tmp_path, monkeypatch):
 def test_bad_mirror_is_one_clean_error_and_leaves_no_partial_file(mirror, tmp_path, monkeypatch):
     from torchvision.datasets import MNIST
 
-    from common import UserError
-    from data import ensure_mnist
+    from lab.cli import UserError
+    from lab.data import ensure_mnist
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # stands in for the internet: refused
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -132,7 +133,7 @@ def test_bad_mirror_is_one_clean_error_and_leaves_no_partial_file(mirror, tmp_pa
 
 
 def test_validation_split_is_fixed_and_disjoint():
-    from data import split_train_val
+    from lab.data import split_train_val
     images = torch.arange(100).view(100, 1, 1).expand(100, 28, 28).to(torch.uint8)
     labels = torch.arange(100)
     (tx, ty), (vx, vy) = split_train_val(images, labels, 10, seed=0)
@@ -142,7 +143,7 @@ def test_validation_split_is_fixed_and_disjoint():
 
 
 def test_augment_keeps_shape_background_and_digit():
-    from data import MEAN, STD, augment, normalize
+    from lab.data import MEAN, STD, augment, normalize
     img = torch.zeros(4, 28, 28, dtype=torch.uint8)
     img[:, 10:18, 12:16] = 255
     x = normalize(img)
@@ -163,7 +164,7 @@ def test_training_writes_checkpoint_events_and_learns(trained):
 
     ckpt = torch.load(trained["checkpoint"], weights_only=True)
     assert ckpt["model"] == "cnn" and ckpt["normalization"] == {"mean": 0.1307, "std": 0.3081}
-    assert ckpt["epoch"] in (1, 2) and ckpt["args"]["limit"] == 12000
+    assert ckpt["epoch"] in (1, 2) and ckpt["settings"]["training"]["limit"] == 12000
     assert set(ckpt["state_dict"]) == set(torch.nn.Module.state_dict(__import__("net").Net()))
 
     tags = scalars(trained["run_dir"])
@@ -221,34 +222,32 @@ def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
 
 
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    import checkpoint
+    from lab import files
     path = tmp_path / "net.pth"
-    checkpoint.atomic_save({"epoch": 1, "w": torch.ones(3)}, path)
+    files.save_torch({"epoch": 1, "w": torch.ones(3)}, path)
 
-    def dies_half_way(obj, f):
-        f.write(b"PK\x03\x04 half a zip")
-        raise KeyboardInterrupt  # Ctrl-C in the middle of writing
+    def dies_half_way(fd):  # the new file's bytes are written, not yet on disk: Ctrl-C
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint.torch, "save", dies_half_way)
+    monkeypatch.setattr(files.os, "fsync", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.atomic_save({"epoch": 2, "w": torch.zeros(3)}, path)
+        files.save_torch({"epoch": 2, "w": torch.zeros(3)}, path)
     assert torch.load(path, weights_only=True)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["net.pth"]  # no temporary file left
 
 
 def test_failed_save_is_one_line_and_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    import checkpoint
-    from common import UserError
+    from lab import files
+    from lab.cli import UserError
     path = tmp_path / "net.pth"
-    checkpoint.atomic_save({"epoch": 1}, path)
+    files.save_torch({"epoch": 1}, path)
 
-    def disk_full(obj, f):
-        f.write(b"PK\x03\x04 part of a zip")
+    def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    monkeypatch.setattr(files.os, "fsync", disk_full)
     with pytest.raises(UserError, match="No space left on device") as err:
-        checkpoint.atomic_save({"epoch": 2}, path)
+        files.save_torch({"epoch": 2}, path)
     assert "\n" not in str(err.value) and str(path) in str(err.value)
     assert torch.load(path, weights_only=True)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["net.pth"]

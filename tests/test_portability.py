@@ -13,7 +13,8 @@ from conftest import ROOT
 
 POSIX_ONLY = {"resource", "fcntl", "termios", "tty", "pty", "pwd", "grp", "crypt", "syslog",
               "readline", "curses", "nis", "spwd", "ossaudiodev"}
-SCRIPTS = sorted(p.name for p in ROOT.glob("*.py") if "make_parser(" in (text := p.read_text()) and "__main__" in text)
+SCRIPTS = sorted(p.name for p in ROOT.glob("*.py") if "run_script(" in (text := p.read_text()) and "__main__" in text)
+SOURCES = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("*.py"), *ROOT.glob("lab/*.py")])
 
 
 def top_level_imports(path):
@@ -32,7 +33,7 @@ def test_the_scripts_are_found():
     assert {"train.py", "test.py", "predict.py", "sweep.py", "report.py", "bench.py"} <= set(SCRIPTS)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in ROOT.glob("*.py")))
+@pytest.mark.parametrize("name", SOURCES)
 def test_no_posix_only_module_is_imported_at_the_top(name):
     assert not top_level_imports(ROOT / name) & POSIX_ONLY
 
@@ -87,7 +88,7 @@ def test_bench_without_getrusage_says_n_a():
 
 def test_output_in_a_code_page_without_our_arrows_does_not_fail(tmp_path):
     """predict.py prints '→' and '·'; a Windows pipe in cp1252 has neither. run_script replaces them."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from common import run_script; " \
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from lab.cli import run_script; " \
            "run_script(lambda: print('digit.png  →  7 · 3') or 0)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, timeout=60,
                           env={"PYTHONIOENCODING": "cp1252", "PATH": ""})

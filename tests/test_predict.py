@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from conftest import run_py
-from predict import ImageProblem, load_image, preprocess
+from lab.images import ImageProblem, load_image, preprocess
 
 
 @pytest.fixture(scope="module")
 def digits(data_dir):
     """200 MNIST test digits (a fixed random choice) as uint8 numpy arrays, with their labels."""
-    from data import load_split
+    from lab.data import load_split
     images, labels = load_split(False, data_dir)
     pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(7))[:200]
     return images[pick].numpy(), labels[pick].tolist()

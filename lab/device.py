@@ -1,99 +1,11 @@
-"""What every script shares: the user-error type, device and precision choice, threads.
-
-Kept small on purpose; each function is a few lines a student can check.
-"""
-import argparse
+"""Where and how fast the arithmetic runs: the device (cuda -> mps -> cpu), mixed precision, threads."""
 import contextlib
 import ctypes
-import gc
 import os
-import sys
-from pathlib import Path
 
 import torch
 
-
-class UserError(Exception):
-    """A mistake the user can fix (missing file, bad flag, no data).
-
-    Scripts print it as one line and exit with status 2, without a traceback.
-    """
-
-
-def run_script(main):
-    """Call main(); a UserError becomes one line on stderr and exit status 2, Ctrl-C exit 130."""
-    for stream in (sys.stdout, sys.stderr):
-        # A Windows console or pipe may use a code page without the arrows and dots we print:
-        # replace what it cannot show rather than fail on a character.
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="replace")
-    try:
-        status = main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        status = 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        status = 130
-    # At exit Python's garbage collector walks every object that torch created (0.5 s on 2 cores)
-    # only to free memory that the operating system takes back anyway: keep them out of its sight.
-    gc.freeze()
-    sys.exit(status)
-
-
-class _OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message):
-        # argparse prints the whole usage before the error; one line is easier to read.
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def make_parser(description):
-    return _OneLineErrorParser(description=description)
-
-
-def _number(text, kind, ok, expected):
-    """argparse type: `text` as int or float, checked by ok(value); else one clear error line."""
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not ok(value):  # NaN fails every comparison, so it is refused too
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
-
-
-def positive_int(text):
-    return _number(text, int, lambda v: v >= 1, "a whole number of at least 1")
-
-
-def non_negative_int(text):
-    return _number(text, int, lambda v: 0 <= v < 2 ** 63, "a whole number of at least 0")
-
-
-def int_between(low, high, what="a whole number"):
-    """argparse type for a whole number from low to high, e.g. type=int_between(1, 10)."""
-    return lambda text: _number(text, int, lambda v: low <= v <= high, f"{what} from {low} to {high}")
-
-
-def positive_float(text):
-    return _number(text, float, lambda v: 0 < v < float("inf"), "a number above 0")
-
-
-def non_negative_float(text):
-    return _number(text, float, lambda v: 0 <= v < float("inf"), "a number of at least 0")
-
-
-def fraction(text):
-    return _number(text, float, lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1")
-
-
-def make_folder(folder, flag):
-    """mkdir -p a folder the user named with `flag`; a failure is one line saying why."""
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a file in the way, no permission, a link that leads nowhere...
-        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
-        raise UserError(f"{flag}: cannot make the folder {folder} ({why})") from None
+from lab.cli import UserError
 
 
 def cores():

@@ -1,54 +1,36 @@
-"""Saving and loading checkpoints safely.
+"""net.pth: the best model of a run, as data that rebuilds it.
 
-A checkpoint is a plain dict: the model's state_dict plus what is needed to
-rebuild and trust it (model name and options, epoch, validation accuracy,
-normalisation, training arguments, torch version). Never a pickled model:
-it loads with torch.load(weights_only=True), which cannot run code.
-
-Writes are atomic: we write a temporary file in the same folder and rename it
-over the old one, so a crash or Ctrl-C mid-write leaves the previous file intact.
+A checkpoint is a plain dict: the model's state_dict plus what is needed to rebuild and trust it
+(model name and options, epoch, validation and test accuracy, normalisation, the run's settings
+record, the torch version). Never a pickled model: it loads with torch.load(weights_only=True),
+which cannot run code. It is written atomically (lab/files.py): a crash, Ctrl-C or a full disk
+while saving leaves the previous net.pth as it was.
 """
-import os
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
 
-from common import UserError
+from lab.cli import UserError
+from lab.data import MEAN, STD
+from lab.files import save_torch
 from net import MODELS, build_model
 
 FORMAT = "mnist-lab/checkpoint"
-VERSION = 1
+VERSION = 2  # 1: the settings were the whole argparse Namespace ("args"); 2: a settings record ("settings")
 
 
-def atomic_save(obj, path):
-    """torch.save to `path` so that it holds either the old file or the whole new one, never half.
-
-    A failure to write (a full disk, a read-only folder) is a UserError: one line, and the old file stays.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise UserError(f"cannot write {path} ({e.strerror or e}); anything saved before is unchanged") from None
-        raise
-
-
-def make_checkpoint(model, model_name, model_options, **meta):
-    """The dict we save as net.pth. `meta` holds epoch, val_acc, normalization, args, ..."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {"format": FORMAT, "version": VERSION, "model": model_name,
-            "model_options": dict(model_options), "state_dict": state,
+def make_checkpoint(model, model_name, model_options, settings, **meta):
+    """The dict saved as net.pth. `settings` is settings.record(); `meta` holds epoch, val_acc, test_acc..."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {"format": FORMAT, "version": VERSION, "model": model_name, "model_options": dict(model_options),
+            "state_dict": state, "normalization": {"mean": MEAN, "std": STD}, "settings": settings,
             "torch_version": str(torch.__version__), **meta}
+
+
+def save_checkpoint(ckpt, path):
+    save_torch(ckpt, path)
 
 
 def load_file(path, what="checkpoint", hint="run python train.py first"):
@@ -71,19 +53,28 @@ def load_file(path, what="checkpoint", hint="run python train.py first"):
         raise UserError(f"{path} is not a readable {what} ({why}): {hint}") from None
 
 
+def check_version(obj, path, version, what):
+    """Refuse, in one line, a file written by a newer version of the lab: it may mean what this code does not know."""
+    found = obj.get("version", 1)
+    if not isinstance(found, int) or found > version:
+        raise UserError(f"{path} is a {what} of format version {found}, newer than this code reads "
+                        f"(up to {version}): update the lab's code to use it")
+
+
 def load_checkpoint(path):
     """Load net.pth and rebuild its model. Returns (model in eval mode on cpu, checkpoint dict)."""
     ckpt = load_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint of this lab (no '{FORMAT}' marker): "
                         "train one with python train.py")
+    check_version(ckpt, path, VERSION, "checkpoint")
     if ckpt.get("model") not in MODELS:
         raise UserError(f"{path} holds an unknown model {ckpt.get('model')!r}; "
                         f"this version knows {', '.join(MODELS)}")
     try:
         model = build_model(ckpt["model"], **ckpt.get("model_options", {}))
         model.load_state_dict(ckpt["state_dict"])
-    except (TypeError, RuntimeError, KeyError) as e:
+    except (TypeError, RuntimeError, KeyError, ValueError) as e:
         raise UserError(f"{path} does not match the {ckpt['model']!r} network "
                         f"({str(e).splitlines()[0][:120]}); retrain with python train.py") from None
     return model.eval(), ckpt

@@ -1,8 +1,9 @@
-"""Evaluating a model on a whole split: loss, accuracy, predictions, confusion matrix."""
+"""Evaluating a model on a whole split: loss, accuracy, predictions, the confusion matrix and its tables."""
 import torch
 import torch.nn.functional as F
 
-from common import autocast
+from lab.cli import markdown_table
+from lab.device import autocast
 
 
 @torch.inference_mode()
@@ -44,3 +45,21 @@ def evaluate(model, images, labels, batch_size=256, precision="fp32"):
 def confusion_matrix(labels, predictions, classes=10):
     """[true, predicted] counts as a classes x classes int64 tensor."""
     return torch.bincount(labels.cpu() * classes + predictions.cpu(), minlength=classes * classes).view(classes, classes)
+
+
+def per_digit_accuracy(cm):
+    """The share of each true digit read right: the diagonal over each row of the confusion matrix."""
+    return [cm[d, d].item() / max(cm[d].sum().item(), 1) for d in range(len(cm))]
+
+
+def digit_tables(cm):
+    """Accuracy per digit and the confusion matrix as markdown tables: for a terminal, a lab report and
+    TensorBoard's Text tab alike."""
+    digits = [str(d) for d in range(len(cm))]
+    per_digit = markdown_table(["digit", *digits], [
+        ["accuracy", *(f"{100 * a:.1f}%" for a in per_digit_accuracy(cm))],
+        ["right", *(f"{int(cm[d, d])}/{int(cm[d].sum())}" for d in range(len(cm)))]])
+    matrix = markdown_table(["true \\ predicted", *digits],
+                            [[f"**{d}**", *(str(int(n)) for n in cm[d])] for d in range(len(cm))])
+    return (f"Accuracy per digit:\n\n{per_digit}\n\n"
+            f"Confusion matrix (rows: true digit, columns: what the net read):\n\n{matrix}")

@@ -17,7 +17,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from common import UserError
+from lab.cli import UserError
 
 
 def launched():

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from common import UserError, make_folder
+from lab.cli import UserError
+from lab.files import make_folder
 
 # The four files of the official distribution, extracted: (images, labels) of each split.
 # torchvision (imported only when one is missing: its import alone takes 1.4 s) pins their
@@ -154,11 +155,38 @@ def normalize(images, mean=MEAN, std=STD):
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def load_data(data_dir, mirror, val_size, limit, device):
+    """Read MNIST once; return normalised tensors on `device`: {"train", "val", "test"}: (images, labels)."""
+    images, labels = load_split(True, data_dir, mirror)
+    (tx, ty), (vx, vy) = split_train_val(images, labels, val_size)
+    if limit:
+        tx, ty = tx[:limit], ty[:limit]
+    test_x, test_y = load_split(False, data_dir, mirror)
+    return {name: (normalize(x).to(device), y.to(device))
+            for name, (x, y) in {"train": (tx, ty), "val": (vx, vy), "test": (test_x, test_y)}.items()}
+
+
 def batches(n, batch_size, generator=None, device="cpu"):
     """Index tensors covering range(n) in batches, shuffled when a generator is given."""
     order = (torch.randperm(n, generator=generator).to(device) if generator is not None
              else torch.arange(n, device=device))
     return order.split(batch_size)
+
+
+def training_batches(images, labels, batch_size, generator, augment_with=None, rank=0, world=1):
+    """One epoch of shuffled batches: (images, labels, weight) of this process's share of each.
+
+    One process takes all of every batch, with weight 1. Under torchrun, process `rank` of `world`
+    takes every world-th image of it: all drew the same permutation (same seed), so the shares never
+    overlap and together make the whole batch, without a message between the processes. `weight`,
+    the share's size over an even share, scales its loss so that DDP's average of the processes'
+    gradients is exactly the whole batch's, even when the batch does not split evenly.
+    `augment_with`: a generator on the images' device to draw augmentations from, or None for none.
+    """
+    for idx in batches(len(images), batch_size, generator, images.device):
+        mine = idx[rank::world]
+        x = images[mine] if augment_with is None else augment(images[mine], augment_with)
+        yield x, labels[mine], len(mine) * world / len(idx)
 
 
 def augment(x, generator, max_shift=2.0, max_degrees=10.0, max_scale=0.1):

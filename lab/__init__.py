@@ -1,0 +1,16 @@
+"""The lab's machinery. The scripts at the top (net.py, train.py, test.py, ...) are what you run
+and read first; these modules are what they share, one job each:
+
+    cli          one-line errors, the number types of the flags, the flags every script shares, tables
+    device       cuda -> mps -> cpu, mixed precision, threads
+    settings     train.py's flags: the one list of settings, and what is derived from it
+    data         MNIST as tensors: download or copy, split, normalise, batches, augmentation
+    checkpoint   net.pth: the best model, saved atomically, loaded with weights_only=True
+    runs         a run's life: its folder, new or resumed, last.pt, what it says at the end
+    metrics      evaluation and the confusion matrix
+    figures      the pictures: confusion matrix, digits with what the net read
+    board        what TensorBoard shows besides the curves
+    distributed  the few steps that differ under torchrun
+    images       your own digit images made MNIST-like (predict.py, draw.py)
+    files        writing files so that a full disk or Ctrl-C never leaves half a file
+"""

@@ -1,0 +1,135 @@
+"""What train.py writes for TensorBoard: the curves, and what the network gets wrong, sees and learns.
+
+    start of a run   Text        the exact command line; Graphs: the model's graph
+    every epoch      Scalars     loss/train, accuracy/train, loss/val, accuracy/val, accuracy/test
+                                 (watched, never used to choose), lr, time/epoch_seconds
+                     Images      val/confusion (the validation confusion matrix) and val/mistakes
+                                 (the validation digits read wrong, most confident first)
+                     Histograms  weights/<layer> and grads/<layer> (the gradients of the epoch's last step)
+    end of a run     Images      test/confusion and test/mistakes of the best checkpoint on the test set
+                     PR curves   pr/0 ... pr/9: precision against recall for each digit, on the test set
+                     Projector   the last hidden layer's features of 2,000 test digits, with their
+                                 pictures and labels: PCA, t-SNE or UMAP show the ten clusters
+                     Text        test report: accuracy, accuracy per digit, the confusion matrix
+                     HParams     the run's training settings beside its results
+
+The per-epoch pictures come from the predictions that validation computed anyway, and the end's
+from the best epoch's own test evaluation: no extra pass over the data (docs/tensorboard.md).
+"""
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from lab import settings
+from lab.checkpoint import load_checkpoint
+from lab.data import MEAN, STD
+from lab.figures import confusion_picture, mistakes_picture
+from lab.metrics import confusion_matrix, digit_tables, evaluate
+
+PROJECTED = 2000  # test digits in the projector: enough for clear clusters, a sprite of 1,260 px
+
+
+def command_line():
+    return "python " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def open_run(run, start_epoch, model, example):
+    """The run's SummaryWriter, rank 0's alone (None for the others), with the command that started
+    or resumed it and, for a new run, the model's graph traced on `example`."""
+    if run.rank != 0:
+        return None
+    if run.state is None:
+        writer = SummaryWriter(str(run.dir))
+        writer.add_text("command", f"`{command_line()}`", 0)
+        log_graph(writer, model, example)
+    else:  # purge_step drops events logged after the saved state, so resumed curves carry on unbroken
+        writer = SummaryWriter(str(run.dir), purge_step=start_epoch + 1)
+        # at the first step this process logs, so that the start's own line is kept, not repeated
+        writer.add_text("command", f"resumed after epoch {start_epoch}: `{command_line()}`", start_epoch + 1)
+    return writer
+
+
+def log_graph(writer, model, example):
+    try:
+        with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
+            warnings.simplefilter("ignore")
+            # Traced here, because add_graph's own trace checks itself, and the check's imports
+            # alone take 0.7 s; given a traced model, add_graph logs the same graph as is.
+            writer.add_graph(torch.jit.trace(model, example, check_trace=False), example)
+    except Exception as e:  # the graph is a nicety; never fail a run for it
+        print(f"(model graph not logged: {type(e).__name__})")
+
+
+def log_epoch(writer, epoch, model, images, labels, val, test, train_loss, train_acc, seconds, lr):
+    """One epoch's curves, validation pictures and the distributions of weights and gradients.
+
+    model: the plain nn.Module; images, labels: the validation set, which `val` evaluated.
+    """
+    for tag, value in [("loss/train", train_loss), ("accuracy/train", train_acc), ("loss/val", val["loss"]),
+                       ("accuracy/val", val["accuracy"]), ("accuracy/test", test["accuracy"]), ("lr", lr),
+                       ("time/epoch_seconds", seconds)]:  # training only, for report.py
+        writer.add_scalar(tag, value, epoch)
+    writer.add_image("val/confusion", confusion_picture(confusion_matrix(labels, val["predictions"])),
+                     epoch, dataformats="HWC")
+    writer.add_image("val/mistakes", mistakes_picture(images, labels, val), epoch, dataformats="HWC")
+    for name, p in model.named_parameters():
+        writer.add_histogram(f"weights/{name}", p.detach(), epoch)
+        if p.grad is not None:  # the last step's gradients: train_step zeroes them only at the next step
+            writer.add_histogram(f"grads/{name}", p.grad, epoch)
+    writer.flush()
+
+
+def log_final(writer, run, best, best_model, best_test, model, images, labels):
+    """The best checkpoint on the test set: pictures, PR curves, projector, report; then HParams.
+
+    best_model, best_test: that checkpoint's dict and test evaluation, made by this process; a run
+    resumed after its best epoch has neither, and then the checkpoint is read back and evaluated.
+    `model` is the run's model, whose weights are replaced by the best ones here.
+    """
+    step = run.args.epochs
+    if best_model is None:
+        best_model = load_checkpoint(run.args.checkpoint)[1]
+    model.load_state_dict(best_model["state_dict"])
+    if best_test is None:
+        best_test = evaluate(model, images, labels, precision=run.precision)
+    n = min(PROJECTED, len(images))
+    features = hidden_features(model, images[:n], labels[:n], run.precision)
+
+    cm = confusion_matrix(labels, best_test["predictions"])
+    writer.add_image("test/confusion", confusion_picture(cm), step, dataformats="HWC")
+    writer.add_image("test/mistakes", mistakes_picture(images, labels, best_test), step, dataformats="HWC")
+    truth = labels.cpu()
+    for d in range(10):
+        writer.add_pr_curve(f"pr/{d}", truth == d, best_test["probabilities"][:, d], step)
+    pictures = (images[:n].float() * STD + MEAN).clamp(0, 1).cpu()
+    writer.add_embedding(features, metadata=truth[:n].tolist(), label_img=pictures, global_step=step,
+                         tag="test_digits")
+    writer.add_text("test report", test_report(best_model.get("epoch"), best_test, cm), step)
+    hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.training(run.args).items()}
+    writer.add_hparams({**hparams, "precision": run.precision},
+                       {"hparam/best_val_acc": best["val_acc"], "hparam/test_acc": best["test_acc"],
+                        "hparam/best_epoch": best["epoch"]}, run_name=".")
+
+
+def test_report(epoch, result, cm):
+    """The best checkpoint's test figures as markdown (TensorBoard's Text tab draws the tables)."""
+    return (f"**Test accuracy of the best checkpoint (epoch {epoch}, chosen on validation): "
+            f"{100 * result['accuracy']:.2f}% ({result['correct']}/{result['total']})**, "
+            f"average loss {result['loss']:.4f}\n\n{digit_tables(cm)}")
+
+
+def hidden_features(model, images, labels, precision):
+    """What enters the model's last Linear, i.e. its last hidden layer (cnn: the 128 of the dense head;
+    cnn2 has no hidden dense layer, so for it these are the flattened conv features)."""
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    features = []
+    hook = last.register_forward_pre_hook(lambda m, inputs: features.append(inputs[0].float().cpu()))
+    try:
+        evaluate(model, images, labels, precision=precision)  # in cache-sized batches, as everywhere
+    finally:
+        hook.remove()
+    return torch.cat(features)

@@ -1,0 +1,71 @@
+"""The lab's pictures, drawn once and used everywhere: TensorBoard's Images tab (board.py) and the
+PNG files of test.py --report.
+
+Drawn with Pillow straight into RGB arrays, a few milliseconds each: matplotlib would cost more
+to import than all of TensorBoard's pictures of a run cost to draw.
+"""
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from lab.data import MEAN, STD
+
+MISTAKES_SHOWN = 48  # the grid's size: 4 rows of 12
+
+
+def font(size):
+    try:
+        return ImageFont.load_default(size=size)  # a scalable font (Pillow 10.1 and newer)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def confusion_picture(cm):
+    """The confusion matrix as an RGB array: rows true digit, columns predicted, counts written in.
+
+    Shaded on a log scale, or the diagonal (thousands) would leave every mistake (a few) white.
+    """
+    cell, left, top = 34, 44, 40
+    img = Image.new("RGB", (left + 10 * cell + 8, top + 10 * cell + 8), "white")
+    draw, small = ImageDraw.Draw(img), font(11)
+    shade = (cm.double().log1p() / max(cm.double().log1p().max().item(), 1e-9)).tolist()
+    for t in range(10):
+        draw.text((left - 14, top + t * cell + cell // 2), str(t), fill="black", font=small, anchor="mm")
+        draw.text((left + t * cell + cell // 2, top - 10), str(t), fill="black", font=small, anchor="mm")
+        for p in range(10):
+            s = shade[t][p]
+            colour = (int(255 - 200 * s), int(255 - 150 * s), 255) if t == p else (255, int(255 - 180 * s), int(255 - 180 * s))
+            x, y = left + p * cell, top + t * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour, outline=(225, 225, 225))
+            if cm[t, p]:
+                draw.text((x + cell // 2, y + cell // 2), str(int(cm[t, p])), font=small, anchor="mm",
+                          fill="white" if s > 0.6 and t == p else "black")
+    draw.text((left, 4), "predicted digit", fill="black", font=small)  # Pillow's own font has no arrows
+    draw.text((2, top - 24), "true", fill="black", font=small)
+    return np.asarray(img)
+
+
+def mistakes_picture(images, labels, result):
+    """The wrongly read digits, most confident mistake first, each captioned 'true as predicted, confidence'.
+
+    images: the normalised [N, 1, 28, 28] inputs; labels [N]; result: what metrics.evaluate returned.
+    """
+    labels, pred, prob = labels.cpu(), result["predictions"], result["probabilities"]
+    every = (pred != labels).nonzero().flatten()
+    confidence = prob[every].max(1).values
+    order = confidence.argsort(descending=True)[:MISTAKES_SHOWN]
+    wrong, confidence = every[order], confidence[order]
+    pixels = (images[wrong.to(images.device)].float() * STD + MEAN).clamp(0, 1).mul(255).byte().cpu()
+
+    cols, tile, gap, caption = 12, 56, 10, 15
+    rows = max(1, -(-len(wrong) // cols))
+    img = Image.new("RGB", (cols * (tile + gap) + gap, 22 + rows * (tile + caption + 4)), (245, 245, 245))
+    draw, small = ImageDraw.Draw(img), font(11)
+    shown = f"; the {len(wrong)} most confident shown" if len(wrong) < len(every) else ""
+    draw.text((gap, 4), f"{len(every)} of {len(labels)} read wrong{shown} (true digit as read, confidence)",
+              fill="black", font=small)
+    for k, (i, c) in enumerate(zip(wrong.tolist(), confidence.tolist())):
+        x, y = gap + (k % cols) * (tile + gap), 22 + (k // cols) * (tile + caption + 4)
+        draw.text((x - 2, y), f"{int(labels[i])} as {int(pred[i])} {100 * c:.0f}%", fill=(180, 0, 0), font=small)
+        digit = Image.fromarray(pixels[k, 0].numpy()).resize((tile, tile), Image.Resampling.NEAREST)
+        img.paste(digit, (x, y + caption))
+    return np.asarray(img)

@@ -1,0 +1,82 @@
+"""Writing the lab's files so that nothing is ever half written.
+
+Every file the lab writes (net.pth, last.pt, JSON, reports, pictures) goes through write_atomic():
+the bytes are made in memory first, written to a temporary file beside the target, flushed to
+disk, then renamed over it. A full disk, a read-only folder or Ctrl-C at any moment leaves either
+the old file or the whole new one, never a part; the failure is one line naming the file and why.
+"""
+import errno
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from lab.cli import UserError
+
+
+def make_folder(folder, flag):
+    """mkdir -p a folder the user named with `flag`; a failure is one line saying why."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, no permission, a link that leads nowhere, a full disk...
+        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+        raise UserError(f"{flag}: cannot make the folder {folder} ({why})") from None
+
+
+def cannot_write(path, error):
+    """The one-line UserError for a failed write of `path`."""
+    why = error.strerror or str(error) if isinstance(error, OSError) else str(error)
+    hint = "; free some space" if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) else ""
+    return UserError(f"cannot write {path} ({why}){hint}; anything saved there before is unchanged")
+
+
+def write_atomic(path, data):
+    """Write `data` (bytes) to `path`: afterwards it holds the old file or all of the new one, never half.
+
+    A failure to write (a full disk, a read-only folder, a missing one) is a UserError.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, or a power cut could leave an empty file
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    except BaseException as e:  # also Ctrl-C: never leave a temporary file behind
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise cannot_write(path, e) from None
+        raise
+
+
+def save_torch(obj, path):
+    """torch.save, atomically. Serialised in memory first: torch's zip writer, when the disk fills
+    under it, raises a RuntimeError about positions rather than the OSError that says why."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getbuffer())
+
+
+def write_text(path, text):
+    write_atomic(path, text.encode("utf-8"))
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def save_png(path, picture, **savefig):
+    """A picture as a PNG file: an RGB array or a Pillow image (figures.py), or a matplotlib figure."""
+    buffer = io.BytesIO()
+    if hasattr(picture, "savefig"):
+        picture.savefig(buffer, format="png", **savefig)
+    else:
+        (picture if isinstance(picture, Image.Image) else Image.fromarray(picture)).save(buffer, "PNG")
+    write_atomic(path, buffer.getbuffer())

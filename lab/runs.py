@@ -1,0 +1,179 @@
+"""A training run's life: where it runs, its folder, new or resumed, last.pt, and what it says at the end.
+
+A run lives in its folder under --logdir: TensorBoard's event files and last.pt, the state saved
+after every epoch (model, optimiser, schedule, random-number states, best so far, settings), from
+which `python train.py --resume` carries on as if it had never stopped. net.pth, the best model,
+goes wherever --checkpoint says (lab/checkpoint.py).
+"""
+import argparse
+import contextlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lab import distributed, settings
+from lab.checkpoint import check_version, load_file
+from lab.cli import UserError, fmt_time
+from lab.device import keep_freed_memory, pick_device, pick_precision, use_all_cores
+from lab.files import make_folder, save_torch
+
+STATE_FILE = "last.pt"  # the resumable state, in the run's folder
+STATE_FORMAT = "mnist-lab/run-state"
+VERSION = 2  # 1: no format marker, settings as the whole argparse Namespace ("args"); 2: a settings record
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace  # the settings it runs with: a resumed run's own, with this command's machine settings
+    device: torch.device
+    precision: str            # what --precision resolved to: fp32, bf16 or fp16
+    rank: int                 # under torchrun, this process's number of `world`; else 0 of 1
+    world: int
+    dir: Path                 # its folder: TensorBoard events and last.pt
+    state: dict = None        # the saved state it resumes from, or None for a new run
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def record(self):
+        return settings.record(self.args, precision=self.precision)
+
+
+def start(args):
+    """Everything before the first step: resume or not, threads, device and precision, torchrun, folders."""
+    state = None
+    if args.resume:
+        run_dir = find_run(args.logdir, args.resume)
+        state = read_state(run_dir / STATE_FILE)
+        trained, kept, resolved = state["settings"]
+        # The run's own training and run settings; where it runs now (device, data) from this command.
+        args = argparse.Namespace(**{**vars(args), **trained, **kept})
+        args.precision = resolved.get("precision") or args.precision
+    threads = use_all_cores()
+    keep_freed_memory()  # see lab/device.py: twice the speed in the first epoch on a CPU
+    device, rank, world = distributed.setup(pick_device(args.device))  # torchrun: process `rank` of `world`
+    precision = pick_precision(args.precision, device)
+    settings.model_options(args)  # a wrong option fails now, before the data is read
+    if Path(args.checkpoint).is_dir():
+        raise UserError(f"--checkpoint {args.checkpoint} is a folder: give a file name, e.g. net.pth")
+    make_folder(Path(args.checkpoint).parent, "--checkpoint")  # now, not after the first epoch's training
+    make_folder(args.logdir, "--logdir")
+    if state is None:
+        args.run_name = args.run_name or default_run_name(args)
+        run_dir = Path(args.logdir) / args.run_name
+        if (run_dir / STATE_FILE).exists():
+            raise UserError(f"run {run_dir} exists already: continue it with --resume {run_dir}, "
+                            "or pick another --run-name")
+    elif state["epoch"] >= args.epochs:
+        raise UserError(f"run {run_dir} already finished all {args.epochs} epochs; its best model is in {args.checkpoint}")
+    print(f"Using {device} device" + (f" ({threads} threads)" if device.type == "cpu" else "")
+          + f", {precision} precision" + (f", {world} processes (torchrun)" if distributed.launched() else ""))
+    if state is not None:
+        best = state["best"]
+        print(f"Resuming {run_dir} after epoch {state['epoch']} (best so far: epoch {best['epoch']}, "
+              f"val {100 * best['val_acc']:.2f}%)")
+    return Run(args, device, precision, rank, world, run_dir, state)
+
+
+def default_run_name(args):
+    return f"{time.strftime('%Y%m%d-%H%M%S')}_{args.model}_{args.optimizer}_lr{args.lr:g}_bs{args.batch_size}"
+
+
+def find_run(logdir, resume):
+    """The run folder that --resume names: a folder, a name under logdir, or the latest run."""
+    if resume == "latest":
+        states = sorted(Path(logdir).glob(f"**/{STATE_FILE}"), key=lambda p: p.stat().st_mtime)
+        if not states:
+            raise UserError(f"nothing to resume: no {STATE_FILE} under {logdir}/ (start with python train.py)")
+        return states[-1].parent
+    for run_dir in (Path(resume), Path(logdir) / resume):
+        if (run_dir / STATE_FILE).is_file():
+            return run_dir
+    raise UserError(f"nothing to resume at {resume}: no {STATE_FILE} there or under {logdir}/{resume}")
+
+
+# ---------------------------------------------------------------- last.pt: what is saved, and how it comes back
+
+def save_state(run, epoch, best, model, optimizer, scheduler, scaler, shuffle, augment_rng):
+    """last.pt: all that restore() needs to carry on after `epoch` exactly as if the run had not stopped."""
+    save_torch({"format": STATE_FORMAT, "version": VERSION, "epoch": epoch, "best": best, "settings": run.record,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict(), "generator": shuffle.get_state(), "aug_generator": augment_rng.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if run.device.type == "cuda" else None},
+               run.dir / STATE_FILE)
+
+
+def restore(run, model, optimizer, scheduler, scaler, shuffle, augment_rng):
+    """Put back what save_state() saved. Returns (the last epoch done, the best so far); (0, none) for a new run."""
+    s = run.state
+    if s is None:
+        return 0, {"val_acc": -1.0, "epoch": 0, "test_acc": None}
+    model.load_state_dict(s["model"])
+    optimizer.load_state_dict(s["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(s["scheduler"])
+    scaler.load_state_dict(s["scaler"])
+    shuffle.set_state(s["generator"])
+    augment_rng.set_state(s["aug_generator"])
+    torch.set_rng_state(s["torch_rng"])
+    if run.device.type == "cuda" and s.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(s["cuda_rng"])
+    return s["epoch"], dict(s["best"])
+
+
+def read_state(path, hint="start a new run instead"):
+    """last.pt, checked, with its settings record read: state["settings"] = (training, run, resolved) dicts."""
+    state = load_file(path, what="resume state", hint=hint)
+    if not isinstance(state, dict) or "epoch" not in state or state.get("format", STATE_FORMAT) != STATE_FORMAT:
+        raise UserError(f"{path} is not a run state of this lab's train.py: {hint}")
+    check_version(state, path, VERSION, "run state")
+    state["settings"] = settings.read_record(state.get("settings", state.get("args")), path)
+    return state
+
+
+# ---------------------------------------------------------------- the end of a run
+
+@contextlib.contextmanager
+def stoppable():
+    """Ctrl-C (or, under torchrun, another process stopping first) ends the `with` block, not the run:
+    what was saved stays saved, and stopped.interrupted says it happened."""
+    stopped = argparse.Namespace(interrupted=False)
+    try:
+        yield stopped
+    except KeyboardInterrupt:
+        stopped.interrupted = True
+    except RuntimeError as e:
+        if not distributed.peer_stopped(e):
+            raise
+        stopped.interrupted = True
+
+
+def summary(run, best, done, start_epoch, train_seconds, n_train, interrupted):
+    """What train() returns: where things are, the best epoch and its accuracies, and timings."""
+    return {"run_dir": str(run.dir), "checkpoint": run.args.checkpoint, "best_epoch": best["epoch"],
+            "best_val_acc": best["val_acc"], "test_acc": best["test_acc"], "seconds": time.perf_counter() - run.started,
+            "interrupted": interrupted, "epochs": run.args.epochs, "train_seconds": train_seconds,
+            "train_images": n_train * (done - start_epoch)}
+
+
+def say_interrupted(run, best, done):
+    print(f"\nInterrupted during epoch {done + 1}.", file=sys.stderr)
+    if best["epoch"]:
+        print(f"The best model so far (epoch {best['epoch']}, val {100 * best['val_acc']:.2f}%) "
+              f"is kept in {run.args.checkpoint}; logs are in {run.dir}.", file=sys.stderr)
+    if done > 0:
+        print(f"Resume from epoch {done + 1} with: python train.py --resume {run.dir}", file=sys.stderr)
+    else:
+        print("No epoch finished, so there is nothing to resume: run python train.py again.", file=sys.stderr)
+
+
+def say_done(run, best):
+    print(f"\nBest validation accuracy {100 * best['val_acc']:.2f}% at epoch {best['epoch']}; "
+          f"test accuracy of that model {100 * best['test_acc']:.2f}%.")
+    print(f"Saved to {run.args.checkpoint}. Wall time {fmt_time(time.perf_counter() - run.started)}.")
+    print(f"Evaluate it:  python test.py --checkpoint {run.args.checkpoint}")
+    print(f"Curves:       tensorboard --logdir {run.args.logdir}")

@@ -1,0 +1,166 @@
+"""train.py's flags: the one list of a run's settings. Everything else is derived from this parser.
+
+The flags fall in three groups, and the group decides what happens to a setting:
+
+    training   what the network learns with: recorded in net.pth and last.pt, shown in TensorBoard's
+               HParams and as report.py's columns, and each one a flag of sweep.py
+    run        how this run is kept: a resumed run keeps its own
+    machine    where it runs now: a resumed run takes these from the command line
+
+To add a training setting, add one flag to the training group below with a default that keeps
+the old behaviour, and use it where it acts (train.py, or net.py for a model option). The record
+in checkpoints, HParams, sweep.py and report.py follow by themselves.
+"""
+import argparse
+import inspect
+
+from lab.cli import (UserError, add_checkpoint_flag, add_data_flags, add_device_flag, add_precision_flag, fraction,
+                     make_parser, non_negative_float, non_negative_int, positive_float, positive_int)
+from net import MODELS
+
+VERSION = 2  # of the settings record in net.pth and last.pt; version 1 stored the whole argparse Namespace
+GROUPS = {"training": "training settings (recorded with the run; each is also a sweep.py flag)",
+          "run": "how the run is kept (a resumed run keeps its own)",
+          "machine": "where it runs (a resumed run takes these from the command line)"}
+
+
+def parser(description=None):
+    p = make_parser(description)
+    g = {name: p.add_argument_group(title) for name, title in GROUPS.items()}
+    a = g["training"].add_argument
+    a("--model", choices=list(MODELS), default="cnn", help="a network of net.py (default: cnn)")
+    a("--dropout", metavar="P", type=fraction, default=None, help="dropout in the dense head of cnn (default: none)")
+    a("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
+      help="batch norm in cnn's conv blocks (default: on with --augment, else off)")
+    a("--epochs", metavar="N", type=positive_int, default=6, help="passes over the training images (default: 6)")
+    a("--batch-size", metavar="N", type=positive_int, default=128, help="images per training step (default: 128)")
+    a("--lr", metavar="X", type=positive_float, default=6e-3, help="peak learning rate (default: 0.006)")
+    a("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"], default="adamw",
+      help="optimiser; sgd uses Nesterov momentum (default: adamw)")
+    a("--momentum", metavar="X", type=non_negative_float, default=0.9, help="momentum for sgd and rmsprop (default: 0.9)")
+    a("--weight-decay", metavar="X", type=non_negative_float, default=None,
+      help="decoupled decay for adamw, an L2 penalty for the others (default: 0.05 for adamw, else 0)")
+    a("--scheduler", choices=["onecycle", "step", "cosine", "none"], default="onecycle",
+      help="learning-rate schedule: onecycle warms up for 25%% of the steps, then anneals to ~0; step "
+           "multiplies by --gamma every --step-size epochs; cosine anneals from --lr; none keeps --lr (default: onecycle)")
+    a("--step-size", metavar="N", type=positive_int, default=3, help="epochs between lr drops for --scheduler step (default: 3)")
+    a("--gamma", metavar="X", type=positive_float, default=0.1, help="lr factor at each drop for --scheduler step (default: 0.1)")
+    a("--label-smoothing", metavar="X", type=fraction, default=0.1,
+      help="cross-entropy label smoothing: the training loss then never reaches 0 (default: 0.1)")
+    a("--augment", action=argparse.BooleanOptionalAction, default=False,
+      help="random shifts (±2 px), rotations (±10°) and scaling (±10%%) of every batch, made on the device; "
+           "use with ~20 epochs (default: off)")
+    a("--seed", metavar="N", type=non_negative_int, default=1, help="seed for initialisation, shuffling and augmentation (default: 1)")
+    a("--val-size", metavar="N", type=positive_int, default=5000,
+      help="training images held out to validate on: they pick the best epoch (default: 5000)")
+    a("--limit", metavar="N", type=positive_int, default=None, help="train on the first N training images only (quick checks)")
+
+    a = g["run"].add_argument
+    add_precision_flag(g["run"])
+    a("--compile", action="store_true", help="torch.compile the model (slower start; see docs/results.md)")
+    a("--logdir", default="boardlog", metavar="DIR", help="TensorBoard folder (default: boardlog)")
+    a("--run-name", default=None, metavar="NAME",
+      help="this run's subfolder of --logdir (default: date, time and settings)")
+    add_checkpoint_flag(g["run"], help="where the best model is saved (default: net.pth)")
+
+    a = g["machine"].add_argument
+    add_device_flag(g["machine"], "train")
+    add_data_flags(g["machine"])
+    a("--resume", nargs="?", const="latest", default=None, metavar="RUN",
+      help="continue an interrupted run: its folder or name (alone: the latest run in --logdir); "
+           "it keeps its own training and run settings")
+    return p
+
+
+def options_of(model):
+    """The option names a net of net.MODELS takes (none for the fixed lab nets)."""
+    return inspect.signature(MODELS[model]).parameters
+
+
+_PARSER = parser()
+# argparse keeps each group's actions in _group_actions: the one way to ask which flag is in which group.
+GROUP_OF = {action.dest: name for group in _PARSER._action_groups for name, title in GROUPS.items()
+            if group.title == title for action in group._group_actions}
+TRAINING = [dest for dest, group in GROUP_OF.items() if group == "training"]
+RUN = [dest for dest, group in GROUP_OF.items() if group == "run"]
+FLAG = {a.dest: a.option_strings[0] for a in _PARSER._actions if a.option_strings}
+SWITCHES = [a.dest for a in _PARSER._actions if isinstance(a, argparse.BooleanOptionalAction)]  # --x / --no-x
+MODEL_OPTIONS = [dest for dest in TRAINING if any(dest in options_of(m) for m in MODELS)]
+
+
+def parse(argv=None, description=None):
+    """train.py's settings from the command line, with the defaults that depend on others filled in."""
+    args = parser(description).parse_args(argv)
+    return resolve(args)
+
+
+def defaults():
+    return resolve(_PARSER.parse_args([]))
+
+
+def resolve(args):
+    if args.weight_decay is None:
+        # AdamW's decay is decoupled from the gradient and scaled by the lr: 0.05 is mild and helps
+        # generalisation (measured: docs/results.md). As an L2 penalty in sgd or adam, 0.05 would be far too strong.
+        args.weight_decay = 0.05 if args.optimizer == "adamw" else 0.0
+    if args.batchnorm is None and args.augment and "batchnorm" in options_of(args.model):
+        # Augmented runs train 20 epochs on harder images; batch norm lifts their median ~0.07% and
+        # narrows the spread between seeds (docs/results.md). The short runs meet their targets
+        # without it, and it makes each epoch ~9% slower on a CPU.
+        args.batchnorm = True
+    return args
+
+
+def training(args):
+    """The training settings of `args` (a Namespace or a dict): TensorBoard's HParams, sweep.py's and report.py's keys."""
+    values = vars(args) if isinstance(args, argparse.Namespace) else args
+    return {dest: values.get(dest) for dest in TRAINING}
+
+
+def model_options(settings):
+    """The options that rebuild the net, from training settings (a Namespace or a dict): those given
+    (not None) that differ from the net's own defaults, so that a checkpoint names what is special.
+
+    A wrong pairing fails here, before any data is read: e.g. --dropout with --model mlp.
+    """
+    values = training(settings)
+    takes = options_of(values["model"])
+    opts = {}
+    for name in MODEL_OPTIONS:
+        if values[name] is None:
+            continue
+        if name not in takes:
+            raise UserError(f"--model {values['model']} has no {name} option: leave out {FLAG[name]}")
+        if values[name] != takes[name].default:
+            opts[name] = values[name]
+    return opts
+
+
+# ---------------------------------------------------------------- the record kept in net.pth and last.pt
+
+def record(args, **resolved):
+    """The versioned settings record of a run: its training settings, its run settings, and what was
+    resolved when it ran (e.g. precision='bf16' for --precision auto), kept apart from what the user said."""
+    return {"version": VERSION, "training": training(args), "run": {dest: getattr(args, dest) for dest in RUN},
+            "resolved": resolved}
+
+
+def read_record(saved, where):
+    """A record as record() made it (or version 1's whole Namespace) -> (training, run, resolved) dicts.
+
+    Settings that did not exist when it was written take today's defaults, which keep the old behaviour.
+    A record from a newer version of the lab is refused with one line: it may mean something this code does not know.
+    """
+    if not isinstance(saved, dict):
+        raise UserError(f"{where} holds no settings record: it was not written by this lab's train.py")
+    if "version" not in saved:  # version 1: vars(args) after the run had changed it
+        run = {k: saved[k] for k in RUN if k in saved}
+        # Version 1 wrote False and 0 for the model options not given, where version 2 writes None.
+        trained = {k: (None if k in MODEL_OPTIONS and not saved.get(k) else saved[k]) for k in TRAINING if k in saved}
+        saved = {"version": 1, "training": trained, "run": run, "resolved": {"precision": saved.get("precision")}}
+    if saved["version"] > VERSION:
+        raise UserError(f"{where} was written by a newer version of this lab (settings version {saved['version']}; "
+                        f"this code reads up to {VERSION}): update the lab's code to use it")
+    base = defaults()
+    return ({**training(base), **saved["training"]}, {**{k: getattr(base, k) for k in RUN}, **saved["run"]},
+            dict(saved.get("resolved") or {}))
