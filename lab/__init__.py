@@ -7,6 +7,7 @@ and read first; these modules are what they share, one job each:
     data         MNIST as tensors: download or copy, split, normalise, batches, augmentation
     checkpoint   net.pth: the best model, saved atomically, loaded with weights_only=True
     runs         a run's life: its folder, new or resumed, last.pt, what it says at the end
+    progress     what train.py shows while an epoch runs
     metrics      evaluation and the confusion matrix
     figures      the pictures: confusion matrix, digits with what the net read
     board        what TensorBoard shows besides the curves
