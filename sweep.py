@@ -54,7 +54,8 @@ def parser():
             switch = action.dest in settings.SWITCHES
             # an on/off setting alone means on, as in train.py: sweep.py --augment --epochs 20
             grid.add_argument(settings.FLAG[action.dest], dest=action.dest, nargs="*" if switch else "+",
-                              metavar="yes|no" if switch else (action.metavar or "V"), help=action.help)
+                              metavar="yes|no" if switch else action.metavar or "|".join(action.choices or ["V"]),
+                              help=action.help)
     p.add_argument("--name", default=None,
                    help="the sweep's folder under --logdir (default: sweep-<date>-<time>); "
                         "give an existing sweep's name to continue it")
