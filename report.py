@@ -1,18 +1,21 @@
-"""Turn TensorBoard runs into a report to paste: markdown tables and a plot of the curves.
+"""Turn TensorBoard runs into a report to paste: markdown tables and plots of the curves.
 
     python report.py boardlog/sweep-20261122-101500        # every run of a sweep
     python report.py boardlog/run-a boardlog/run-b --out report/lr
 
 Writes into --out (default: report/) and prints the tables:
-  report.md   one row per run (what differs between the runs, parameters, seconds
-              per epoch, best validation accuracy and its epoch, test accuracy of
-              that best model), then validation accuracy per epoch per run;
-  curves.png  training loss and validation accuracy per epoch, every run overlaid.
+  report.md   one row per run: what differs between the runs, parameters, seconds per epoch, best
+              validation accuracy and its epoch, test accuracy of that best model, steps to reach 98%
+              and 99%; then, where runs differ only by --seed, each group's mean ± standard deviation;
+              then validation and test accuracy per epoch;
+  curves.png  every run (or group of seeds: mean and ± sd band) overlaid: training against validation
+              loss per epoch (overfitting shows as the two parting), validation and test accuracy per
+              epoch, and accuracy and training loss step by step (train.py --log-every, --eval-every).
 
-A run is any folder with TensorBoard event files in it. The numbers come from the
-scalars train.py logs every epoch. The settings come from the run's last.pt,
-which train.py saves every epoch, so a run that crashed half way still has them;
-if last.pt is gone, from the hparams TensorBoard logged at the end of the run.
+A run is any folder with TensorBoard event files in it (its steps/ subfolder holds its per-step
+curves). The numbers come from the scalars train.py logs. The settings come from the run's last.pt,
+which train.py saves every epoch, so a run that crashed half way still has them; if last.pt is gone,
+from the hparams TensorBoard logged at the end of the run.
 """
 import logging
 import os
@@ -28,6 +31,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lab import settings
+from lab.board import STEPS
 from lab.cli import UserError, make_parser, markdown_table, run_script
 from lab.files import make_folder, save_png, write_text
 from lab.runs import STATE_FILE, read_state
@@ -36,7 +40,9 @@ from net import build_model, count_parameters
 # Quiet: TensorBoard warns when it drops the events a resumed run logged past its saved state, which is right.
 logging.getLogger("tensorboard").setLevel(logging.ERROR)
 
-TAGS = ("loss/train", "accuracy/val", "accuracy/test", "time/epoch_seconds")
+TAGS = ("loss/train", "loss/val", "accuracy/val", "accuracy/test", "time/epoch_seconds")
+STEP_TAGS = ("loss/train_step", "accuracy/train_step", "accuracy/val_step")
+TARGETS = (0.98, 0.99)  # "how many steps to reach 98%, 99%?"
 
 
 def parser():
@@ -49,13 +55,14 @@ def parser():
 
 
 def find_runs(paths):
-    """Every folder under `paths` that holds an events file, each once."""
+    """Every folder under `paths` that holds an events file, each once (a run's steps/ is part of the run)."""
     runs = []
     for path in map(Path, paths):
         if not path.is_dir():
             note(f"{path}: no such folder, skipped")
             continue
-        found = sorted({f.parent for f in path.rglob("events.out.tfevents.*")})
+        found = sorted({f.parent for f in path.rglob("events.out.tfevents.*")
+                        if not (f.parent.name == STEPS and any(f.parent.parent.glob("events.out.tfevents.*")))})
         if not found:
             note(f"{path}: no TensorBoard event files in it (no runs yet?), skipped")
         runs += found
@@ -102,29 +109,46 @@ def count_params(values):
         return None
 
 
+def scalars(folder, tags):
+    """{tag: {step: value}} of a folder's events; a step logged twice (a resumed run) keeps its last value."""
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0: keep every point
+    events.Reload()
+    found = events.Tags()["scalars"]
+    return events, {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in tags if tag in found}
+
+
+def steps_to(curves):
+    """{target: the first step whose accuracy reached it, or None}, and the curve it was read from:
+    the validation accuracy measured every --eval-every steps, else the training accuracy of each
+    --log-every window."""
+    tag = "accuracy/val_step" if curves.get("accuracy/val_step") else "accuracy/train_step"
+    points = sorted(curves.get(tag, {}).items())
+    return {t: next((s for s, v in points if v >= t), None) for t in TARGETS}, tag
+
+
 def read_run(run_dir):
     """One run's curves and summary, or a string saying why there is nothing to report."""
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0: keep every point
-    events.Reload()
-    tags = events.Tags()["scalars"]
-    if "accuracy/val" not in tags:
+    events, curves = scalars(run_dir, TAGS)
+    if "accuracy/val" not in curves:
         return "no epoch finished (crashed or stopped in its first epoch?)"
-    # {step: event}: a step logged twice (a resumed run) keeps its last value.
-    curves = {tag: {e.step: e for e in events.Scalars(tag)} for tag in TAGS if tag in tags}
+    if (run_dir / STEPS).is_dir():
+        curves.update(scalars(run_dir / STEPS, STEP_TAGS)[1])
     val, test = curves["accuracy/val"], curves.get("accuracy/test", {})
     epochs = sorted(val)
-    best = max(epochs, key=lambda e: (val[e].value, -e))  # the first best epoch, as train.py keeps it
+    best = max(epochs, key=lambda e: (val[e], -e))  # the first best epoch, as train.py keeps it
     if "time/epoch_seconds" in curves:
-        secs = f"{statistics.mean(e.value for e in curves['time/epoch_seconds'].values()):.1f}"
+        secs = f"{statistics.mean(curves['time/epoch_seconds'].values()):.1f}"
     else:  # logged before train.py wrote the time: estimate from the event times, evaluation included
-        gaps = [val[e].wall_time - val[e - 1].wall_time for e in epochs if e - 1 in val]
+        times = {e.step: e.wall_time for e in events.Scalars("accuracy/val")}
+        gaps = [times[e] - times[e - 1] for e in epochs if e - 1 in times]
         secs = f"~{statistics.median(gaps):.1f}" if gaps else None
     values = read_settings(run_dir, events)
     total = values.get("epochs")
+    reached, steps_tag = steps_to(curves)
     return {"dir": run_dir, "curves": curves, "settings": values, "params": count_params(values),
-            "secs": secs, "best_val": val[best].value, "best_epoch": best,
-            "test": test[best].value if best in test else None, "epochs": epochs[-1],
-            "total": int(total) if total is not None else None, "started": events.FirstEventTimestamp()}
+            "secs": secs, "best_val": val[best], "best_epoch": best, "test": test.get(best),
+            "epochs": epochs[-1], "total": int(total) if total is not None else None,
+            "reached": reached, "steps_tag": steps_tag, "started": events.FirstEventTimestamp()}
 
 
 def fmt(value):
@@ -137,30 +161,99 @@ def fmt(value):
     return str(value)
 
 
-def plot(runs, path):
-    fig = Figure(figsize=(12, 5), layout="constrained")  # a figure alone, no window: pyplot is not needed
-    axes = fig.subplots(1, 2)
-    colors = colormaps["tab10"].colors if len(runs) <= 10 else colormaps["tab20"].colors
-    for i, run in enumerate(runs):
-        style = {"color": colors[i % len(colors)], "linestyle": "-" if i < len(colors) else "--",
-                 "marker": "o", "markersize": 3}
-        for ax, tag, scale in ((axes[0], "loss/train", 1), (axes[1], "accuracy/val", 100)):
-            points = sorted(run["curves"].get(tag, {}).items())
-            ax.plot([s for s, _ in points], [scale * e.value for _, e in points], label=run["label"], **style)
-    axes[0].set(xlabel="epoch", ylabel="training loss", title="Training loss")
-    axes[1].set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
-    last = max(run["epochs"] for run in runs)
-    for ax in axes:
-        if last <= 20:  # every epoch a tick; one epoch alone would otherwise get ticks like 0.995
+def mean_sd(values, scale=100, decimals=2):
+    """'99.12 ± 0.05' over seeds (sample standard deviation), or the one value alone; "(k of n)" after it
+    when only k of the n runs have a value (e.g. reached 99%)."""
+    values = list(values)
+    known = [scale * v for v in values if v is not None]
+    if not known:
+        return "–"
+    text = f"{known[0]:.{decimals}f}" if len(known) == 1 else \
+        f"{statistics.mean(known):.{decimals}f} ± {statistics.stdev(known):.{decimals}f}"
+    return text if len(known) == len(values) else f"{text} ({len(known)} of {len(values)})"
+
+
+def group_by_seed(runs):
+    """Runs that differ only by --seed, together, in the order they ran: [[run, ...], ...]."""
+    groups = {}
+    for r in runs:
+        key = tuple(sorted((k, fmt(v)) for k, v in r["settings"].items() if k != "seed")) or str(r["dir"])
+        groups.setdefault(key, []).append(r)
+    return list(groups.values())
+
+
+def mean_curves(members):
+    """The members' curves averaged step by step: {tag: {step: (mean, sd)}} (sd 0 for one run)."""
+    tags = {tag for r in members for tag in r["curves"]}
+    out = {}
+    for tag in tags:
+        steps = sorted({s for r in members for s in r["curves"].get(tag, {})})
+        out[tag] = {}
+        for step in steps:
+            values = [r["curves"][tag][step] for r in members if step in r["curves"].get(tag, {})]
+            out[tag][step] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+    return out
+
+
+def plot(series, path):
+    """series: [(label, {tag: {step: (mean, sd)}})]. Four panels, one colour per series."""
+    fig = Figure(figsize=(12, 9), layout="constrained")  # a figure alone, no window: pyplot is not needed
+    axes = fig.subplots(2, 2)
+    colors = colormaps["tab10"].colors if len(series) <= 10 else colormaps["tab20"].colors
+    steps_tag = "accuracy/val_step" if any(c.get("accuracy/val_step") for _, c in series) else "accuracy/train_step"
+    panels = [(axes[0, 0], [("loss/train", "-", 1, "training"), ("loss/val", "--", 1, "validation")], "loss",
+               "Training (—) against validation (--) loss"),
+              (axes[0, 1], [("accuracy/val", "-", 100, "validation"), ("accuracy/test", ":", 100, "test")],
+               "accuracy (%)", "Validation (—) and test (···) accuracy"),
+              (axes[1, 0], [(steps_tag, "-", 100, "")], "accuracy (%)",
+               "Validation accuracy, step by step" if steps_tag == "accuracy/val_step"
+               else "Training accuracy, mean of each --log-every steps"),
+              (axes[1, 1], [("loss/train_step", "-", 1, "")], "training loss", "Training loss, step by step")]
+    for i, (label, curves) in enumerate(series):
+        colour = colors[i % len(colors)]
+        for ax, lines, _, _ in panels:
+            for tag, style, scale, _ in lines:
+                points = sorted(curves.get(tag, {}).items())
+                if not points:
+                    continue
+                x = [s for s, _ in points]
+                mean = [scale * m for _, (m, _) in points]
+                sd = [scale * d for _, (_, d) in points]
+                ax.plot(x, mean, style, color=colour, label=label if (ax, tag) == (axes[0, 1], "accuracy/val") else None,
+                        marker="o" if ax in (axes[0, 0], axes[0, 1]) else None, markersize=3)
+                if any(sd):
+                    ax.fill_between(x, [m - d for m, d in zip(mean, sd)], [m + d for m, d in zip(mean, sd)],
+                                    color=colour, alpha=0.15, linewidth=0)
+    last = max((max(c.get("accuracy/val", {0: 0})) for _, c in series), default=1)
+    for ax, _, ylabel, title in panels:
+        epochs = ax in (axes[0, 0], axes[0, 1])
+        ax.set(xlabel="epoch" if epochs else "step", ylabel=ylabel, title=title)
+        if epochs and last <= 20:  # every epoch a tick; one epoch alone would otherwise get ticks like 0.995
             ax.set_xticks(range(1, last + 1))
             ax.set_xlim(0.5, last + 0.5)
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    # Below both plots, where it hides no curve; one legend serves both since the colours match.
-    handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(runs) if len(runs) <= 4 else 3, fontsize=8)
-    save_png(path, fig, dpi=120)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not logged (train.py --log-every)", ha="center", va="center", transform=ax.transAxes)
+    # Below the plots, where it hides no curve; one legend serves all since the colours match.
+    handles, labels = axes[0, 1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(series) if len(series) <= 4 else 3, fontsize=8)
+    save_png(path, fig, dpi=110)
+
+
+def per_epoch_table(series, tag):
+    last = max(max(curves.get("accuracy/val", {0: 0})) for _, curves in series)
+    return markdown_table(
+        ["epoch", *(label for label, _ in series)],
+        [[e, *(mean_sd_point(curves.get(tag, {}).get(e)) for _, curves in series)] for e in range(1, last + 1)])
+
+
+def mean_sd_point(point):
+    if point is None:
+        return "–"
+    mean, sd = point
+    return f"{100 * mean:.2f}" + (f" ± {100 * sd:.2f}" if sd else "")
 
 
 def main(argv=None):
@@ -201,19 +294,39 @@ def main(argv=None):
             r["label"] = r["name"]
 
     columns = [k for k in differs if k != "epochs"]  # the epochs column below shows the run's length
+    reached = lambda r, t: "–" if r["reached"][t] is None else \
+        f"{'~' if r['steps_tag'] == 'accuracy/train_step' else ''}{r['reached'][t]:,}"
     table = markdown_table(
-        ["run", *columns, "params", "s/epoch", "best val (%)", "best epoch", "test (%)", "epochs"],
+        ["run", *columns, "params", "s/epoch", "best val (%)", "best epoch", "test (%)", "epochs",
+         *(f"steps to {100 * t:g}%" for t in TARGETS)],
         [[r["name"], *(fmt(r["settings"].get(k)) for k in columns),
           f"{r['params']:,}" if r["params"] is not None else "–", r["secs"] or "–",
           f"{100 * r['best_val']:.2f}", r["best_epoch"],
           f"{100 * r['test']:.2f}" if r["test"] is not None else "–",
-          r["epochs"] if not r["total"] or r["epochs"] >= r["total"] else f"{r['epochs']} of {r['total']}"]
+          r["epochs"] if not r["total"] or r["epochs"] >= r["total"] else f"{r['epochs']} of {r['total']}",
+          *(reached(r, t) for t in TARGETS)]
          for r in runs])
-    last = max(r["epochs"] for r in runs)
-    per_epoch = markdown_table(
-        ["epoch", *(r["label"] for r in runs)],
-        [[e, *(f"{100 * r['curves']['accuracy/val'][e].value:.2f}" if e in r["curves"]["accuracy/val"] else "–"
-               for r in runs)] for e in range(1, last + 1)])
+
+    # Runs that differ only by seed: chance alone tells them apart, so they are summed up as mean ± sd.
+    groups = group_by_seed(runs)
+    grouped = any(len(g) > 1 for g in groups)
+    group_columns = [k for k in columns if k != "seed"]
+    for g in groups:
+        g_label = ", ".join(f"{k}={fmt(g[0]['settings'].get(k))}" for k in group_columns)
+        for r in g:
+            r["group"] = g_label or (r["label"] if len(g) == 1 else "all runs")
+    seeds_table = markdown_table(
+        [*(group_columns or ["runs"]), "n", "seeds", "best val (%)", "best epoch", "test (%)",
+         *(f"steps to {100 * t:g}%" for t in TARGETS)],
+        [[*((fmt(g[0]["settings"].get(k)) for k in group_columns) if group_columns else [g[0]["group"]]),
+          len(g), " ".join(fmt(r["settings"].get("seed")) for r in g),
+          mean_sd(r["best_val"] for r in g), mean_sd([r["best_epoch"] for r in g], scale=1, decimals=1),
+          mean_sd(r["test"] for r in g),
+          *(mean_sd([r["reached"][t] for r in g], scale=1, decimals=0) for t in TARGETS)] for g in groups]) \
+        if grouped else ""
+    series = ([(g[0]["group"], mean_curves(g)) for g in groups] if grouped
+              else [(r["label"], mean_curves([r])) for r in runs])
+    val_table, test_table = per_epoch_table(series, "accuracy/val"), per_epoch_table(series, "accuracy/test")
 
     stopped = [r for r in runs if r["total"] and r["epochs"] < r["total"]]
     for r in stopped:
@@ -224,6 +337,7 @@ def main(argv=None):
             note(f"{r['dir']}: no last.pt and no hparams, so its settings are unknown")
 
     shared_line = f"Shared by all runs: {', '.join(shared)}." if shared else ""
+    per = " (mean ± sd over seeds)" if grouped else ""
     sources = [p for p in args.paths if any(r["dir"].absolute().is_relative_to(Path(p).absolute()) for r in runs)]
     text = "\n\n".join(filter(None, [
         "# Experiment report",
@@ -232,16 +346,26 @@ def main(argv=None):
         "## Runs", table,
         "*s/epoch*: seconds to train one epoch, evaluation excluded (mean over the epochs logged; "
         "~ marks an estimate from the event times). *best val*: the best validation accuracy, whose "
-        "epoch's weights are the run's saved checkpoint; *test (%)*: that checkpoint's test accuracy."
+        "epoch's weights are the run's saved checkpoint; *test (%)*: that checkpoint's test accuracy. "
+        "*steps to 98%, 99%*: the first step at which the validation accuracy, measured every --eval-every "
+        "steps, reached it; ~ marks the training accuracy of each --log-every window instead, where the run "
+        "measured no validation between epochs; – never reached."
         + (" *epochs* \"k of n\": the run stopped early." if stopped else ""),
-        "## Validation accuracy (%) per epoch", per_epoch,
-        "## Curves", "![Training loss and validation accuracy per epoch](curves.png)"])) + "\n"
+        grouped and "## Over seeds: mean ± standard deviation", seeds_table,
+        grouped and ("Runs that differ only by `--seed` differ by chance alone: the spread over seeds says how "
+                     "large a difference between settings must be before it means something. n: the runs."),
+        f"## Validation accuracy (%) per epoch{per}", val_table,
+        f"## Test accuracy (%) per epoch{per}", test_table,
+        "Watched, never used to choose: the best epoch is chosen on validation.",
+        "## Curves", "![Loss and accuracy per epoch and per step](curves.png)"])) + "\n"
 
     out = Path(args.out)
     make_folder(out, "--out")
     write_text(out / "report.md", text)
-    plot(runs, out / "curves.png")
-    print("\n\n".join(filter(None, [shared_line, table, "Validation accuracy (%) per epoch:", per_epoch])))
+    plot(series, out / "curves.png")
+    print("\n\n".join(filter(None, [shared_line, table, grouped and "Over seeds (mean ± sd):", seeds_table,
+                                     f"Validation accuracy (%) per epoch{per}:", val_table,
+                                     f"Test accuracy (%) per epoch{per}:", test_table])))
     print(f"\nWrote {out / 'report.md'} and {out / 'curves.png'}")
     return 0
 

@@ -3,11 +3,14 @@
     python sweep.py --lr 0.01 0.001 0.0001 --epochs 5
     python sweep.py --model mlp cnn2 cnn --optimizer sgd adam --epochs 3 --name models
     python sweep.py --seed 1 2 3 --augment no yes --epochs 3     # how much is chance, how much the change?
+    python sweep.py --optimizer sgd:lr=0.05 adam:lr=0.001 --recipe plain   # each optimiser at its own rate
     python report.py boardlog/models             # then: tables and curves
 
 Every training setting of train.py is a grid option here: give it several values and each is tried;
 give it one and it applies to every run, like every other train.py option (--data-dir, --device,
---logdir, ...). On/off settings take yes and no. The data is read once and shared by all runs. Each
+--logdir, ...). On/off settings take yes and no. A value can carry settings paired with it,
+VALUE:SETTING=VALUE[:...], for a fair comparison: sgd:lr=0.05 runs sgd at 0.05 and adam:lr=0.001
+adam at 0.001, not each at both. The data is read once and shared by all runs. Each
 run logs to boardlog/<sweep>/<run>/, named by the values that vary (e.g. model=cnn_lr=0.01), and keeps
 its best model there as net.pth, so that test.py and report.py can use every run of the table.
 
@@ -41,6 +44,7 @@ from lab.device import cores, pick_device
 SET_PER_RUN = ("resume", "run_name", "checkpoint")  # the sweep chooses these, never the user
 TRAIN = [sys.executable, str(Path(__file__).resolve().with_name("train.py"))]  # one run, with --jobs N
 YES, NO = ("yes", "on", "true", "1"), ("no", "off", "false", "0")
+BY_NAME = {settings.FLAG[dest][2:]: dest for dest in settings.TRAINING}  # "batch-size" -> "batch_size"
 
 
 def parser():
@@ -81,6 +85,23 @@ def given_at(dest, argv):
     return next((i for i, a in enumerate(argv) if a == flag or a.startswith(flag + "=")), len(argv))
 
 
+def paired(dest, text):
+    """A grid value with the settings paired to it: "sgd:lr=0.05:momentum=0.95" -> ("sgd", {"lr": "0.05", ...})."""
+    value, *pairs = text.split(":")
+    extras = {}
+    for pair in pairs:
+        name, _, setting = pair.partition("=")
+        if not value or not setting:
+            raise UserError(f"{settings.FLAG[dest]} {text}: pair other settings with a value as "
+                            f"VALUE:SETTING=VALUE, e.g. --optimizer sgd:lr=0.05 adam:lr=0.001")
+        other = BY_NAME.get(name.replace("_", "-"))
+        if other is None or other == dest:
+            raise UserError(f"{settings.FLAG[dest]} {text}: {name!r} is not another training setting "
+                            "(see python train.py --help)")
+        extras[other] = setting
+    return value, extras
+
+
 def plan_runs(args, rest, name, argv):
     """(train's settings for the whole sweep, its folder, one (run name, label, train args, argv) per combination).
 
@@ -93,16 +114,23 @@ def plan_runs(args, rest, name, argv):
         if getattr(base, dest) != getattr(defaults, dest):
             raise UserError(f"--{dest.replace('_', '-')} is set by the sweep for each run: leave it out")
     # Values stay as typed (dicts keep order and drop repeats): "lr=1e-3" names the folder as the user wrote it.
-    grid = [(dest, list(dict.fromkeys(getattr(args, dest) or ["yes"]))) for dest in settings.TRAINING
-            if getattr(args, dest) is not None]
+    grid = [(dest, [paired(dest, v) for v in dict.fromkeys(getattr(args, dest) or ["yes"])])
+            for dest in settings.TRAINING if getattr(args, dest) is not None]
     grid.sort(key=lambda option: given_at(option[0], argv))  # in the order typed: the first varies slowest
+    for dest, values in grid:
+        for other in {o for _, extras in values for o in extras} & {d for d, _ in grid}:
+            raise UserError(f"{settings.FLAG[other]} is paired with {settings.FLAG[dest]} values and is a grid "
+                            "option too: give it one way")
     varies = [dest for dest, values in grid if len(values) > 1]
     runs_ = []
     for values in itertools.product(*(vals for _, vals in grid)):
-        chosen = dict(zip((dest for dest, _ in grid), values))
-        # Folders are named by the values that vary, e.g. model=cnn_lr=0.01
-        run = "_".join(f"{settings.FLAG[d][2:]}={chosen[d]}" for d in varies) or "run"
-        label = " ".join(f"{settings.FLAG[d][2:]}={chosen[d]}" for d in varies) or "the one run"
+        chosen, named = {}, []
+        for (dest, _), (value, extras) in zip(grid, values):
+            chosen.update({dest: value, **extras})
+            if dest in varies:  # folders are named by the values that vary, and what is paired with them
+                named += [(dest, value), *extras.items()]
+        run = "_".join(f"{settings.FLAG[d][2:]}={v}" for d, v in named) or "run"
+        label = " ".join(f"{settings.FLAG[d][2:]}={v}" for d, v in named) or "the one run"
         argv = rest + [x for dest, value in chosen.items() for x in as_flags(dest, value)]
         argv += ["--logdir", str(sweep_dir), "--run-name", run, "--checkpoint", str(sweep_dir / run / "net.pth")]
         run_args = settings.parse(argv)  # the later --logdir wins over one in `rest`

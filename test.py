@@ -14,7 +14,7 @@ from lab.cli import (add_checkpoint_flag, add_data_flags, add_device_flag, add_p
                      non_negative_int, positive_int, run_script)
 from lab.data import MEAN, STD, load_split, normalize
 from lab.device import pick_device, pick_precision, use_all_cores
-from lab.figures import confusion_picture, mistakes_picture
+from lab.figures import confusion_picture, mistakes_picture, predictions_picture
 from lab.files import make_folder, save_png, write_json
 from lab.metrics import confusion_matrix, digit_tables, evaluate, per_digit_accuracy
 from net import count_parameters
@@ -31,10 +31,11 @@ def parser():
     a("--batch-size", type=positive_int, default=256, metavar="N", help="images per evaluation batch (default: 256)")
     a("--json", metavar="FILE", default=None, help="also write the figures as JSON to FILE")
     a("--samples", type=non_negative_int, default=0, metavar="N", help="print N random test images' predictions")
-    a("--seed", type=non_negative_int, default=0, metavar="N", help="which random images --samples shows (default: 0)")
+    a("--seed", type=non_negative_int, default=0, metavar="N",
+      help="which random images --samples and predictions.png show (default: 0)")
     a("--report", metavar="DIR", default=None,
-      help="save pictures into DIR: confusion.png (the confusion matrix) and misclassified.png "
-           "(the digits read wrong, most confident first)")
+      help="save pictures into DIR: confusion.png (the confusion matrix), misclassified.png (the digits "
+           "read wrong, most confident first) and predictions.png (48 digits at random, right and wrong marked)")
     return p
 
 
@@ -81,7 +82,8 @@ def main(argv=None):
     if args.report:
         save_png(f"{args.report}/confusion.png", confusion_picture(cm))
         save_png(f"{args.report}/misclassified.png", mistakes_picture(x, labels, res))
-        print(f"Wrote {args.report}/confusion.png and {args.report}/misclassified.png")
+        save_png(f"{args.report}/predictions.png", predictions_picture(x, labels, res, seed=args.seed))
+        print(f"Wrote confusion.png, misclassified.png and predictions.png into {args.report}")
     return 0
 
 

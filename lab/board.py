@@ -1,6 +1,7 @@
 """What train.py writes for TensorBoard: the curves, and what the network gets wrong, sees and learns.
 
     start of a run   Text        the exact command line; Graphs: the model's graph
+                     Images      train/samples: the first 48 training images with their labels
     every epoch      Scalars     loss/train, accuracy/train, loss/val, accuracy/val, accuracy/test
                                  (watched, never used to choose), lr, time/epoch_seconds
                      Images      val/confusion (the validation confusion matrix) and val/mistakes
@@ -27,30 +28,40 @@ from torch.utils.tensorboard import SummaryWriter
 from lab import settings
 from lab.checkpoint import load_checkpoint
 from lab.data import MEAN, STD
-from lab.figures import confusion_picture, mistakes_picture
+from lab.figures import confusion_picture, mistakes_picture, samples_picture
 from lab.metrics import confusion_matrix, digit_tables, evaluate
 
 PROJECTED = 2000  # test digits in the projector: enough for clear clusters, a sprite of 1,260 px
+STEPS = "steps"   # the subfolder of a run that holds its per-step curves
 
 
 def command_line():
     return "python " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
-def open_run(run, start_epoch, model, example):
+def open_run(run, start_epoch, model, images, labels):
     """The run's SummaryWriter, rank 0's alone (None for the others), with the command that started
-    or resumed it and, for a new run, the model's graph traced on `example`."""
+    or resumed it and, for a new run, the model's graph and a grid of the training images with their labels."""
     if run.rank != 0:
         return None
     if run.state is None:
         writer = SummaryWriter(str(run.dir))
         writer.add_text("command", f"`{command_line()}`", 0)
-        log_graph(writer, model, example)
+        writer.add_image("train/samples", samples_picture(images, labels), 0, dataformats="HWC")
+        log_graph(writer, model, images[:2])
     else:  # purge_step drops events logged after the saved state, so resumed curves carry on unbroken
         writer = SummaryWriter(str(run.dir), purge_step=start_epoch + 1)
         # at the first step this process logs, so that the start's own line is kept, not repeated
         writer.add_text("command", f"resumed after epoch {start_epoch}: `{command_line()}`", start_epoch + 1)
     return writer
+
+
+def open_steps(run, steps_done):
+    """Rank 0's writer for the per-step curves (lab/progress.py), in the run's steps/ folder; None for the others.
+    A resumed run drops what was logged there after `steps_done`, the steps of the epochs it saved."""
+    if run.rank != 0:
+        return None
+    return SummaryWriter(str(run.dir / STEPS), purge_step=steps_done + 1 if run.state is not None else None)
 
 
 def log_graph(writer, model, example):

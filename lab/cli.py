@@ -134,8 +134,8 @@ def fmt_time(seconds):
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-# Cells that right-align: 1,234  0.5  99.2%  ~3.1  99.1 ± 0.1  975/981  2 of 5, and blanks or yes/no among them
-_NUMERIC = re.compile(r"[~-]?[\d,]*\.?\d+%?( ± [\d.]+%?)?|\d+/\d+|\d+ of \d+|–|n/a|yes|no")
+# Cells that right-align: 1,234  0.5  99.2%  ~3.1  99.1 ± 0.1 (2 of 3)  975/981  2 of 5, and blanks or yes/no among them
+_NUMERIC = re.compile(r"[~-]?[\d,]*\.?\d+%?( ± [\d.]+%?)?( \(\d+ of \d+\))?|\d+/\d+|\d+ of \d+|–|n/a|yes|no")
 
 
 def markdown_table(header, rows):

@@ -5,6 +5,7 @@ Drawn with Pillow straight into RGB arrays, a few milliseconds each: matplotlib 
 to import than all of TensorBoard's pictures of a run cost to draw.
 """
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from lab.data import MEAN, STD
@@ -44,6 +45,24 @@ def confusion_picture(cm):
     return np.asarray(img)
 
 
+def digits_picture(images, captions, title, colours=None, cols=12):
+    """A grid of digits, each under its caption: images the normalised [N, 1, 28, 28] inputs (any device),
+    captions one short text each, colours one RGB triple each (default black)."""
+    pixels = (images.float() * STD + MEAN).clamp(0, 1).mul(255).byte().cpu()
+    tile, gap, caption = 56, 10, 15
+    cols = max(1, min(cols, len(captions)))
+    rows = max(1, -(-len(captions) // cols))
+    img = Image.new("RGB", (max(cols * (tile + gap) + gap, 420), 22 + rows * (tile + caption + 4)), (245, 245, 245))
+    draw, small = ImageDraw.Draw(img), font(11)
+    draw.text((gap, 4), title, fill="black", font=small)
+    for k, text in enumerate(captions):
+        x, y = gap + (k % cols) * (tile + gap), 22 + (k // cols) * (tile + caption + 4)
+        draw.text((x - 2, y), text, fill=colours[k] if colours else "black", font=small)
+        digit = Image.fromarray(pixels[k, 0].numpy()).resize((tile, tile), Image.Resampling.NEAREST)
+        img.paste(digit, (x, y + caption))
+    return np.asarray(img)
+
+
 def mistakes_picture(images, labels, result):
     """The wrongly read digits, most confident mistake first, each captioned 'true as predicted, confidence'.
 
@@ -54,18 +73,28 @@ def mistakes_picture(images, labels, result):
     confidence = prob[every].max(1).values
     order = confidence.argsort(descending=True)[:MISTAKES_SHOWN]
     wrong, confidence = every[order], confidence[order]
-    pixels = (images[wrong.to(images.device)].float() * STD + MEAN).clamp(0, 1).mul(255).byte().cpu()
-
-    cols, tile, gap, caption = 12, 56, 10, 15
-    rows = max(1, -(-len(wrong) // cols))
-    img = Image.new("RGB", (cols * (tile + gap) + gap, 22 + rows * (tile + caption + 4)), (245, 245, 245))
-    draw, small = ImageDraw.Draw(img), font(11)
     shown = f"; the {len(wrong)} most confident shown" if len(wrong) < len(every) else ""
-    draw.text((gap, 4), f"{len(every)} of {len(labels)} read wrong{shown} (true digit as read, confidence)",
-              fill="black", font=small)
-    for k, (i, c) in enumerate(zip(wrong.tolist(), confidence.tolist())):
-        x, y = gap + (k % cols) * (tile + gap), 22 + (k // cols) * (tile + caption + 4)
-        draw.text((x - 2, y), f"{int(labels[i])} as {int(pred[i])} {100 * c:.0f}%", fill=(180, 0, 0), font=small)
-        digit = Image.fromarray(pixels[k, 0].numpy()).resize((tile, tile), Image.Resampling.NEAREST)
-        img.paste(digit, (x, y + caption))
-    return np.asarray(img)
+    return digits_picture(images[wrong.to(images.device)],
+                          [f"{int(labels[i])} as {int(pred[i])} {100 * c:.0f}%" for i, c in zip(wrong.tolist(), confidence.tolist())],
+                          f"{len(every)} of {len(labels)} read wrong{shown} (true digit as read, confidence)",
+                          [(180, 0, 0)] * len(wrong))
+
+
+def predictions_picture(images, labels, result, n=48, seed=0):
+    """n test digits drawn at random, right and wrong alike, each captioned with what the net read:
+    green 'read 7 (99%)' when right, red 'read 1, is 7' when wrong."""
+    labels, pred, prob = labels.cpu(), result["predictions"], result["probabilities"]
+    pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n]
+    right = pred[pick] == labels[pick]
+    captions = [f"read {int(pred[i])} {100 * prob[i].max():.0f}%" if ok else f"read {int(pred[i])}, is {int(labels[i])}"
+                for i, ok in zip(pick.tolist(), right.tolist())]
+    return digits_picture(images[pick.to(images.device)], captions,
+                          f"{len(pick)} test digits at random: {int(right.sum())} read right (green), "
+                          f"{int((~right).sum())} wrong (red: what it read, what it is)",
+                          [(0, 120, 0) if ok else (190, 0, 0) for ok in right.tolist()])
+
+
+def samples_picture(images, labels, n=48):
+    """The first n images of a set with their labels: what the network is shown."""
+    return digits_picture(images[:n], [f"label {int(y)}" for y in labels[:n].tolist()],
+                          f"The first {min(n, len(labels))} training images and their labels")

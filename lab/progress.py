@@ -1,23 +1,64 @@
-"""What train.py shows while an epoch runs: a bar with the running loss and accuracy (in a terminal)."""
+"""What train.py shows and logs while an epoch runs, step by step (rank 0 alone).
+
+    in a terminal      a bar with the running loss and accuracy of the epoch
+    elsewhere          (an IDE's run window, a notebook, a pipe, a log file) a plain line every
+                       --log-every steps, since a bar there shows nothing until the epoch ends
+    TensorBoard        every --log-every steps, the mean training loss and accuracy of those steps
+                       (loss/train_step, accuracy/train_step); every --eval-every steps, the
+                       validation accuracy and loss (accuracy/val_step, loss/val_step)
+
+The x axis of these curves is the step counted from the run's start (an epoch is
+ceil(training images / batch size) steps). They go to the run's steps/ folder, which TensorBoard
+shows as a run of its own: a resumed run drops the steps logged after its saved epoch there, as it
+drops the epochs in the run's own folder.
+
+Reading a number off a GPU makes the CPU wait for the GPU's queue to drain, so the sums stay on
+the device and are read only every --log-every steps (every 20 for the bar).
+"""
 import sys
+import time
 
 from tqdm import tqdm
 
 
-class EpochBar:
-    """The bar under the epoch lines: rank 0 only, and only where stderr is a terminal."""
-
-    def __init__(self, epoch, epochs, steps, rank=0):
-        self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
-                        disable=not sys.stderr.isatty() or rank != 0, dynamic_ncols=True)
+class EpochSteps:
+    def __init__(self, epoch, epochs, steps, log_every, writer=None, validate=None, eval_every=None, rank=0):
+        self.epoch, self.epochs, self.steps, self.rank = epoch, epochs, steps, rank
+        self.first = (epoch - 1) * steps  # the run's step count before this epoch
+        self.log_every, self.writer, self.validate, self.eval_every = log_every, writer, validate, eval_every
+        self.last = (0.0, 0, 0)  # loss sum, right answers and images at the last point logged
+        self.eval_seconds = 0.0  # spent validating between steps: not training time
+        self.bar = None
+        if rank == 0 and sys.stderr.isatty():
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True)
 
     def step(self, step, loss_sum, correct, seen):
-        """After training step `step` (from 0) of the epoch; the sums are tensors, possibly on a GPU."""
-        if self.bar.disable:
+        """After training step `step` (from 0) of the epoch, with the epoch's sums so far (tensors, maybe on a GPU)."""
+        if self.rank != 0:
             return
-        self.bar.update()
-        if step % 20 == 0:  # .item() waits for a GPU to finish: not at every step
-            self.bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
+        done = self.first + step + 1  # of the whole run
+        if self.bar is not None:
+            self.bar.update()
+            if step % 20 == 0:
+                self.bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
+        if done % self.log_every == 0:
+            total, right = loss_sum.item(), int(correct.item())
+            loss, accuracy = ((total - self.last[0]) / (seen - self.last[2]), (right - self.last[1]) / (seen - self.last[2]))
+            self.last = (total, right, seen)
+            if self.writer is not None:
+                self.writer.add_scalar("loss/train_step", loss, done)
+                self.writer.add_scalar("accuracy/train_step", accuracy, done)
+            if self.bar is None:
+                print(f"step {step + 1}/{self.steps} of epoch {self.epoch}/{self.epochs}  "
+                      f"train loss {loss:.4f} acc {100 * accuracy:.2f}%", flush=True)
+        if self.eval_every and done % self.eval_every == 0 and self.validate is not None:
+            t0 = time.perf_counter()
+            val = self.validate()
+            self.eval_seconds += time.perf_counter() - t0
+            if self.writer is not None:
+                self.writer.add_scalar("accuracy/val_step", val["accuracy"], done)
+                self.writer.add_scalar("loss/val_step", val["loss"], done)
 
     def close(self):
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -16,12 +16,27 @@ import inspect
 
 from lab.cli import (UserError, add_checkpoint_flag, add_data_flags, add_device_flag, add_precision_flag, fraction,
                      make_parser, non_negative_float, non_negative_int, positive_float, positive_int)
-from net import MODELS
+from net import ACTIVATIONS, MODELS
 
+# The defaults of the settings that make a recipe; a flag given on the command line wins.
+RECIPES = {"ours": {"optimizer": "adamw", "lr": 6e-3, "scheduler": "onecycle", "label_smoothing": 0.1, "nesterov": True},
+           "plain": {"optimizer": "sgd", "lr": 0.01, "scheduler": "none", "label_smoothing": 0.0, "nesterov": False}}
 VERSION = 2  # of the settings record in net.pth and last.pt; version 1 stored the whole argparse Namespace
 GROUPS = {"training": "training settings (recorded with the run; each is also a sweep.py flag)",
           "run": "how the run is kept (a resumed run keeps its own)",
           "machine": "where it runs (a resumed run takes these from the command line)"}
+
+
+def widths(text):
+    """argparse type for --channels: 1 to 4 positive whole numbers separated by commas, e.g. 32,64,64."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not 1 <= len(values) <= 4 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 to 4 widths of at least 1 separated by commas, "
+                                         f"e.g. 32,64,64, got {text!r}")
+    return values
 
 
 def parser(description=None):
@@ -29,24 +44,39 @@ def parser(description=None):
     g = {name: p.add_argument_group(title) for name, title in GROUPS.items()}
     a = g["training"].add_argument
     a("--model", choices=list(MODELS), default="cnn", help="a network of net.py (default: cnn)")
+    a("--channels", metavar="C,C,...", type=widths, default=None,
+      help="cnn's conv blocks, one width each, 1 to 4 blocks: 32,64 (two), 32,64,64,128 (four) (default: 32,64,64)")
+    a("--hidden", metavar="N", type=positive_int, default=None, help="the width of cnn's dense layer (default: 128)")
+    a("--activation", choices=list(ACTIVATIONS), default=None,
+      help="the activation of cnn, mlp, cnn2 and cnn4bn (default: each net's own: sigmoid for mlp, else relu)")
     a("--dropout", metavar="P", type=fraction, default=None, help="dropout in the dense head of cnn (default: none)")
     a("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
-      help="batch norm in cnn's conv blocks (default: on with --augment, else off)")
+      help="batch norm in the conv blocks of cnn (default: on with --augment) and cnn4bn (default: on)")
+    a("--recipe", choices=list(RECIPES), default="ours",
+      help="the defaults of --optimizer, --lr, --scheduler, --label-smoothing and --nesterov: ours (adamw, 0.006, "
+           "onecycle, 0.1) converges in a few epochs; plain is the lab reports' textbook setup (sgd with momentum "
+           "0.9, no nesterov, a constant lr of 0.01, no label smoothing). A flag given wins (default: ours)")
     a("--epochs", metavar="N", type=positive_int, default=6, help="passes over the training images (default: 6)")
     a("--batch-size", metavar="N", type=positive_int, default=128, help="images per training step (default: 128)")
-    a("--lr", metavar="X", type=positive_float, default=6e-3, help="peak learning rate (default: 0.006)")
-    a("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"], default="adamw",
-      help="optimiser; sgd uses Nesterov momentum (default: adamw)")
+    a("--lr", metavar="X", type=positive_float, default=None, help="(peak) learning rate (default: the recipe's)")
+    a("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"], default=None,
+      help="optimiser (default: the recipe's)")
     a("--momentum", metavar="X", type=non_negative_float, default=0.9, help="momentum for sgd and rmsprop (default: 0.9)")
+    a("--nesterov", action=argparse.BooleanOptionalAction, default=None,
+      help="Nesterov momentum for sgd, else plain momentum (default: the recipe's)")
     a("--weight-decay", metavar="X", type=non_negative_float, default=None,
       help="decoupled decay for adamw, an L2 penalty for the others (default: 0.05 for adamw, else 0)")
-    a("--scheduler", choices=["onecycle", "step", "cosine", "none"], default="onecycle",
+    a("--scheduler", choices=["onecycle", "step", "cosine", "none"], default=None,
       help="learning-rate schedule: onecycle warms up for 25%% of the steps, then anneals to ~0; step "
-           "multiplies by --gamma every --step-size epochs; cosine anneals from --lr; none keeps --lr (default: onecycle)")
+           "multiplies by --gamma every --step-size epochs; cosine anneals from --lr; none keeps --lr "
+           "(default: the recipe's)")
     a("--step-size", metavar="N", type=positive_int, default=3, help="epochs between lr drops for --scheduler step (default: 3)")
     a("--gamma", metavar="X", type=positive_float, default=0.1, help="lr factor at each drop for --scheduler step (default: 0.1)")
-    a("--label-smoothing", metavar="X", type=fraction, default=0.1,
-      help="cross-entropy label smoothing: the training loss then never reaches 0 (default: 0.1)")
+    a("--loss", choices=["cross-entropy", "mse"], default="cross-entropy",
+      help="the training loss: cross-entropy, or mse between the softmax probabilities and the one-hot label "
+           "(validation and test always report cross-entropy) (default: cross-entropy)")
+    a("--label-smoothing", metavar="X", type=fraction, default=None,
+      help="label smoothing of the training targets: the training loss then never reaches 0 (default: the recipe's)")
     a("--augment", action=argparse.BooleanOptionalAction, default=False,
       help="random shifts (±2 px), rotations (±10°) and scaling (±10%%) of every batch, made on the device; "
            "use with ~20 epochs (default: off)")
@@ -58,6 +88,13 @@ def parser(description=None):
     a = g["run"].add_argument
     add_precision_flag(g["run"])
     a("--compile", action="store_true", help="torch.compile the model (slower start; see docs/results.md)")
+    a("--log-every", metavar="N", type=positive_int, default=100,
+      help="every N steps, the mean training loss and accuracy of those steps to TensorBoard (tags loss/train_step "
+           "and accuracy/train_step, in the run's steps/ folder), and a line on the screen where there is no "
+           "progress bar (an IDE, a notebook, a pipe) (default: 100)")
+    a("--eval-every", metavar="N", type=positive_int, default=None,
+      help="also measure the validation accuracy every N steps (accuracy/val_step): how many steps to 99%%? "
+           "(default: once an epoch only)")
     a("--logdir", default="boardlog", metavar="DIR", help="TensorBoard folder (default: boardlog)")
     a("--run-name", default=None, metavar="NAME",
       help="this run's subfolder of --logdir (default: date, time and settings)")
@@ -99,6 +136,9 @@ def defaults():
 
 
 def resolve(args):
+    for name, value in RECIPES[args.recipe].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.weight_decay is None:
         # AdamW's decay is decoupled from the gradient and scaled by the lr: 0.05 is mild and helps
         # generalisation (measured: docs/results.md). As an L2 penalty in sgd or adam, 0.05 would be far too strong.
@@ -131,8 +171,11 @@ def model_options(settings):
             continue
         if name not in takes:
             raise UserError(f"--model {values['model']} has no {name} option: leave out {FLAG[name]}")
-        if values[name] != takes[name].default:
-            opts[name] = values[name]
+        value, default = values[name], takes[name].default
+        if isinstance(default, tuple):  # --channels: a list, as checkpoints keep it
+            value, default = list(value), list(default)
+        if value != default:
+            opts[name] = value
     return opts
 
 

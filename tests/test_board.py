@@ -45,7 +45,7 @@ def test_every_tab_is_written_at_the_right_steps(trained):
 
     # Images: the validation pictures every epoch, the test pictures of the best checkpoint at the end
     for tag, steps in [("val/confusion", [1, 2]), ("val/mistakes", [1, 2]), ("test/confusion", [2]),
-                       ("test/mistakes", [2])]:
+                       ("test/mistakes", [2]), ("train/samples", [0])]:
         pictures = acc.Images(tag)
         assert [e.step for e in pictures] == steps, tag
         with Image.open(io.BytesIO(pictures[-1].encoded_image_string)) as im:

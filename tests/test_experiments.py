@@ -152,8 +152,9 @@ def test_report_tables_and_plot(sweep):
     proc = run_py("report.py", sweep["sweep_dir"], "--out", out, cwd=sweep["dir"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     markdown = (out / "report.md").read_text()
-    runs, per_epoch = tables(markdown)
-    assert runs[0] == ["run", "model", "lr", "params", "s/epoch", "best val (%)", "best epoch", "test (%)", "epochs"]
+    runs, per_epoch, test_per_epoch = tables(markdown)  # no seeds: no table of means
+    assert runs[0] == ["run", "model", "lr", "params", "s/epoch", "best val (%)", "best epoch", "test (%)", "epochs",
+                       "steps to 98%", "steps to 99%"]
     assert [row[0] for row in runs[1:]] == RUNS  # in the order they ran
     params = {row[0]: row[3] for row in runs[1:]}
     assert params["model=cnn_lr=0.01"] == f"{EXPECTED['cnn']:,}" and params["model=mlp_lr=0.01"] == f"{EXPECTED['mlp']:,}"
@@ -162,8 +163,9 @@ def test_report_tables_and_plot(sweep):
                             "model=mlp, lr=0.001"]
     assert len(per_epoch) == 2 and per_epoch[1][0] == "1"
     assert [row[5] for row in runs[1:]] == per_epoch[1][1:]  # best val = the one epoch's val
+    assert [row[7] for row in runs[1:]] == test_per_epoch[1][1:] and test_per_epoch[0] == per_epoch[0]
     assert "Shared by all runs:" in markdown and "epochs 1" in markdown
-    assert tables(proc.stdout) == [runs, per_epoch]  # the same tables on the terminal
+    assert tables(proc.stdout) == [runs, per_epoch, test_per_epoch]  # the same tables on the terminal
     from lab.checkpoint import load_file
     for row in runs[1:]:  # test (%) is the test accuracy of the checkpoint the run saved
         assert float(row[7]) == pytest.approx(100 * load_file(sweep["sweep_dir"] / row[0] / "net.pth")["test_acc"],
@@ -232,10 +234,10 @@ def test_report_edge_cases(sweep, tmp_path):
     for text in ["empty: no TensorBoard event files", "missing: no such folder", "stale: no epoch finished",
                  "crashed: only 1 of its 3 epochs"]:
         assert text in proc.stderr
-    runs, per_epoch = tables((tmp_path / "report" / "report.md").read_text())
+    runs, per_epoch, _ = tables((tmp_path / "report" / "report.md").read_text())
     assert len(runs) == 1 + 6 and len(per_epoch) == 1 + 1
     crashed = next(row for row in runs if row[0].endswith("crashed"))
-    assert crashed[-1] == "1 of 3" and f"{EXPECTED['mlp']:,}" in crashed
+    assert crashed[runs[0].index("epochs")] == "1 of 3" and f"{EXPECTED['mlp']:,}" in crashed
     same = [row for row in runs if row[0].endswith(("events-only", "model=mlp_lr=0.01"))]
     assert len(same) == 2 and same[0][1:] == same[1][1:]  # the same run, read with or without its last.pt
 

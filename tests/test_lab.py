@@ -308,9 +308,9 @@ def test_test_py_prints_what_its_json_says(trained, tmp_path):
     assert len(re.findall(r"image +\d+: predicted \d", proc.stdout)) == 5
     assert result["accuracy"] > 0.96
     from PIL import Image
-    for name in ("confusion.png", "misclassified.png"):
+    for name in ("confusion.png", "misclassified.png", "predictions.png"):
         with Image.open(tmp_path / "rep" / name) as im:
-            assert im.size[0] > 300
+            assert im.size[0] > 300 and len(im.getcolors(1 << 16) or "many") > 10  # drawn
 
 
 def test_test_py_does_not_import_train_py():
