@@ -60,7 +60,7 @@ def test_the_package_never_imports_a_script():
 def test_settings_groups_and_what_follows_from_them():
     from lab import settings
     assert settings.TRAINING[0] == "model" and {"lr", "epochs", "dropout", "augment", "seed"} <= set(settings.TRAINING)
-    assert set(settings.RUN) == {"precision", "compile", "logdir", "run_name", "checkpoint"}
+    assert set(settings.RUN) == {"precision", "compile", "logdir", "run_name", "checkpoint", "log_every", "eval_every"}
     machine = [d for d, g in settings.GROUP_OF.items() if g == "machine"]
     assert set(machine) == {"device", "data_dir", "mirror", "resume"}
     args = settings.parse(["--lr", "0.01", "--device", "cpu"])
