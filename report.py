@@ -256,10 +256,10 @@ def mean_sd_point(point):
     return f"{100 * mean:.2f}" + (f" ± {100 * sd:.2f}" if sd else "")
 
 
-def main(argv=None):
-    args = parser().parse_args(argv)
+def read_runs(paths):
+    """Every run under `paths` with a finished epoch, in the order they ran (a sweep's grid order)."""
     runs = []
-    for run_dir in find_runs(args.paths):
+    for run_dir in find_runs(paths):
         try:
             run = read_run(run_dir)
         except Exception as e:  # a damaged events file: one line, and the other runs still count
@@ -269,22 +269,23 @@ def main(argv=None):
         else:
             runs.append(run)
     if not runs:
-        raise UserError(f"no runs with a finished epoch in {' '.join(args.paths)}: "
+        raise UserError(f"no runs with a finished epoch in {' '.join(paths)}: "
                         "train some with python sweep.py or python train.py")
-    runs.sort(key=lambda r: r["started"])  # the order they were run in: a sweep's grid order
+    return sorted(runs, key=lambda r: r["started"])
 
-    # Names relative to what the runs share, e.g. "model=cnn_lr=0.01" rather than boardlog/sweep-.../...
+
+def name_runs(runs):
+    """Give each run a name (its folder, relative to what the runs share) and a label (the settings in
+    which it differs from the others). Returns (the settings that differ, those all runs share)."""
     common = Path(os.path.commonpath([r["dir"].absolute() for r in runs]))
     if any(r["dir"].absolute() == common for r in runs):  # one run alone, or a run inside another
         common = common.parent
     for r in runs:
-        r["name"] = str(r["dir"].absolute().relative_to(common))
-
+        r["name"] = str(r["dir"].absolute().relative_to(common))  # e.g. "model=cnn_lr=0.01"
     keys = list(dict.fromkeys(k for r in runs for k in r["settings"]))
     # A setting differs when the runs that record it disagree; a run that lost its settings differs in none.
     known = {k: [fmt(r["settings"][k]) for r in runs if r["settings"].get(k) is not None] for k in keys}
     differs = [k for k in keys if len(set(known[k])) > 1]
-    shared = [f"{k} {known[k][0]}" for k in keys if k not in differs and known[k]]
     for r in runs:
         r["label"] = ", ".join(f"{k}={fmt(r['settings'].get(k))}" for k in differs)
         if len(r["label"]) > 50 and len(r["name"]) < len(r["label"]):  # unrelated runs: the folder says it shorter
@@ -292,11 +293,16 @@ def main(argv=None):
     if len({r["label"] for r in runs}) < len(runs) or not runs[0]["label"]:  # nothing tells runs apart
         for r in runs:
             r["label"] = r["name"]
+    return differs, [f"{k} {known[k][0]}" for k in keys if k not in differs and known[k]]
 
-    columns = [k for k in differs if k != "epochs"]  # the epochs column below shows the run's length
-    reached = lambda r, t: "–" if r["reached"][t] is None else \
-        f"{'~' if r['steps_tag'] == 'accuracy/train_step' else ''}{r['reached'][t]:,}"
-    table = markdown_table(
+
+def runs_table(runs, columns):
+    """One row per run."""
+    def reached(r, target):
+        if r["reached"][target] is None:
+            return "–"
+        return f"{'~' if r['steps_tag'] == 'accuracy/train_step' else ''}{r['reached'][target]:,}"
+    return markdown_table(
         ["run", *columns, "params", "s/epoch", "best val (%)", "best epoch", "test (%)", "epochs",
          *(f"steps to {100 * t:g}%" for t in TARGETS)],
         [[r["name"], *(fmt(r["settings"].get(k)) for k in columns),
@@ -307,6 +313,26 @@ def main(argv=None):
           *(reached(r, t) for t in TARGETS)]
          for r in runs])
 
+
+def seeds_table(groups, columns):
+    """One row per group of runs that differ only by seed: mean ± sd of each figure, and n."""
+    return markdown_table(
+        [*(columns or ["runs"]), "n", "seeds", "best val (%)", "best epoch", "test (%)",
+         *(f"steps to {100 * t:g}%" for t in TARGETS)],
+        [[*((fmt(g[0]["settings"].get(k)) for k in columns) if columns else [g[0]["group"]]),
+          len(g), " ".join(fmt(r["settings"].get("seed")) for r in g),
+          mean_sd(r["best_val"] for r in g), mean_sd([r["best_epoch"] for r in g], scale=1, decimals=1),
+          mean_sd(r["test"] for r in g),
+          *(mean_sd([r["reached"][t] for r in g], scale=1, decimals=0) for t in TARGETS)] for g in groups])
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    runs = read_runs(args.paths)
+    differs, shared = name_runs(runs)
+    columns = [k for k in differs if k != "epochs"]  # the epochs column shows the run's length
+    table = runs_table(runs, columns)
+
     # Runs that differ only by seed: chance alone tells them apart, so they are summed up as mean ± sd.
     groups = group_by_seed(runs)
     grouped = any(len(g) > 1 for g in groups)
@@ -315,15 +341,7 @@ def main(argv=None):
         g_label = ", ".join(f"{k}={fmt(g[0]['settings'].get(k))}" for k in group_columns)
         for r in g:
             r["group"] = g_label or (r["label"] if len(g) == 1 else "all runs")
-    seeds_table = markdown_table(
-        [*(group_columns or ["runs"]), "n", "seeds", "best val (%)", "best epoch", "test (%)",
-         *(f"steps to {100 * t:g}%" for t in TARGETS)],
-        [[*((fmt(g[0]["settings"].get(k)) for k in group_columns) if group_columns else [g[0]["group"]]),
-          len(g), " ".join(fmt(r["settings"].get("seed")) for r in g),
-          mean_sd(r["best_val"] for r in g), mean_sd([r["best_epoch"] for r in g], scale=1, decimals=1),
-          mean_sd(r["test"] for r in g),
-          *(mean_sd([r["reached"][t] for r in g], scale=1, decimals=0) for t in TARGETS)] for g in groups]) \
-        if grouped else ""
+    seeds = seeds_table(groups, group_columns) if grouped else ""
     series = ([(g[0]["group"], mean_curves(g)) for g in groups] if grouped
               else [(r["label"], mean_curves([r])) for r in runs])
     val_table, test_table = per_epoch_table(series, "accuracy/val"), per_epoch_table(series, "accuracy/test")
@@ -351,7 +369,7 @@ def main(argv=None):
         "steps, reached it; ~ marks the training accuracy of each --log-every window instead, where the run "
         "measured no validation between epochs; – never reached."
         + (" *epochs* \"k of n\": the run stopped early." if stopped else ""),
-        grouped and "## Over seeds: mean ± standard deviation", seeds_table,
+        grouped and "## Over seeds: mean ± standard deviation", seeds,
         grouped and ("Runs that differ only by `--seed` differ by chance alone: the spread over seeds says how "
                      "large a difference between settings must be before it means something. n: the runs."),
         f"## Validation accuracy (%) per epoch{per}", val_table,
@@ -363,7 +381,7 @@ def main(argv=None):
     make_folder(out, "--out")
     write_text(out / "report.md", text)
     plot(series, out / "curves.png")
-    print("\n\n".join(filter(None, [shared_line, table, grouped and "Over seeds (mean ± sd):", seeds_table,
+    print("\n\n".join(filter(None, [shared_line, table, grouped and "Over seeds (mean ± sd):", seeds,
                                      f"Validation accuracy (%) per epoch{per}:", val_table,
                                      f"Test accuracy (%) per epoch{per}:", test_table])))
     print(f"\nWrote {out / 'report.md'} and {out / 'curves.png'}")

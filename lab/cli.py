@@ -33,6 +33,9 @@ def run_script(main):
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         status = 130
+    except BrokenPipeError:  # the reader went away (python report.py ... | head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush is quiet too
+        status = 141  # what a shell reports for a process stopped by SIGPIPE
     # At exit Python's garbage collector walks every object that torch created (0.5 s on 2 cores)
     # only to free memory that the operating system takes back anyway: keep them out of its sight.
     gc.freeze()
