@@ -20,6 +20,7 @@ from PIL import Image
 from lab.checkpoint import load_checkpoint
 from lab.cli import add_checkpoint_flag, add_device_flag, int_between, make_parser, run_script
 from lab.device import pick_device
+from lab.figures import maps_picture
 from lab.files import save_png, write_json
 from lab.images import ImageProblem, load_image, net_input, preprocess, to_grey
 
@@ -87,7 +88,6 @@ def save_show(path, shown):
 def save_explain(path, model, ckpt, names, seen, probs):
     """The --explain picture: what each image's pixels did for the digit read and against the runner-up."""
     from lab.explain import Explainer, why_items  # here, not at the top: captum's import takes 0.7 s
-    from lab.figures import maps_picture
 
     n = min(len(seen), SHOW_MAX)
     pixels = torch.stack(seen[:n])

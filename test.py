@@ -18,7 +18,7 @@ from lab.cli import (add_checkpoint_flag, add_data_flags, add_device_flag, add_p
                      markdown_table, non_negative_int, positive_int, run_script)
 from lab.data import MEAN, STD, load_split, normalize
 from lab.device import pick_device, pick_precision, use_all_cores
-from lab.figures import confusion_picture, mistakes_picture
+from lab.figures import confusion_picture, maps_picture, mistakes_picture
 from lab.files import make_folder, save_png, write_json
 from lab.metrics import confusion_matrix, digit_tables, evaluate, per_digit_accuracy
 from net import count_parameters
@@ -43,7 +43,6 @@ def attack_table(model, ckpt, images, labels, n):
 def explain_mistakes(path, model, ckpt, images, labels, res):
     """--report's explained.png: the most confident mistakes, with what spoke for the digit read and against the true one."""
     from lab.explain import Explainer, why_items  # here: captum's import takes 0.7 s
-    from lab.figures import maps_picture
 
     preds, probs = res["predictions"], res["probabilities"]
     wrong = (preds != labels).nonzero().flatten()
