@@ -6,7 +6,9 @@
 
 The page is three plain files in draw/ (no internet needed). It sends the drawing, or a photo, to
 this server as an image file; the server reads it exactly as predict.py reads a file (lab/images.py),
-runs the net once, keeping what each layer hands on, and answers with JSON.
+runs the net once, keeping what each layer hands on, and answers with JSON. Once the drawing is
+still, the page also asks why the net read that digit (or any other: click its bar) and shows how
+little change to the pixels makes it read another (docs/draw.md, docs/explain.md).
 Python's standard library serves it: no web framework.
 
     GET  /            the page (and /draw.js, /draw.css)
@@ -20,12 +22,12 @@ Python's standard library serves it: no web framework.
                       200 {"digit", "probabilities", "input", "target", "score", "blank_score",
                            "integrated_gradients": 28x28, "grad_cam": 28x28 or null, "milliseconds"}
     POST /attack?eps=0.1&target=any&method=pgd     body: an image file. Every pixel (0..1) moves by at
-                      most eps (0 to 1), away from the digit read (target=any, the default) or towards
+                      most eps (0 to 1, default 0.1), away from the digit read (target=any, the default) or towards
                       target (a digit), by PGD (the default, 20 steps) or FGSM (one step):
                       200 {"digit", "probabilities", "input", "target", "eps", "method", "changed": 28x28,
                            "changed_digit", "changed_probabilities", "fooled", "largest_change", "milliseconds"}
                       400 for an unknown, repeated or bad parameter, or a body that is no usable image;
-                      503 when the server is busy with others' for longer than --request-timeout
+                      503 when it waited for the others' longer than 20 s (then try again)
 Explanations and attacks cost more than a prediction (tens of passes through the net): at most
 half the cores work on them at once, so that predictions still flow while they run.
 """
@@ -64,6 +66,7 @@ ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
           "/draw.js": ("draw.js", "text/javascript; charset=utf-8"),
           "/draw.css": ("draw.css", "text/css; charset=utf-8")}
 MAX_BODY = 10_000_000  # bytes: a larger body is refused from its Content-Length, before it is read
+QUEUE_S = 20.0  # seconds an explanation or attack may wait for its turn before it is answered 503
 SHORT = {"MaxPool2d": "MaxPool", "BatchNorm2d": "BatchNorm", "AvgPool2d": "AvgPool"}  # layer names on the page
 # What /explain and /attack take besides the image (their body), as query parameters
 PARAMETERS = {"/explain": ("target",), "/attack": ("eps", "target", "method")}
@@ -309,7 +312,7 @@ class Handler(BaseHTTPRequestHandler):
         data = self.read_body()
         if data is None:
             return
-        reader, wait = self.server.reader, self.server.request_timeout
+        reader, wait = self.server.reader, QUEUE_S
         try:
             if path == "/predict":
                 with self.server.cores:  # as many images at once as there are cores; the others wait their turn

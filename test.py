@@ -11,7 +11,10 @@ pixel of each test image by at most ε (0..1, black to white) in the direction t
 (FGSM: one step; PGD: 20 smaller steps) and prints what accuracy is left; docs/explain.md compares it
 with PyTorch's FGSM tutorial.
 """
+import sys
+
 import torch
+from tqdm import tqdm
 
 from lab.checkpoint import load_checkpoint
 from lab.cli import (add_checkpoint_flag, add_data_flags, add_device_flag, add_precision_flag, make_parser,
@@ -33,7 +36,8 @@ def attack_table(model, ckpt, images, labels, n):
 
     n = min(n, len(labels))
     print(f"\nAttacking the first {n:,} test images (FGSM and PGD at {len(EPSILONS)} ε)...", flush=True)
-    acc = robust_accuracy(Explainer(model, ckpt), images[:n].float() / 255, labels[:n])
+    with tqdm(total=2 * n, desc="attacks", unit="image", leave=False, disable=not sys.stderr.isatty()) as bar:
+        acc = robust_accuracy(Explainer(model, ckpt), images[:n].float() / 255, labels[:n], progress=bar.update)
     rows = [[f"{e:g}", f"{100 * f:.1f}%", f"{100 * p:.1f}%"] for e, f, p in zip(EPSILONS, acc["fgsm"], acc["pgd"])]
     print(f"Accuracy under attack (each pixel moved by at most ε, pixels 0..1; an image counts only if read "
           f"right before the attack too):\n\n{markdown_table(['ε', 'FGSM', f'PGD, {PGD_STEPS} steps'], rows)}")

@@ -164,7 +164,7 @@ def robust_accuracy(explainer, pixels, labels, eps_list=EPSILONS, methods=("fgsm
                 attacked = explainer.attack(x, eps, y, method=method)
                 correct[k] += int((right & (explainer.logits(attacked).argmax(1) == y)).sum())
             if progress:
-                progress(method, min(i + batch_size, len(labels)), len(labels))
+                progress(len(y))  # images done, of this method
         result[method] = [c / max(len(labels), 1) for c in correct]
     return result
 

@@ -430,6 +430,8 @@ def test_bench_draw_quick(trained, data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"one at a time: median [\d.]+ ms, p95 [\d.]+ ms", proc.stdout)
     assert re.search(r"\d+ threads x \d+ at once: \d+/\d+ answered", proc.stdout)
+    for kind in ("/explain", "/explain?target=3", "/attack?eps=0.3&target=3&method=pgd"):
+        assert re.search(rf"POST {re.escape(kind)}: 10/10 answered one at a time, median [\d.]+ ms", proc.stdout), proc.stdout
 
 
 # ---------------------------------------------------------------- a real browser
