@@ -13,7 +13,7 @@ Python's standard library serves it: no web framework.
 
     GET  /            the page (and /draw.js, /draw.css)
     GET  /info        JSON: the checkpoint (file, model, epoch, validation accuracy), the layers shown, and
-                      "explain": Grad-CAM's layer (null without a conv layer), the steps and the largest ε
+                      "explain": Grad-CAM's map size (null without conv layers), the steps, the largest ε
     POST /predict     body: an image file (Content-Type image/png, image/jpeg, ...)
                       200 {"digit", "probabilities", "input": 28x28, "feature_maps", "dense", "milliseconds"}
                       400 {"error": "one line"} for a body that is no usable image; 413 over 10 MB
@@ -22,8 +22,8 @@ Python's standard library serves it: no web framework.
                       200 {"digit", "probabilities", "input", "target", "score", "blank_score",
                            "integrated_gradients": 28x28, "grad_cam": 28x28 or null, "milliseconds"}
     POST /attack?eps=0.1&target=any&method=pgd     body: an image file. Every pixel (0..1) moves by at
-                      most eps (0 to 1, default 0.1), away from the digit read (target=any, the default) or towards
-                      target (a digit), by PGD (the default, 20 steps) or FGSM (one step):
+                      most eps (0 to 1, default 0.1), away from the digit read (target=any, the default)
+                      or towards target (a digit), by PGD (the default, 20 steps) or FGSM (one step):
                       200 {"digit", "probabilities", "input", "target", "eps", "method", "changed": 28x28,
                            "changed_digit", "changed_probabilities", "fooled", "largest_change", "milliseconds"}
                       400 for an unknown, repeated or bad parameter, or a body that is no usable image;
@@ -168,8 +168,8 @@ class Explainers:
         try:
             explainer = self.idle.get(timeout=wait)
         except queue.Empty:
-            raise Busy(f"busy: {self.n} explanations or attacks at a time, and others waited longer than "
-                       f"{wait:g} s; try again in a moment") from None
+            raise Busy(f"busy: explanations and attacks run {self.n} at a time here, and this one waited "
+                       f"{wait:g} s for its turn; try again in a moment") from None
         try:
             yield explainer
         finally:
@@ -210,10 +210,11 @@ def parameters(path, url):
 class DigitReader:
     """A checkpoint's net, reading image files for any number of threads at once."""
 
-    def __init__(self, checkpoint, explainers=None):
+    def __init__(self, checkpoint):
         model, self.ckpt = load_checkpoint(checkpoint)  # the one-line errors of test.py and predict.py
-        # copies of the net before LayerOutputs hooks it: their passes keep nothing
-        self.explainers = Explainers(model, self.ckpt, explainers or max(1, cores() // 2))
+        # Copies of the net, made before LayerOutputs hooks it: their passes keep nothing. Half the
+        # cores at most, so that readings (one core each) go on while explanations run.
+        self.explainers = Explainers(model, self.ckpt, max(1, cores() // 2))
         self.layers = LayerOutputs(model)
         with torch.inference_mode():  # one run on a blank image: the layers' shapes, and a warm start
             _, maps, dense = self.layers(torch.zeros(1, 1, 28, 28))

@@ -93,7 +93,8 @@ def save_explain(path, model, ckpt, names, seen, probs):
     pixels = torch.stack(seen[:n])
     top_p, top_d = probs[:n].topk(2, dim=1)
     read, runner_up = top_d[:, 0], top_d[:, 1]
-    captions = [f"{Path(name).name[:24]}: {d} ({100 * p:.0f}%)" for name, d, p in zip(names, read.tolist(), top_p[:, 0])]
+    captions = [f"{Path(name).name[:24]}: {d} ({100 * p:.0f}%)"
+                for name, d, p in zip(names, read.tolist(), top_p[:, 0].tolist())]
     items = why_items(Explainer(model, ckpt), pixels, read, runner_up, captions)
     save_png(path, maps_picture(items, "red: raises the digit's score, blue: lowers it "
                                        "(Integrated Gradients from a blank image; Grad-CAM: the last conv block)"))

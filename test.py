@@ -45,7 +45,7 @@ def attack_table(model, ckpt, images, labels, n):
 
 
 def explain_mistakes(path, model, ckpt, images, labels, res):
-    """--report's explained.png: the most confident mistakes, with what spoke for the digit read and against the true one."""
+    """--report's explained.png: the most confident mistakes, what spoke for the digit read and against the true one."""
     from lab.explain import Explainer, why_items  # here: captum's import takes 0.7 s
 
     preds, probs = res["predictions"], res["probabilities"]

@@ -256,7 +256,7 @@ function showError(message) {
 }
 
 function showEmpty() {  // after Clear: answers to what was cleared are not shown
-  shownVersion = version;
+  shownVersion = lastVersion = version;  // a map or attack still on its way for what was cleared is not shown
   lastFile = changedRows = null;
   pinned = null;
   markPinned();

@@ -271,10 +271,12 @@ def test_explain_answers_for_the_digit_read_or_any_other(server, digits, pngs):
         read = predict(server, png)[1]
         status, a = post(server, "/explain", png)
         assert status == 200, a
-        assert a["digit"] == read["digit"] == a["target"] and a["probabilities"] == pytest.approx(read["probabilities"], abs=1e-5)
+        assert a["digit"] == read["digit"] == a["target"]
+        assert a["probabilities"] == pytest.approx(read["probabilities"], abs=1e-5)
         assert np.shape(a["integrated_gradients"]) == np.shape(a["grad_cam"]) == (28, 28)
         # the shares add up to the score's rise from a blank page (to the 4 decimals sent)
-        assert np.sum(a["integrated_gradients"]) == pytest.approx(a["score"] - a["blank_score"], abs=0.05 + 0.03 * abs(a["score"]))
+        rise = a["score"] - a["blank_score"]
+        assert np.sum(a["integrated_gradients"]) == pytest.approx(rise, abs=0.05 + 0.03 * abs(a["score"]))
         other = (a["digit"] + 1) % 10
         status, b = post(server, f"/explain?target={other}", png)
         assert status == 200 and b["target"] == other and b["digit"] == a["digit"]
@@ -615,7 +617,8 @@ def test_browser_why_maps_and_attack(browser, digits, tmp_path):
     draw(browser, images[1], "mouse")
     v, read = browser.execute_script("return document.body.dataset.version"), browser.find_element(By.ID, "digit").text
     still = "!document.body.dataset.explaining && !document.body.dataset.attacking"
-    wait_for(browser, f"document.body.dataset.why === '{v}:{read}' && document.body.dataset.attacked === '{v}:0.1:any:pgd' && {still}")
+    wait_for(browser, f"document.body.dataset.why === '{v}:{read}' && "
+                      f"document.body.dataset.attacked === '{v}:0.1:any:pgd' && {still}")
     assert browser.find_element(By.ID, "why-title").text == f"Why {read}?"
     mine = canvas_pixels(browser, "why")
     assert canvas_pixels(browser, "cam") != canvas_pixels(browser, "seen")  # Grad-CAM painted too

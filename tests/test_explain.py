@@ -68,7 +68,8 @@ def test_integrated_gradients_add_up_to_the_score(explainer, digits, maps):
     """The page says so: the shares add up to the score's rise from a blank image (completeness)."""
     pixels, _ = digits
     read, ig = maps
-    rise = explainer.logits(pixels)[torch.arange(N), read] - explainer.logits(torch.zeros(N, 28, 28))[torch.arange(N), read]
+    each = torch.arange(N)
+    rise = explainer.logits(pixels)[each, read] - explainer.logits(torch.zeros(N, 28, 28))[each, read]
     assert torch.allclose(ig.sum((1, 2)), rise, rtol=0.03, atol=0.03)
     assert (ig[pixels == 0] == 0).all()  # from a blank image, the background has no share: it did not change
 
@@ -140,7 +141,8 @@ def test_targeted_pgd_reaches_its_target_within_the_pages_largest_eps(explainer,
     page = (ROOT / "draw" / "index.html").read_text()
     largest = float(re.search(r'<input id="eps" type="range" min="0" max="([\d.]+)"', page).group(1))
     pixels, labels = (t[:ATTACKED] for t in digits)
-    target = (labels + torch.randint(1, 10, (ATTACKED,), generator=torch.Generator().manual_seed(1))) % 10  # not the label
+    shift = torch.randint(1, 10, (ATTACKED,), generator=torch.Generator().manual_seed(1))
+    target = (labels + shift) % 10  # never the label
     changed = explainer.attack(pixels, largest, labels, target)
     reached = int((explainer.logits(changed).argmax(1) == target).sum())
     print(f"targeted PGD at ε = {largest:g}: {reached}/{ATTACKED} test digits read as their target")
@@ -162,7 +164,8 @@ def test_explainers_are_lent_one_request_at_a_time(net):
     from draw import Busy, Explainers
     pool = Explainers(*net, 1)
     with pool.lend(wait=1) as first:
-        with pytest.raises(Busy, match=r"^busy: 1 explanations or attacks at a time") as e:
+        with pytest.raises(Busy, match=r"^busy: explanations and attacks run 1 at a time here, and this one "
+                                       r"waited 0.05 s for its turn; try again in a moment$") as e:
             with pool.lend(wait=0.05):
                 pass
         assert "\n" not in str(e.value)
