@@ -76,8 +76,8 @@ def parser():
            "maps: which pixels made the net read its digit, and which spoke against the true one)")
     a("--attack", nargs="?", type=positive_int, const=ATTACK_IMAGES, default=None, metavar="N",
       help="also print the accuracy left under FGSM and PGD attacks at ε from 0 to 0.3 (those of PyTorch's "
-           f"FGSM tutorial) on the first N test images (default N: {ATTACK_IMAGES:,}, about a minute on 2 cores; "
-           "10000 for all); with --json, written there too")
+           f"FGSM tutorial) on the first N test images (default N: {ATTACK_IMAGES:,}, two or three minutes on 2 "
+           "cores; 10000 for all); with --json, written there too")
     return p
 
 
