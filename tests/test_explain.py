@@ -24,6 +24,15 @@ ATTACKED = 50  # of them, attacked (an attack is 20 passes through the net and b
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread for this module's small batches: a second only waits for its share of the shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def net(trained):
     from lab.checkpoint import load_checkpoint
@@ -177,7 +186,8 @@ def test_explainers_are_lent_one_request_at_a_time(net):
 
 def test_test_py_attack_report_and_json(trained, data_dir, tmp_path):
     proc = run_py("test.py", "--checkpoint", trained["checkpoint"], "--data-dir", data_dir, "--attack", 20,
-                  "--json", tmp_path / "r.json", "--report", tmp_path / "report", cwd=tmp_path)
+                  "--json", tmp_path / "r.json", "--report", tmp_path / "report", cwd=tmp_path,
+                  env={"OMP_NUM_THREADS": "1"})  # as above: 20 images at a time need no second thread
     assert proc.returncode == 0, proc.stderr
     assert "Attacking the first 20 test images" in proc.stdout
     rows = re.findall(r"^\| ([\d.]+) +\| +([\d.]+)% \| +([\d.]+)% \|$", proc.stdout, re.M)
