@@ -50,7 +50,7 @@ def on_pixels(model, ckpt):
     """A copy of `model` that takes [N, 1, 28, 28] pixels in 0..1, ready for gradients with respect to them.
 
     A copy, so that the caller's model is unchanged: its in-place ReLUs are made ordinary (Grad-CAM keeps
-    the conv layer's output, which an in-place ReLU right after it would overwrite), and its weights stop
+    a layer's input or output, which an in-place operation after it would overwrite), and its weights stop
     asking for gradients (only the input's are needed: less work in every backward pass).
     """
     model = copy.deepcopy(model).eval()
@@ -167,7 +167,6 @@ def robust_accuracy(explainer, pixels, labels, eps_list=EPSILONS, methods=("fgsm
                 progress(len(y))  # images done, of this method
         result[method] = [c / max(len(labels), 1) for c in correct]
     return result
-
 
 
 def why_items(explainer, pixels, read, other, captions):
