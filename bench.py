@@ -5,7 +5,7 @@
     python bench.py --seeds 5 --train-args "--epochs 1"        # accuracy targets: median over seeds
     python bench.py --seeds 3                                  # ... of the default python train.py
     python bench.py --seeds 3 --train-args "--augment --epochs 20"
-    python bench.py --draw                                     # draw.py's latency, with net.pth
+    python bench.py --draw                                     # draw.py's latency (every request), net.pth
 
 Cases of the table, each in its own process so that its peak memory is its own:
   plain     the seed labs' recipe: torchvision MNIST + ToTensor/Normalize per sample, DataLoader,
@@ -60,7 +60,7 @@ def parser():
     add_data_flags(p)
     a("--draw", nargs="?", const="net.pth", default=None, metavar="CHECKPOINT",
       help="instead, draw.py's latency with CHECKPOINT (default: net.pth): 100 drawings one at a time, "
-           "then 8 threads x 25 at once")
+           "then 8 threads x 25 at once; then each kind of /explain and /attack request, one at a time")
     a("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case in this process
     return p
 
@@ -311,10 +311,10 @@ def draw_latency(args):
         bodies.append(io.BytesIO())
         canvas.save(bodies[-1], "PNG")
 
-    def post(body):
+    def post(body, path="/predict"):
         t0 = time.perf_counter()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request("POST", "/predict", body.getvalue(), {"Content-Type": "image/png"})
+        conn.request("POST", path, body.getvalue(), {"Content-Type": "image/png"})
         response = conn.getresponse()
         response.read()
         conn.close()
@@ -333,6 +333,10 @@ def draw_latency(args):
             burst = [r for rs in pool.map(lambda k: [post(bodies[(k * each + j) % n]) for j in range(each)],
                                           range(threads)) for r in rs]
         seconds = time.perf_counter() - t0
+        kinds = {}  # the requests of the page's explain and attack panels, each kind after a warm-up
+        for path in EXPLAIN_REQUESTS:
+            post(bodies[0], path)
+            kinds[path] = [post(b, path) for b in bodies]
     finally:
         proc.terminate()
         proc.wait()
@@ -343,7 +347,28 @@ def draw_latency(args):
           f"({n} drawings of 280x280 px, each a POST /predict answered with every layer's activations)")
     print(f"{threads} threads x {each} at once: {sum(ok for ok, _ in burst)}/{len(burst)} answered in {seconds:.1f} s "
           f"({len(burst) / seconds:.0f} per second), median {statistics.median(ms):.1f} ms, p95 {p95(ms):.1f} ms")
+    for path, results in kinds.items():
+        ms = [m for _, m in results]
+        print(f"POST {path}: {sum(ok for ok, _ in results)}/{len(results)} answered one at a time, "
+              f"median {statistics.median(ms):.1f} ms, p95 {p95(ms):.1f} ms")
+    print(f"Load average while measuring (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_average())} "
+          f"on {use_all_cores()} cores")
     return 0
+
+
+# What the page asks once a drawing is still: the map for the digit read, then for another digit (a
+# click on its bar), and the attack at the slider's start and end, towards any digit or a chosen one.
+EXPLAIN_REQUESTS = ("/explain", "/explain?target=3", "/attack?eps=0.1&target=any&method=pgd",
+                    "/attack?eps=0.3&target=any&method=pgd", "/attack?eps=0.3&target=3&method=pgd",
+                    "/attack?eps=0.1&target=any&method=fgsm")
+
+
+def load_average():
+    """The machine's load average (1, 5, 15 minutes): how busy others kept it; (nan,)*3 where unknown (Windows)."""
+    try:
+        return os.getloadavg()
+    except (AttributeError, OSError):
+        return (float("nan"),) * 3
 
 
 def main(argv=None):

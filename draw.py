@@ -6,18 +6,37 @@
 
 The page is three plain files in draw/ (no internet needed). It sends the drawing, or a photo, to
 this server as an image file; the server reads it exactly as predict.py reads a file (lab/images.py),
-runs the net once, keeping what each layer hands on, and answers with JSON.
+runs the net once, keeping what each layer hands on, and answers with JSON. Once the drawing is
+still, the page also asks why the net read that digit (or any other: click its bar) and shows how
+little change to the pixels makes it read another (docs/draw.md, docs/explain.md).
 Python's standard library serves it: no web framework.
 
     GET  /            the page (and /draw.js, /draw.css)
-    GET  /info        JSON: the checkpoint (file, model, epoch, validation accuracy) and the layers shown
+    GET  /info        JSON: the checkpoint (file, model, epoch, validation accuracy), the layers shown, and
+                      "explain": Grad-CAM's map size (null without conv layers), the steps, the largest ε
     POST /predict     body: an image file (Content-Type image/png, image/jpeg, ...)
                       200 {"digit", "probabilities", "input": 28x28, "feature_maps", "dense", "milliseconds"}
                       400 {"error": "one line"} for a body that is no usable image; 413 over 10 MB
+    POST /explain?target=7                   body: an image file, as for /predict; target: a digit, by
+                      default the one read. Why the net gives `target` the score it does (lab/explain.py):
+                      200 {"digit", "probabilities", "input", "target", "score", "blank_score",
+                           "integrated_gradients": 28x28, "grad_cam": 28x28 or null, "milliseconds"}
+    POST /attack?eps=0.1&target=any&method=pgd     body: an image file. Every pixel (0..1) moves by at
+                      most eps (0 to 1, default 0.1), away from the digit read (target=any, the default)
+                      or towards target (a digit), by PGD (the default, 20 steps) or FGSM (one step):
+                      200 {"digit", "probabilities", "input", "target", "eps", "method", "changed": 28x28,
+                           "changed_digit", "changed_probabilities", "fooled", "largest_change", "milliseconds"}
+                      400 for an unknown, repeated or bad parameter, or a body that is no usable image;
+                      503 when it waited for the others' longer than 20 s (then try again)
+Explanations and attacks cost more than a prediction (tens of passes through the net): at most
+half the cores work on them at once, so that predictions still flow while they run.
 """
+import contextlib
 import errno
 import json
+import math
 import os
+import queue
 import socket
 import sys
 import threading
@@ -27,7 +46,7 @@ import webbrowser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import torch
 from torch import nn
@@ -35,6 +54,7 @@ from torch import nn
 from lab.checkpoint import load_checkpoint
 from lab.cli import UserError, add_checkpoint_flag, int_between, make_parser, positive_float, run_script
 from lab.device import cores
+from lab.explain import IG_STEPS, MAX_EPS, PGD_STEPS, Explainer
 from lab.images import ImageProblem, load_image, net_input, preprocess
 from net import count_parameters
 
@@ -46,7 +66,11 @@ ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
           "/draw.js": ("draw.js", "text/javascript; charset=utf-8"),
           "/draw.css": ("draw.css", "text/css; charset=utf-8")}
 MAX_BODY = 10_000_000  # bytes: a larger body is refused from its Content-Length, before it is read
+QUEUE_S = 20.0  # seconds an explanation or attack may wait for its turn before it is answered 503
 SHORT = {"MaxPool2d": "MaxPool", "BatchNorm2d": "BatchNorm", "AvgPool2d": "AvgPool"}  # layer names on the page
+# What /explain and /attack take besides the image (their body), as query parameters
+PARAMETERS = {"/explain": ("target",), "/attack": ("eps", "target", "method")}
+METHODS = ("pgd", "fgsm")
 
 
 # ---------------------------------------------------------------- what the net computes, layer by layer
@@ -119,11 +143,78 @@ def as_json(t, decimals=3):
     return t.double().round(decimals=decimals).tolist()
 
 
+class BadRequest(Exception):
+    """A request's parameter that cannot be used: answered 400 with its one line."""
+
+
+class Busy(Exception):
+    """No explainer came free in time: answered 503."""
+
+
+class Explainers:
+    """A few Explainers (lab/explain.py), each lent to one request at a time.
+
+    They bound how many explanations and attacks run at once, and keep them apart: Grad-CAM hooks a
+    layer of its net while it runs, and another thread's pass through the same net would trip it.
+    """
+
+    def __init__(self, model, ckpt, n):
+        self.n, self.idle = n, queue.SimpleQueue()
+        for _ in range(n):
+            self.idle.put(Explainer(model, ckpt))  # each a copy of the net
+
+    @contextlib.contextmanager
+    def lend(self, wait):
+        try:
+            explainer = self.idle.get(timeout=wait)
+        except queue.Empty:
+            raise Busy(f"busy: explanations and attacks run {self.n} at a time here, and this one waited "
+                       f"{wait:g} s for its turn; try again in a moment") from None
+        try:
+            yield explainer
+        finally:
+            self.idle.put(explainer)
+
+
+def target_parameter(text, any_digit):
+    """The target digit 0-9 from the query; None when absent, or "any" where `any_digit` allows it."""
+    if text is None or (any_digit and text == "any"):
+        return None
+    if len(text) != 1 or text not in "0123456789":
+        raise BadRequest(f"target must be a digit 0-9{' or any' if any_digit else ''}, not {text[:20]!r}")
+    return int(text)
+
+
+def eps_parameter(text):
+    try:
+        eps = float(text)
+    except (TypeError, ValueError):
+        eps = math.nan
+    if not 0 <= eps <= MAX_EPS:  # NaN fails too
+        raise BadRequest(f"eps must be a number from 0 to {MAX_EPS:g} (how far each pixel, 0..1, may move), "
+                         f"not {str(text)[:20]!r}")
+    return eps
+
+
+def parameters(path, url):
+    """/explain's and /attack's query parameters as a dict; BadRequest for one unknown or given twice."""
+    fields = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    for name, values in fields.items():
+        if name not in PARAMETERS[path]:
+            raise BadRequest(f"unknown parameter {name[:20]!r}: {path} takes {', '.join(PARAMETERS[path])}")
+        if len(values) > 1:
+            raise BadRequest(f"{name} is given {len(values)} times")
+    return {name: values[0] for name, values in fields.items()}
+
+
 class DigitReader:
     """A checkpoint's net, reading image files for any number of threads at once."""
 
     def __init__(self, checkpoint):
         model, self.ckpt = load_checkpoint(checkpoint)  # the one-line errors of test.py and predict.py
+        # Copies of the net, made before LayerOutputs hooks it: their passes keep nothing. Half the
+        # cores at most, so that readings (one core each) go on while explanations run.
+        self.explainers = Explainers(model, self.ckpt, max(1, cores() // 2))
         self.layers = LayerOutputs(model)
         with torch.inference_mode():  # one run on a blank image: the layers' shapes, and a warm start
             _, maps, dense = self.layers(torch.zeros(1, 1, 28, 28))
@@ -133,7 +224,17 @@ class DigitReader:
                      "val_acc": self.ckpt.get("val_acc"), "test_acc": self.ckpt.get("test_acc"),
                      "feature_maps": [{"layers": b, "shape": list(m.shape)} for b, m in zip(blocks, maps)],
                      "dense": [{"layers": h, "size": len(d)} for h, d in zip(hidden, dense)],
-                     "max_bytes": MAX_BODY}
+                     "max_bytes": MAX_BODY, "explain": self.explain_info()}
+
+    def explain_info(self):
+        """What /info says of the explanations: Grad-CAM's layer and the size of its maps, or null without one."""
+        with self.explainers.lend(wait=None) as e:
+            e.integrated_gradients(torch.zeros(28, 28), 0)  # a warm start for the first request
+            cam = e.grad_cam(torch.zeros(28, 28), 0, upsample=False)
+            if cam is not None:  # the size of its maps, before they are spread over 28x28
+                cam = {"size": list(cam.shape[1:])}
+        return {"grad_cam": cam, "ig_steps": IG_STEPS, "pgd_steps": PGD_STEPS, "max_eps": MAX_EPS,
+                "at_once": self.explainers.n}
 
     def read(self, data):
         """An image file's bytes -> the answer as a dict. Raises ImageProblem (one line) for unusable data."""
@@ -144,6 +245,39 @@ class DigitReader:
             probs = logits.float().softmax(1)[0]
         return {"digit": int(probs.argmax()), "probabilities": probs.tolist(), "input": as_json(seen),
                 "feature_maps": [as_json(m) for m in maps], "dense": [as_json(d) for d in dense],
+                "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
+
+    def explain(self, data, wait, target=None):
+        """/explain: the image's maps for `target` (default: the digit read). ImageProblem for unusable data."""
+        t0 = time.perf_counter()
+        seen = preprocess(load_image(data))
+        with self.explainers.lend(wait) as e:
+            logits = e.logits(seen)[0]
+            digit = int(logits.argmax())
+            target = digit if target is None else target
+            ig = e.integrated_gradients(seen, target)[0]
+            cam = e.grad_cam(seen, target)
+            blank = e.logits(torch.zeros(28, 28))[0, target]
+        return {"digit": digit, "probabilities": logits.softmax(0).tolist(), "input": as_json(seen),
+                "target": target, "score": round(float(logits[target]), 3), "blank_score": round(float(blank), 3),
+                "integrated_gradients": as_json(ig, 4), "grad_cam": None if cam is None else as_json(cam[0], 4),
+                "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
+
+    def attack(self, data, wait, eps, target=None, method="pgd"):
+        """/attack: the image changed by at most eps per pixel, away from the digit read or towards `target`."""
+        t0 = time.perf_counter()
+        seen = preprocess(load_image(data))
+        with self.explainers.lend(wait) as e:
+            before = e.logits(seen)[0].softmax(0)
+            digit = int(before.argmax())
+            changed = e.attack(seen, eps, digit, target, method)[0, 0]
+            after = e.logits(changed)[0].softmax(0)
+        new = int(after.argmax())
+        return {"digit": digit, "probabilities": before.tolist(), "input": as_json(seen),
+                "target": "any" if target is None else target, "eps": eps, "method": method,
+                "changed": as_json(changed, 4), "changed_digit": new, "changed_probabilities": after.tolist(),
+                "fooled": new != digit if target is None else new == target,
+                "largest_change": round(float((changed - seen).abs().max()), 4),
                 "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
 
 
@@ -163,8 +297,8 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/info":
             return self.send_json(self.server.reader.info)
-        if path == "/predict":
-            return self.send_error(405, "POST the image file to /predict")
+        if path in ("/predict", *PARAMETERS):
+            return self.send_error(405, f"POST the image file to {path}")
         if path not in ASSETS:
             return self.send_error(404, "no such page")
         name, content_type = ASSETS[path]
@@ -172,17 +306,30 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path = urlsplit(self.path).path
-        if path != "/predict":
+        if path != "/predict" and path not in PARAMETERS:
             known = path in ASSETS or path == "/info"
-            return self.send_error(405 if known else 404, "POST goes to /predict" if known else "no such page")
+            return self.send_error(405 if known else 404, "POST goes to /predict, /explain or /attack" if known
+                                   else "no such page")
         data = self.read_body()
         if data is None:
             return
+        reader, wait = self.server.reader, QUEUE_S
         try:
-            with self.server.cores:  # as many images at once as there are cores; the others wait their turn
-                answer = self.server.reader.read(data)
-        except ImageProblem as e:
+            if path == "/predict":
+                with self.server.cores:  # as many images at once as there are cores; the others wait their turn
+                    answer = reader.read(data)
+            elif path == "/explain":
+                answer = reader.explain(data, wait, target_parameter(parameters(path, self.path).get("target"), False))
+            else:
+                p = parameters(path, self.path)
+                if p.get("method", "pgd") not in METHODS:
+                    raise BadRequest(f"method must be {' or '.join(METHODS)}, not {p['method'][:20]!r}")
+                answer = reader.attack(data, wait, eps_parameter(p.get("eps", "0.1")),
+                                       target_parameter(p.get("target"), True), p.get("method", "pgd"))
+        except (ImageProblem, BadRequest) as e:
             return self.send_error(400, str(e))
+        except Busy as e:
+            return self.send_error(503, str(e))
         except Exception as e:  # a bug: the page gets one line, the terminal the traceback
             traceback.print_exc()
             return self.send_error(500, f"internal error: {type(e).__name__}: {str(e)[:100]}")

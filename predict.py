@@ -4,9 +4,12 @@
     python predict.py numbers/                      # every image in a folder
     python predict.py a.png b.jpg --topk 3 --json out.json --checkpoint net.pth --device cpu
     python predict.py my_digit.png --show seen.png  # what the net saw, beside the original
+    python predict.py my_digit.png --explain why.png  # which pixels made it read that digit
 
 A photo or a drawing is not an MNIST image: lab/images.py makes it one the way MNIST was made
-(docs/predict.md has each step), and --show shows what the network received.
+(docs/predict.md has each step), and --show shows what the network received. --explain draws,
+over what it received, which pixels raised (red) or lowered (blue) the digit read and the runner-up
+(docs/explain.md says how these maps are made).
 """
 import sys
 from pathlib import Path
@@ -17,6 +20,7 @@ from PIL import Image
 from lab.checkpoint import load_checkpoint
 from lab.cli import add_checkpoint_flag, add_device_flag, int_between, make_parser, run_script
 from lab.device import pick_device
+from lab.figures import maps_picture
 from lab.files import save_png, write_json
 from lab.images import ImageProblem, load_image, net_input, preprocess, to_grey
 
@@ -48,6 +52,10 @@ def parser():
     a("--json", metavar="FILE", default=None, help="also write the predictions as JSON to FILE")
     a("--show", metavar="FILE", default=None,
       help=f"save a PNG with each original beside the 28x28 image the net saw (first {SHOW_MAX})")
+    a("--explain", metavar="FILE", default=None,
+      help=f"save a PNG with, for each image (first {SHOW_MAX}), the pixels that made the net read its digit "
+           "and those against the runner-up (Integrated Gradients: red raises the score, blue lowers it), "
+           "and Grad-CAM for nets with conv layers")
     add_device_flag(p)
     return p
 
@@ -75,6 +83,21 @@ def save_show(path, shown):
         axes[r, 2 * c + 1].set_title(f"seen: {label}", fontsize=8)
     fig.tight_layout()
     save_png(path, fig, dpi=100)
+
+
+def save_explain(path, model, ckpt, names, seen, probs):
+    """The --explain picture: what each image's pixels did for the digit read and against the runner-up."""
+    from lab.explain import Explainer, why_items  # here, not at the top: captum's import takes 0.7 s
+
+    n = min(len(seen), SHOW_MAX)
+    pixels = torch.stack(seen[:n])
+    top_p, top_d = probs[:n].topk(2, dim=1)
+    read, runner_up = top_d[:, 0], top_d[:, 1]
+    captions = [f"{Path(name).name[:24]}: {d} ({100 * p:.0f}%)"
+                for name, d, p in zip(names, read.tolist(), top_p[:, 0].tolist())]
+    items = why_items(Explainer(model, ckpt), pixels, read, runner_up, captions)
+    save_png(path, maps_picture(items, "red: raises the digit's score, blue: lowers it "
+                                       "(Integrated Gradients from a blank image; Grad-CAM: the last conv block)"))
 
 
 def main(argv=None):
@@ -122,6 +145,9 @@ def main(argv=None):
                  for r, img, x in zip(results, originals, seen) if img is not None]
         save_show(args.show, shown)
         print(f"Wrote {args.show}" + (f" (the first {SHOW_MAX} images)" if len(results) > SHOW_MAX else ""))
+    if args.explain and results:
+        save_explain(args.explain, model, ckpt, names, seen, probs)
+        print(f"Wrote {args.explain}" + (f" (the first {SHOW_MAX} images)" if len(results) > SHOW_MAX else ""))
     return 1 if failed else 0
 
 

@@ -1,5 +1,7 @@
 // draw.js: what the page does. The server (draw.py) reads the digit; this file lets you draw, sends
-// the drawing as a PNG file to POST /predict, and shows the answer. Plain JavaScript, no libraries.
+// the drawing as a PNG file to POST /predict, and shows the answer. Once the drawing is still, it sends
+// the same file to POST /explain (why that digit) and POST /attack (how little change fools the net).
+// Plain JavaScript, no libraries.
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -22,6 +24,11 @@ let stroking = false;
 let inked = false;      // anything drawn since Clear?
 let photo = false;      // the pad shows a photo (a new stroke starts a new drawing)
 let last = null;
+let lastFile = null;    // the image whose answer is on the page, once the drawing is still: what /explain
+let lastVersion = 0;    // and /attack are asked about, and its version
+let reading = null;     // the digit read in it
+let pinned = null;      // the digit whose map was asked for by a click on its bar; null: the digit read
+let changedRows = null; // the attack's changed 28x28 image, for "Draw over it"
 
 // ---------------------------------------------------------------- drawing, with any pointer
 
@@ -132,6 +139,13 @@ async function ask(file, v) {
     if (answer.error) showError(answer.error);
     else show(answer);
     document.body.dataset.shown = String(++answersShown);
+    if (!answer.error && v === version && !stroking) {  // the drawing is still: why this digit, and an attack
+      lastFile = file;
+      lastVersion = v;
+      reading = answer.digit;
+      explainNow();
+      attackNow();
+    }
   }
   if (v === version) document.body.dataset.answered = String(v);  // the tests wait for this
   sendSoon();
@@ -198,12 +212,8 @@ function show(a) {
   const p = a.probabilities;
   $("digit").textContent = a.digit;
   $("confidence").textContent = `${(100 * p[a.digit]).toFixed(1)}% sure`;
-  document.querySelectorAll("#bars .bar").forEach((bar, d) => {
-    bar.querySelector(".fill").style.width = `${100 * p[d]}%`;
-    bar.querySelector(".pct").textContent = `${(100 * p[d]).toFixed(1)}%`;
-    bar.classList.toggle("top", d === a.digit);
-  });
-  drawSeen(a.input);
+  showBars("#bars", p, a.digit);
+  drawSeen(a.input, $("seen"));
   a.feature_maps.forEach((maps, b) => {  // one brightness scale per block: strong and weak maps compare
     const scale = maxOf(maps);
     document.querySelectorAll(`#block${b} canvas`).forEach((c, i) => heat(c, maps[i], scale));
@@ -220,10 +230,18 @@ function show(a) {
   document.body.classList.remove("stale");
 }
 
-function drawSeen(rows) {  // 28x28 as the net got it: white ink on black, each pixel a visible square
-  const c = $("seen").getContext("2d"), cell = ($("seen").width - 1) / 28;
+function showBars(where, p, top) {  // ten bars whose widths are the probabilities
+  document.querySelectorAll(`${where} .bar`).forEach((bar, d) => {
+    bar.querySelector(".fill").style.width = `${100 * p[d]}%`;
+    bar.querySelector(".pct").textContent = `${(100 * p[d]).toFixed(1)}%`;
+    bar.classList.toggle("top", d === top);
+  });
+}
+
+function drawSeen(rows, canvas) {  // 28x28 as the net got it: white ink on black, each pixel a visible square
+  const c = canvas.getContext("2d"), cell = (canvas.width - 1) / 28;
   c.fillStyle = "#444";
-  c.fillRect(0, 0, $("seen").width, $("seen").height);
+  c.fillRect(0, 0, canvas.width, canvas.height);
   rows.forEach((row, y) => row.forEach((v, x) => {
     const g = Math.round(255 * v);
     c.fillStyle = `rgb(${g},${g},${g})`;
@@ -238,7 +256,12 @@ function showError(message) {
 }
 
 function showEmpty() {  // after Clear: answers to what was cleared are not shown
-  shownVersion = version;
+  shownVersion = lastVersion = version;  // a map or attack still on its way for what was cleared is not shown
+  lastFile = changedRows = null;
+  pinned = null;
+  markPinned();
+  $("load").disabled = true;
+  $("why-title").textContent = "Why?";
   $("digit").textContent = "?";
   $("confidence").textContent = "draw a digit";
   $("status").textContent = "";
@@ -246,14 +269,155 @@ function showEmpty() {  // after Clear: answers to what was cleared are not show
   document.body.dataset.answered = String(version);
 }
 
+// ---------------------------------------------------------------- why this digit, and how to fool the net
+
+// Requests of which only the newest matters (a map, an attack): one in flight at a time; what is asked
+// meanwhile waits, and only the last of it is sent when the answer comes.
+function newestOnly(name, send) {
+  let busy = false, waiting = null;
+  async function go(job) {
+    busy = true;
+    document.body.dataset[name] = "1";  // the tests wait for it to clear
+    try { await send(job); } finally { busy = false; }
+    if (waiting) { const next = waiting; waiting = null; go(next); }
+    else document.body.dataset[name] = "";
+  }
+  return (job) => { if (busy) waiting = job; else go(job); };
+}
+
+async function post(path, file) {
+  try {
+    const r = await fetch(path, {method: "POST", body: file, headers: {"Content-Type": file.type || "application/octet-stream"}});
+    return await r.json();
+  } catch (err) {
+    return {error: "no answer from the server: is python draw.py still running?"};
+  }
+}
+
+const explain = newestOnly("explaining", async (job) => {
+  const a = await post(job.target === null ? "/explain" : `/explain?target=${job.target}`, job.file);
+  if (job.v !== lastVersion) return;  // the drawing has changed since: its own request follows
+  if (a.error) {
+    $("why-status").textContent = a.error;
+    return;
+  }
+  $("why-title").textContent = a.target === a.digit ? `Why ${a.target}?` : `Why not ${a.target}?`;
+  drawMap($("why"), a.input, a.integrated_gradients);
+  if (a.grad_cam) drawMap($("cam"), a.input, a.grad_cam);
+  $("why-status").textContent = `${a.target}'s score: ${a.score.toFixed(2)}, ${a.blank_score.toFixed(2)} for a blank ` +
+    `page; the red and blue shares add up to the difference. (${a.milliseconds} ms)`;
+  document.body.dataset.why = `${job.v}:${a.target}`;  // the tests wait for the map of a digit
+});
+
+function explainNow() {
+  if (lastFile) explain({file: lastFile, v: lastVersion, target: pinned});
+}
+
+const attack = newestOnly("attacking", async (job) => {
+  const a = await post(`/attack?eps=${job.eps}&target=${job.goal}&method=${job.method}`, job.file);
+  if (job.v !== lastVersion) return;
+  if (a.error) {
+    $("attack-status").textContent = a.error;
+    return;
+  }
+  changedRows = a.changed;
+  drawSeen(a.input, $("original"));
+  drawSeen(a.changed, $("changed"));
+  drawChange($("change"), a.input, a.changed, Math.max(a.eps, 1e-6));
+  $("fooled-digit").textContent = a.changed_digit;
+  const p = a.changed_probabilities;
+  $("fooled-text").textContent = `${(100 * p[a.changed_digit]).toFixed(1)}% sure` +
+    (a.fooled ? ` · fooled (it read ${a.digit})` : a.changed_digit === a.digit ? " · not fooled" : ` · not yet ${a.target}`);
+  showBars("#fooled-bars", p, a.changed_digit);
+  $("load").disabled = false;
+  $("download").href = pngOf(a.changed);
+  $("download").download = `changed-${a.digit}-read-as-${a.changed_digit}-eps-${a.eps}.png`;
+  $("attack-status").textContent = `The largest change of a pixel: ${a.largest_change.toFixed(3)}. (${a.milliseconds} ms)`;
+  document.body.dataset.attacked = `${job.v}:${job.eps}:${job.goal}:${job.method}`;  // what the tests wait for
+});
+
+function attackNow() {
+  $("eps-value").textContent = Number($("eps").value).toFixed(2);
+  if (lastFile) attack({file: lastFile, v: lastVersion, eps: $("eps").value, goal: $("goal").value, method: $("method").value});
+}
+
+$("eps").addEventListener("input", attackNow);
+$("goal").addEventListener("change", attackNow);
+$("method").addEventListener("change", attackNow);
+
+// Red for a positive value (it raises the digit's score), blue for a negative one, over the digit in light grey.
+const RAISES = [214, 39, 40], LOWERS = [31, 100, 200];
+
+function drawMap(canvas, input, map) {
+  const c = canvas.getContext("2d"), cell = (canvas.width - 1) / 28;
+  const sizes = map.flat().map(Math.abs).sort((a, b) => a - b);
+  const scale = Math.max(1e-12, sizes[Math.floor(0.99 * (sizes.length - 1))]);  // the 8th strongest pixel: full colour
+  c.fillStyle = "#ddd";
+  c.fillRect(0, 0, canvas.width, canvas.height);
+  map.forEach((row, y) => row.forEach((a, x) => {
+    const base = 255 - 80 * input[y][x], w = Math.min(1, Math.abs(a) / scale), to = a > 0 ? RAISES : LOWERS;
+    const [r, g, b] = to.map((t) => Math.round(base * (1 - w) + t * w));
+    c.fillStyle = `rgb(${r},${g},${b})`;
+    c.fillRect(1 + x * cell, 1 + y * cell, cell - 1, cell - 1);
+  }));
+}
+
+function drawChange(canvas, before, after, eps) {  // mid grey: unchanged; white: brighter by eps; black: darker
+  const c = canvas.getContext("2d"), cell = (canvas.width - 1) / 28;
+  c.fillStyle = "#444";
+  c.fillRect(0, 0, canvas.width, canvas.height);
+  after.forEach((row, y) => row.forEach((v, x) => {
+    const g = Math.round(127.5 + 127.5 * Math.max(-1, Math.min(1, (v - before[y][x]) / eps)));
+    c.fillStyle = `rgb(${g},${g},${g})`;
+    c.fillRect(1 + x * cell, 1 + y * cell, cell - 1, cell - 1);
+  }));
+}
+
+function grey28(rows, invert) {  // 28x28 values 0..1 as a 28x28 canvas
+  const small = document.createElement("canvas");
+  small.width = small.height = 28;
+  const img = new ImageData(28, 28);
+  rows.flat().forEach((v, i) => {
+    const g = Math.round(255 * (invert ? 1 - v : v));
+    img.data.set([g, g, g, 255], 4 * i);
+  });
+  small.getContext("2d").putImageData(img, 0, 0);
+  return small;
+}
+
+function pngOf(rows) { return grey28(rows, false).toDataURL("image/png"); }  // white on black, as the net got it
+
+$("load").addEventListener("click", () => {  // the changed image onto the pad, to draw over it
+  if (!changedRows) return;
+  ink.imageSmoothingEnabled = false;  // each pixel a sharp square of the pad
+  ink.drawImage(grey28(changedRows, !$("chalk").checked), 0, 0, pad.width, pad.height);
+  photo = false;
+  inked = true;
+  changed();
+});
+
 // ---------------------------------------------------------------- building the page for this checkpoint
 
 function buildBars() {
-  for (let d = 0; d < 10; d++) {
-    $("bars").insertAdjacentHTML("beforeend",
-      `<div class="bar"><span class="label">${d}</span><span class="track"><span class="fill"></span></span>` +
-      `<span class="pct"></span></div>`);
+  for (const where of ["bars", "fooled-bars"]) {
+    for (let d = 0; d < 10; d++) {
+      $(where).insertAdjacentHTML("beforeend",
+        `<div class="bar"><span class="label">${d}</span><span class="track"><span class="fill"></span></span>` +
+        `<span class="pct"></span></div>`);
+    }
   }
+  document.querySelectorAll("#bars .bar").forEach((bar, d) => {
+    bar.addEventListener("click", () => {  // why (not) this digit? a second click goes back to the digit read
+      pinned = pinned === d ? null : d;
+      markPinned();
+      explainNow();
+    });
+  });
+  for (let d = 0; d < 10; d++) $("goal").insertAdjacentHTML("beforeend", `<option value="${d}">${d}</option>`);
+}
+
+function markPinned() {
+  document.querySelectorAll("#bars .bar").forEach((bar, d) => bar.classList.toggle("picked", d === pinned));
 }
 
 function buildLayers() {
@@ -299,6 +463,15 @@ async function start() {
   $("checkpoint").textContent = `${info.checkpoint} · ${info.model}, ${info.parameters.toLocaleString("en")} ` +
     `parameters · epoch ${info.epoch}${acc}`;
   buildLayers();
+  if (!info.explain.grad_cam) {
+    $("cam-figure").hidden = true;
+    $("cam-note").textContent = `${info.model} has no conv layers: Grad-CAM needs their feature maps, so there is ` +
+      "none. The map of its input pixels works for any network.";
+  } else {
+    const [h, w] = info.explain.grad_cam.size;
+    $("cam-note").textContent = `Grad-CAM: where the last conv block's feature maps speak for the digit (red) ` +
+      `or against it (blue); only as sharp as those maps, ${h}×${w} here.`;
+  }
   showEmpty();
   document.body.dataset.ready = "1";
 }

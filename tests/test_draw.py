@@ -257,6 +257,94 @@ def test_burst_of_concurrent_requests(server, digits, pngs):
     assert "Traceback" not in server["stderr"].read_text()
 
 
+# ---------------------------------------------------------------- why this digit, and attacks (POST /explain, /attack)
+
+def post(server, path, png):
+    status, _, answer = request(server, "POST", path, png, {"Content-Type": "image/png"})
+    return status, answer
+
+
+def test_explain_answers_for_the_digit_read_or_any_other(server, digits, pngs):
+    status, info_ = request(server, "GET", "/info")[::2]
+    assert info_["explain"]["grad_cam"] == {"size": [3, 3]} and info_["explain"]["at_once"] >= 1
+    for png in pngs[:3]:
+        read = predict(server, png)[1]
+        status, a = post(server, "/explain", png)
+        assert status == 200, a
+        assert a["digit"] == read["digit"] == a["target"]
+        assert a["probabilities"] == pytest.approx(read["probabilities"], abs=1e-5)
+        assert np.shape(a["integrated_gradients"]) == np.shape(a["grad_cam"]) == (28, 28)
+        # the shares add up to the score's rise from a blank page (to the 4 decimals sent)
+        rise = a["score"] - a["blank_score"]
+        assert np.sum(a["integrated_gradients"]) == pytest.approx(rise, abs=0.05 + 0.03 * abs(a["score"]))
+        other = (a["digit"] + 1) % 10
+        status, b = post(server, f"/explain?target={other}", png)
+        assert status == 200 and b["target"] == other and b["digit"] == a["digit"]
+        assert b["integrated_gradients"] != a["integrated_gradients"]
+
+
+def test_attack_changes_each_pixel_by_at_most_eps(server, pngs):
+    fooled = 0
+    for png in pngs[:4]:
+        status, a = post(server, "/attack?eps=0.25&target=any", png)
+        assert status == 200, a
+        changed, seen = np.array(a["changed"]), np.array(a["input"])
+        assert changed.shape == (28, 28) and 0 <= changed.min() and changed.max() <= 1
+        assert np.abs(changed - seen).max() <= 0.25 + 1e-3 and a["largest_change"] <= 0.25 + 1e-4
+        assert a["fooled"] == (a["changed_digit"] != a["digit"]) and a["method"] == "pgd" and a["target"] == "any"
+        assert sum(a["changed_probabilities"]) == pytest.approx(1, abs=1e-4)
+        fooled += a["fooled"]
+        status, b = post(server, "/attack?eps=0.3&target=3&method=fgsm", png)
+        assert status == 200 and b["target"] == 3 and b["method"] == "fgsm" and b["fooled"] == (b["changed_digit"] == 3)
+    status, c = post(server, "/attack?eps=0", pngs[0])
+    assert status == 200 and np.allclose(c["changed"], c["input"], atol=1e-3) and not c["fooled"]
+    assert fooled >= 3  # PGD at 0.25 fools this net on nearly every digit
+
+
+@pytest.mark.parametrize("query, error", [
+    ("/explain?target=10", "target must be a digit 0-9, not '10'"),
+    ("/explain?target=any", "target must be a digit 0-9, not 'any'"),
+    ("/explain?target=", "target must be a digit 0-9, not ''"),
+    ("/explain?eps=0.1", "unknown parameter 'eps': /explain takes target"),
+    ("/attack?eps=2", "eps must be a number from 0 to 1"),
+    ("/attack?eps=-0.1", "eps must be a number from 0 to 1"),
+    ("/attack?eps=nan", "eps must be a number from 0 to 1"),
+    ("/attack?eps=abc", "eps must be a number from 0 to 1"),
+    ("/attack?target=seven", "target must be a digit 0-9 or any, not 'seven'"),
+    ("/attack?target=1&target=2", "target is given 2 times"),
+    ("/attack?method=cw", "method must be pgd or fgsm, not 'cw'"),
+    ("/attack?epsilon=0.1", "unknown parameter 'epsilon': /attack takes eps, target, method")])
+def test_bad_parameters_get_one_line_errors(server, pngs, query, error):
+    status, a = post(server, query, pngs[0])
+    assert status == 400 and list(a) == ["error"] and "\n" not in a["error"], a
+    assert a["error"].startswith(error), a
+
+
+def test_explain_and_attack_refuse_what_predict_refuses(server):
+    for path in ("/explain", "/attack?eps=0.1"):
+        status, a = post(server, path, b"hello, I am not an image")
+        assert status == 400 and a == {"error": "not an image Pillow can read"}
+        status, _, a = request(server, "GET", path.split("?")[0])
+        assert status == 405 and a["error"] == f"POST the image file to {path.split('?')[0]}"
+    status, a = raw(server, b"POST /attack HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n" + bytes(100))
+    assert status == 413
+    assert request(server, "POST", "/explain/../net.pth", b"x")[0] == 404
+
+
+def test_burst_of_explanations_and_attacks(server, pngs):
+    """More at once than the server lends explainers: they wait their turn, predictions go on meanwhile."""
+    def client(k):
+        path = "/explain" if k % 2 else f"/attack?eps=0.1&target={k % 10}"
+        return [post(server, path, pngs[(3 * k + j) % 100])[0] for j in range(3)]
+
+    with ThreadPoolExecutor(6) as pool:
+        asked = [pool.submit(client, k) for k in range(6)]
+        predicted = [predict(server, pngs[j])[0] for j in range(10)]
+        statuses = [s for f in asked for s in f.result()]
+    assert statuses == [200] * 18 and predicted == [200] * 10
+    assert "Traceback" not in server["stderr"].read_text()
+
+
 # ---------------------------------------------------------------- the command line
 
 def test_no_checkpoint_is_one_line_before_listening(tmp_path):
@@ -344,6 +432,8 @@ def test_bench_draw_quick(trained, data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"one at a time: median [\d.]+ ms, p95 [\d.]+ ms", proc.stdout)
     assert re.search(r"\d+ threads x \d+ at once: \d+/\d+ answered", proc.stdout)
+    for kind in ("/explain", "/explain?target=3", "/attack?eps=0.3&target=3&method=pgd"):
+        assert re.search(rf"POST {re.escape(kind)}: 10/10 answered one at a time, median [\d.]+ ms", proc.stdout), proc.stdout
 
 
 # ---------------------------------------------------------------- a real browser
@@ -514,6 +604,61 @@ def test_browser_uploads_a_photo(browser, digits, tmp_path):
     assert browser.find_element(By.ID, "digit").text == str(labels[0])
 
 
+def canvas_pixels(driver, canvas_id):
+    return driver.execute_script(f"""const c = document.getElementById('{canvas_id}');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);""")
+
+
+def test_browser_why_maps_and_attack(browser, digits, tmp_path):
+    """Clicking a digit's bar shows its map; moving ε's slider changes what the attacked image reads as."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    images, labels = digits
+    draw(browser, images[1], "mouse")
+    v, read = browser.execute_script("return document.body.dataset.version"), browser.find_element(By.ID, "digit").text
+    still = "!document.body.dataset.explaining && !document.body.dataset.attacking"
+    wait_for(browser, f"document.body.dataset.why === '{v}:{read}' && "
+                      f"document.body.dataset.attacked === '{v}:0.1:any:pgd' && {still}")
+    assert browser.find_element(By.ID, "why-title").text == f"Why {read}?"
+    mine = canvas_pixels(browser, "why")
+    assert canvas_pixels(browser, "cam") != canvas_pixels(browser, "seen")  # Grad-CAM painted too
+    assert re.fullmatch(rf"{read}'s score: -?[\d.]+, -?[\d.]+ for a blank page; .+ \([\d.]+ ms\)",
+                        browser.find_element(By.ID, "why-status").text)
+    other = (int(read) + 5) % 10
+    browser.find_elements(By.CSS_SELECTOR, "#bars .bar")[other].click()  # why not that one?
+    wait_for(browser, f"document.body.dataset.why === '{v}:{other}' && {still}")
+    assert browser.find_element(By.ID, "why-title").text == f"Why not {other}?"
+    assert canvas_pixels(browser, "why") != mine
+    browser.find_elements(By.CSS_SELECTOR, "#bars .bar")[other].click()  # clicked again: back to the digit read
+    wait_for(browser, f"document.body.dataset.why === '{v}:{read}' && {still}")
+    assert canvas_pixels(browser, "why") == mine
+
+    before = browser.find_element(By.ID, "fooled-bars").get_attribute("innerHTML")
+    slider = browser.find_element(By.ID, "eps")
+    slider.send_keys(Keys.END)  # the keyboard moves it as a user would: to its largest ε
+    largest = slider.get_attribute("max")
+    wait_for(browser, f"document.body.dataset.attacked === '{v}:{largest}:any:pgd' && {still}")
+    assert browser.find_element(By.ID, "eps-value").text == f"{float(largest):.2f}"
+    fooled_as = browser.find_element(By.ID, "fooled-digit").text
+    assert fooled_as != read and "fooled" in browser.find_element(By.ID, "fooled-text").text
+    assert browser.find_element(By.ID, "fooled-bars").get_attribute("innerHTML") != before
+    assert canvas_pixels(browser, "changed") != canvas_pixels(browser, "original")
+    assert browser.find_element(By.ID, "download").get_attribute("href").startswith("data:image/png;base64,")
+    shot = (ROOT / "docs" / "draw.png") if os.environ.get("SAVE_SCREENSHOTS") == "1" else tmp_path / "draw.png"
+    assert browser.save_screenshot(str(shot))  # the page with both panels, for docs/draw.md and README
+
+    browser.find_element(By.ID, "goal").send_keys(str(other))  # towards a chosen digit
+    wait_for(browser, f"document.body.dataset.attacked === '{v}:{largest}:{other}:pgd' && {still}")
+    text = browser.find_element(By.ID, "fooled-text").text
+    assert ("fooled" in text) == (browser.find_element(By.ID, "fooled-digit").text == str(other)), text
+    browser.find_element(By.ID, "load").click()  # the changed image onto the pad, read afresh as a drawing
+    wait_for(browser, ANSWERED)
+    assert browser.find_element(By.ID, "digit").text.isdigit()
+    assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
+    slider.send_keys(Keys.HOME)
+    browser.find_element(By.ID, "goal").send_keys("any")
+
+
 def test_browser_network_without_conv_blocks(browser, server, tmp_path):
     """An mlp checkpoint (untrained: only the page's layout is checked): no feature maps, its four hidden layers."""
     from selenium.webdriver.common.by import By
@@ -532,6 +677,11 @@ def test_browser_network_without_conv_blocks(browser, server, tmp_path):
         assert [h.split()[-2] for h in headings] == ["128", "256", "128", "64"], headings
         draw(browser, np.eye(28, dtype=np.uint8)[::-1] * 255, "mouse")  # a stroke: the page shows an answer
         assert browser.find_element(By.ID, "digit").text.isdigit()
+        # the map of the input pixels works for any network; Grad-CAM, which needs conv layers, is said to be absent
+        v = browser.execute_script("return document.body.dataset.version")
+        wait_for(browser, f"(document.body.dataset.why || '').startsWith('{v}:') && !document.body.dataset.explaining")
+        assert not browser.find_element(By.ID, "cam-figure").is_displayed()
+        assert browser.find_element(By.ID, "cam-note").text.startswith("mlp has no conv layers: Grad-CAM needs")
     finally:
         browser.get(server["url"])  # back to the module's server for any test after this one
         wait_for(browser, "document.body.dataset.ready === '1'")
