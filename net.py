@@ -13,7 +13,6 @@ rebuild exactly the net that was trained, without guessing.
     python net.py            # every net's layers: output shape and parameters of each
     python net.py cnn4bn     # one of them
 """
-import torch
 from torch import nn
 
 # The activations a lab report compares (--activation). Every one of them is monotonic: it never
