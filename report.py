@@ -239,8 +239,8 @@ def main(argv=None):
 
     out = Path(args.out)
     make_folder(out, "--out")
+    plot(runs, out / "curves.png")  # the larger file first: on a full disk, nothing has changed when it fails
     write_text(out / "report.md", text)
-    plot(runs, out / "curves.png")
     print("\n\n".join(filter(None, [shared_line, table, "Validation accuracy (%) per epoch:", per_epoch])))
     print(f"\nWrote {out / 'report.md'} and {out / 'curves.png'}")
     return 0
