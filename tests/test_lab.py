@@ -202,6 +202,7 @@ def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
     assert "epoch  1/3" in out and "epoch  2/3" not in out
     assert torch.load(tmp_path / "net.pth", weights_only=True)["epoch"] == 1
     assert [s for s, _ in scalars(tmp_path / "logs" / "r")["accuracy/val"]] == [1]
+    assert not (tmp_path / "net.pth.lock").exists()  # Ctrl-C freed net.pth for the next run
 
     done = run_py("train.py", "--resume", tmp_path / "logs" / "r", "--data-dir", data_dir, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
