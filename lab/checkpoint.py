@@ -170,7 +170,7 @@ def has_ended(holder):
     except ProcessLookupError:
         return True
     except PermissionError:  # it exists, under another user
-        return False
+        pass
     return False
 
 
@@ -183,7 +183,6 @@ def in_use(path, lock, holder):
     else:
         who = (f"another training run (process {holder['pid']}{'' if here else ' on ' + str(holder.get('host'))}, "
                f"since {holder.get('since', '?')}; lock file {lock})")
-    # Where has_ended() cannot ask (another machine, no pid, Windows), only the user can tell.
-    sure = here and isinstance(holder.get("pid"), int) and os.name == "posix"
-    return (f"{path} is in use by {who}: let it finish, or give this run its own file, e.g. --checkpoint {other}"
-            + ("" if sure else f"; if that run has ended, delete {lock}"))
+    # has_ended() cannot ask another machine, nor Windows, nor see a pid reused after a reboot: the user can.
+    return (f"{path} is in use by {who}: let it finish, or give this run its own file, e.g. --checkpoint {other}; "
+            f"if that run has ended, delete {lock}")
