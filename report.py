@@ -379,8 +379,8 @@ def main(argv=None):
 
     out = Path(args.out)
     make_folder(out, "--out")
+    plot(series, out / "curves.png")  # the larger file first: on a full disk, nothing has changed when it fails
     write_text(out / "report.md", text)
-    plot(series, out / "curves.png")
     print("\n\n".join(filter(None, [shared_line, table, grouped and "Over seeds (mean ± sd):", seeds,
                                      f"Validation accuracy (%) per epoch{per}:", val_table,
                                      f"Test accuracy (%) per epoch{per}:", test_table])))

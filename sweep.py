@@ -37,9 +37,11 @@ import torch
 
 import train  # to run its whole job, train.train(), once per run
 from lab import runs, settings
+from lab.checkpoint import refuse_if_locked
 from lab.cli import UserError, fmt_time, make_parser, popen_hearing_ctrl_c, positive_int, run_script
 from lab.data import ensure_mnist, load_data
 from lab.device import cores, pick_device
+from lab.files import make_folder
 
 SET_PER_RUN = ("resume", "run_name", "checkpoint")  # the sweep chooses these, never the user
 TRAIN = [sys.executable, str(Path(__file__).resolve().with_name("train.py"))]  # one run, with --jobs N
@@ -145,6 +147,7 @@ def state_of(run_dir, run_args):
     Returns (what, saved state or None). A folder with no last.pt never finished an
     epoch, so whatever it holds (a model graph, half an epoch's events) is stale.
     """
+    refuse_if_locked(run_args.checkpoint)  # another sweep of the same --name is training it now: leave it alone
     state_file = run_dir / runs.STATE_FILE
     if not state_file.is_file():
         return ("restart" if run_dir.exists() else "new"), None
@@ -184,7 +187,11 @@ def prepare(run_dir, what, run_args):
     """Clear a run folder that never finished an epoch; point a half-done run at its saved state."""
     if what == "restart":
         print(f"(its earlier attempt finished no epoch: starting {run_dir} afresh)")
-        shutil.rmtree(run_dir)
+        try:
+            shutil.rmtree(run_dir)
+        except OSError as e:  # e.g. a read-only disk
+            raise UserError(f"cannot clear {run_dir} ({e.strerror or e}): delete it, or give the sweep "
+                            "another --name") from None
     if what == "resume":
         run_args.resume = str(run_dir)
 
@@ -295,6 +302,7 @@ def main(argv=None):
     if not name.strip() or Path(name).name != name or name in (".", ".."):
         raise UserError(f"--name {name!r} must be a plain folder name, without slashes")
     base, sweep_dir, runs = plan_runs(args, rest, name, argv)
+    make_folder(sweep_dir, "--logdir")  # a read-only or mistyped --logdir: one line now, not one per run
     plan = [(run, label, run_args, run_argv, *state_of(sweep_dir / run, run_args))
             for run, label, run_args, run_argv in runs]
 

@@ -56,8 +56,9 @@ def make_scheduler(args, optimizer, steps_per_epoch):
     total = args.epochs * steps_per_epoch
     if args.scheduler == "onecycle":
         # Warm up over the first 25% of steps, then anneal to ~0: converges fast and lands softly.
+        # (At least 2 steps of warm-up: OneCycleLR divides by the warm-up's length less one.)
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total,
-                                                   pct_start=0.25), True
+                                                   pct_start=0.25 if total <= 2 else max(0.25, 2 / total)), True
     if args.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True
     if args.scheduler == "step":
@@ -122,76 +123,80 @@ def train(args, data=None):
 
     Returns a summary dict; summary["interrupted"] is True after Ctrl-C.
     """
-    run = runs.start(args)  # resume?, threads, device, precision, torchrun, folders: lab/runs.py
-    args, device = run.args, run.device
-    if data is None:
-        data = distributed.first_on_each_machine(load_data, args.data_dir, args.mirror, args.val_size, args.limit, device)
-    (tx, ty), (vx, vy), (sx, sy) = data["train"], data["val"], data["test"]
-    distributed.check_split(len(tx), args.batch_size, run.world)
+    # resume?, threads, device, precision, torchrun, folders, and a lock on --checkpoint: lab/runs.py
+    with runs.start(args) as run:  # leaving this block, however, frees --checkpoint for another run
+        args, device = run.args, run.device
+        if data is None:
+            data = distributed.first_on_each_machine(load_data, args.data_dir, args.mirror, args.val_size,
+                                                     args.limit, device)
+        (tx, ty), (vx, vy), (sx, sy) = data["train"], data["val"], data["test"]
+        distributed.check_split(len(tx), args.batch_size, run.world)
 
-    # The model, the optimiser that changes it, the schedule of its learning rate, and the loss.
-    torch.manual_seed(args.seed)
-    options = settings.model_options(args)
-    model = build_model(args.model, **options).to(device).to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(args, model.parameters(), device)
-    steps = math.ceil(len(tx) / args.batch_size)  # per epoch
-    scheduler, per_batch = make_scheduler(args, optimizer, steps)
-    loss_fn = make_loss(args)
-    scaler = torch.amp.GradScaler(device.type, enabled=run.precision == "fp16")  # bf16 has fp32's range: no need
-    shuffle = torch.Generator().manual_seed(args.seed)
-    augment_rng = torch.Generator(device=device).manual_seed(args.seed)  # drawn on the device: no copy per step
-    start, best = runs.restore(run, model, optimizer, scheduler, scaler, shuffle, augment_rng)
-    print(f"{args.model}: {count_parameters(model):,} parameters; training on {len(tx):,} images, "
-          f"validating on {len(vx):,}, testing on {len(sx):,}; logging to {run.dir}")
+        # The model, the optimiser that changes it, the schedule of its learning rate, and the loss.
+        torch.manual_seed(args.seed)
+        options = settings.model_options(args)
+        model = build_model(args.model, **options).to(device).to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(args, model.parameters(), device)
+        steps = math.ceil(len(tx) / args.batch_size)  # per epoch
+        scheduler, per_batch = make_scheduler(args, optimizer, steps)
+        loss_fn = make_loss(args)
+        scaler = torch.amp.GradScaler(device.type, enabled=run.precision == "fp16")  # bf16 has fp32's range: no need
+        shuffle = torch.Generator().manual_seed(args.seed)
+        augment_rng = torch.Generator(device=device).manual_seed(args.seed)  # drawn on the device: no copy per step
+        start, best = runs.restore(run, model, optimizer, scheduler, scaler, shuffle, augment_rng)
+        print(f"{args.model}: {count_parameters(model):,} parameters; training on {len(tx):,} images, "
+              f"validating on {len(vx):,}, testing on {len(sx):,}; logging to {run.dir}")
 
-    writer = board.open_run(run, start, model, tx, ty)  # rank 0's TensorBoard writer; None for the others
-    step_writer = board.open_steps(run, start * steps)  # the same for the per-step curves
-    step_model = distributed.wrap(model, device)  # DDP under torchrun, else the model itself
-    step_model = torch.compile(step_model) if args.compile else step_model
-    best_model = best_test = None  # the best epoch's checkpoint and test evaluation, made in this process
-    done, train_seconds = start, 0.0
-    with runs.stoppable() as stopped:
-        for epoch in range(start + 1, args.epochs + 1):
-            t0 = time.perf_counter()
-            distributed.seed_epoch(args.seed, epoch, augment_rng)
-            batches = training_batches(tx, ty, args.batch_size, shuffle, augment_rng if args.augment else None,
-                                       run.rank, run.world)
-            progress = EpochSteps(epoch, args.epochs, steps, args.log_every, step_writer, eval_every=args.eval_every,
-                                  validate=lambda: evaluate(model, vx, vy, precision=run.precision), rank=run.rank)
-            train_loss, train_acc = train_one_epoch(step_model, optimizer, scheduler, per_batch, scaler, loss_fn,
-                                                    batches, run.precision, progress)
-            seconds = time.perf_counter() - t0 - progress.eval_seconds  # training alone
-            train_seconds, done = train_seconds + seconds, epoch
-            if run.rank != 0:
-                continue  # under torchrun, rank 0 alone evaluates, logs and saves
+        writer = board.open_run(run, start, model, tx, ty)  # rank 0's TensorBoard writer; None for the others
+        step_writer = board.open_steps(run, start * steps)  # the same for the per-step curves
+        step_model = distributed.wrap(model, device)  # DDP under torchrun, else the model itself
+        step_model = torch.compile(step_model) if args.compile else step_model
+        best_model = best_test = None  # the best epoch's checkpoint and test evaluation, made in this process
+        done, train_seconds = start, 0.0
+        with runs.stoppable() as stopped:
+            for epoch in range(start + 1, args.epochs + 1):
+                t0 = time.perf_counter()
+                distributed.seed_epoch(args.seed, epoch, augment_rng)
+                batches = training_batches(tx, ty, args.batch_size, shuffle, augment_rng if args.augment else None,
+                                           run.rank, run.world)
+                progress = EpochSteps(epoch, args.epochs, steps, args.log_every, step_writer, rank=run.rank,
+                                      validate=lambda: evaluate(model, vx, vy, precision=run.precision),
+                                      eval_every=args.eval_every)
+                train_loss, train_acc = train_one_epoch(step_model, optimizer, scheduler, per_batch, scaler, loss_fn,
+                                                        batches, run.precision, progress)
+                seconds = time.perf_counter() - t0 - progress.eval_seconds  # training alone
+                train_seconds, done = train_seconds + seconds, epoch
+                if run.rank != 0:
+                    continue  # under torchrun, rank 0 alone evaluates, logs and saves
 
-            with distributed.all_cores_while_others_wait():
-                val = evaluate(model, vx, vy, precision=run.precision)
-                test = evaluate(model, sx, sy, precision=run.precision)  # watched, never used to choose
-            board.log_epoch(writer, epoch, model, vx, vy, val, test, train_loss, train_acc, seconds,
-                            lr=optimizer.param_groups[0]["lr"])
-            improved = val["accuracy"] > best["val_acc"]
-            if improved:  # keep the best model: chosen on validation
-                best = {"val_acc": val["accuracy"], "epoch": epoch, "test_acc": test["accuracy"]}
-                best_model = make_checkpoint(model, args.model, options, run.record, epoch=epoch,
-                                             val_acc=val["accuracy"], val_loss=val["loss"], test_acc=test["accuracy"])
-                best_test = test
-                save_checkpoint(best_model, args.checkpoint)
-            runs.save_state(run, epoch, best, model, optimizer, scheduler, scaler, shuffle, augment_rng)
-            print(f"epoch {epoch:>2}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:.2f}%  "
-                  f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%  "
-                  f"test acc {100 * test['accuracy']:.2f}%  {time.perf_counter() - t0:.1f} s  "
-                  f"{len(tx) / seconds:,.0f} img/s" + ("  * saved" if improved else ""), flush=True)
+                with distributed.all_cores_while_others_wait():
+                    val = evaluate(model, vx, vy, precision=run.precision)
+                    test = evaluate(model, sx, sy, precision=run.precision)  # watched, never used to choose
+                board.log_epoch(writer, epoch, model, vx, vy, val, test, train_loss, train_acc, seconds,
+                                lr=optimizer.param_groups[0]["lr"])
+                improved = val["accuracy"] > best["val_acc"]
+                if improved:  # keep the best model: chosen on validation
+                    best = {"val_acc": val["accuracy"], "epoch": epoch, "test_acc": test["accuracy"]}
+                    best_model = make_checkpoint(model, args.model, options, run.record, epoch=epoch,
+                                                 val_acc=val["accuracy"], val_loss=val["loss"],
+                                                 test_acc=test["accuracy"])
+                    best_test = test
+                    save_checkpoint(best_model, args.checkpoint)
+                runs.save_state(run, epoch, best, model, optimizer, scheduler, scaler, shuffle, augment_rng)
+                print(f"epoch {epoch:>2}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:.2f}%  "
+                      f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%  "
+                      f"test acc {100 * test['accuracy']:.2f}%  {time.perf_counter() - t0:.1f} s  "
+                      f"{len(tx) / seconds:,.0f} img/s" + ("  * saved" if improved else ""), flush=True)
 
-    if run.rank == 0:  # the end: the best model on the test set in TensorBoard, and what to do next
-        if stopped.interrupted:
-            runs.say_interrupted(run, best, done)
-        else:
-            board.log_final(writer, run, best, best_model, best_test, model, sx, sy)
-            runs.say_done(run, best)
-        writer.close()
-        step_writer.close()
-    return runs.summary(run, best, done, start, train_seconds, len(tx), stopped.interrupted)
+        if run.rank == 0:  # the end: the best model on the test set in TensorBoard, and what to do next
+            if stopped.interrupted:
+                runs.say_interrupted(run, best, done)
+            else:
+                board.log_final(writer, run, best, best_model, best_test, model, sx, sy)
+                runs.say_done(run, best)
+            board.close(step_writer, run.dir)
+            board.close(writer, run.dir)
+        return runs.summary(run, best, done, start, train_seconds, len(tx), stopped.interrupted)
 
 
 def main(argv=None):

@@ -16,9 +16,14 @@
 
 The per-epoch pictures come from the predictions that validation computed anyway, and the end's
 from the best epoch's own test evaluation: no extra pass over the data (docs/tensorboard.md).
+
+A full disk or a read-only folder under TensorBoard's writer ends the run with one line naming the
+run's folder (events_written); what was saved before, net.pth and last.pt, stays as it was.
 """
+import contextlib
 import shlex
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -27,8 +32,10 @@ from torch.utils.tensorboard import SummaryWriter
 
 from lab import settings
 from lab.checkpoint import load_checkpoint
+from lab.cli import UserError
 from lab.data import MEAN, STD
 from lab.figures import confusion_picture, mistakes_picture, samples_picture
+from lab.files import why_not_written
 from lab.metrics import confusion_matrix, digit_tables, evaluate
 
 PROJECTED = 2000  # test digits in the projector: enough for clear clusters, a sprite of 1,260 px
@@ -44,15 +51,16 @@ def open_run(run, start_epoch, model, images, labels):
     or resumed it and, for a new run, the model's graph and a grid of the training images with their labels."""
     if run.rank != 0:
         return None
-    if run.state is None:
-        writer = SummaryWriter(str(run.dir))
-        writer.add_text("command", f"`{command_line()}`", 0)
-        writer.add_image("train/samples", samples_picture(images, labels), 0, dataformats="HWC")
-        log_graph(writer, model, images[:2])
-    else:  # purge_step drops events logged after the saved state, so resumed curves carry on unbroken
-        writer = SummaryWriter(str(run.dir), purge_step=start_epoch + 1)
-        # at the first step this process logs, so that the start's own line is kept, not repeated
-        writer.add_text("command", f"resumed after epoch {start_epoch}: `{command_line()}`", start_epoch + 1)
+    with events_written(run.dir):
+        if run.state is None:
+            writer = SummaryWriter(str(run.dir))
+            writer.add_text("command", f"`{command_line()}`", 0)
+            writer.add_image("train/samples", samples_picture(images, labels), 0, dataformats="HWC")
+            log_graph(writer, model, images[:2])
+        else:  # purge_step drops events logged after the saved state, so resumed curves carry on unbroken
+            writer = SummaryWriter(str(run.dir), purge_step=start_epoch + 1)
+            # at the first step this process logs, so that the start's own line is kept, not repeated
+            writer.add_text("command", f"resumed after epoch {start_epoch}: `{command_line()}`", start_epoch + 1)
     return writer
 
 
@@ -61,7 +69,66 @@ def open_steps(run, steps_done):
     A resumed run drops what was logged there after `steps_done`, the steps of the epochs it saved."""
     if run.rank != 0:
         return None
-    return SummaryWriter(str(run.dir / STEPS), purge_step=steps_done + 1 if run.state is not None else None)
+    with events_written(run.dir):
+        return SummaryWriter(str(run.dir / STEPS), purge_step=steps_done + 1 if run.state is not None else None)
+
+
+def log_step(writer, step, scalars):
+    """One point of the per-step curves: {tag: value} at `step` (writer: from open_steps)."""
+    with events_written(Path(writer.log_dir).parent):
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, step)
+
+
+def close(writer, run_dir):
+    with events_written(run_dir, finished=True):
+        writer.close()
+
+
+# ---------------------------------------------------------------- a full disk under TensorBoard's writer
+
+_thread_failures = []  # what TensorBoard's writer threads died of; events_written() says it
+
+
+def _keep_writer_failures(hook):
+    """threading.excepthook, but a TensorBoard writer thread's OSError is kept for events_written()
+    rather than printed as a traceback."""
+    def excepthook(args):
+        if type(args.thread).__module__.startswith("tensorboard.") and isinstance(args.exc_value, OSError):
+            _thread_failures.append(args.exc_value)
+        else:
+            hook(args)
+    excepthook.keeps_writer_failures = True
+    return excepthook
+
+
+@contextlib.contextmanager
+def events_written(folder, finished=False):
+    """A failure to write TensorBoard's files in `folder` inside this block becomes one line.
+
+    The SummaryWriter writes its events from a thread of its own. When the disk fills (or the folder
+    is read-only), that thread dies of the OSError, and the writer raises it again at its next add_*,
+    flush or close, wherever that is; add_hparams's own writer never raises it at all. So the thread's
+    failures are kept (not printed), and every call into the writer is made in this block, which
+    ends with them said. net.pth and last.pt are saved after an epoch's events, never before: a
+    failure here leaves them at the previous epoch, from which --resume carries on.
+    """
+    if not getattr(threading.excepthook, "keeps_writer_failures", False):
+        threading.excepthook = _keep_writer_failures(threading.excepthook)
+    try:
+        yield
+        if _thread_failures:
+            raise _thread_failures[-1]
+    except OSError as e:
+        _thread_failures.clear()
+        if finished:
+            then = "the run itself is complete: its best model and last.pt are saved"
+        elif (Path(folder) / "last.pt").is_file():
+            then = (f"the best model and last.pt saved so far are unchanged; carry on with "
+                    f"python train.py --resume {folder}")
+        else:
+            then = "no epoch was saved yet"
+        raise UserError(f"cannot write TensorBoard's files in {folder} {why_not_written(e)}; {then}") from None
 
 
 def log_graph(writer, model, example):
@@ -71,6 +138,8 @@ def log_graph(writer, model, example):
             # Traced here, because add_graph's own trace checks itself, and the check's imports
             # alone take 0.7 s; given a traced model, add_graph logs the same graph as is.
             writer.add_graph(torch.jit.trace(model, example, check_trace=False), example)
+    except OSError:  # a full disk: events_written() says so
+        raise
     except Exception as e:  # the graph is a nicety; never fail a run for it
         print(f"(model graph not logged: {type(e).__name__})")
 
@@ -80,18 +149,19 @@ def log_epoch(writer, epoch, model, images, labels, val, test, train_loss, train
 
     model: the plain nn.Module; images, labels: the validation set, which `val` evaluated.
     """
-    for tag, value in [("loss/train", train_loss), ("accuracy/train", train_acc), ("loss/val", val["loss"]),
-                       ("accuracy/val", val["accuracy"]), ("accuracy/test", test["accuracy"]), ("lr", lr),
-                       ("time/epoch_seconds", seconds)]:  # training only, for report.py
-        writer.add_scalar(tag, value, epoch)
-    writer.add_image("val/confusion", confusion_picture(confusion_matrix(labels, val["predictions"])),
-                     epoch, dataformats="HWC")
-    writer.add_image("val/mistakes", mistakes_picture(images, labels, val), epoch, dataformats="HWC")
-    for name, p in model.named_parameters():
-        writer.add_histogram(f"weights/{name}", p.detach(), epoch)
-        if p.grad is not None:  # the last step's gradients: train_step zeroes them only at the next step
-            writer.add_histogram(f"grads/{name}", p.grad, epoch)
-    writer.flush()
+    with events_written(writer.log_dir):
+        for tag, value in [("loss/train", train_loss), ("accuracy/train", train_acc), ("loss/val", val["loss"]),
+                           ("accuracy/val", val["accuracy"]), ("accuracy/test", test["accuracy"]), ("lr", lr),
+                           ("time/epoch_seconds", seconds)]:  # training only, for report.py
+            writer.add_scalar(tag, value, epoch)
+        writer.add_image("val/confusion", confusion_picture(confusion_matrix(labels, val["predictions"])),
+                         epoch, dataformats="HWC")
+        writer.add_image("val/mistakes", mistakes_picture(images, labels, val), epoch, dataformats="HWC")
+        for name, p in model.named_parameters():
+            writer.add_histogram(f"weights/{name}", p.detach(), epoch)
+            if p.grad is not None:  # the last step's gradients: train_step zeroes them only at the next step
+                writer.add_histogram(f"grads/{name}", p.grad, epoch)
+        writer.flush()
 
 
 def log_final(writer, run, best, best_model, best_test, model, images, labels):
@@ -111,19 +181,21 @@ def log_final(writer, run, best, best_model, best_test, model, images, labels):
     features = hidden_features(model, images[:n], labels[:n], run.precision)
 
     cm = confusion_matrix(labels, best_test["predictions"])
-    writer.add_image("test/confusion", confusion_picture(cm), step, dataformats="HWC")
-    writer.add_image("test/mistakes", mistakes_picture(images, labels, best_test), step, dataformats="HWC")
-    truth = labels.cpu()
-    for d in range(10):
-        writer.add_pr_curve(f"pr/{d}", truth == d, best_test["probabilities"][:, d], step)
-    pictures = (images[:n].float() * STD + MEAN).clamp(0, 1).cpu()
-    writer.add_embedding(features, metadata=truth[:n].tolist(), label_img=pictures, global_step=step,
-                         tag="test_digits")
-    writer.add_text("test report", test_report(best_model.get("epoch"), best_test, cm), step)
     hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.training(run.args).items()}
-    writer.add_hparams({**hparams, "precision": run.precision},
-                       {"hparam/best_val_acc": best["val_acc"], "hparam/test_acc": best["test_acc"],
-                        "hparam/best_epoch": best["epoch"]}, run_name=".")
+    with events_written(writer.log_dir, finished=True):
+        writer.add_image("test/confusion", confusion_picture(cm), step, dataformats="HWC")
+        writer.add_image("test/mistakes", mistakes_picture(images, labels, best_test), step, dataformats="HWC")
+        truth = labels.cpu()
+        for d in range(10):
+            writer.add_pr_curve(f"pr/{d}", truth == d, best_test["probabilities"][:, d], step)
+        pictures = (images[:n].float() * STD + MEAN).clamp(0, 1).cpu()
+        writer.add_embedding(features, metadata=truth[:n].tolist(), label_img=pictures, global_step=step,
+                             tag="test_digits")
+        writer.add_text("test report", test_report(best_model.get("epoch"), best_test, cm), step)
+        writer.add_hparams({**hparams, "precision": run.precision},
+                           {"hparam/best_val_acc": best["val_acc"], "hparam/test_acc": best["test_acc"],
+                            "hparam/best_epoch": best["epoch"]}, run_name=".")
+        writer.flush()  # here, so that a failure to write them is said here
 
 
 def test_report(epoch, result, cm):

@@ -26,11 +26,16 @@ def make_folder(folder, flag):
         raise UserError(f"{flag}: cannot make the folder {folder} ({why})") from None
 
 
-def cannot_write(path, error):
-    """The one-line UserError for a failed write of `path`."""
+def why_not_written(error):
+    """Why a write failed, and what to do if it is a full disk: "(No space left on device); free some space"."""
     why = error.strerror or str(error) if isinstance(error, OSError) else str(error)
     hint = "; free some space" if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) else ""
-    return UserError(f"cannot write {path} ({why}){hint}; anything saved there before is unchanged")
+    return f"({why}){hint}"
+
+
+def cannot_write(path, error):
+    """The one-line UserError for a failed write of `path`."""
+    return UserError(f"cannot write {path} {why_not_written(error)}; anything saved there before is unchanged")
 
 
 def write_atomic(path, data):

@@ -20,6 +20,8 @@ import time
 
 from tqdm import tqdm
 
+from lab.board import log_step
+
 
 class EpochSteps:
     def __init__(self, epoch, epochs, steps, log_every, writer=None, validate=None, eval_every=None, rank=0):
@@ -46,8 +48,7 @@ class EpochSteps:
             loss, accuracy = ((total - self.last[0]) / (seen - self.last[2]), (right - self.last[1]) / (seen - self.last[2]))
             self.last = (total, right, seen)
             if self.writer is not None:
-                self.writer.add_scalar("loss/train_step", loss, done)
-                self.writer.add_scalar("accuracy/train_step", accuracy, done)
+                log_step(self.writer, done, {"loss/train_step": loss, "accuracy/train_step": accuracy})
             if self.bar is None:
                 print(f"step {step + 1}/{self.steps} of epoch {self.epoch}/{self.epochs}  "
                       f"train loss {loss:.4f} acc {100 * accuracy:.2f}%", flush=True)
@@ -56,8 +57,7 @@ class EpochSteps:
             val = self.validate()
             self.eval_seconds += time.perf_counter() - t0
             if self.writer is not None:
-                self.writer.add_scalar("accuracy/val_step", val["accuracy"], done)
-                self.writer.add_scalar("loss/val_step", val["loss"], done)
+                log_step(self.writer, done, {"accuracy/val_step": val["accuracy"], "loss/val_step": val["loss"]})
 
     def close(self):
         if self.bar is not None:

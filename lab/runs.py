@@ -3,7 +3,9 @@
 A run lives in its folder under --logdir: TensorBoard's event files and last.pt, the state saved
 after every epoch (model, optimiser, schedule, random-number states, best so far, settings), from
 which `python train.py --resume` carries on as if it had never stopped. net.pth, the best model,
-goes wherever --checkpoint says (lab/checkpoint.py).
+goes wherever --checkpoint says (lab/checkpoint.py), held by the run until it ends:
+
+    with runs.start(args) as run:   # ... train; leaving the block, also by Ctrl-C or an error, frees net.pth
 """
 import argparse
 import contextlib
@@ -15,7 +17,7 @@ from pathlib import Path
 import torch
 
 from lab import distributed, settings
-from lab.checkpoint import check_version, load_file
+from lab.checkpoint import check_version, load_file, release_lock, take_lock
 from lab.cli import UserError, fmt_time
 from lab.device import keep_freed_memory, pick_device, pick_precision, use_all_cores
 from lab.files import make_folder, save_torch
@@ -34,15 +36,25 @@ class Run:
     world: int
     dir: Path                 # its folder: TensorBoard events and last.pt
     state: dict = None        # the saved state it resumes from, or None for a new run
+    lock: Path = None         # net.pth's lock file while this process holds it (rank 0 alone)
     started: float = field(default_factory=time.perf_counter)
 
     @property
     def record(self):
         return settings.record(self.args, precision=self.precision)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):  # the run is over, however it ended: another may use its net.pth
+        if self.lock is not None:
+            release_lock(self.lock)
+            self.lock = None
+
 
 def start(args):
-    """Everything before the first step: resume or not, threads, device and precision, torchrun, folders."""
+    """Everything before the first step: resume or not, threads, device and precision, torchrun, folders,
+    and the lock on --checkpoint (rank 0's: it alone saves). Use it as `with start(args) as run:`."""
     state = None
     if args.resume:
         run_dir = find_run(args.logdir, args.resume)
@@ -68,13 +80,21 @@ def start(args):
                             "or pick another --run-name")
     elif state["epoch"] >= args.epochs:
         raise UserError(f"run {run_dir} already finished all {args.epochs} epochs; its best model is in {args.checkpoint}")
+    lock = None
+    if rank == 0:  # it alone saves and logs
+        lock = take_lock(args.checkpoint)  # only now: a run refused above leaves no lock behind
+        try:
+            make_folder(run_dir, "--logdir")  # a read-only --logdir fails now, not once the data is read
+        except UserError:
+            release_lock(lock)
+            raise
     print(f"Using {device} device" + (f" ({threads} threads)" if device.type == "cpu" else "")
           + f", {precision} precision" + (f", {world} processes (torchrun)" if distributed.launched() else ""))
     if state is not None:
         best = state["best"]
         print(f"Resuming {run_dir} after epoch {state['epoch']} (best so far: epoch {best['epoch']}, "
               f"val {100 * best['val_acc']:.2f}%)")
-    return Run(args, device, precision, rank, world, run_dir, state)
+    return Run(args, device, precision, rank, world, run_dir, state, lock)
 
 
 def default_run_name(args):

@@ -1,9 +1,11 @@
-"""Shared fixtures: real MNIST from a local mirror, and one short real training per session.
+"""Shared fixtures: real MNIST from a local mirror, one short real training per session, runs
+paused at a known step for Ctrl-C, and small or read-only disks.
 
 The data comes from $MNIST_MIRROR, or ../shared/mnist beside the project (as in CI).
 No test touches the network.
 """
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from lab.cli import popen_hearing_ctrl_c  # noqa: E402  (after the path is set)
 
 
 def mirror_folder():
@@ -48,6 +52,20 @@ def run_py(script, *args, cwd, env=None, timeout=600, launcher=(sys.executable,)
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+_started = []  # what start_paused() started: ended after each test, passed or failed
+
+
+@pytest.fixture(autouse=True)
+def _end_paused_runs():
+    """A test that fails before its paused run ends would leave it waiting for ever: kill it."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def start_paused(step, script, *args, cwd, launcher=(sys.executable,), pauses=1):
     """Start `script` so that it stops after training step `step` (see tests/pausing.py).
 
@@ -55,9 +73,12 @@ def start_paused(step, script, *args, cwd, launcher=(sys.executable,), pauses=1)
     so that a signal sent next lands in that step on any machine, fast or slow.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_MIRROR": ""}
-    proc = subprocess.Popen([*launcher, str(ROOT / "tests" / "pausing.py"), str(step), str(ROOT / script),
-                             *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
+    # It must answer the SIGINT a test sends even where pytest itself runs with SIGINT ignored
+    # (a background job, `cmd &`, and whatever it starts, inherit that): see lab/cli.py.
+    proc = popen_hearing_ctrl_c([*launcher, str(ROOT / "tests" / "pausing.py"), str(step), str(ROOT / script),
+                                 *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, stdin=subprocess.DEVNULL)
+    _started.append(proc)
     seen, early = 0, []
     for line in proc.stderr:  # blocks until the child speaks: no clock involved
         # Counted anywhere in a line: sweep.py --jobs prefixes its runs' lines with the run's name.
@@ -70,6 +91,17 @@ def start_paused(step, script, *args, cwd, launcher=(sys.executable,), pauses=1)
     proc.kill()
     out, err = proc.communicate()
     raise AssertionError(f"{script} ended before pausing at step {step}:\n{out}{''.join(early)}{err}")
+
+
+def put_back_v1_run(run):
+    """tests/fixtures/v1-run (see its README) as the run folder `run`, whose net.pth is boardlog/v1run/net.pth:
+    run it from the folder above boardlog/. Stopped after epoch 1 of 2, so it resumes."""
+    run.mkdir(parents=True)
+    source = ROOT / "tests" / "fixtures" / "v1-run"
+    shutil.copy(source / "net.pth.bin", run / "net.pth")
+    shutil.copy(source / "last.pt.bin", run / "last.pt")
+    shutil.copy(source / "events.bin", run / "events.out.tfevents.1796139137.vm.4422.0")
+    return run
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +117,81 @@ def trained(data_dir, tmp_path_factory):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {"dir": work, "checkpoint": work / "net.pth", "logdir": work / "boardlog",
             "run_dir": work / "boardlog" / "r1", "proc": proc, "data_dir": data_dir}
+
+
+# ---------------------------------------------------------------- small and read-only disks
+
+SIMULATE = os.environ.get("LAB_TEST_DISK") == "simulated"  # to try the fallback on a machine that can mount
+_disk_kinds = {}  # the kind of small disk each test used, for the summary at the end
+
+
+class SmallDisk:
+    """A folder on a filesystem of `size` bytes: a real tmpfs where this machine lets us mount one, else
+    a simulated one (tests/small_disk.py: the scripts run through it, and their writes under the folder
+    fail with ENOSPC or EROFS where a real small disk's would). Run scripts with `launcher=disk.launcher`."""
+
+    def __init__(self, folder, size, real):
+        self.folder, self.size, self.real, self.mode = Path(folder), size, real, "rw"
+        self.kind = f"tmpfs of {size // 1024} KB" if real else "simulated (tests/small_disk.py)"
+
+    @property
+    def launcher(self):
+        if self.real:
+            return (sys.executable,)
+        return (sys.executable, str(ROOT / "tests" / "small_disk.py"), str(self.folder), str(self.size), self.mode)
+
+    def free(self):
+        if self.real:
+            st = os.statvfs(self.folder)
+            return st.f_bavail * st.f_frsize
+        from small_disk import used  # here: only the simulated disk needs it
+        return self.size - used(self.folder)
+
+    def fill(self, leave=0):
+        """Fill the disk up, leaving `leave` bytes free (a multiple of 4096: tmpfs counts in pages)."""
+        with open(self.folder / "filler", "wb") as f:
+            if self.real:  # real bytes: tmpfs does not count a sparse file's holes
+                f.write(bytes(self.free() - leave))
+            else:
+                f.truncate(self.free() - leave)
+        assert self.free() == leave, self.free()
+
+    def read_only(self):
+        if self.real:
+            subprocess.run(["mount", "-o", "remount,ro", str(self.folder)], check=True)
+        self.mode = "ro"
+
+
+def _mount(folder, size):
+    """Mount a tmpfs of `size` bytes on `folder`; False where this machine does not let us."""
+    if SIMULATE or os.name != "posix" or os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path, request):
+    """small_disk(name, size): a SmallDisk at tmp_path/name. Real mounts are unmounted at the end."""
+    made = []
+
+    def make(name, size):
+        folder = tmp_path / name
+        folder.mkdir()
+        disk = SmallDisk(folder, size, _mount(folder, size))
+        made.append(disk)
+        _disk_kinds[request.node.nodeid] = disk.kind
+        return disk
+
+    yield make
+    for disk in made:
+        # lazily (-l) if a process still inside keeps it busy (a failed test's; they are killed next)
+        if disk.real and subprocess.run(["umount", str(disk.folder)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(disk.folder)], check=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which small disks the full-disk tests used: a real tmpfs, or the simulated one."""
+    if _disk_kinds:
+        kinds = sorted(set(_disk_kinds.values()))
+        terminalreporter.write_line(f"small disks: {len(_disk_kinds)} tests used {' and '.join(kinds)}")

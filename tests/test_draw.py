@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, run_py
+from lab.cli import popen_hearing_ctrl_c
 
 SAFETY_S = 120  # only for a server or browser that hangs: no test waits this long when things work
 
@@ -35,9 +36,11 @@ SAFETY_S = 120  # only for a server or browser that hangs: no test waits this lo
 def start_server(checkpoint, *flags, cwd):
     """python draw.py on a free port; returns (process, URL, lines printed) once it says where it listens."""
     stderr = open(Path(cwd) / "draw-stderr.txt", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "draw.py"), "--checkpoint", str(checkpoint), "--port", "0",
-                             "--no-browser", *flags], cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                            stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # stop() sends it Ctrl-C: it must hear it even where pytest runs with SIGINT ignored (lab/cli.py)
+    proc = popen_hearing_ctrl_c([sys.executable, str(ROOT / "draw.py"), "--checkpoint", str(checkpoint),
+                                 "--port", "0", "--no-browser", *flags], cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     stderr.close()
     watchdog = threading.Timer(SAFETY_S, proc.kill)  # a server that never prints: end it, and fail below
     watchdog.start()

@@ -177,6 +177,12 @@ def test_training_writes_checkpoint_events_and_learns(trained):
     assert best_val >= 0.97, tags["accuracy/val"]
 
 
+@pytest.mark.parametrize("limit", [500, 256, 100])  # 4, 2 and 1 steps: OneCycleLR's smallest cases
+def test_a_run_of_a_few_steps_trains(data_dir, tmp_path, limit):
+    proc = run_py("train.py", "--epochs", 1, "--limit", limit, "--val-size", 100, "--data-dir", data_dir, cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_hparams_and_graph_are_logged(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(trained["run_dir"]))
@@ -202,6 +208,7 @@ def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
     assert "epoch  1/3" in out and "epoch  2/3" not in out
     assert torch.load(tmp_path / "net.pth", weights_only=True)["epoch"] == 1
     assert [s for s, _ in scalars(tmp_path / "logs" / "r")["accuracy/val"]] == [1]
+    assert not (tmp_path / "net.pth.lock").exists()  # Ctrl-C freed net.pth for the next run
 
     done = run_py("train.py", "--resume", tmp_path / "logs" / "r", "--data-dir", data_dir, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

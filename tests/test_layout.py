@@ -3,12 +3,11 @@ flags, and files written by an older version that still load, test, predict and 
 import ast
 import importlib.util
 import re
-import shutil
 
 import pytest
 import torch
 
-from conftest import ROOT, run_py
+from conftest import ROOT, put_back_v1_run, run_py
 
 SCRIPTS = sorted(p.name for p in ROOT.glob("*.py"))
 PACKAGE = sorted(p.name for p in (ROOT / "lab").glob("*.py"))
@@ -105,13 +104,7 @@ def test_a_newer_settings_record_or_file_is_refused(tmp_path):
 @pytest.fixture
 def v1_run(tmp_path):
     """tests/fixtures/v1-run (see its README) put back as boardlog/v1run/ in a fresh folder."""
-    run = tmp_path / "boardlog" / "v1run"
-    run.mkdir(parents=True)
-    source = ROOT / "tests" / "fixtures" / "v1-run"
-    shutil.copy(source / "net.pth.bin", run / "net.pth")
-    shutil.copy(source / "last.pt.bin", run / "last.pt")
-    shutil.copy(source / "events.bin", run / "events.out.tfevents.1796139137.vm.4422.0")
-    return run
+    return put_back_v1_run(tmp_path / "boardlog" / "v1run")
 
 
 def test_a_v1_checkpoint_tests_and_predicts(v1_run, data_dir, tmp_path):
