@@ -4,6 +4,7 @@ paused at a known step for Ctrl-C, and small or read-only disks.
 The data comes from $MNIST_MIRROR, or ../shared/mnist beside the project (as in CI).
 No test touches the network.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -50,6 +51,40 @@ def run_py(script, *args, cwd, env=None, timeout=600, launcher=(sys.executable,)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_MIRROR": "", **(env or {})}
     return subprocess.run([*launcher, str(ROOT / script), *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+# run_each()'s child: runs SCRIPT once for each argv as `python SCRIPT ARGS` would (its main through
+# run_script, with its exit status), and reports what each wrote on stderr.
+_EACH = r"""
+import contextlib, io, json, os, runpy, sys, traceback
+script, cases = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, os.path.dirname(script))
+results = []
+for argv in cases:
+    sys.argv, err = [script, *argv], io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            runpy.run_path(script, run_name="__main__")
+            status = 0
+        except SystemExit as e:
+            status = e.code
+        except BaseException:
+            traceback.print_exc()
+            status = "escaped"
+    results.append([status, err.getvalue()])
+sys.stdout.write(json.dumps(results))
+"""
+
+
+def run_each(script, cases, cwd, timeout=600):
+    """[(exit status, stderr)] of `python SCRIPT ARGS` for each ARGS in `cases`, all in one child process:
+    one start of Python and torch instead of one per case (each costs ~2 s). For cases that end early,
+    like the one-line errors; a run that trains works too, one after the other."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_MIRROR": ""}
+    proc = subprocess.run([sys.executable, "-c", _EACH, str(ROOT / script), json.dumps([list(map(str, c)) for c in cases])],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    return [tuple(r) for r in json.loads(proc.stdout)]
 
 
 _started = []  # what start_paused() started: ended after each test, passed or failed

@@ -6,7 +6,7 @@ import signal
 import pytest
 import torch
 
-from conftest import ROOT, run_py, start_paused
+from conftest import ROOT, run_each, run_py, start_paused
 
 TAGS = {"loss/train", "accuracy/train", "loss/val", "accuracy/val", "accuracy/test", "lr"}
 
@@ -177,10 +177,13 @@ def test_training_writes_checkpoint_events_and_learns(trained):
     assert best_val >= 0.97, tags["accuracy/val"]
 
 
-@pytest.mark.parametrize("limit", [500, 256, 100])  # 4, 2 and 1 steps: OneCycleLR's smallest cases
-def test_a_run_of_a_few_steps_trains(data_dir, tmp_path, limit):
-    proc = run_py("train.py", "--epochs", 1, "--limit", limit, "--val-size", 100, "--data-dir", data_dir, cwd=tmp_path)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+def test_runs_of_a_few_steps_train(data_dir, tmp_path):
+    limits = [500, 256, 100]  # 4, 2 and 1 steps: OneCycleLR's smallest cases
+    cases = [["--epochs", 1, "--limit", n, "--val-size", 100, "--data-dir", data_dir, "--checkpoint", tmp_path / f"{n}.pth",
+              "--logdir", tmp_path / "logs", "--run-name", n] for n in limits]
+    for n, (status, stderr) in zip(limits, run_each("train.py", cases, cwd=tmp_path)):
+        assert status == 0 and "Traceback" not in stderr, (n, stderr)
+        assert torch.load(tmp_path / f"{n}.pth", weights_only=True)["epoch"] == 1
 
 
 def test_hparams_and_graph_are_logged(trained):
@@ -268,34 +271,47 @@ def test_existing_run_name_is_refused_not_overwritten(trained):
     assert not (trained["dir"] / "other.pth").exists()
 
 
-@pytest.mark.parametrize("flags, words", [
+BAD_FLAGS = [
     (["--epochs", "0"], "--epochs"), (["--lr", "-1"], "--lr"), (["--lr", "nan"], "--lr"),
     (["--device", "tpu"], "--device"), (["--nope"], "--nope"), (["--label-smoothing", "2"], "--label-smoothing"),
     (["--dropout", "1.5"], "--dropout"), (["--momentum", "-0.9"], "--momentum"),
     (["--weight-decay", "-1"], "--weight-decay"), (["--seed", "-3"], "--seed"), (["--val-size", "0"], "--val-size"),
-    (["--batch-size", "2.5"], "--batch-size")])
-def test_bad_flags_are_one_line_errors(tmp_path, flags, words):
-    proc = run_py("train.py", *flags, cwd=tmp_path)
-    assert proc.returncode == 2 and words in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    (["--batch-size", "2.5"], "--batch-size")]
+UNUSABLE = ["checkpoint-is-a-folder", "logdir-is-a-file", "data-dir-is-a-file", "data-dir-is-a-link-to-itself",
+            "checkpoint-folder-is-a-file"]
 
 
-@pytest.mark.parametrize("where", ["checkpoint-is-a-folder", "logdir-is-a-file", "data-dir-is-a-file",
-                                   "data-dir-is-a-link-to-itself", "checkpoint-folder-is-a-file"])
-def test_unusable_paths_are_one_line_errors(data_dir, tmp_path, where):
-    (tmp_path / "a-file").write_text("x")
-    (tmp_path / "a-folder").mkdir()
-    (tmp_path / "a-loop").symlink_to(tmp_path / "a-loop")  # a mistake once made here by `ln -s`
-    flags = {"checkpoint-is-a-folder": ["--checkpoint", tmp_path / "a-folder"],
-             "logdir-is-a-file": ["--logdir", tmp_path / "a-file"],
-             "data-dir-is-a-file": ["--data-dir", tmp_path / "a-file"],
-             "data-dir-is-a-link-to-itself": ["--data-dir", tmp_path / "a-loop"],
-             "checkpoint-folder-is-a-file": ["--checkpoint", tmp_path / "a-file" / "net.pth"]}[where]
-    args = ["--epochs", 1, "--limit", 200, "--val-size", 100, "--data-dir", data_dir, *flags]
-    proc = run_py("train.py", *args, cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and flags[0] in lines[0], lines
+@pytest.fixture(scope="module")
+def one_line_errors(data_dir, tmp_path_factory):
+    """train.py's answer to every bad flag and unusable path below, run in one child process."""
+    tmp = tmp_path_factory.mktemp("paths")
+    (tmp / "a-file").write_text("x")
+    (tmp / "a-folder").mkdir()
+    (tmp / "a-loop").symlink_to(tmp / "a-loop")  # a mistake once made here by `ln -s`
+    paths = {"checkpoint-is-a-folder": ["--checkpoint", tmp / "a-folder"],
+             "logdir-is-a-file": ["--logdir", tmp / "a-file"],
+             "data-dir-is-a-file": ["--data-dir", tmp / "a-file"],
+             "data-dir-is-a-link-to-itself": ["--data-dir", tmp / "a-loop"],
+             "checkpoint-folder-is-a-file": ["--checkpoint", tmp / "a-file" / "net.pth"]}
+    cases = [flags for flags, _ in BAD_FLAGS]
+    cases += [["--epochs", 1, "--limit", 200, "--val-size", 100, "--data-dir", data_dir, *paths[w]] for w in UNUSABLE]
+    results = run_each("train.py", cases, cwd=tmp)
+    return dict(zip([tuple(flags) for flags, _ in BAD_FLAGS] + UNUSABLE, results)), paths
+
+
+@pytest.mark.parametrize("flags, words", BAD_FLAGS)
+def test_bad_flags_are_one_line_errors(one_line_errors, flags, words):
+    status, stderr = one_line_errors[0][tuple(flags)]
+    assert status == 2 and words in stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("where", UNUSABLE)
+def test_unusable_paths_are_one_line_errors(one_line_errors, where):
+    status, stderr = one_line_errors[0][where]
+    assert status == 2 and "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and one_line_errors[1][where][0] in lines[0], lines
 
 
 # ---------------------------------------------------------------- test.py
@@ -325,24 +341,34 @@ def test_test_py_does_not_import_train_py():
     assert not re.search(r"^\s*(import train|from train )", source, re.M)
 
 
-def test_missing_checkpoint(tmp_path):
-    proc = run_py("test.py", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: no checkpoint at net.pth: run python train.py first"
+BAD_CHECKPOINTS = ["missing", "empty", "garbage", "zip-half", "foreign", "pickled-model"]
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage", "zip-half", "foreign", "pickled-model"])
-def test_corrupt_or_foreign_checkpoint(trained, tmp_path, content):
-    bad = tmp_path / "bad.pth"
-    if content == "zip-half":
-        bad.write_bytes(trained["checkpoint"].read_bytes()[:50_000])
-    elif content == "foreign":
-        torch.save({"weights": torch.ones(2)}, bad)
-    elif content == "pickled-model":
-        from net import Net
-        torch.save(Net(), bad)  # a whole pickled model: refused by weights_only loading
-    else:
-        bad.write_bytes(content)
-    proc = run_py("test.py", "--checkpoint", bad, "--data-dir", trained["data_dir"], cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and str(bad) in proc.stderr
+@pytest.fixture(scope="module")
+def bad_checkpoints(trained, tmp_path_factory):
+    """test.py's answer to each bad checkpoint, in one child process: {kind: (file, status, stderr)}."""
+    tmp = tmp_path_factory.mktemp("bad")
+    files = {kind: tmp / f"{kind}.pth" for kind in BAD_CHECKPOINTS}
+    files["missing"] = tmp / "net.pth"
+    files["empty"].write_bytes(b"")
+    files["garbage"].write_bytes(b"garbage")
+    files["zip-half"].write_bytes(trained["checkpoint"].read_bytes()[:50_000])
+    torch.save({"weights": torch.ones(2)}, files["foreign"])
+    from net import Net
+    torch.save(Net(), files["pickled-model"])  # a whole pickled model: refused by weights_only loading
+    cases = [[] if kind == "missing" else ["--checkpoint", files[kind], "--data-dir", trained["data_dir"]]
+             for kind in BAD_CHECKPOINTS]
+    return {kind: (files[kind], *result) for kind, result in zip(BAD_CHECKPOINTS, run_each("test.py", cases, cwd=tmp))}
+
+
+def test_missing_checkpoint(bad_checkpoints):
+    _, status, stderr = bad_checkpoints["missing"]
+    assert status == 2
+    assert stderr.strip() == "error: no checkpoint at net.pth: run python train.py first"
+
+
+@pytest.mark.parametrize("content", BAD_CHECKPOINTS[1:])
+def test_corrupt_or_foreign_checkpoint(bad_checkpoints, content):
+    bad, status, stderr = bad_checkpoints[content]
+    assert status == 2 and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1 and str(bad) in stderr

@@ -6,7 +6,7 @@ import statistics
 import pytest
 import torch
 
-from conftest import ROOT, run_py
+from conftest import ROOT, run_each, run_py
 from test_experiments import tables
 
 SMALL = ["--epochs", 2, "--limit", 1000, "--val-size", 500]  # 8 steps an epoch at batch 128
@@ -48,14 +48,16 @@ def test_log_every_and_eval_every_add_step_curves_and_change_nothing_else(data_d
     assert not (tmp_path / "logs" / "plain" / "steps").exists() or not scalars(tmp_path / "logs" / "plain" / "steps")
 
 
-@pytest.mark.parametrize("flags, named", [(["--log-every", 0], "--log-every"), (["--eval-every", "-1"], "--eval-every"),
-                                          (["--model", "examples", "--activation", "tanh"], "--activation"),
-                                          (["--model", "mlp", "--channels", "8"], "--channels"),
-                                          (["--channels", "1,2,3,4,5"], "--channels"), (["--loss", "hinge"], "--loss")])
-def test_bad_lab_flags_are_one_line_errors(data_dir, tmp_path, flags, named):
-    proc = run_py("train.py", *flags, "--epochs", 1, "--limit", 200, "--data-dir", data_dir, cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and named in proc.stderr, proc.stderr
+def test_bad_lab_flags_are_one_line_errors(data_dir, tmp_path):
+    cases = [(["--log-every", 0], "--log-every"), (["--eval-every", "-1"], "--eval-every"),
+             (["--model", "examples", "--activation", "tanh"], "--activation"),
+             (["--model", "mlp", "--channels", "8"], "--channels"), (["--channels", "1,2,3,4,5"], "--channels"),
+             (["--loss", "hinge"], "--loss"), (["--model", "cnn2", "--hidden", "64"], "--hidden")]
+    results = run_each("train.py", [[*flags, "--epochs", 1, "--limit", 200, "--data-dir", data_dir] for flags, _ in cases],
+                       cwd=tmp_path)
+    for (flags, named), (status, stderr) in zip(cases, results):
+        assert status == 2 and "Traceback" not in stderr, (flags, stderr)
+        assert len(stderr.strip().splitlines()) == 1 and named in stderr, (flags, stderr)
 
 
 # ---------------------------------------------------------------- the reports' choices as flags
