@@ -158,6 +158,8 @@ def fmt(value):
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, (list, tuple)):  # --channels, as it is typed: 32,64,64
+        return ",".join(map(fmt, value))
     return str(value)
 
 
@@ -323,7 +325,13 @@ def seeds_table(groups, columns):
           len(g), " ".join(fmt(r["settings"].get("seed")) for r in g),
           mean_sd(r["best_val"] for r in g), mean_sd([r["best_epoch"] for r in g], scale=1, decimals=1),
           mean_sd(r["test"] for r in g),
-          *(mean_sd([r["reached"][t] for r in g], scale=1, decimals=0) for t in TARGETS)] for g in groups])
+          *(estimated(g) + mean_sd([r["reached"][t] for r in g], scale=1, decimals=0) for t in TARGETS)]
+         for g in groups])
+
+
+def estimated(runs):
+    """'~' where steps-to come from training accuracy (no --eval-every): see the footnote."""
+    return "~" if any(r["steps_tag"] == "accuracy/train_step" and any(r["reached"].values()) for r in runs) else ""
 
 
 def main(argv=None):

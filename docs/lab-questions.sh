@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 # Small and quick, so that every question is three seeds: 10,000 training images, 3 epochs.
 SMALL="--limit 10000 --epochs 3 --seed 1 2 3"
-QUESTIONS="${QUESTIONS:-lr batch optimizer schedule mlp depth dropout batchnorm activation loss}"
+QUESTIONS="${QUESTIONS:-steps lr batch optimizer schedule mlp depth dropout batchnorm activation loss}"
 
 ask() {  # ask NAME SWEEP-FLAGS...: the sweep, then its report
     local name=$1; shift
@@ -26,6 +26,8 @@ ask() {  # ask NAME SWEEP-FLAGS...: the sweep, then its report
 t0=$SECONDS
 # The reports' plain setup (SGD with momentum 0.9, a constant learning rate, no label smoothing)
 # unless the question is about one of those.
+# How many steps to 98% and 99%, and how much the loss jumps from step to step: all 55,000 images.
+ask steps      --recipe ours plain --epochs 1 --seed 1 2 3 --eval-every 25 --log-every 10
 ask lr         --recipe plain --lr 0.1 0.01 0.001 $SMALL --eval-every 20
 ask batch      --recipe plain --batch-size 32 64 128 $SMALL
 ask optimizer  --recipe plain --optimizer sgd:lr=0.05 adam:lr=0.001 rmsprop:lr=0.001 adamw:lr=0.003 $SMALL --eval-every 20
