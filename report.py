@@ -325,13 +325,13 @@ def seeds_table(groups, columns):
           len(g), " ".join(fmt(r["settings"].get("seed")) for r in g),
           mean_sd(r["best_val"] for r in g), mean_sd([r["best_epoch"] for r in g], scale=1, decimals=1),
           mean_sd(r["test"] for r in g),
-          *(estimated(g) + mean_sd([r["reached"][t] for r in g], scale=1, decimals=0) for t in TARGETS)]
+          *(estimated(g, t) + mean_sd([r["reached"][t] for r in g], scale=1, decimals=0) for t in TARGETS)]
          for g in groups])
 
 
-def estimated(runs):
-    """'~' where steps-to come from training accuracy (no --eval-every): see the footnote."""
-    return "~" if any(r["steps_tag"] == "accuracy/train_step" and any(r["reached"].values()) for r in runs) else ""
+def estimated(runs, target):
+    """'~' where a step count comes from training accuracy (no --eval-every): see the footnote."""
+    return "~" if any(r["steps_tag"] == "accuracy/train_step" and r["reached"][target] for r in runs) else ""
 
 
 def main(argv=None):
