@@ -19,6 +19,7 @@ from the hparams TensorBoard logged at the end of the run.
 """
 import logging
 import os
+import re
 import statistics
 import sys
 import time
@@ -347,6 +348,9 @@ def main(argv=None):
     group_columns = [k for k in columns if k != "seed"]
     for g in groups:
         g_label = ", ".join(f"{k}={fmt(g[0]['settings'].get(k))}" for k in group_columns)
+        folder = re.sub(r"_?seed=[^_]+", "", g[0]["name"]).strip("_")  # e.g. recipe=ours for recipe=ours_seed=1
+        if len(g_label) > 50 and folder and len(folder) < len(g_label):  # a recipe sets several: say it shorter
+            g_label = folder
         for r in g:
             r["group"] = g_label or (r["label"] if len(g) == 1 else "all runs")
     seeds = seeds_table(groups, group_columns) if grouped else ""
