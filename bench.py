@@ -134,7 +134,8 @@ def case_ours(args, device, n_train, n_eval, precision, compile_model):
     """Our train.py path: a real one-epoch training run, then evaluation throughput."""
     targs = settings.parse(["--epochs", "1", "--precision", precision, "--data-dir", args.data_dir,
                             "--limit", str(n_train), "--device", device.type]
-                           + (["--mirror", args.mirror] if args.mirror else []) + (["--compile"] if compile_model else []))
+                           + (["--mirror", args.mirror] if args.mirror else []) + (["--compile"] if compile_model else [])
+                           + (["--val-size", "1000"] if args.quick else []))  # --quick: checks the path, not the speed
     data = load_data(targs.data_dir, targs.mirror, targs.val_size, targs.limit, device)
 
     # 1. one epoch through train.train, as python train.py --epochs 1 runs it (data loading excluded).

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_py
+from conftest import run_each, run_py
 from lab.images import ImageProblem, load_image, preprocess
 
 
@@ -203,14 +203,14 @@ def test_bad_inputs_one_line_each_others_still_processed(trained, photos, digits
 
 def test_no_checkpoint_and_bad_flags(photos, tmp_path):
     img = photos[0] / "photo000.png"
-    proc = run_py("predict.py", img, "--checkpoint", tmp_path / "none.pth", cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == f"error: no checkpoint at {tmp_path / 'none.pth'}: run python train.py first"
     (tmp_path / "junk.pth").write_bytes(b"\x00garbage")
-    proc = run_py("predict.py", img, "--checkpoint", tmp_path / "junk.pth", cwd=tmp_path)
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
-    proc = run_py("predict.py", img, "--topk", 11, cwd=tmp_path)
-    assert proc.returncode == 2 and "1 to 10" in proc.stderr and "Traceback" not in proc.stderr
+    none, junk, topk = run_each("predict.py", [[img, "--checkpoint", tmp_path / "none.pth"],
+                                               [img, "--checkpoint", tmp_path / "junk.pth"], [img, "--topk", 11]],
+                                cwd=tmp_path)
+    assert none[0] == 2 and "Traceback" not in none[1]
+    assert none[1].strip() == f"error: no checkpoint at {tmp_path / 'none.pth'}: run python train.py first"
+    assert junk[0] == 2 and len(junk[1].strip().splitlines()) == 1
+    assert topk[0] == 2 and "1 to 10" in topk[1] and "Traceback" not in topk[1]
 
 
 def test_load_image_from_bytes_and_file_objects(photos):
