@@ -60,6 +60,9 @@ def start(args):
         run_dir = find_run(args.logdir, args.resume)
         state = read_state(run_dir / STATE_FILE)
         trained, kept, resolved = state["settings"]
+        if typed := settings.overruled(args, trained, kept):
+            raise UserError(f"--resume continues {run_dir} with the settings it was started with: leave out "
+                            f"{', '.join(typed)}, or start a new run with them")
         # The run's own training and run settings; where it runs now (device, data) from this command.
         args = argparse.Namespace(**{**vars(args), **trained, **kept})
         args.precision = resolved.get("precision") or args.precision
@@ -79,7 +82,8 @@ def start(args):
             raise UserError(f"run {run_dir} exists already: continue it with --resume {run_dir}, "
                             "or pick another --run-name")
     elif state["epoch"] >= args.epochs:
-        raise UserError(f"run {run_dir} already finished all {args.epochs} epochs; its best model is in {args.checkpoint}")
+        raise UserError(f"run {run_dir} already finished all {args.epochs} epochs; its best model is in "
+                        f"{args.checkpoint} (to train longer, start a new run with more --epochs)")
     lock = None
     if rank == 0:  # it alone saves and logs
         lock = take_lock(args.checkpoint)  # only now: a run refused above leaves no lock behind

@@ -105,7 +105,7 @@ def parser(description=None):
     add_data_flags(g["machine"])
     a("--resume", nargs="?", const="latest", default=None, metavar="RUN",
       help="continue an interrupted run: its folder or name (alone: the latest run in --logdir); "
-           "it keeps its own training and run settings")
+           "it keeps its own training and run settings (typed ones that differ are refused)")
     return p
 
 
@@ -126,9 +126,41 @@ MODEL_OPTIONS = [dest for dest in TRAINING if any(dest in options_of(m) for m in
 
 
 def parse(argv=None, description=None):
-    """train.py's settings from the command line, with the defaults that depend on others filled in."""
+    """train.py's settings from the command line, with the defaults that depend on others filled in.
+
+    args.given is the set of settings typed on the command line: --resume refuses those its run would overrule.
+    """
     args = parser(description).parse_args(argv)
+    args.given = given(argv)
     return resolve(args)
+
+
+def given(argv=None):
+    """The settings typed in `argv` (None: the command line), not left to their defaults."""
+    p = parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS  # so only what was typed lands in the Namespace
+    return set(vars(p.parse_args(argv)))
+
+
+def overruled(args, trained, kept):
+    """The flags typed with --resume whose values differ from the resumed run's own, as 'flag value (run: value)'.
+
+    The run keeps its settings (a schedule is planned for its epochs and lr); a flag it would ignore
+    in silence is a mistake to say. Where the run's files go (--logdir, --run-name, --checkpoint) is not
+    compared: the same place can be spelt two ways.
+    """
+    own = {**trained, **kept}
+    takes = options_of(own["model"])
+
+    def plain(dest, value):  # None for a model option is the net's own default; --channels is a tuple or a list
+        value = takes[dest].default if value is None and dest in takes else value
+        return list(value) if isinstance(value, tuple) else value
+
+    return [f"{FLAG[dest]} {getattr(args, dest)} (the run's: {own[dest]})"
+            for dest in sorted(getattr(args, "given", ()))
+            if dest in own and dest not in ("logdir", "run_name", "checkpoint")
+            and plain(dest, getattr(args, dest)) != plain(dest, own[dest])]
 
 
 def defaults():

@@ -213,6 +213,14 @@ def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
     assert [s for s, _ in scalars(tmp_path / "logs" / "r")["accuracy/val"]] == [1]
     assert not (tmp_path / "net.pth.lock").exists()  # Ctrl-C freed net.pth for the next run
 
+    # a setting typed with --resume that the run would overrule in silence is refused, before any data is read
+    typed = run_py("train.py", "--resume", tmp_path / "logs" / "r", "--epochs", 5, "--lr", 0.1, "--seed", 1,
+                   "--channels", "32,64,64", "--data-dir", data_dir, cwd=tmp_path)
+    assert typed.returncode == 2 and "Traceback" not in typed.stderr, typed.stderr
+    assert "leave out --epochs 5 (the run's: 3), --lr 0.1 (the run's: 0.006)" in typed.stderr
+    assert "--seed" not in typed.stderr and "--channels" not in typed.stderr  # the run's own values: no conflict
+    assert torch.load(tmp_path / "net.pth", weights_only=True)["epoch"] == 1 and not (tmp_path / "net.pth.lock").exists()
+
     done = run_py("train.py", "--resume", tmp_path / "logs" / "r", "--data-dir", data_dir, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "after epoch 1" in done.stdout and "epoch  2/3" in done.stdout and "epoch  1/3" not in done.stdout
@@ -228,7 +236,7 @@ def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
     assert [e.step for e in acc.Tensors("command/text_summary")] == [0, 2]
     # nothing left to resume now
     again = run_py("train.py", "--resume", tmp_path / "logs" / "r", "--data-dir", data_dir, cwd=tmp_path)
-    assert again.returncode == 2 and "already finished" in again.stderr
+    assert again.returncode == 2 and "already finished" in again.stderr and "more --epochs" in again.stderr
 
 
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
