@@ -29,7 +29,8 @@ Python's standard library serves it: no web framework.
                       400 for an unknown, repeated or bad parameter, or a body that is no usable image;
                       503 when it waited for the others' longer than 20 s (then try again)
 Explanations and attacks cost more than a prediction (tens of passes through the net): at most
-half the cores work on them at once, so that predictions still flow while they run.
+half the cores work on them at once, so that predictions still flow while they run. Every kind of
+request decodes its image in one of as many slots as there are cores (an image can be 49 megapixels).
 """
 import contextlib
 import errno
@@ -212,6 +213,8 @@ class DigitReader:
 
     def __init__(self, checkpoint):
         model, self.ckpt = load_checkpoint(checkpoint)  # the one-line errors of test.py and predict.py
+        # Images decoded at once, by every kind of request: each holds its decoded pixels (up to 49 MP)
+        self.decoding = threading.BoundedSemaphore(cores())
         # Copies of the net, made before LayerOutputs hooks it: their passes keep nothing. Half the
         # cores at most, so that readings (one core each) go on while explanations run.
         self.explainers = Explainers(model, self.ckpt, max(1, cores() // 2))
@@ -239,18 +242,25 @@ class DigitReader:
     def read(self, data):
         """An image file's bytes -> the answer as a dict. Raises ImageProblem (one line) for unusable data."""
         t0 = time.perf_counter()
-        seen = preprocess(load_image(data))  # exactly what predict.py does with a file
-        with torch.inference_mode():
-            logits, maps, dense = self.layers(net_input([seen], self.ckpt))
-            probs = logits.float().softmax(1)[0]
+        with self.decoding:  # and the net's pass: a prediction is one core's work, as many at once as cores
+            seen = preprocess(load_image(data))  # exactly what predict.py does with a file
+            with torch.inference_mode():
+                logits, maps, dense = self.layers(net_input([seen], self.ckpt))
+                probs = logits.float().softmax(1)[0]
         return {"digit": int(probs.argmax()), "probabilities": probs.tolist(), "input": as_json(seen),
                 "feature_maps": [as_json(m) for m in maps], "dense": [as_json(d) for d in dense],
                 "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
 
+    def pixels(self, data):
+        """An image file's bytes -> the 28x28 pixels the net sees, for /explain and /attack: decoded in
+        turn with the predictions' images, then the pixels wait for an explainer without holding a slot."""
+        with self.decoding:
+            return preprocess(load_image(data))
+
     def explain(self, data, wait, target=None):
         """/explain: the image's maps for `target` (default: the digit read). ImageProblem for unusable data."""
         t0 = time.perf_counter()
-        seen = preprocess(load_image(data))
+        seen = self.pixels(data)
         with self.explainers.lend(wait) as e:
             logits = e.logits(seen)[0]
             digit = int(logits.argmax())
@@ -266,7 +276,7 @@ class DigitReader:
     def attack(self, data, wait, eps, target=None, method="pgd"):
         """/attack: the image changed by at most eps per pixel, away from the digit read or towards `target`."""
         t0 = time.perf_counter()
-        seen = preprocess(load_image(data))
+        seen = self.pixels(data)
         with self.explainers.lend(wait) as e:
             before = e.logits(seen)[0].softmax(0)
             digit = int(before.argmax())
@@ -316,8 +326,7 @@ class Handler(BaseHTTPRequestHandler):
         reader, wait = self.server.reader, QUEUE_S
         try:
             if path == "/predict":
-                with self.server.cores:  # as many images at once as there are cores; the others wait their turn
-                    answer = reader.read(data)
+                answer = reader.read(data)
             elif path == "/explain":
                 answer = reader.explain(data, wait, target_parameter(parameters(path, self.path).get("target"), False))
             else:
@@ -392,7 +401,6 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, address, reader, request_timeout=10.0):
         self.reader, self.request_timeout = reader, request_timeout
-        self.cores = threading.BoundedSemaphore(cores())  # images read at once (each holds its decoded pixels)
         super().__init__(address, Handler)
 
     def handle_error(self, request, client_address):

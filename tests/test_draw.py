@@ -348,6 +348,27 @@ def test_burst_of_explanations_and_attacks(server, pngs):
     assert "Traceback" not in server["stderr"].read_text()
 
 
+def test_every_request_kind_decodes_its_image_within_the_bound(trained, pngs, monkeypatch):
+    """Images are decoded (up to 49 megapixels each) only while holding one of the reader's slots, for
+    /explain and /attack as for /predict; checked in this process, with one slot, whatever the timing."""
+    import draw
+    reader = draw.DigitReader(trained["checkpoint"])
+    reader.decoding = threading.BoundedSemaphore(1)
+    held = []
+
+    def preprocess(image):  # the one slot must be taken while an image is decoded
+        held.append(not reader.decoding.acquire(blocking=False))
+        return real(image)
+
+    real = draw.preprocess
+    monkeypatch.setattr(draw, "preprocess", preprocess)
+    assert reader.read(pngs[0])["digit"] in range(10)
+    assert reader.explain(pngs[0], wait=draw.QUEUE_S)["target"] in range(10)
+    assert reader.attack(pngs[0], wait=draw.QUEUE_S, eps=0.1)["eps"] == 0.1
+    assert held == [True, True, True]
+    assert reader.decoding.acquire(blocking=False)  # and given back after each
+
+
 # ---------------------------------------------------------------- the command line
 
 def test_no_checkpoint_is_one_line_before_listening(tmp_path):
