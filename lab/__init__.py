@@ -4,7 +4,8 @@ and read first; these modules are what they share, one job each:
     cli          one-line errors, the number types of the flags, the flags every script shares, tables
     device       cuda -> mps -> cpu, mixed precision, threads
     settings     train.py's flags: the one list of settings, and what is derived from it
-    data         MNIST as tensors: download or copy, split, normalise, batches, augmentation
+    data         MNIST as tensors: download or copy, split, normalise, batches
+    augment      every training batch changed a little at random: shifts, rotations, elastic bends, pens, resolution
     checkpoint   net.pth: the best model, saved atomically, loaded with weights_only=True
     runs         a run's life: its folder, new or resumed, last.pt, what it says at the end
     progress     what train.py shows while an epoch runs

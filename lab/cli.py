@@ -107,6 +107,10 @@ def fraction(text):
     return _number(text, float, lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1")
 
 
+def share(text):
+    return _number(text, float, lambda v: 0 <= v <= 1, "a share from 0 to 1")
+
+
 # The flags several scripts take, defined once so that their names, defaults and help agree.
 
 def add_checkpoint_flag(parser, help="the checkpoint train.py saved (default: net.pth)"):

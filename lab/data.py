@@ -1,4 +1,4 @@
-"""MNIST as tensors: download (or copy from a mirror), split, normalise, batch.
+"""MNIST as tensors: download (or copy from a mirror), split, normalise, batch (augmentation: lab/augment.py).
 
 The whole data set is 70,000 images of 28x28 bytes (55 MB), so we read each
 split once into one tensor, move it to the device, and slice batches out of it.
@@ -173,7 +173,7 @@ def batches(n, batch_size, generator=None, device="cpu"):
     return order.split(batch_size)
 
 
-def training_batches(images, labels, batch_size, generator, augment_with=None, rank=0, world=1):
+def training_batches(images, labels, batch_size, generator, augment=None, rank=0, world=1):
     """One epoch of shuffled batches: (images, labels, weight) of this process's share of each.
 
     One process takes all of every batch, with weight 1. Under torchrun, process `rank` of `world`
@@ -181,33 +181,9 @@ def training_batches(images, labels, batch_size, generator, augment_with=None, r
     overlap and together make the whole batch, without a message between the processes. `weight`,
     the share's size over an even share, scales its loss so that DDP's average of the processes'
     gradients is exactly the whole batch's, even when the batch does not split evenly.
-    `augment_with`: a generator on the images' device to draw augmentations from, or None for none.
+    `augment`: a function that changes a batch of images at random (lab/augment.py), or None.
     """
     for idx in batches(len(images), batch_size, generator, images.device):
         mine = idx[rank::world]
-        x = images[mine] if augment_with is None else augment(images[mine], augment_with)
+        x = images[mine] if augment is None else augment(images[mine])
         yield x, labels[mine], len(mine) * world / len(idx)
-
-
-def augment(x, generator, max_shift=2.0, max_degrees=10.0, max_scale=0.1):
-    """Random shift (pixels), rotation and scaling of every image in a batch, all at once.
-
-    One affine grid per image, sampled by the device in a single grid_sample call:
-    no per-image Python. `generator` must live on x's device: drawing the random
-    numbers there avoids a host-to-device copy, which on a GPU would wait for the
-    queue of work to drain at every step.
-    """
-    n = len(x)
-    r = torch.rand(n, 4, generator=generator, device=x.device) * 2 - 1  # uniform in [-1, 1]
-    angle = r[:, 0] * max_degrees * torch.pi / 180
-    scale = 1 + r[:, 1] * max_scale
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    # affine_grid works in [-1, 1] coordinates: one pixel of 28 is 2/28.
-    tx, ty = r[:, 2] * max_shift * 2 / 28, r[:, 3] * max_shift * 2 / 28
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = torch.nn.functional.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    # Pixels that come from outside the image must be background, which after
-    # normalisation is not 0: sample the offset from it, then add it back.
-    background = -MEAN / STD  # a 0 pixel, normalised
-    out = torch.nn.functional.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros")
-    return (out + background).contiguous(memory_format=torch.channels_last)

@@ -120,23 +120,26 @@ def find_run(logdir, resume):
 
 # ---------------------------------------------------------------- last.pt: what is saved, and how it comes back
 
-def save_state(run, epoch, best, model, optimizer, scheduler, scaler, shuffle, augment_rng):
-    """last.pt: all that restore() needs to carry on after `epoch` exactly as if the run had not stopped."""
+def save_state(run, epoch, best, model, optimizer, scheduler, scaler, shuffle, augment_rng, average):
+    """last.pt: all that restore() needs to carry on after `epoch` exactly as if the run had not stopped.
+    `average`: the model's moving average (--ema), or the model itself."""
     save_torch({"format": STATE_FORMAT, "version": VERSION, "epoch": epoch, "best": best, "settings": run.record,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "scaler": scaler.state_dict(), "generator": shuffle.get_state(), "aug_generator": augment_rng.get_state(),
-                "torch_rng": torch.get_rng_state(),
+                "torch_rng": torch.get_rng_state(), "average": average.state_dict() if average is not model else None,
                 "cuda_rng": torch.cuda.get_rng_state() if run.device.type == "cuda" else None},
                run.dir / STATE_FILE)
 
 
-def restore(run, model, optimizer, scheduler, scaler, shuffle, augment_rng):
+def restore(run, model, optimizer, scheduler, scaler, shuffle, augment_rng, average):
     """Put back what save_state() saved. Returns (the last epoch done, the best so far); (0, none) for a new run."""
     s = run.state
     if s is None:
         return 0, {"val_acc": -1.0, "epoch": 0, "test_acc": None}
     model.load_state_dict(s["model"])
+    if average is not model:
+        average.load_state_dict(s["average"])
     optimizer.load_state_dict(s["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(s["scheduler"])

@@ -143,7 +143,8 @@ def test_validation_split_is_fixed_and_disjoint():
 
 
 def test_augment_keeps_shape_background_and_digit():
-    from lab.data import MEAN, STD, augment, normalize
+    from lab.augment import augment
+    from lab.data import MEAN, STD, normalize
     img = torch.zeros(4, 28, 28, dtype=torch.uint8)
     img[:, 10:18, 12:16] = 255
     x = normalize(img)

@@ -1,0 +1,122 @@
+"""Augmentation: every training batch changed a little, at random, so that the net learns digits, not pixels.
+
+    --augment        shift (--shift pixels), rotate (--rotate degrees), scale (--scale)
+    --elastic PX     and bend: a smooth random displacement field, PX pixels on average (Simard et al., 2003)
+    --thickness P    and, for a share P of the images, a thicker or thinner pen
+    --lowres P       and, for a share P, a coarser resolution: the digit drawn on a grid of 9 to 16
+                     pixels and enlarged again, as a small or blurred photo gives it
+
+Everything is drawn for the whole batch at once on the images' device (a GPU too), from a generator
+that lives there: no per-image Python, and no random numbers copied from the host at every step.
+MNIST's pixels are normalised (lab/data.py), so a blank pixel is not 0: the work is done on the
+images minus their background, where padding with zeros means paper, and the background added back.
+
+Why not torchvision.transforms.v2? Its RandomAffine and ElasticTransform draw one set of parameters
+per call, so every image of a batch would get the same shift and the same field; a call per image
+would be the per-sample Python loop this lab avoids. The pieces below are torch's own affine_grid,
+grid_sample, max_pool2d and interpolate, one call each per batch.
+"""
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lab.data import MEAN, STD
+
+BACKGROUND = -MEAN / STD  # a 0 pixel (paper), normalised
+ELASTIC_SIGMA = 4.0       # pixels: how smooth the field is (Simard et al.'s sigma)
+LOWRES_SIZES = range(9, 17)  # the coarse grids --lowres draws a digit on (MNIST's digits fill 20 of 28 pixels)
+
+
+def make(args, generator):
+    """The augmentation a run's settings ask for, as a function of a batch of images; None without --augment."""
+    if not args.augment:
+        return None
+    return functools.partial(augment, generator=generator, degrees=args.rotate, shift=args.shift, scale=args.scale,
+                             elastic=args.elastic, thickness=args.thickness, lowres=args.lowres)
+
+
+def augment(x, generator, degrees=10.0, shift=2.0, scale=0.1, elastic=0.0, thickness=0.0, lowres=0.0):
+    """Random changes of a normalised batch [N, 1, 28, 28]; `generator` must live on x's device."""
+    x = x - BACKGROUND
+    if thickness:
+        x = pen_width(x, generator, thickness)
+    grid = affine_grid(len(x), x, generator, degrees, shift, scale)
+    if elastic:
+        grid = grid + elastic_field(len(x), x, generator, elastic)
+    x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    if lowres:
+        x = coarser(x, generator, lowres)
+    return (x + BACKGROUND).contiguous(memory_format=torch.channels_last)
+
+
+def uniform(n, generator, device, columns=1):
+    """n x columns numbers uniform in [-1, 1], drawn on the device."""
+    return torch.rand(n, columns, generator=generator, device=device) * 2 - 1
+
+
+def affine_grid(n, x, generator, degrees, shift, scale):
+    """Each image's own rotation (±degrees), scaling (1 ± scale) and shift (±shift pixels), as a sampling grid."""
+    r = uniform(n, generator, x.device, 4)
+    angle = r[:, 0] * degrees * math.pi / 180
+    zoom = 1 + r[:, 1] * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # affine_grid works in [-1, 1] coordinates: one pixel of 28 is 2/28.
+    tx, ty = r[:, 2] * shift * 2 / 28, r[:, 3] * shift * 2 / 28
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    return F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+
+
+def gaussian_kernel(sigma, device, dtype):
+    radius = math.ceil(3 * sigma)
+    t = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    return k / k.sum()
+
+
+def elastic_field(n, x, generator, pixels):
+    """Simard et al.'s elastic distortion: white noise smoothed by a Gaussian (sigma 4 pixels), a field per image.
+
+    The field is scaled to `pixels` of displacement on average (root mean square), in grid units. Their
+    sigma 4 with alpha 34 on uniform noise gives about 1.4 pixels.
+    """
+    h, w = x.shape[-2:]
+    noise = torch.randn(n, 2, h, w, generator=generator, device=x.device, dtype=x.dtype)
+    k = gaussian_kernel(ELASTIC_SIGMA, x.device, x.dtype)
+    # separable: along the rows, then along the columns; each of the two channels (dx, dy) on its own
+    field = F.conv2d(noise, k.view(1, 1, 1, -1).expand(2, 1, 1, -1), padding=(0, len(k) // 2), groups=2)
+    field = F.conv2d(field, k.view(1, 1, -1, 1).expand(2, 1, -1, 1), padding=(len(k) // 2, 0), groups=2)
+    field = field * (pixels / field.square().mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1e-8))
+    return field.permute(0, 2, 3, 1) * (2 / w)  # [N, H, W, 2], pixels -> grid units
+
+
+def pen_width(x, generator, share):
+    """For a share of the images, a thicker or a thinner pen: up to one pixel more or less on each side of a stroke.
+
+    Grey dilation (a 3x3 maximum) thickens, erosion (a 3x3 minimum) thins; each image moves a random
+    part of the way towards one of them.
+    """
+    n = len(x)
+    r = torch.rand(n, 3, 1, 1, generator=generator, device=x.device)
+    thicker = F.max_pool2d(x, 3, stride=1, padding=1)
+    thinner = -F.max_pool2d(-x, 3, stride=1, padding=1)
+    target = torch.where(r[:, 1:2] < 0.5, thicker, thinner)
+    amount = (r[:, 2:3] * (r[:, 0:1] < share)).to(x.dtype)  # 0 for the images left as they are
+    return x + amount * (target - x)
+
+
+def coarser(x, generator, share):
+    """For a share of the images, the digit drawn on a coarser grid and enlarged again, smoothly or blocky.
+
+    One grid size per batch, from LOWRES_SIZES: interpolate takes one size per call, and over hundreds of
+    batches every size comes up. It is drawn from the CPU's generator (seeded by train.py, saved in last.pt):
+    reading a number off a GPU would make it wait at every step.
+    """
+    n, h = len(x), x.shape[-2]
+    r = torch.rand(n, 2, 1, 1, generator=generator, device=x.device)
+    size = LOWRES_SIZES[int(torch.randint(len(LOWRES_SIZES), (1,)))]
+    small = F.interpolate(x, size=(size, size), mode="area")
+    back = torch.where(r[:, 1:2] < 0.5, F.interpolate(small, size=(h, h), mode="nearest"),
+                       F.interpolate(small, size=(h, h), mode="bilinear", align_corners=False))
+    return torch.where(r[:, 0:1] < share, back, x)
