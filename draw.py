@@ -3,6 +3,7 @@
     python draw.py                          # serves http://127.0.0.1:8000 and opens it in the browser
     python draw.py --checkpoint other.pth --port 0 --no-browser     # port 0: any free port
     python draw.py --host 0.0.0.0           # share it on the local network (a class, phones)
+    python draw.py --checkpoint a.pth b.pth c.pth   # an ensemble reads; the layers shown are the first net's
 
 The page is three plain files in draw/ (no internet needed). It sends the drawing, or a photo, to
 this server as an image file; the server reads it exactly as predict.py reads a file (lab/images.py),
@@ -52,7 +53,7 @@ from urllib.parse import parse_qs, urlsplit
 import torch
 from torch import nn
 
-from lab.checkpoint import load_checkpoint
+from lab import ensemble
 from lab.cli import UserError, add_checkpoint_flag, int_between, make_parser, positive_float, run_script
 from lab.device import cores
 from lab.explain import IG_STEPS, MAX_EPS, PGD_STEPS, Explainer
@@ -209,20 +210,23 @@ def parameters(path, url):
 
 
 class DigitReader:
-    """A checkpoint's net, reading image files for any number of threads at once."""
+    """A checkpoint's net (or an ensemble's), reading image files for any number of threads at once."""
 
     def __init__(self, checkpoint):
-        model, self.ckpt = load_checkpoint(checkpoint)  # the one-line errors of test.py and predict.py
+        model, self.ckpt = ensemble.load(checkpoint)  # the one-line errors of test.py and predict.py
         # Images decoded at once, by every kind of request: each holds its decoded pixels (up to 49 MP)
         self.decoding = threading.BoundedSemaphore(cores())
         # Copies of the net, made before LayerOutputs hooks it: their passes keep nothing. Half the
         # cores at most, so that readings (one core each) go on while explanations run.
         self.explainers = Explainers(model, self.ckpt, max(1, cores() // 2))
-        self.layers = LayerOutputs(model)
+        # What the page shows inside: the layers of one net, the first of an ensemble, which reads as a whole
+        first = ensemble.members(model)[0]
+        self.layers, self.ensemble = LayerOutputs(first), model if model is not first else None
         with torch.inference_mode():  # one run on a blank image: the layers' shapes, and a warm start
             _, maps, dense = self.layers(torch.zeros(1, 1, 28, 28))
-        blocks, hidden = describe(model)
-        self.info = {"checkpoint": str(checkpoint), "model": self.ckpt["model"],
+        blocks, hidden = describe(first)
+        paths = [str(c) for c in ([checkpoint] if isinstance(checkpoint, (str, Path)) else checkpoint)]
+        self.info = {"checkpoint": " + ".join(paths), "model": self.ckpt["model"], "members": len(paths),
                      "parameters": count_parameters(model), "epoch": self.ckpt.get("epoch"),
                      "val_acc": self.ckpt.get("val_acc"), "test_acc": self.ckpt.get("test_acc"),
                      "feature_maps": [{"layers": b, "shape": list(m.shape)} for b, m in zip(blocks, maps)],
@@ -245,7 +249,10 @@ class DigitReader:
         with self.decoding:  # and the net's pass: a prediction is one core's work, as many at once as cores
             seen = preprocess(load_image(data))  # exactly what predict.py does with a file
             with torch.inference_mode():
-                logits, maps, dense = self.layers(net_input([seen], self.ckpt))
+                x = net_input([seen], self.ckpt)
+                logits, maps, dense = self.layers(x)
+                if self.ensemble is not None:  # the members' mean reads; the first member's layers are shown
+                    logits = self.ensemble(x)
                 probs = logits.float().softmax(1)[0]
         return {"digit": int(probs.argmax()), "probabilities": probs.tolist(), "input": as_json(seen),
                 "feature_maps": [as_json(m) for m in maps], "dense": [as_json(d) for d in dense],
@@ -425,7 +432,7 @@ def make_server(reader, host="127.0.0.1", port=8000, request_timeout=10.0):
 def parser():
     p = make_parser(__doc__)
     a = p.add_argument
-    add_checkpoint_flag(p)
+    add_checkpoint_flag(p, several=True)
     a("--host", default="127.0.0.1",
       help="address to listen on (default: 127.0.0.1, this computer only; 0.0.0.0: your whole network)")
     a("--port", type=int_between(0, 65535, "a port number"), default=8000, help="(default: 8000; 0 picks a free one)")
@@ -463,8 +470,12 @@ def main(argv=None):
     host, port = server.server_address[:2]
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/"
     i = reader.info
-    print(f"Checkpoint {i['checkpoint']}: {i['model']}, epoch {i['epoch']}, "
-          f"validation accuracy {100 * (i['val_acc'] or 0):.2f}%")
+    if i["members"] == 1:
+        print(f"Checkpoint {i['checkpoint']}: {i['model']}, epoch {i['epoch']}, "
+              f"validation accuracy {100 * (i['val_acc'] or 0):.2f}%")
+    else:
+        print(f"Checkpoints {i['checkpoint']}: {i['model']}, reading with the mean of their probabilities "
+              "(the page shows the first one's layers)")
     if host == "0.0.0.0":
         print(f"warning: --host 0.0.0.0: anyone on your network can use this page, at "
               f"http://{lan_address()}:{port}/ (it serves the page and predictions, no files)")

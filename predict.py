@@ -5,6 +5,7 @@
     python predict.py a.png b.jpg --topk 3 --json out.json --checkpoint net.pth --device cpu
     python predict.py my_digit.png --show seen.png  # what the net saw, beside the original
     python predict.py my_digit.png --explain why.png  # which pixels made it read that digit
+    python predict.py my_digit.png --checkpoint a.pth b.pth c.pth  # an ensemble: the mean of their probabilities
 
 A photo or a drawing is not an MNIST image: lab/images.py makes it one the way MNIST was made
 (docs/predict.md has each step), and --show shows what the network received. --explain draws,
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from lab.checkpoint import load_checkpoint
+from lab import ensemble
 from lab.cli import add_checkpoint_flag, add_device_flag, int_between, make_parser, run_script
 from lab.device import pick_device
 from lab.figures import maps_picture
@@ -47,7 +48,7 @@ def parser():
     p = make_parser(__doc__)
     a = p.add_argument
     a("images", nargs="+", help="image files or folders of images (PNG, JPEG, BMP, GIF, WebP, ...)")
-    add_checkpoint_flag(p)
+    add_checkpoint_flag(p, several=True)
     a("--topk", type=int_between(1, 10), default=3, help="how many likeliest digits to list, 1 to 10 (default: 3)")
     a("--json", metavar="FILE", default=None, help="also write the predictions as JSON to FILE")
     a("--show", metavar="FILE", default=None,
@@ -102,7 +103,7 @@ def save_explain(path, model, ckpt, names, seen, probs):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    model, ckpt = load_checkpoint(args.checkpoint)  # first: without a checkpoint nothing else matters
+    model, ckpt = ensemble.load(args.checkpoint)  # first: without a checkpoint nothing else matters
     device = pick_device(args.device)
     model = model.to(device)
 
@@ -137,7 +138,8 @@ def main(argv=None):
                             "topk": [{"digit": dd, "probability": pp} for dd, pp in zip(d, p)]})
 
     if args.json:
-        out = {"checkpoint": str(args.checkpoint), "model": ckpt.get("model"), "predictions": results,
+        out = {"checkpoint": args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint,
+               "model": ckpt.get("model"), "predictions": results,
                "failed": failed}
         write_json(args.json, out)
     if args.show and results:

@@ -3,6 +3,7 @@
     python test.py                                   # net.pth: accuracy, per digit, confusion matrix
     python test.py --checkpoint other.pth --json results.json --report report/ --samples 10
     python test.py --attack                          # + accuracy under FGSM and PGD attacks (1,000 images)
+    python test.py --checkpoint a.pth b.pth c.pth    # an ensemble: the mean of their probabilities, beside each
 
 It needs only the checkpoint and the data: the network is rebuilt from the name and options stored
 in the checkpoint, and the images are normalised with the mean and std stored there, as in training.
@@ -16,7 +17,7 @@ import sys
 import torch
 from tqdm import tqdm
 
-from lab.checkpoint import load_checkpoint
+from lab import ensemble
 from lab.cli import (add_checkpoint_flag, add_data_flags, add_device_flag, add_precision_flag, make_parser,
                      markdown_table, non_negative_int, positive_int, run_script)
 from lab.data import MEAN, STD, load_split, normalize
@@ -58,10 +59,21 @@ def explain_mistakes(path, model, ckpt, images, labels, res):
                                        "blue lowers it (Integrated Gradients; Grad-CAM: the last conv block)"))
 
 
+def members_table(ckpt, results):
+    """An ensemble's members, one row each: what each reads alone, to set beside what they read together."""
+    rows = [[m["path"], m["model"], f"{m['parameters']:,}", m.get("epoch"), f"{100 * m.get('val_acc', 0):.2f}%",
+             f"{100 * r['accuracy']:.2f}%"] for m, r in zip(ckpt["members"], results)]
+    accs = [r["accuracy"] for r in results]
+    return (f"An ensemble of {len(results)} checkpoints, reading with the mean of their probabilities:\n\n"
+            + markdown_table(["checkpoint", "model", "parameters", "epoch", "val acc", "test acc"], rows)
+            + f"\n\nMembers alone: mean {100 * sum(accs) / len(accs):.2f}%, best {100 * max(accs):.2f}%; "
+              "together, below.")
+
+
 def parser():
     p = make_parser(__doc__)
     a = p.add_argument
-    add_checkpoint_flag(p)
+    add_checkpoint_flag(p, several=True)
     add_data_flags(p)
     add_device_flag(p, "evaluate")
     add_precision_flag(p, help="auto picks what training picks on this hardware, so the accuracy matches "
@@ -86,7 +98,7 @@ def parser():
 def main(argv=None):
     args = parser().parse_args(argv)
     use_all_cores()
-    model, ckpt = load_checkpoint(args.checkpoint)  # first: a missing checkpoint fails fast
+    model, ckpt = ensemble.load(args.checkpoint)  # first: a missing checkpoint fails fast
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
     if args.report:
@@ -100,8 +112,14 @@ def main(argv=None):
     preds, probs = res["predictions"], res["probabilities"]
     cm = confusion_matrix(labels, preds)
 
-    print(f"Checkpoint {args.checkpoint}: {ckpt['model']} with {count_parameters(model):,} parameters, "
-          f"epoch {ckpt.get('epoch')}, validation accuracy {100 * ckpt.get('val_acc', 0):.2f}%")
+    members = None
+    if "members" in ckpt:  # an ensemble: each member's own accuracy first, the ensemble's below
+        members = [evaluate(m, x, labels.to(device), batch_size=args.batch_size, precision=precision)
+                   for m in ensemble.members(model)]
+        print(members_table(ckpt, members))
+    else:
+        print(f"Checkpoint {args.checkpoint[0]}: {ckpt['model']} with {count_parameters(model):,} parameters, "
+              f"epoch {ckpt.get('epoch')}, validation accuracy {100 * ckpt.get('val_acc', 0):.2f}%")
     print(f"Device {device}, {precision} precision")
     print(f"Accuracy: {100 * res['accuracy']:.2f}% ({res['correct']}/{res['total']})")
     print(f"Average loss: {res['loss']:.4f}\n")
@@ -119,7 +137,11 @@ def main(argv=None):
 
     if args.json:
         write_json(args.json, {
-            "checkpoint": str(args.checkpoint), "model": ckpt["model"], "accuracy": res["accuracy"],
+            "checkpoint": args.checkpoint[0] if members is None else args.checkpoint, "model": ckpt["model"],
+            **({} if members is None else {"members": [
+                {"checkpoint": m["path"], "accuracy": r["accuracy"], "correct": r["correct"], "epoch": m.get("epoch"),
+                 "val_acc": m.get("val_acc")} for m, r in zip(ckpt["members"], members)]}),
+            "accuracy": res["accuracy"],
             "correct": res["correct"], "total": res["total"], "loss": res["loss"],
             "per_class_accuracy": {str(d): a for d, a in enumerate(per_digit_accuracy(cm))},
             "confusion_matrix": cm.tolist(), "checkpoint_epoch": ckpt.get("epoch"),

@@ -461,7 +461,7 @@ async function start() {
   }
   const acc = info.val_acc == null ? "" : ` · validation accuracy ${(100 * info.val_acc).toFixed(2)}%`;
   $("checkpoint").textContent = `${info.checkpoint} · ${info.model}, ${info.parameters.toLocaleString("en")} ` +
-    `parameters · epoch ${info.epoch}${acc}`;
+    `parameters` + (info.members > 1 ? " · the layers shown: the first net's" : ` · epoch ${info.epoch}${acc}`);
   buildLayers();
   if (!info.explain.grad_cam) {
     $("cam-figure").hidden = true;

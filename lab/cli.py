@@ -113,8 +113,14 @@ def share(text):
 
 # The flags several scripts take, defined once so that their names, defaults and help agree.
 
-def add_checkpoint_flag(parser, help="the checkpoint train.py saved (default: net.pth)"):
-    parser.add_argument("--checkpoint", default="net.pth", metavar="FILE", help=help)
+def add_checkpoint_flag(parser, help="the checkpoint train.py saved (default: net.pth)", several=False):
+    """--checkpoint FILE; with several=True, --checkpoint FILE [FILE ...]: an ensemble (lab/ensemble.py)."""
+    if several:
+        parser.add_argument("--checkpoint", nargs="+", default=["net.pth"], metavar="FILE",
+                            help="the checkpoint train.py saved, or several: an ensemble, which reads with the mean "
+                                 "of their probabilities (default: net.pth)")
+    else:
+        parser.add_argument("--checkpoint", default="net.pth", metavar="FILE", help=help)
 
 
 def add_device_flag(parser, what="run"):
