@@ -43,51 +43,75 @@ def data_dir(mirror, tmp_path_factory):
     return folder
 
 
-def run_py(script, *args, cwd, env=None, timeout=600, launcher=(sys.executable,)):
+_warm = None  # tests/warm.py's server, started by the first script a test runs
+
+
+def warm_server(tmp_path_factory=None):
+    global _warm
+    if _warm is None:
+        import tempfile
+        from warm import Server
+        _warm = Server(tempfile.mkdtemp(prefix="warm-"))
+    return _warm
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_warm_server():
+    yield
+    if _warm is not None:
+        _warm.close()
+
+
+def script_env(env=None):
+    """The environment a test runs a script in: no network mirror unless given, output unbuffered."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_MIRROR": "", **(env or {})}
+
+
+def start(argv, cwd, env=None, launcher=None):
+    """Start `python ARGV...` (argv[0] a script path): forked from the warm server (tests/warm.py), or, with a
+    `launcher` (e.g. torchrun, or (sys.executable,) for a fresh interpreter), as a real new process.
+    Either way a process of its own, which hears Ctrl-C whatever pytest inherited (lab/cli.py)."""
+    if launcher is None:
+        from warm import WarmChild
+        return WarmChild(warm_server(), argv, cwd, script_env(env))
+    return popen_hearing_ctrl_c([*launcher, *map(str, argv)], cwd=cwd, env=script_env(env), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def finish(proc, timeout, what):
+    """proc.communicate(timeout), but a child that hangs is killed and fails the test with what it printed."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"{what} did not end within {timeout} s; it printed:\n{out}\n{err}", pytrace=False)
+
+
+def run_py(script, *args, cwd, env=None, timeout=600, launcher=None, fresh=False):
     """Run one of the project's scripts as a user would, without a network and without a terminal.
 
-    `launcher` runs it, e.g. torchrun: [sys.executable, "-m", "torch.distributed.run", ...].
+    Forked from the warm server (tests/warm.py), unless `fresh` (a new interpreter, for what its start
+    itself must show) or a `launcher` runs it, e.g. torchrun: [sys.executable, "-m", "torch.distributed.run", ...].
     """
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_MIRROR": "", **(env or {})}
-    return subprocess.run([*launcher, str(ROOT / script), *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-# run_each()'s child: runs SCRIPT once for each argv as `python SCRIPT ARGS` would (its main through
-# run_script, with its exit status), and reports what each wrote on stderr.
-_EACH = r"""
-import contextlib, io, json, os, runpy, sys, traceback
-script, cases = sys.argv[1], json.loads(sys.argv[2])
-sys.path.insert(0, os.path.dirname(script))
-results = []
-for argv in cases:
-    sys.argv, err = [script, *argv], io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            runpy.run_path(script, run_name="__main__")
-            status = 0
-        except SystemExit as e:
-            status = e.code
-        except BaseException:
-            traceback.print_exc()
-            status = "escaped"
-    results.append([status, err.getvalue()])
-sys.stdout.write(json.dumps(results))
-"""
+    launcher = launcher or ((sys.executable,) if fresh else None)
+    proc = start([ROOT / script, *args], cwd, env, launcher)
+    _started.append(proc)
+    out, err = finish(proc, timeout, f"{script} {' '.join(map(str, args))}")
+    return subprocess.CompletedProcess([script, *args], proc.returncode, out, err)
 
 
 def run_each(script, cases, cwd, timeout=600):
-    """[(exit status, stderr)] of `python SCRIPT ARGS` for each ARGS in `cases`, all in one child process:
-    one start of Python and torch instead of one per case (each costs ~2 s). For cases that end early,
+    """[(exit status, stderr)] of `python SCRIPT ARGS` for each ARGS in `cases`, all in one child process
+    (tests/each.py): one start of a script's imports instead of one per case. For cases that end early,
     like the one-line errors; a run that trains works too, one after the other."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_MIRROR": ""}
-    proc = subprocess.run([sys.executable, "-c", _EACH, str(ROOT / script), json.dumps([list(map(str, c)) for c in cases])],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = run_py("tests/each.py", ROOT / script, json.dumps([list(map(str, c)) for c in cases]), cwd=cwd,
+                  timeout=timeout)
     assert proc.returncode == 0, proc.stderr
     return [tuple(r) for r in json.loads(proc.stdout)]
 
 
-_started = []  # what start_paused() started: ended after each test, passed or failed
+_started = []  # what start_paused() and run_py() started: ended after each test, passed or failed
 
 
 @pytest.fixture(autouse=True)
@@ -98,34 +122,42 @@ def _end_paused_runs():
         proc = _started.pop()
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=60)
 
 
-def start_paused(step, script, *args, cwd, launcher=(sys.executable,), pauses=1):
+PAUSE_BOUND_S = 300  # a child that never pauses (a hang before its first step, a rendezvous): fail, not wait
+
+
+def start_paused(step, script, *args, cwd, launcher=None, pauses=1, env=None):
     """Start `script` so that it stops after training step `step` (see tests/pausing.py).
 
     Returns the process once it has said so (`pauses` times: once per process under torchrun),
-    so that a signal sent next lands in that step on any machine, fast or slow.
+    so that a signal sent next lands in that step on any machine, fast or slow. One that has not
+    paused within PAUSE_BOUND_S is killed, and the test fails with what it printed.
     """
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_MIRROR": ""}
+    import threading
     # It must answer the SIGINT a test sends even where pytest itself runs with SIGINT ignored
-    # (a background job, `cmd &`, and whatever it starts, inherit that): see lab/cli.py.
-    proc = popen_hearing_ctrl_c([*launcher, str(ROOT / "tests" / "pausing.py"), str(step), str(ROOT / script),
-                                 *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL)
+    # (a background job, `cmd &`, and whatever it starts, inherit that): start() sees to it.
+    proc = start([ROOT / "tests" / "pausing.py", step, ROOT / script, *args], cwd, env, launcher)
     _started.append(proc)
+    watchdog = threading.Timer(PAUSE_BOUND_S, proc.kill)  # only for a hang: it fires on no working run
+    watchdog.start()
     seen, early = 0, []
-    for line in proc.stderr:  # blocks until the child speaks: no clock involved
-        # Counted anywhere in a line: sweep.py --jobs prefixes its runs' lines with the run's name.
-        found = line.count(f"paused at step {step}")
-        seen += found
-        if seen >= pauses:
-            return proc
-        if not found:
-            early.append(line)
+    try:
+        for line in proc.stderr:  # blocks until the child speaks: no clock involved
+            # Counted anywhere in a line: sweep.py --jobs prefixes its runs' lines with the run's name.
+            found = line.count(f"paused at step {step}")
+            seen += found
+            if seen >= pauses:
+                return proc
+            if not found:
+                early.append(line)
+    finally:
+        watchdog.cancel()
     proc.kill()
-    out, err = proc.communicate()
-    raise AssertionError(f"{script} ended before pausing at step {step}:\n{out}{''.join(early)}{err}")
+    out, err = proc.communicate(timeout=60)
+    raise AssertionError(f"{script} ended (or hung for {PAUSE_BOUND_S} s) before pausing at step {step}:\n"
+                         f"{out}{''.join(early)}{err}")
 
 
 def put_back_v1_run(run):

@@ -150,7 +150,7 @@ from conftest import start_paused
 ask = "import signal; print('ignored' if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else 'heard')"
 plain = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True)
 print("a plain child's Ctrl-C:", plain.stdout.strip())
-proc = start_paused(2, "train.py", *{args!r}, cwd={cwd!r})
+proc = start_paused(2, "train.py", *{args!r}, cwd={cwd!r}, launcher=(sys.executable,))  # a real new process
 proc.send_signal(signal.SIGINT)
 try:
     out, err = proc.communicate(timeout=120)  # a bound for the failure this test is for, not a wait

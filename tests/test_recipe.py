@@ -1,0 +1,135 @@
+"""The best recipe's tools, each on its own (lab/augment.py, train.make_average), and the recipe in train.py."""
+import signal
+
+import pytest
+import torch
+
+from conftest import run_py, start_paused
+
+
+def batch(n=64, seed=0):
+    """n MNIST-like strokes: a bar and a ring of ink on a blank 28x28, normalised as train.py normalises."""
+    from lab.data import normalize
+    g = torch.Generator().manual_seed(seed)
+    img = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    for i in range(n):
+        top, left = (int(v) for v in torch.randint(5, 9, (2,), generator=g))
+        img[i, top:top + 14, left + 5:left + 8] = 255
+        img[i, top + 2, left:left + 12] = 255
+    return normalize(img)
+
+
+def ink(x):
+    """How much ink each image holds: its pixels above the background, summed."""
+    from lab.augment import BACKGROUND
+    return (x - BACKGROUND).flatten(1).sum(1)
+
+
+@pytest.mark.quick
+def test_the_extras_are_off_by_default_and_change_nothing():
+    from lab.augment import augment
+    x = batch()
+    plain = augment(x, torch.Generator().manual_seed(3))
+    assert torch.equal(plain, augment(x, torch.Generator().manual_seed(3), elastic=0, thickness=0, lowres=0))
+    still = augment(x, torch.Generator().manual_seed(3), degrees=0, shift=0, scale=0)
+    assert torch.allclose(still, x, atol=1e-5)  # nothing asked, nothing moved
+
+
+@pytest.mark.quick
+def test_elastic_fields_are_smooth_one_per_image_and_of_the_size_asked():
+    from lab.augment import elastic_field
+    x = batch(8)
+    field = elastic_field(8, x, torch.Generator().manual_seed(0), pixels=1.4)  # grid units: 2/28 per pixel
+    px = field * 28 / 2
+    assert px.shape == (8, 28, 28, 2)
+    rms = px.square().mean(dim=(1, 2, 3)).sqrt()
+    assert torch.allclose(rms, torch.full((8,), 1.4), atol=1e-4)  # each image: 1.4 pixels on average
+    # smooth: neighbouring pixels move almost together (white noise would give a correlation near 0)
+    a, b = px[:, :, :-1].flatten(), px[:, :, 1:].flatten()
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.95
+    assert not torch.allclose(px[0], px[1], atol=0.1)  # a field of its own for each image
+
+
+@pytest.mark.quick
+def test_pen_width_thickens_or_thins_the_share_asked():
+    from lab.augment import pen_width
+    x = batch(200)
+    before = ink(x)
+    after = ink(pen_width(x, torch.Generator().manual_seed(1), 0.5))
+    changed = (after - before).abs() > 1e-3
+    assert 0.35 < changed.float().mean() < 0.65  # about half the images, as asked
+    assert (after[changed] > before[changed]).any() and (after[changed] < before[changed]).any()  # both ways
+    assert torch.equal(pen_width(x, torch.Generator().manual_seed(1), 0.0), x)
+
+
+@pytest.mark.quick
+def test_lowres_draws_the_share_asked_on_a_coarser_grid():
+    from lab.augment import coarser
+    x = batch(200)
+    torch.manual_seed(0)  # the grid size is drawn from torch's own generator
+    out = coarser(x, torch.Generator().manual_seed(2), 0.3)
+    changed = (out - x).flatten(1).abs().amax(1) > 1e-3
+    assert 0.2 < changed.float().mean() < 0.4
+    # each changed image is its own drawing on one coarse grid, enlarged again blocky or smoothly
+    import torch.nn.functional as F
+    from lab.augment import LOWRES_SIZES
+    for i in changed.nonzero().flatten().tolist():
+        small = {s: F.interpolate(x[i:i + 1], size=(s, s), mode="area") for s in LOWRES_SIZES}
+        enlarged = [F.interpolate(t, size=(28, 28), mode=m, **({} if m == "nearest" else {"align_corners": False}))
+                    for t in small.values() for m in ("nearest", "bilinear")]
+        assert any(torch.allclose(out[i:i + 1], e, atol=1e-6) for e in enlarged), i
+
+
+@pytest.mark.quick
+def test_ema_is_the_moving_average_of_the_weights_with_a_warm_up():
+    import argparse
+
+    import train
+    model = torch.nn.Linear(1, 1, bias=False)
+    average, update = train.make_average(argparse.Namespace(ema=0.9), model)
+    expected = float(model.weight)
+    for t in range(1, 30):
+        with torch.no_grad():
+            model.weight.fill_(float(t))  # the weights after step t
+        update(t)
+        decay = min(0.9, (1 + t) / (10 + t))
+        expected = decay * expected + (1 - decay) * t
+        assert float(average.weight) == pytest.approx(expected, rel=1e-6)
+    assert float(model.weight) == 29.0  # the model itself is left alone
+    assert train.make_average(argparse.Namespace(ema=0.0), model) == (model, None)
+
+
+@pytest.mark.quick
+def test_the_best_recipe_is_recorded_and_saves_its_average(data_dir, tmp_path):
+    proc = run_py("train.py", "--recipe", "best", "--epochs", 1, "--limit", 1000, "--val-size", 200,
+                  "--data-dir", data_dir, "--logdir", tmp_path / "logs", "--run-name", "r",
+                  "--checkpoint", tmp_path / "net.pth", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    ckpt = torch.load(tmp_path / "net.pth", weights_only=True)
+    from lab import settings
+    trained = ckpt["settings"]["training"]
+    recipe = settings.RECIPES["best"]
+    assert {k: trained[k] for k in recipe if k != "epochs"} == {k: v for k, v in recipe.items() if k != "epochs"}
+    assert trained["recipe"] == "best" and trained["epochs"] == 1  # a flag given wins over the recipe
+    assert ckpt["model_options"] == {"batchnorm": True}  # --augment turns batch norm on
+    state = torch.load(tmp_path / "logs" / "r" / "last.pt", weights_only=True)
+    # the saved net is the average, not the last step's weights
+    assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in state["average"].items())
+    assert not all(torch.equal(ckpt["state_dict"][k], v) for k, v in state["model"].items())
+
+
+def test_an_interrupted_run_with_ema_resumes_to_the_same_net(data_dir, tmp_path):
+    """The average is part of last.pt: stopped in epoch 2 and resumed, the run ends where it would have."""
+    flags = ["--recipe", "best", "--epochs", 2, "--limit", 1000, "--val-size", 200, "--data-dir", data_dir]
+    whole = run_py("train.py", *flags, "--logdir", tmp_path / "a", "--checkpoint", tmp_path / "a.pth", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    # 1,000 images in batches of 128: 8 steps an epoch, so step 10 is the second step of epoch 2
+    proc = start_paused(10, "train.py", *flags, "--logdir", tmp_path / "b", "--run-name", "r",
+                        "--checkpoint", tmp_path / "b.pth", cwd=tmp_path)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out + err
+    done = run_py("train.py", "--resume", tmp_path / "b" / "r", "--data-dir", data_dir, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    a, b = (torch.load(tmp_path / f"{n}.pth", weights_only=True) for n in "ab")
+    assert a["epoch"] == b["epoch"] and all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

@@ -1,0 +1,222 @@
+"""Run the lab's scripts for the tests without paying for Python's and torch's start each time.
+
+A new `python train.py` spends 3 to 6 seconds of a 2-core machine before its first step: importing
+torch, torch._dynamo (every optimiser imports it), TensorBoard, Captum. The tests start scripts about
+a hundred times. So the first run_py() starts this file as a server (`python -u tests/warm.py
+SOCKET`), which imports all that once and then waits. For each script to run, it forks: the child
+is a new process (its own pid, signals, files and exit status) that already has the modules loaded,
+and runs the script as `python SCRIPT ARGS` would, through runpy as "__main__", in the cwd and
+environment the test gave, with the test's pipes as its stdout and stderr.
+
+The server itself never runs a torch operation, so no thread pool exists when it forks (a forked
+OpenMP pool would hang its children). What needs a fresh interpreter still gets one: --help and the
+start-up checks, torchrun, the simulated small disk, a parent that ignores Ctrl-C (conftest.run_py's
+`fresh=True`).
+
+    client: WarmChild(argv, cwd, env)   a subprocess.Popen-like object: pid, stdout, stderr,
+                                        send_signal, kill, poll, wait, communicate, returncode
+"""
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+# ---------------------------------------------------------------- the server (its own process)
+
+def preload():
+    """What the scripts import, imported once here (none of it starts a thread or runs an operation)."""
+    sys.path[:0] = [ROOT, HERE]
+    import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401  (what every optimiser imports on first use: ~1.5 s)
+    import torch.distributed  # noqa: F401
+    import torch.utils.tensorboard  # noqa: F401
+    import torchvision.datasets  # noqa: F401
+    import captum.attr  # noqa: F401
+    import captum.robust  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    from tensorboard.backend.event_processing import event_accumulator  # noqa: F401
+    import bench, draw, predict, report, sweep, test, train  # noqa: F401,E401
+    import pausing  # noqa: F401
+
+
+def serve(path):
+    preload()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children: no zombies, pids free at once
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    print("ready", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
+        request = json.loads(message)
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            run_child(conn, fds, request)  # never returns
+        for fd in fds:
+            os.close(fd)
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        conn.close()
+
+
+def run_child(conn, fds, request):
+    """In the forked child: become `python SCRIPT ARGS` in the test's cwd and environment, report the exit status."""
+    import atexit
+    import runpy
+    import traceback
+    status = 1
+    try:
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C heard, as in a terminal
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        script = request["argv"][0]
+        sys.argv = list(request["argv"])
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
+        runpy.run_path(script, run_name="__main__")
+        status = 0
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    try:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        conn.sendall(json.dumps({"status": status}).encode() + b"\n")
+    finally:
+        os._exit(status)
+
+
+# ---------------------------------------------------------------- the client (in pytest)
+
+class Server:
+    """The warm server of this pytest session, started on first use."""
+
+    def __init__(self, folder):
+        self.path = os.path.join(folder, "warm.sock")
+        self.proc = subprocess.Popen([sys.executable, "-u", os.path.abspath(__file__), self.path],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        line = self.proc.stdout.readline()  # blocks until it is ready; "" if it died
+        if line.strip() != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"tests/warm.py did not start: {line}{self.proc.communicate()[1]}")
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class WarmChild:
+    """A script run by the warm server: the parts of subprocess.Popen that the tests use (text mode).
+
+    The connection to the server stays open: the child inherited the server's end of it, writes its
+    exit status there as its last act, and its exit closes it. A child killed by a signal closes it
+    without a status: that is read as -SIGKILL.
+    """
+
+    def __init__(self, server, argv, cwd, env):
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.conn.connect(server.path)
+        socket.send_fds(self.conn, [json.dumps({"argv": list(map(str, argv)), "cwd": str(cwd),
+                                                "env": env}).encode()], [out_w, err_w])
+        os.close(out_w)
+        os.close(err_w)
+        self.stdout = open(out_r, encoding="utf-8", errors="replace")
+        self.stderr = open(err_r, encoding="utf-8", errors="replace")
+        self.returncode, self._buffer = None, b""
+        self.pid = json.loads(self._next_line(None))["pid"]
+
+    def _next_line(self, timeout):
+        """The next line from the server or the child; None if none came within `timeout`; b"" at the end."""
+        self.conn.settimeout(timeout)
+        while b"\n" not in self._buffer:
+            try:
+                chunk = self.conn.recv(4096)
+            except (socket.timeout, BlockingIOError):
+                return None
+            if not chunk:
+                line, self._buffer = self._buffer, b""
+                return line
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def send_signal(self, sig):
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self):
+        try:
+            self.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def poll(self):
+        return self.wait(0, poll=True)
+
+    def wait(self, timeout=None, poll=False):
+        if self.returncode is None:
+            line = self._next_line(timeout)
+            if line is None:
+                if poll:
+                    return None
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            self.returncode = json.loads(line)["status"] if line else -signal.SIGKILL
+            self.conn.close()
+            while True:  # the status is the child's last act: wait the moment until its pid is gone too
+                try:
+                    os.kill(self.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.001)
+        return self.returncode
+
+    def communicate(self, timeout=None):
+        """Read stdout and stderr to their end (the child's exit closes them), then its exit status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chunks = {self.stdout: [], self.stderr: []}
+        with selectors.DefaultSelector() as sel:
+            for f in chunks:
+                if not f.closed:
+                    sel.register(f.fileno(), selectors.EVENT_READ, f)
+            while sel.get_map():
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise subprocess.TimeoutExpired(str(self.pid), timeout)
+                for key, _ in sel.select(wait):
+                    data = os.read(key.fd, 65536)
+                    if data:
+                        chunks[key.data].append(data)
+                    else:
+                        sel.unregister(key.fd)
+        texts = tuple(b"".join(chunks[f]).decode("utf-8", "replace") for f in (self.stdout, self.stderr))
+        for f in chunks:
+            f.close()
+        self.wait(None if deadline is None else max(1.0, deadline - time.monotonic()))
+        return texts
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
