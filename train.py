@@ -57,9 +57,12 @@ def make_scheduler(args, optimizer, steps_per_epoch):
     total = args.epochs * steps_per_epoch
     if args.scheduler == "onecycle":
         # Warm up over the first 25% of steps, then anneal to ~0: converges fast and lands softly.
-        # (At least 2 steps of warm-up: OneCycleLR divides by the warm-up's length less one.)
+        # (At least 2 steps of warm-up: OneCycleLR divides by the warm-up's length less one.) It also
+        # cycles the momentum the other way, where the optimiser has one (adadelta has none).
+        momentum = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total,
-                                                   pct_start=0.25 if total <= 2 else max(0.25, 2 / total)), True
+                                                   pct_start=0.25 if total <= 2 else max(0.25, 2 / total),
+                                                   cycle_momentum=momentum), True
     if args.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True
     if args.scheduler == "step":
@@ -124,10 +127,12 @@ def train_step(model, optimizer, scaler, loss_fn, x, y, precision, weight=1.0):
 
 def train_one_epoch(model, optimizer, scheduler, per_batch, scaler, loss_fn, batches, precision, progress,
                     update_average=None):
-    """One pass over the training batches. Returns (mean loss, accuracy) over every process's images."""
+    """One pass over the training batches. Returns (mean loss, accuracy) over every process's images, and
+    the learning rate of the epoch's last step."""
     model.train()
     loss_sum = correct = seen = 0  # the sums become tensors on the device: no GPU sync per step
     for step, (x, y, weight) in enumerate(batches):
+        lr = optimizer.param_groups[0]["lr"]  # the rate of this step (a number on the CPU: no sync)
         loss, logits = train_step(model, optimizer, scaler, loss_fn, x, y, precision, weight)
         if per_batch:
             scheduler.step()
@@ -141,7 +146,7 @@ def train_one_epoch(model, optimizer, scheduler, per_batch, scaler, loss_fn, bat
     if scheduler is not None and not per_batch:
         scheduler.step()
     loss_sum, correct, seen = distributed.sum_over_processes(loss_sum, correct, seen)  # the whole data set's
-    return loss_sum / seen, correct / seen
+    return loss_sum / seen, correct / seen, lr
 
 
 def train(args, data=None):
@@ -189,7 +194,7 @@ def train(args, data=None):
                 progress = EpochSteps(epoch, args.epochs, steps, args.log_every, step_writer, rank=run.rank,
                                       validate=lambda: evaluate(judged, vx, vy, precision=run.precision),
                                       eval_every=args.eval_every)
-                train_loss, train_acc = train_one_epoch(step_model, optimizer, scheduler, per_batch, scaler, loss_fn,
+                train_loss, train_acc, lr = train_one_epoch(step_model, optimizer, scheduler, per_batch, scaler, loss_fn,
                                                         batches, run.precision, progress, update_average)
                 seconds = time.perf_counter() - t0 - progress.eval_seconds  # training alone
                 train_seconds, done = train_seconds + seconds, epoch
@@ -200,7 +205,7 @@ def train(args, data=None):
                     val = evaluate(judged, vx, vy, precision=run.precision)
                     test = evaluate(judged, sx, sy, precision=run.precision)  # watched, never used to choose
                 board.log_epoch(writer, epoch, model, vx, vy, val, test, train_loss, train_acc, seconds,
-                                lr=optimizer.param_groups[0]["lr"])
+                                lr=lr)
                 improved = val["accuracy"] > best["val_acc"]
                 if improved:  # keep the best model: chosen on validation
                     best = {"val_acc": val["accuracy"], "epoch": epoch, "test_acc": test["accuracy"]}

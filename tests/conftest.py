@@ -142,12 +142,14 @@ def start_paused(step, script, *args, cwd, launcher=None, pauses=1, env=None):
     _started.append(proc)
     watchdog = threading.Timer(PAUSE_BOUND_S, proc.kill)  # only for a hang: it fires on no working run
     watchdog.start()
-    seen, early = 0, []
+    seen, early, proc.pauses = 0, [], []  # proc.pauses: the lines that said so (which process, which rank)
     try:
         for line in proc.stderr:  # blocks until the child speaks: no clock involved
             # Counted anywhere in a line: sweep.py --jobs prefixes its runs' lines with the run's name.
             found = line.count(f"paused at step {step}")
             seen += found
+            if found:
+                proc.pauses.append(line)
             if seen >= pauses:
                 return proc
             if not found:

@@ -14,6 +14,7 @@ Nothing in the lab knows about this: it wraps train.train_step from outside, and
 script's main() as `python SCRIPT` would (through lab.cli.run_script).
 """
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ def pause_after(step_at):
         if done == step_at:
             # One write, not print's two (text, then newline): under torchrun the ranks share stderr,
             # and their lines must not be cut into each other.
-            sys.stderr.write(f"paused at step {step_at}\n")
+            sys.stderr.write(f"paused at step {step_at} (process {os.getpid()}, rank {os.environ.get('RANK', 0)})\n")
             sys.stderr.flush()
             while True:  # a signal handler's exception (KeyboardInterrupt) ends this
                 time.sleep(0.05)

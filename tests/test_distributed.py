@@ -30,10 +30,6 @@ def scalar_files(run_dir):
     return found
 
 
-def final_test_accuracy(stdout):
-    return float(re.search(r"test accuracy of that model ([\d.]+)%", stdout).group(1))
-
-
 # ---------------------------------------------------------------- the pieces, in this process
 
 def test_shares_of_a_batch_give_exactly_its_gradient(monkeypatch):
@@ -115,8 +111,13 @@ def test_sweep_time_left_counts_what_runs_and_what_waits():
 # ---------------------------------------------------------------- torchrun, for real
 
 def test_torchrun_two_processes_train_like_one(data_dir, tmp_path):
-    flags = ["--epochs", 2, "--limit", 6000, "--val-size", 1000, "--seed", 1, "--device", "cpu", "--data-dir", data_dir]
-    one = run_py("train.py", *flags, "--logdir", tmp_path / "one", "--checkpoint", tmp_path / "one.pth", cwd=tmp_path)
+    # fp32 in both: the two runs then differ only by the order of the additions (one process sums the
+    # whole batch's gradient, two sum their halves and DDP adds those): a relative 1e-5 after 16 steps.
+    # (Training amplifies such differences: after 94 steps they had grown to a few percent.)
+    flags = ["--epochs", 2, "--limit", 1024, "--val-size", 500, "--seed", 1, "--device", "cpu", "--precision", "fp32",
+             "--data-dir", data_dir]
+    one = run_py("train.py", *flags, "--logdir", tmp_path / "one", "--run-name", "r", "--checkpoint",
+                 tmp_path / "one.pth", cwd=tmp_path)
     assert one.returncode == 0, one.stderr
     two = run_py("train.py", *flags, "--logdir", tmp_path / "two", "--run-name", "r", "--checkpoint",
                  tmp_path / "two.pth", cwd=tmp_path, launcher=TORCHRUN)
@@ -126,8 +127,14 @@ def test_torchrun_two_processes_train_like_one(data_dir, tmp_path):
     assert len(re.findall(r"^Using cpu device .*2 processes \(torchrun\)$", out, re.M)) == 1
     assert len(re.findall(r"^epoch +1/2 ", out, re.M)) == 1 and len(re.findall(r"^epoch +2/2 ", out, re.M)) == 1
     assert out.count("Best validation accuracy") == 1 and "Traceback" not in two.stderr
-    # the same training, split: the accuracy of the single process within half a point
-    assert abs(final_test_accuracy(out) - final_test_accuracy(one.stdout)) <= 0.5
+    # the same training, split: the weights are those of one process, to a relative 1e-4 (measured: 1.3e-5;
+    # processes that do not exchange their gradients each follow half of every batch: 0.66)
+    w1, w2 = (torch.load(tmp_path / run / "r" / "last.pt", weights_only=True)["model"] for run in ("one", "two"))
+    for name in w1:
+        if w1[name].is_floating_point():
+            assert (w1[name] - w2[name]).abs().max() <= 1e-4 * w1[name].abs().max(), name
+    losses = lambda text: [float(v) for v in re.findall(r"train loss ([\d.]+)", text)]  # noqa: E731
+    assert losses(out) == pytest.approx(losses(one.stdout), abs=2e-4)
 
     # rank 0 alone writes TensorBoard: every event file from one process, one with the scalars, each epoch once
     writers = {f.name.split(".")[-2] for f in (tmp_path / "two" / "r").glob("events.out.tfevents.*")}  # their pids
@@ -142,7 +149,7 @@ def test_torchrun_two_processes_train_like_one(data_dir, tmp_path):
     from net import Net
     assert set(ckpt["state_dict"]) == set(Net().state_dict())
     proc = run_py("test.py", "--checkpoint", tmp_path / "two.pth", "--data-dir", data_dir, "--device", "cpu",
-                  cwd=tmp_path)
+                  "--precision", "fp32", cwd=tmp_path)  # as it was trained and measured
     assert proc.returncode == 0, proc.stderr
     accuracy = float(re.search(r"^Accuracy: ([\d.]+)%", proc.stdout, re.M).group(1))
     assert accuracy == pytest.approx(100 * ckpt["test_acc"], abs=0.006)

@@ -1,7 +1,11 @@
-"""Every script starts on Windows and macOS: no POSIX-only module at import, --help everywhere.
+"""What this Linux machine can check of the scripts' portability to Windows and macOS.
 
-The machine running these tests is Linux, so the second test takes away what Windows lacks
-(POSIX-only modules, os.wait4, os.sched_getaffinity, glibc) before the script is imported.
+It cannot run them on Windows: os.name stays "posix" here, so the branches for Windows (os.name ==
+"nt", the missing os.kill(pid, 0) of a lock check) are not run by these tests. What they check:
+- no script or lab module imports a POSIX-only module at its top (resource, fcntl, termios, ...);
+- every script's --help works with what Windows lacks taken away first: those modules, os.wait4,
+  os.sched_getaffinity, os.fork and glibc (the lab's mallopt call);
+- bench.py without getrusage says n/a; output in a code page without our arrows does not fail.
 """
 import ast
 import subprocess
