@@ -137,6 +137,8 @@ def case_ours(args, device, n_train, n_eval, precision, compile_model):
                            + (["--mirror", args.mirror] if args.mirror else []) + (["--compile"] if compile_model else [])
                            + (["--val-size", "1000"] if args.quick else []))  # --quick: checks the path, not the speed
     data = load_data(targs.data_dir, targs.mirror, targs.val_size, targs.limit, device)
+    if args.quick:  # the path, not the speed: a part of the test set
+        data["test"] = tuple(t[:n_eval] for t in data["test"])
 
     # 1. one epoch through train.train, as python train.py --epochs 1 runs it (data loading excluded).
     #    Training img/s is measured over that epoch's training loop, first steps (and compiling) included,
@@ -196,11 +198,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_case(args):
+def run_case(args, name):
+    """One case of the table, measured in this process: its results as a dict."""
     use_all_cores()
     device = pick_device(args.device)
-    n_train, n_eval = (2000, 2000) if args.quick else (55000, 10000)
-    name = args.case
+    n_train, n_eval = (2000, 1000) if args.quick else (55000, 10000)
     if name != "plain":  # the plain recipe runs as students run it; every other case as train.py does
         keep_freed_memory()
     if name in ("plain", "plain_malloc"):
@@ -214,8 +216,17 @@ def run_case(args):
         result = case_ours(args, device, n_train, n_eval, precision, compile_model=(name == "compiled"))
         result["precision"] = precision
     result["peak_rss_mib"] = peak_rss_mib()
-    print("RESULT " + json.dumps(result))
-    return 0
+    return result
+
+
+def measure(args, name):
+    """A case's results: in a process of its own, so that its peak memory is its own (--quick: here, since
+    its numbers mean nothing anyway, and each process would cost a start of Python and torch)."""
+    if args.quick:
+        return run_case(args, name)
+    common_flags = ["--device", args.device, "--data-dir", args.data_dir] + (["--mirror", args.mirror] if args.mirror else [])
+    out, _, _ = child(["bench.py", "--case", name, *common_flags])
+    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
 
 
 # ---------------------------------------------------------------- the parent: table and seeds
@@ -247,13 +258,11 @@ def table(args):
     if not args.quick:
         cases.append(("compiled", f"ours, {auto}, --compile"))
     print(f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}, device {device}"
-          + ("  [--quick: 2,000 images per case; the numbers mean nothing]" if args.quick else ""))
+          + ("  [--quick: 2,000 images per case, all in one process; the numbers mean nothing]" if args.quick else ""))
     header = ["case", "train img/s", "eval img/s", "1-epoch s", "test acc", "peak RSS MiB"]
     rows = []
-    common_flags = ["--device", args.device, "--data-dir", args.data_dir] + (["--mirror", args.mirror] if args.mirror else [])
     for name, label in cases:
-        out, _, _ = child(["bench.py", "--case", name, *common_flags] + (["--quick"] if args.quick else []))
-        r = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+        r = measure(args, name)
         rows.append([label, f"{r['train_ips']:,.0f}", f"{r['eval_ips']:,.0f}", f"{r['epoch_s']:.1f}",
                      f"{100 * r['test_acc']:.2f}%", mib(r["peak_rss_mib"])])
         print(f"  done: {label}", file=sys.stderr, flush=True)
@@ -262,8 +271,7 @@ def table(args):
     best = max(v for name, v in ips.items() if not name.startswith("plain"))
     print(f"Training throughput, best of ours / plain DataLoader: {best / ips['plain']:.1f}x "
           f"(/ plain with the allocator setting: {best / ips['plain_malloc']:.1f}x)")
-    out, _, _ = child(["bench.py", "--case", "compute", *common_flags] + (["--quick"] if args.quick else []))
-    r = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    r = measure(args, "compute")
     print(f"Compute alone, ours in {r['precision']}: {r['train_ips']:,.0f} img/s = {r['train_ips'] / ips['plain']:.1f}x "
           "plain (our training step repeated on one batch in memory: no data path, no logging). "
           "A loop near this rate has no overhead left to remove at this precision.")
@@ -377,7 +385,8 @@ def main(argv=None):
     if args.draw:
         return draw_latency(args)
     if args.case:
-        return run_case(args)
+        print("RESULT " + json.dumps(run_case(args, args.case)))
+        return 0
     if args.seeds > 0:
         return seeds(args)
     return table(args)

@@ -79,11 +79,14 @@ def load_font(path, size):
 
 # ---------------------------------------------------------------- one digit, as a phone photographs it
 
-def glyph(font_path, digit, rng):
-    """The digit in black on white, alone, at its size, pen width, slant and rotation: an 'L' image."""
+def glyph(font_path, digit, rng, tags):
+    """The digit in black on white, alone, at its size, pen width, slant and rotation: an 'L' image.
+    What sets it apart is added to `tags` (a thick or a fine pen)."""
     height = int(rng.integers(60, 160))  # pixels from the top of the digit to its foot, about
     font = load_font(font_path, height * 4 // 3)
     pen = int(rng.integers(0, 1 + height // 35))  # extra pen width, on each side of the font's stroke
+    if pen >= 2:
+        tags.append("thick")
     box = font.getbbox(str(digit), stroke_width=pen)
     w, h = box[2] - box[0], box[3] - box[1]
     img = Image.new("L", (w + 4 * height, h + 4 * height), 255)
@@ -91,6 +94,7 @@ def glyph(font_path, digit, rng):
                              stroke_width=pen, stroke_fill=0)
     if rng.random() < 0.25:  # a finer pen than the font's
         img = img.filter(ImageFilter.MaxFilter(3))
+        tags.append("fine")
     slant, angle = rng.uniform(-0.3, 0.3), rng.uniform(-8, 8)
     img = img.transform(img.size, Image.Transform.AFFINE, (1, slant, -slant * img.height / 2, 0, 1, 0),
                         resample=Image.Resampling.BICUBIC, fillcolor=255)
@@ -98,7 +102,7 @@ def glyph(font_path, digit, rng):
     return img.crop(ImageOps.invert(img).getbbox() or (0, 0, img.width, img.height))  # the ink and no more
 
 
-def photo(ink, rng):
+def photo(ink, rng, tags):
     """Ink (an 'L' image, black on white) on a sheet of paper, lit, photographed: an RGB image."""
     w, h = ink.size
     margin_x, margin_y = (int(rng.uniform(0.3, 1.0) * max(w, h)) for _ in range(2))
@@ -107,10 +111,11 @@ def photo(ink, rng):
     page = np.ones((H, W), np.float32)
     page[top:top + h, left:left + w] = np.asarray(ink, np.float32) / 255
     darkness = 1 - page  # 1 where the pen was
-    # paper: tinted, lit from one side (a gradient of up to a fifth of the brightness), a little grain
+    # paper: tinted, lit from one side (brightness falling by up to a fifth across the page), a little grain
     ys, xs = np.mgrid[0:H, 0:W] / max(H, W)
     angle = rng.uniform(0, 2 * np.pi)
-    light = 1 - rng.uniform(0, 0.2) * ((np.cos(angle) * xs + np.sin(angle) * ys) % 1.0)
+    slope = np.cos(angle) * xs + np.sin(angle) * ys
+    light = 1 - rng.uniform(0, 0.2) * (slope - slope.min()) / max(np.ptp(slope), 1e-6)
     paper = rng.uniform(0.82, 0.98) * np.array([1.0, rng.uniform(0.96, 1.0), rng.uniform(0.86, 1.0)])
     ink_rgb = rng.choice([[0.1, 0.1, 0.12], [0.12, 0.15, 0.4], [0.3, 0.3, 0.32], [0.05, 0.05, 0.05]])
     strength = rng.uniform(0.75, 1.0)  # a pencil or a worn pen leaves less
@@ -119,8 +124,10 @@ def photo(ink, rng):
     img = Image.fromarray((rgb.clip(0, 1) * 255).astype(np.uint8), "RGB")
     if rng.random() < 0.4:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
-    if rng.random() < 0.25:  # far away: the digit 10 to 18 pixels tall, enlarged again, smoothly or blocky
-        small = rng.uniform(10, 18) / h
+        tags.append("blurred")
+    if rng.random() < 0.25:  # far away, or an old scan: the digit 7 to 16 pixels tall, enlarged again, smoothly or blocky
+        tags.append("small")
+        small = rng.uniform(7, 16) / h
         img = img.resize((max(2, round(W * small)), max(2, round(H * small))), Image.Resampling.BOX)
         img = img.resize((W, H), Image.Resampling.NEAREST if rng.random() < 0.5 else Image.Resampling.BICUBIC)
     return img
@@ -129,7 +136,7 @@ def photo(ink, rng):
 def encode(img, rng):
     """The photo as a file: PNG, or JPEG at a phone's quality. Returns (bytes, suffix)."""
     out = io.BytesIO()
-    if rng.random() < 0.5:
+    if rng.random() < 0.5:  # (the suffix says which)
         img.save(out, "JPEG", quality=int(rng.integers(60, 95)))
         return out.getvalue(), ".jpg"
     img.save(out, "PNG")
@@ -147,8 +154,9 @@ def main(argv=None):
             for k in range(args.per_digit):
                 # each image from its own seed: the same file, whichever fonts or counts are asked for
                 rng = np.random.default_rng([args.seed, FONTS.index(name), digit, k])
-                data, suffix = encode(photo(glyph(path, digit, rng), rng), rng)
-                write_atomic(Path(args.out) / str(digit) / f"{name}-{k}{suffix}", data)
+                tags = []  # what sets this image apart, in its name: caveat-3-thick-small.png
+                data, suffix = encode(photo(glyph(path, digit, rng, tags), rng, tags), rng)
+                write_atomic(Path(args.out) / str(digit) / ("-".join([name, str(k), *tags]) + suffix), data)
                 written += 1
         print(f"{f + 1}/{len(paths)} {name}", flush=True)
     print(f"Wrote {written:,} images of {len(paths)} fonts into {args.out}/0 ... {args.out}/9; "

@@ -7,6 +7,7 @@ and read first; these modules are what they share, one job each:
     data         MNIST as tensors: download or copy, split, normalise, batches
     augment      every training batch changed a little at random: shifts, rotations, elastic bends, pens, resolution
     checkpoint   net.pth: the best model, saved atomically, loaded with weights_only=True
+    ensemble     several checkpoints read as one net: the mean of their probabilities
     runs         a run's life: its folder, new or resumed, last.pt, what it says at the end
     progress     what train.py shows while an epoch runs
     metrics      evaluation and the confusion matrix

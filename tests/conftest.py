@@ -88,6 +88,16 @@ def finish(proc, timeout, what):
         pytest.fail(f"{what} did not end within {timeout} s; it printed:\n{out}\n{err}", pytrace=False)
 
 
+def run_bounded(args, timeout, **kwargs):
+    """subprocess.run(args, timeout=..., capture_output=True, ...), but a child that hangs fails the test with
+    what it printed (subprocess.run's own TimeoutExpired would say only that it timed out)."""
+    try:
+        return subprocess.run(args, timeout=timeout, capture_output=True, **kwargs)
+    except subprocess.TimeoutExpired as e:
+        out, err = (x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr))
+        pytest.fail(f"{args[:3]}... did not end within {timeout} s; it printed:\n{out}\n{err}", pytrace=False)
+
+
 def run_py(script, *args, cwd, env=None, timeout=600, launcher=None, fresh=False):
     """Run one of the project's scripts as a user would, without a network and without a terminal.
 

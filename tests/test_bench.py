@@ -1,9 +1,12 @@
 """bench.py runs every case and prints one well-formed table. No timing is asserted."""
 import re
 
+import pytest
+
 from conftest import run_py
 
 
+@pytest.mark.quick
 def test_bench_quick_prints_the_table(data_dir, tmp_path):
     proc = run_py("bench.py", "--quick", "--data-dir", data_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -15,11 +18,18 @@ def test_bench_quick_prints_the_table(data_dir, tmp_path):
         "case", "train img/s", "eval img/s", "1-epoch s", "test acc", "peak RSS MiB"]
     assert body[0].startswith("| plain DataLoader, batch 64") and body[1].startswith("| plain DataLoader +")
     assert body[2].startswith("| ours, fp32")
+    accuracy = {}
     for row in body:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 6
         for number in cells[1:4] + cells[5:]:
             assert float(number.replace(",", "")) > 0, row
-        assert 30 < float(cells[4].rstrip("%")) <= 100  # 2,000 images: well above chance (10%)
+        accuracy[cells[0]] = float(cells[4].rstrip("%"))
+    # One epoch on 2,000 images, tested on 1,000: the plain loop (31 steps of 64) reaches about 75%, ours
+    # (16 steps of 128, warming up and annealing) about 80%; a loop that did not learn would stay near 10%.
+    plain, malloc, *ours = accuracy.values()
+    assert plain >= 60 and all(a >= 65 for a in ours), accuracy
+    if "device cpu" in out:  # the allocator setting changes no number: the same arithmetic in the same order
+        assert plain == malloc, accuracy
     assert re.search(r"best of ours / plain DataLoader: \d+\.\dx", out)
     assert re.search(r"^Compute alone, ours in (fp32|bf16|fp16): [\d,]+ img/s = \d+\.\dx plain", out, re.M)

@@ -39,6 +39,7 @@ def markdown_rows(md, first_cell):
             if re.match(rf"\| {first_cell} +\|", line)]
 
 
+@pytest.mark.quick
 def test_every_tab_is_written_at_the_right_steps(trained):
     acc = events(trained["run_dir"])
     ckpt = torch.load(trained["checkpoint"], weights_only=True)
@@ -77,6 +78,7 @@ def test_every_tab_is_written_at_the_right_steps(trained):
         [100 * matrix[d, d].item() / matrix[d].sum().item() for d in range(10)], abs=0.051)
 
 
+@pytest.mark.quick
 def test_projector_holds_2000_test_digits_with_labels_and_pictures(trained):
     from lab.data import load_split
     run = trained["run_dir"]

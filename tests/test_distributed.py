@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import run_py, start_paused
+from conftest import finish, run_py, start_paused
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -32,6 +32,7 @@ def scalar_files(run_dir):
 
 # ---------------------------------------------------------------- the pieces, in this process
 
+@pytest.mark.quick
 def test_shares_of_a_batch_give_exactly_its_gradient(monkeypatch):
     """Each process's weighted loss on its share, averaged as DDP does, is the whole batch's gradient."""
     import train
@@ -56,6 +57,7 @@ def test_shares_of_a_batch_give_exactly_its_gradient(monkeypatch):
         assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(averaged, whole))
 
 
+@pytest.mark.quick
 def test_without_torchrun_nothing_changes(monkeypatch):
     from lab import distributed
     from net import Net
@@ -66,6 +68,7 @@ def test_without_torchrun_nothing_changes(monkeypatch):
     assert distributed.sum_over_processes(torch.tensor(2.5), torch.tensor(7), 9) == [2.5, 7, 9]
 
 
+@pytest.mark.quick
 def test_threads_are_shared_between_processes(monkeypatch):
     from lab import device as common
     chosen = []
@@ -81,6 +84,7 @@ def test_threads_are_shared_between_processes(monkeypatch):
     assert chosen == [8, 2, 3]
 
 
+@pytest.mark.quick
 def test_a_batch_too_small_to_share_is_a_one_line_error():
     from lab.cli import UserError
     from lab.distributed import check_split
@@ -89,6 +93,7 @@ def test_a_batch_too_small_to_share_is_a_one_line_error():
         check_split(257, 128, 2)
 
 
+@pytest.mark.quick
 def test_sweep_places_runs_on_gpus_or_shares_of_the_cores(monkeypatch):
     import sweep
     monkeypatch.setattr(sweep, "cores", lambda: 8)
@@ -101,6 +106,7 @@ def test_sweep_places_runs_on_gpus_or_shares_of_the_cores(monkeypatch):
     assert sweep.slots(2, "cpu") == [{"OMP_NUM_THREADS": "4"}] * 2  # --device cpu: no GPU, half the cores each
 
 
+@pytest.mark.quick
 def test_sweep_time_left_counts_what_runs_and_what_waits():
     import sweep
     # runs take 10 s; one has run 4 s, three wait, 2 at once: 6 s + 10 s on one side, 10 + 10 on the other
@@ -162,7 +168,7 @@ def test_ctrl_c_under_torchrun_then_resume_with_one_process_then_two(data_dir, t
                         "--data-dir", data_dir, "--logdir", tmp_path / "logs", "--run-name", "r",
                         "--checkpoint", net, cwd=tmp_path, launcher=TORCHRUN, pauses=2)
     proc.send_signal(signal.SIGINT)  # to torchrun, as a terminal's Ctrl-C: it passes it on to both processes
-    out, err = proc.communicate(timeout=30)  # the issue's bound; it takes about a second
+    out, err = finish(proc, 30, "the run")  # the issue's bound; it takes about a second
     assert proc.returncode != 0
     assert out.count("epoch  1/3") == 1 and "epoch  2/3" not in out
     assert err.count("Interrupted during epoch 2.") == 1 and "--resume" in err  # from rank 0 alone
@@ -173,7 +179,7 @@ def test_ctrl_c_under_torchrun_then_resume_with_one_process_then_two(data_dir, t
     # Resumed in one process (started without torchrun), stopped again during epoch 3 ...
     proc = start_paused(27, "train.py", "--resume", run_dir, "--device", "cpu", "--data-dir", data_dir, cwd=tmp_path)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    out, err = finish(proc, 300, "the run")
     assert proc.returncode == 130 and "after epoch 1" in out and "epoch  2/3" in out, out + err
     # ... and finished under torchrun with two.
     done = run_py("train.py", "--resume", run_dir, "--device", "cpu", "--data-dir", data_dir, cwd=tmp_path,
@@ -204,7 +210,7 @@ def test_sweep_jobs_2_stopped_and_continued_gives_the_runs_of_jobs_1(data_dir, t
     # 2,000 images in batches of 128: 16 steps an epoch, so step 18 is the second step of epoch 2.
     proc = start_paused(18, "sweep.py", *args, "--name", "g", "--jobs", 2, cwd=tmp_path, pauses=2)  # runs 1 and 2
     proc.send_signal(signal.SIGINT)  # to the sweep alone: it stops its runs
-    out, err = proc.communicate(timeout=60)
+    out, err = finish(proc, 60, "the run")
     assert proc.returncode == 130, out + err
     assert "Continue it" in err and "--name g" in err and "Traceback" not in err
     assert out.count(": started (") == 2 and err.count("Interrupted during epoch 2.") == 2

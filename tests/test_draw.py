@@ -140,6 +140,7 @@ def pngs(digits):
 
 # ---------------------------------------------------------------- the HTTP interface
 
+@pytest.mark.quick
 def test_page_and_info(server, trained):
     assert re.fullmatch(r"Serving http://127\.0\.0\.1:\d+/  \(Ctrl-C to stop\)\n", server["lines"][-1])
     epoch = torch.load(trained["checkpoint"], weights_only=True)["epoch"]  # the best of 2: validation says which
@@ -161,6 +162,7 @@ def test_page_and_info(server, trained):
     assert info["dense"] == [{"layers": "Linear 576→128 → ReLU", "size": 128}]
 
 
+@pytest.mark.quick
 def test_predict_reads_drawn_mnist_digits(server, digits, pngs):
     from lab.images import load_image, preprocess
     labels = digits[1]
@@ -180,6 +182,7 @@ def test_predict_reads_drawn_mnist_digits(server, digits, pngs):
     assert correct >= 95
 
 
+@pytest.mark.quick
 def test_bad_bodies_get_one_line_errors(server, pngs):
     good = pngs[0]
     blank = io.BytesIO()
@@ -193,6 +196,7 @@ def test_bad_bodies_get_one_line_errors(server, pngs):
     assert predict(server, good)[0] == 200  # still serving
 
 
+@pytest.mark.quick
 def test_size_limit_and_content_length(server):
     # 20 MB announced, 4 KB sent: refused from the header, without waiting for the rest
     status, a = raw(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
@@ -212,11 +216,13 @@ def test_size_limit_and_content_length(server):
     "/../net.pth", "/%2e%2e/net.pth", "/..%2fnet.pth", "/draw/../draw.py", "/draw.py", "/net.pth", "/etc/passwd",
     "//etc/passwd", "/draw/index.html", "/draw.js/../../checkpoint.py", "/%2Fetc%2Fpasswd", "/C:/Windows/win.ini",
     "http://x/../net.pth", "/index.html", "/favicon.ico"])
+@pytest.mark.quick
 def test_no_path_reaches_another_file(server, path):
     status, _, a = request(server, "GET", path)
     assert status == 404 and a == {"error": "no such page"}
 
 
+@pytest.mark.quick
 def test_wrong_methods(server):
     assert request(server, "GET", "/predict")[:2] == (405, "application/json")
     assert request(server, "POST", "/", b"x")[0] == 405
@@ -318,12 +324,14 @@ def test_attack_changes_each_pixel_by_at_most_eps(server, pngs):
     ("/attack?target=1&target=2", "target is given 2 times"),
     ("/attack?method=cw", "method must be pgd or fgsm, not 'cw'"),
     ("/attack?epsilon=0.1", "unknown parameter 'epsilon': /attack takes eps, target, method")])
+@pytest.mark.quick
 def test_bad_parameters_get_one_line_errors(server, pngs, query, error):
     status, a = post(server, query, pngs[0])
     assert status == 400 and list(a) == ["error"] and "\n" not in a["error"], a
     assert a["error"].startswith(error), a
 
 
+@pytest.mark.quick
 def test_explain_and_attack_refuse_what_predict_refuses(server):
     for path in ("/explain", "/attack?eps=0.1"):
         status, a = post(server, path, b"hello, I am not an image")
@@ -372,6 +380,7 @@ def test_every_request_kind_decodes_its_image_within_the_bound(trained, pngs, mo
 
 # ---------------------------------------------------------------- the command line
 
+@pytest.mark.quick
 def test_no_checkpoint_is_one_line_before_listening(tmp_path):
     proc = run_py("draw.py", "--checkpoint", tmp_path / "none.pth", "--port", 0, "--no-browser", cwd=tmp_path)
     assert proc.returncode == 2 and "Serving" not in proc.stdout
@@ -380,6 +389,7 @@ def test_no_checkpoint_is_one_line_before_listening(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: argument --port: expected a port number")
 
 
+@pytest.mark.quick
 def test_port_in_use_is_one_line(server, trained, tmp_path):
     proc = run_py("draw.py", "--checkpoint", trained["checkpoint"], "--port", server["port"], "--no-browser",
                   cwd=tmp_path)

@@ -10,7 +10,7 @@ import signal
 import pytest
 import torch
 
-from conftest import run_py, start_paused
+from conftest import finish, run_py, start_paused
 from net import MODELS, build_model, count_parameters
 
 
@@ -37,6 +37,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_model_size_and_shapes(name):
     model = build_model(name).to(memory_format=torch.channels_last)
@@ -48,11 +49,13 @@ def test_model_size_and_shapes(name):
     assert model(x).shape == (3, 10)
 
 
+@pytest.mark.quick
 def test_every_model_is_checked():
     assert set(MODELS) == set(EXPECTED)
     assert count_parameters(build_model("cnn")) == 130_890  # the design card's net must not change
 
 
+@pytest.mark.quick
 def test_cnn_only_options_are_refused_for_the_lab_nets():
     from lab import settings
     from lab.cli import UserError
@@ -64,6 +67,7 @@ def test_cnn_only_options_are_refused_for_the_lab_nets():
         {"batchnorm": True, "dropout": 0.1}
 
 
+@pytest.mark.quick
 def test_augment_turns_batchnorm_on_for_cnn_only():
     from lab import settings
     options = lambda *argv: settings.model_options(settings.parse(list(argv)))
@@ -136,6 +140,7 @@ def test_sweep_refuses_to_mix_settings_into_a_sweep(sweep, monkeypatch):
     (["--checkpoint", "x.pth"], "set by the sweep"),
     (["--name", "a/b"], "plain folder name"),
 ])
+@pytest.mark.quick
 def test_sweep_user_errors_stop_it_before_anything_runs(tmp_path, monkeypatch, capsys, args, message):
     import sweep
     from lab.cli import UserError
@@ -194,7 +199,7 @@ def test_sweep_ctrl_c_then_continue(data_dir, tmp_path):
     # --limit 2000 in batches of 128: 16 steps an epoch, so step 18 is the second step of epoch 2.
     proc = start_paused(18, "sweep.py", *args, cwd=tmp_path)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    out, err = finish(proc, 300, "the run")
     assert proc.returncode == 130, out + err
     assert "Continue it" in err and "--name stop" in err and "Traceback" not in err
 

@@ -159,6 +159,7 @@ def test_targeted_pgd_reaches_its_target_within_the_pages_largest_eps(explainer,
     assert reached >= 0.8 * ATTACKED
 
 
+@pytest.mark.quick
 def test_a_net_without_conv_layers_has_input_maps_and_no_grad_cam(digits):
     from lab.explain import Explainer
     from net import build_model
@@ -169,6 +170,7 @@ def test_a_net_without_conv_layers_has_input_maps_and_no_grad_cam(digits):
     assert e.integrated_gradients(pixels[:2], labels[:2]).shape == (2, 28, 28)
 
 
+@pytest.mark.quick
 def test_explainers_are_lent_one_request_at_a_time(net):
     from draw import Busy, Explainers
     pool = Explainers(*net, 1)

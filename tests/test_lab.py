@@ -6,7 +6,7 @@ import signal
 import pytest
 import torch
 
-from conftest import ROOT, run_each, run_py, start_paused
+from conftest import ROOT, finish, run_each, run_py, start_paused
 
 TAGS = {"loss/train", "accuracy/train", "loss/val", "accuracy/val", "accuracy/test", "lr"}
 
@@ -20,6 +20,7 @@ def scalars(run_dir):
 
 # ---------------------------------------------------------------- net.py
 
+@pytest.mark.quick
 def test_net_shape_and_parameter_count():
     from net import Net, build_model, count_parameters
     model = build_model("cnn")
@@ -35,6 +36,7 @@ def test_net_shape_and_parameter_count():
     assert count_parameters(Net(batchnorm=True)) != expected
 
 
+@pytest.mark.quick
 def test_pooling_before_relu_is_the_textbook_block():
     """net.py pools before the ReLU (cheaper); the outputs and gradients are those of ReLU then pool."""
     from net import Net
@@ -52,6 +54,7 @@ def test_pooling_before_relu_is_the_textbook_block():
 
 # ---------------------------------------------------------------- device order
 
+@pytest.mark.quick
 @pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
 def test_device_order(monkeypatch, cuda, mps, expected):
     from lab.device import pick_device
@@ -60,6 +63,7 @@ def test_device_order(monkeypatch, cuda, mps, expected):
     assert pick_device("auto").type == expected
 
 
+@pytest.mark.quick
 def test_unavailable_device_is_a_user_error(monkeypatch):
     from lab.cli import UserError
     from lab.device import pick_device
@@ -70,6 +74,7 @@ def test_unavailable_device_is_a_user_error(monkeypatch):
 
 # ---------------------------------------------------------------- data.py
 
+@pytest.mark.quick
 def test_local_mirror_folder_is_copied_checked_and_read(mirror, tmp_path):
     from lab.data import load_split
     images, labels = load_split(False, tmp_path / "d", mirror=str(mirror))
@@ -79,6 +84,7 @@ def test_local_mirror_folder_is_copied_checked_and_read(mirror, tmp_path):
     assert (raw / "train-images-idx3-ubyte").stat().st_size == 47040016
 
 
+@pytest.mark.quick
 def test_our_idx_reader_matches_torchvision(data_dir):
     from torchvision.datasets import MNIST
 
@@ -89,6 +95,7 @@ def test_our_idx_reader_matches_torchvision(data_dir):
         assert torch.equal(images, reference.data) and torch.equal(labels, reference.targets)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("damage", ["truncated", "not-idx"])
 def test_damaged_data_file_is_a_one_line_error(data_dir, tmp_path, damage):
     import shutil
@@ -102,6 +109,7 @@ def test_damaged_data_file_is_a_one_line_error(data_dir, tmp_path, damage):
         f"error: {labels} is not a complete MNIST file (corrupt or truncated); delete it and run again to fetch it afresh"]
 
 
+@pytest.mark.quick
 def test_mirror_from_environment_variable(mirror, tmp_path, monkeypatch):
     from lab.data import ensure_mnist
     monkeypatch.setenv("MNIST_MIRROR", str(mirror))
@@ -109,6 +117,7 @@ def test_mirror_from_environment_variable(mirror, tmp_path, monkeypatch):
     assert (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
 
 
+@pytest.mark.quick
 def test_bad_mirror_is_one_clean_error_and_leaves_no_partial_file(mirror, tmp_path, monkeypatch):
     from torchvision.datasets import MNIST
 
@@ -132,6 +141,7 @@ def test_bad_mirror_is_one_clean_error_and_leaves_no_partial_file(mirror, tmp_pa
     assert all(p.stat().st_size > 0 for p in raw.iterdir())  # no 0-byte download stubs
 
 
+@pytest.mark.quick
 def test_validation_split_is_fixed_and_disjoint():
     from lab.data import split_train_val
     images = torch.arange(100).view(100, 1, 1).expand(100, 28, 28).to(torch.uint8)
@@ -142,6 +152,7 @@ def test_validation_split_is_fixed_and_disjoint():
     assert not set(vy.tolist()) & set(ty.tolist())
 
 
+@pytest.mark.quick
 def test_augment_keeps_shape_background_and_digit():
     from lab.augment import augment
     from lab.data import MEAN, STD, normalize
@@ -158,6 +169,7 @@ def test_augment_keeps_shape_background_and_digit():
 
 # ---------------------------------------------------------------- train.py
 
+@pytest.mark.quick
 def test_training_writes_checkpoint_events_and_learns(trained):
     out = trained["proc"].stdout
     assert re.search(r"^Using (cpu|cuda|mps) device", out, re.M) and "Best validation accuracy" in out and "tensorboard --logdir" in out
@@ -187,6 +199,7 @@ def test_runs_of_a_few_steps_train(data_dir, tmp_path):
         assert torch.load(tmp_path / f"{n}.pth", weights_only=True)["epoch"] == 1
 
 
+@pytest.mark.quick
 def test_hparams_and_graph_are_logged(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(trained["run_dir"]))
@@ -208,7 +221,7 @@ def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
                         "--data-dir", data_dir, "--logdir", tmp_path / "logs", "--run-name", "r",
                         "--checkpoint", tmp_path / "net.pth", cwd=tmp_path)
     proc.send_signal(signal.SIGINT)  # Ctrl-C during epoch 2
-    out, err = proc.communicate(timeout=300)
+    out, err = finish(proc, 300, "the run")
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err and "Interrupted during epoch 2." in err
     assert "epoch  1/3" in out and "epoch  2/3" not in out
@@ -242,6 +255,7 @@ def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
     assert again.returncode == 2 and "already finished" in again.stderr and "more --epochs" in again.stderr
 
 
+@pytest.mark.quick
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     from lab import files
     path = tmp_path / "net.pth"
@@ -257,6 +271,7 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["net.pth"]  # no temporary file left
 
 
+@pytest.mark.quick
 def test_failed_save_is_one_line_and_keeps_previous_checkpoint(tmp_path, monkeypatch):
     from lab import files
     from lab.cli import UserError
@@ -274,6 +289,7 @@ def test_failed_save_is_one_line_and_keeps_previous_checkpoint(tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["net.pth"]
 
 
+@pytest.mark.quick
 def test_existing_run_name_is_refused_not_overwritten(trained):
     run_files = lambda: {p: p.read_bytes() for p in [trained["checkpoint"], *trained["run_dir"].rglob("*")]  # noqa: E731
                          if p.is_file()}
@@ -314,6 +330,7 @@ def one_line_errors(data_dir, tmp_path_factory):
     return dict(zip([tuple(flags) for flags, _ in BAD_FLAGS] + UNUSABLE, results)), paths
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("flags, words", BAD_FLAGS)
 def test_bad_flags_are_one_line_errors(one_line_errors, flags, words):
     status, stderr = one_line_errors[0][tuple(flags)]
@@ -321,6 +338,7 @@ def test_bad_flags_are_one_line_errors(one_line_errors, flags, words):
     assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("where", UNUSABLE)
 def test_unusable_paths_are_one_line_errors(one_line_errors, where):
     status, stderr = one_line_errors[0][where]
@@ -331,6 +349,7 @@ def test_unusable_paths_are_one_line_errors(one_line_errors, where):
 
 # ---------------------------------------------------------------- test.py
 
+@pytest.mark.quick
 def test_test_py_prints_what_its_json_says(trained, tmp_path):
     proc = run_py("test.py", "--checkpoint", trained["checkpoint"], "--data-dir", trained["data_dir"],
                   "--json", tmp_path / "r.json", "--samples", 5, "--report", tmp_path / "rep", cwd=tmp_path)
@@ -351,6 +370,7 @@ def test_test_py_prints_what_its_json_says(trained, tmp_path):
             assert im.size[0] > 300 and len(im.getcolors(im.width * im.height)) > 10  # drawn, not blank
 
 
+@pytest.mark.quick
 def test_test_py_does_not_import_train_py():
     source = (ROOT / "test.py").read_text()
     assert not re.search(r"^\s*(import train|from train )", source, re.M)
@@ -376,12 +396,14 @@ def bad_checkpoints(trained, tmp_path_factory):
     return {kind: (files[kind], *result) for kind, result in zip(BAD_CHECKPOINTS, run_each("test.py", cases, cwd=tmp))}
 
 
+@pytest.mark.quick
 def test_missing_checkpoint(bad_checkpoints):
     _, status, stderr = bad_checkpoints["missing"]
     assert status == 2
     assert stderr.strip() == "error: no checkpoint at net.pth: run python train.py first"
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("content", BAD_CHECKPOINTS[1:])
 def test_corrupt_or_foreign_checkpoint(bad_checkpoints, content):
     bad, status, stderr = bad_checkpoints[content]

@@ -48,6 +48,7 @@ def test_log_every_and_eval_every_add_step_curves_and_change_nothing_else(data_d
     assert not (tmp_path / "logs" / "plain" / "steps").exists() or not scalars(tmp_path / "logs" / "plain" / "steps")
 
 
+@pytest.mark.quick
 def test_bad_lab_flags_are_one_line_errors(data_dir, tmp_path):
     cases = [(["--log-every", 0], "--log-every"), (["--eval-every", "-1"], "--eval-every"),
              (["--model", "examples", "--activation", "tanh"], "--activation"),
@@ -62,6 +63,7 @@ def test_bad_lab_flags_are_one_line_errors(data_dir, tmp_path):
 
 # ---------------------------------------------------------------- the reports' choices as flags
 
+@pytest.mark.quick
 def test_the_reports_choices_build_the_nets_they_describe():
     from lab import settings
     from net import build_model, count_parameters
@@ -83,6 +85,7 @@ def test_the_reports_choices_build_the_nets_they_describe():
         not any(isinstance(m, torch.nn.Sigmoid) for m in tanh.modules())
 
 
+@pytest.mark.quick
 def test_recipes_and_nesterov():
     import train
     from lab import settings
@@ -100,6 +103,7 @@ def test_recipes_and_nesterov():
     assert sgd("--momentum", "0").param_groups[0]["nesterov"] is False  # torch refuses Nesterov without momentum
 
 
+@pytest.mark.quick
 def test_mse_loss_is_the_distance_to_the_one_hot_label():
     import train
     from lab import settings
@@ -124,6 +128,7 @@ def test_a_net_with_the_reports_choices_trains_and_test_py_rebuilds_it(data_dir,
     assert accuracy == pytest.approx(100 * ckpt["test_acc"], abs=0.006) and accuracy > 50  # as in training; it learned
 
 
+@pytest.mark.quick
 def test_net_py_prints_each_layers_shape_and_parameters():
     proc = run_py("net.py", "cnn", cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
@@ -135,6 +140,7 @@ def test_net_py_prints_each_layers_shape_and_parameters():
 
 # ---------------------------------------------------------------- fair comparisons and chance
 
+@pytest.mark.quick
 def test_a_sweep_pairs_each_optimiser_with_its_own_learning_rate(data_dir, tmp_path):
     proc = run_py("sweep.py", "--optimizer", "sgd:lr=0.05", "adam:lr=0.001:weight-decay=0", "--recipe", "plain",
                   "--epochs", 1, "--limit", 500, "--val-size", 200, "--name", "pairs", "--data-dir", data_dir,
@@ -146,6 +152,15 @@ def test_a_sweep_pairs_each_optimiser_with_its_own_learning_rate(data_dir, tmp_p
     assert (trained["optimizer=sgd_lr=0.05"]["optimizer"], trained["optimizer=sgd_lr=0.05"]["lr"]) == ("sgd", 0.05)
     adam = trained["optimizer=adam_lr=0.001_weight-decay=0"]
     assert (adam["optimizer"], adam["lr"], adam["weight_decay"]) == ("adam", 0.001, 0.0)
+    # report.py on it: a row per run, with the test accuracy each run's checkpoint was saved with
+    report = run_py("report.py", sweep, "--out", tmp_path / "report", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    runs = tables((tmp_path / "report" / "report.md").read_text())[0]
+    column = runs[0].index("test (%)")
+    for row in runs[1:]:
+        saved = torch.load(sweep / row[0] / "net.pth", weights_only=True)["test_acc"]
+        assert float(row[column]) == pytest.approx(100 * saved, abs=0.006), row
+    assert sorted(row[0] for row in runs[1:]) == sorted(p.name for p in sweep.iterdir())
     bad = [(["--optimizer", "sgd:0.05"], "--optimizer sgd:0.05: pair other settings"),
            (["--optimizer", "sgd:speed=2"], "'speed' is not another training setting"),
            (["--optimizer", "sgd:lr=0.1", "--lr", "0.1", "0.2"], "--lr is paired with --optimizer"),
@@ -189,6 +204,7 @@ def test_report_groups_seeds_into_mean_and_sd(data_dir, tmp_path):
         assert image.size[0] > 1000 and image.size[1] > 800  # four panels
 
 
+@pytest.mark.quick
 def test_steps_to_reads_the_first_step_at_or_over_the_target():
     import importlib.util
     spec = importlib.util.spec_from_file_location("report_script", ROOT / "report.py")

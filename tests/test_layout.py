@@ -25,13 +25,16 @@ def imports(path):
             yield node.lineno, node.module, id(node) in inside
 
 
+@pytest.mark.quick
 def test_the_top_level_holds_the_scripts_and_net_py():
-    assert SCRIPTS == ["bench.py", "draw.py", "net.py", "predict.py", "report.py", "sweep.py", "test.py", "train.py"]
+    assert SCRIPTS == ["bench.py", "draw.py", "handwriting.py", "net.py", "predict.py", "report.py", "sweep.py", "test.py",
+                       "train.py"]
     docstring = ast.get_docstring(ast.parse((ROOT / "lab" / "__init__.py").read_text()))
     listed = {line.split()[0] for line in docstring.splitlines() if line.startswith("    ")}
     assert listed == {name[:-3] for name in PACKAGE if name != "__init__.py"}  # every module says its job
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_no_script_imports_another_script(script):
     others = {name[:-3] for name in SCRIPTS if name not in (script, "net.py")}
@@ -40,6 +43,7 @@ def test_no_script_imports_another_script(script):
         assert top not in others or (script, top) in ALLOWED, f"{script}:{line} imports {module}"
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("source", SCRIPTS + [f"lab/{name}" for name in PACKAGE])
 def test_an_import_inside_a_function_says_why(source):
     lines = (ROOT / source).read_text().splitlines()
@@ -47,6 +51,7 @@ def test_an_import_inside_a_function_says_why(source):
         assert not inside or "#" in lines[line - 1], f"{source}:{line}: import {module} inside a function, without a comment"
 
 
+@pytest.mark.quick
 def test_the_package_never_imports_a_script():
     scripts = {name[:-3] for name in SCRIPTS if name != "net.py"}
     for name in PACKAGE:
@@ -56,6 +61,7 @@ def test_the_package_never_imports_a_script():
 
 # ---------------------------------------------------------------- settings: one parser, the rest derived
 
+@pytest.mark.quick
 def test_settings_groups_and_what_follows_from_them():
     from lab import settings
     assert settings.TRAINING[0] == "model" and {"lr", "epochs", "dropout", "augment", "seed"} <= set(settings.TRAINING)
@@ -70,6 +76,7 @@ def test_settings_groups_and_what_follows_from_them():
     assert trained == settings.training(args) and run["checkpoint"] == "net.pth" and resolved["precision"] == "bf16"
 
 
+@pytest.mark.quick
 def test_every_training_setting_is_a_sweep_flag():
     import sweep
     from lab import settings
@@ -79,6 +86,7 @@ def test_every_training_setting_is_a_sweep_flag():
             "--momentum", "--augment", "--epochs"} <= flags
 
 
+@pytest.mark.quick
 def test_a_newer_settings_record_or_file_is_refused(tmp_path):
     from lab import settings
     from lab.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
@@ -199,6 +207,7 @@ def mentions(text):
     return found
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_every_flag_the_docs_name_is_one_the_script_takes(doc):
     known = {name: flags_of(name) for name in RUNNABLE}
@@ -216,6 +225,7 @@ def test_every_flag_the_docs_name_is_one_the_script_takes(doc):
     assert not wrong, "\n".join(wrong)
 
 
+@pytest.mark.quick
 def test_the_flag_check_can_fail():
     text = "## train.py\n\n`python train.py --no-such-flag` and `python test.py --epochs 3`\n"
     found = {(s, f) for s, f, _ in mentions(text)}

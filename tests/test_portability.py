@@ -13,12 +13,14 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_bounded
 
 POSIX_ONLY = {"resource", "fcntl", "termios", "tty", "pty", "pwd", "grp", "crypt", "syslog",
               "readline", "curses", "nis", "spwd", "ossaudiodev"}
 SCRIPTS = sorted(p.name for p in ROOT.glob("*.py") if "run_script(" in (text := p.read_text()) and "__main__" in text)
 SOURCES = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("*.py"), *ROOT.glob("lab/*.py")])
+
+pytestmark = pytest.mark.quick  # all of these are quick
 
 
 def top_level_imports(path):
@@ -71,7 +73,7 @@ for script in {scripts!r}:  # one process for all: importing torch once, not onc
 
 def test_help_works_without_posix_parts(tmp_path):
     code = AS_ON_WINDOWS.format(posix=sorted(POSIX_ONLY), scripts=SCRIPTS, root=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = run_bounded([sys.executable, "-c", code], 300, cwd=tmp_path, text=True)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout.splitlines() == [f"{script} exit 0: 'usage:'" for script in SCRIPTS]
 
@@ -94,7 +96,7 @@ def test_output_in_a_code_page_without_our_arrows_does_not_fail(tmp_path):
     """predict.py prints '→' and '·'; a Windows pipe in cp1252 has neither. run_script replaces them."""
     code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from lab.cli import run_script; " \
            "run_script(lambda: print('digit.png  →  7 · 3') or 0)"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, timeout=60,
+    proc = run_bounded([sys.executable, "-c", code], 60, cwd=tmp_path,
                           env={"PYTHONIOENCODING": "cp1252", "PATH": ""})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode("cp1252").strip() == "digit.png  ?  7 · 3"  # · exists in cp1252, → does not

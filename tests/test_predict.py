@@ -57,6 +57,7 @@ def corr(a, b):
 
 # ---------------------------------------------------------------- preprocess, without a network
 
+@pytest.mark.quick
 def test_mnist_digit_is_kept_white_on_black(digits):
     images, _ = digits
     scores = []
@@ -69,12 +70,14 @@ def test_mnist_digit_is_kept_white_on_black(digits):
     assert min(scores) > 0.8 and sorted(scores)[25] > 0.95, scores
 
 
+@pytest.mark.quick
 def test_dark_on_light_is_inverted(digits):
     images, _ = digits
     for d in images[:20]:
         assert corr(preprocess(Image.fromarray(255 - d)), preprocess(Image.fromarray(d))) > 0.98
 
 
+@pytest.mark.quick
 def test_user_photo_becomes_mnist_like(digits):
     images, _ = digits
     rng = np.random.default_rng(0)
@@ -91,6 +94,7 @@ def test_user_photo_becomes_mnist_like(digits):
     assert min(scores) > 0.75 and sorted(scores)[10] > 0.9, scores
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("ink", [0, 255], ids=["black-ink", "white-ink"])
 def test_rgba_digit_on_transparent_background(digits, ink):
     d = digits[0][0]
@@ -101,6 +105,7 @@ def test_rgba_digit_on_transparent_background(digits, ink):
     assert corr(out, preprocess(Image.fromarray(d))) > 0.9
 
 
+@pytest.mark.quick
 def test_exif_orientation_is_honoured(digits, tmp_path):
     d = digits[0][1]
     upright = Image.fromarray(255 - d).resize((200, 200))
@@ -112,6 +117,7 @@ def test_exif_orientation_is_honoured(digits, tmp_path):
     assert corr(out, preprocess(upright)) > 0.9
 
 
+@pytest.mark.quick
 def test_gif_first_frame_and_palette(digits, tmp_path):
     a, b = digits[0][2], digits[0][3]
     frames = [Image.fromarray(255 - x).resize((112, 112)).convert("P") for x in (a, b)]
@@ -121,6 +127,7 @@ def test_gif_first_frame_and_palette(digits, tmp_path):
     assert corr(out, preprocess(Image.fromarray(b))) < corr(out, preprocess(Image.fromarray(a)))
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("page", ["white", "gradient", "noise", "black"])
 def test_blank_page_has_no_digit(page):
     rng = np.random.default_rng(1)
@@ -169,6 +176,7 @@ def test_predict_reads_user_photos(trained, photos, tmp_path):
     assert first["topk"][0]["digit"] == first["prediction"]
 
 
+@pytest.mark.quick
 def test_predict_show_and_topk(trained, photos, tmp_path):
     folder, _ = photos
     proc = run_py("predict.py", folder / "photo000.png", folder / "photo001.jpg", "--checkpoint",
@@ -180,6 +188,7 @@ def test_predict_show_and_topk(trained, photos, tmp_path):
         assert im.format == "PNG" and im.width > 400 and im.height > 150
 
 
+@pytest.mark.quick
 def test_bad_inputs_one_line_each_others_still_processed(trained, photos, digits, tmp_path):
     good = photos[0] / "photo000.png"
     (tmp_path / "notes.png").write_text("not an image at all\n")
@@ -201,6 +210,7 @@ def test_bad_inputs_one_line_each_others_still_processed(trained, photos, digits
     assert proc.stdout.count("→") == 1 and str(good) in proc.stdout
 
 
+@pytest.mark.quick
 def test_no_checkpoint_and_bad_flags(photos, tmp_path):
     img = photos[0] / "photo000.png"
     (tmp_path / "junk.pth").write_bytes(b"\x00garbage")
@@ -213,6 +223,7 @@ def test_no_checkpoint_and_bad_flags(photos, tmp_path):
     assert topk[0] == 2 and "1 to 10" in topk[1] and "Traceback" not in topk[1]
 
 
+@pytest.mark.quick
 def test_load_image_from_bytes_and_file_objects(photos):
     """draw.py hands load_image the bytes it was sent: the same image, and the same one-line problems."""
     path = photos[0] / "photo001.jpg"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_each, run_py, start_paused
+from conftest import finish, run_each, run_py, start_paused
 from test_distributed import TORCHRUN
 
 TINY = ["--limit", 256, "--val-size", 100]  # 2 steps an epoch at batch 128
@@ -34,7 +34,7 @@ def test_resume_alone_takes_the_latest_run_and_a_name_is_looked_up_in_logdir(dat
     for name in ("older", "newer"):  # two runs stopped in their second epoch, the newer one last
         proc = start_paused(3, "train.py", *common, "--run-name", name, "--checkpoint", f"{name}.pth", cwd=tmp_path)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        out, err = finish(proc, 120, "the run")
         assert proc.returncode == 130, out + err
     latest = run_py("train.py", "--resume", "--data-dir", data_dir, cwd=tmp_path)  # in ./boardlog, as README says
     assert latest.returncode == 0, latest.stderr
@@ -170,7 +170,7 @@ def test_torchrun_stops_every_process_when_one_fails(data_dir, tmp_path):
                                                        for line in proc.pauses)}
     import os
     os.kill(ranks[1], signal.SIGKILL)  # rank 1 dies, in the middle of epoch 2
-    out, err = proc.communicate(timeout=120)  # torchrun stops rank 0 and ends, within its own timeout
+    out, err = finish(proc, 120, "the run")  # torchrun stops rank 0 and ends, within its own timeout
     assert proc.returncode != 0
     assert err.count("Interrupted during epoch 2.") == 1 and "--resume" in err, err  # rank 0 stopped cleanly
     for pid in ranks.values():  # no process of the run is left

@@ -4,7 +4,7 @@ import signal
 import pytest
 import torch
 
-from conftest import run_py, start_paused
+from conftest import finish, run_py, start_paused
 
 
 def batch(n=64, seed=0):
@@ -127,7 +127,7 @@ def test_an_interrupted_run_with_ema_resumes_to_the_same_net(data_dir, tmp_path)
     proc = start_paused(10, "train.py", *flags, "--logdir", tmp_path / "b", "--run-name", "r",
                         "--checkpoint", tmp_path / "b.pth", cwd=tmp_path)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    out, err = finish(proc, 300, "the run")
     assert proc.returncode == 130, out + err
     done = run_py("train.py", "--resume", tmp_path / "b" / "r", "--data-dir", data_dir, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

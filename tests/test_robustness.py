@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, put_back_v1_run, run_py, start_paused
+from conftest import ROOT, finish, put_back_v1_run, run_bounded, run_py, start_paused
 
 FULL, READ_ONLY = "No space left on device", "Read-only file system"
 
@@ -30,6 +30,7 @@ def one_error_line(proc):
 
 # ---------------------------------------------------------------- files from a newer version of the lab
 
+@pytest.mark.quick
 def test_scripts_refuse_a_newer_checkpoint_or_run_state(data_dir, tmp_path):
     from lab.checkpoint import load_file
     ckpt = load_file(ROOT / "tests" / "fixtures" / "v1-run" / "net.pth.bin")
@@ -122,7 +123,7 @@ def test_every_output_on_a_full_disk_or_a_read_only_folder(trouble, small_disk, 
     code = IN_ONE_PROCESS.format(root=str(ROOT), tests=str(ROOT / "tests"), simulated=not disk.real,
                                  folder=str(out), size=disk.size, mode=disk.mode, cases=[list(c) for c in cases])
     # One process for all the cases (torch imported once), each script's main() run as `python SCRIPT` runs it.
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    proc = run_bounded([sys.executable, "-c", code], 600, cwd=tmp_path, text=True,
                           env={**os.environ, "MNIST_MIRROR": ""})
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(results) == len(cases), proc.stdout + proc.stderr
@@ -148,7 +149,7 @@ import signal, subprocess, sys
 sys.path.insert(0, {tests!r})
 from conftest import start_paused
 ask = "import signal; print('ignored' if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else 'heard')"
-plain = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True)
+plain = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, timeout=60)
 print("a plain child's Ctrl-C:", plain.stdout.strip())
 proc = start_paused(2, "train.py", *{args!r}, cwd={cwd!r}, launcher=(sys.executable,))  # a real new process
 proc.send_signal(signal.SIGINT)
@@ -167,7 +168,7 @@ def test_ctrl_c_reaches_a_run_started_from_a_parent_that_ignores_it(data_dir, tm
     args = ["--epochs", "1", "--limit", "1000", "--val-size", "100", "--data-dir", str(data_dir),
             "--checkpoint", str(tmp_path / "net.pth")]
     code = IGNORING_PARENT.format(tests=str(ROOT / "tests"), args=args, cwd=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+    proc = run_bounded([sys.executable, "-c", code], 300, text=True,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert "a plain child's Ctrl-C: ignored" in proc.stdout, proc.stdout + proc.stderr  # the hard case, really
     assert "exit 130" in proc.stdout and "Interrupted during epoch 1." in proc.stdout, proc.stdout + proc.stderr
@@ -191,12 +192,13 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_and_a_killed_runs_lock_i
     third = start_paused(2, "train.py", *args, "--run-name", "c", cwd=tmp_path)  # not blocked by it
     assert json.loads(lock.read_text())["pid"] == third.pid
     third.send_signal(signal.SIGINT)
-    out, err = third.communicate(timeout=300)
+    out, err = finish(third, 300, "the run")
     assert third.returncode == 130, out + err
     assert f"(taking over net.pth.lock: it was left by process {first.pid}, which has ended)" in out
     assert not lock.exists()  # Ctrl-C let it go
 
 
+@pytest.mark.quick
 def test_a_lock_that_cannot_be_checked_is_left_to_the_user(tmp_path):
     from lab.checkpoint import lock_file, release_lock, take_lock
     from lab.cli import UserError
@@ -221,6 +223,7 @@ def test_a_lock_that_cannot_be_checked_is_left_to_the_user(tmp_path):
     assert not lock.exists()
 
 
+@pytest.mark.quick
 def test_a_sweep_leaves_a_run_that_another_sweep_is_training(data_dir, tmp_path, monkeypatch):
     import sweep
     from lab.cli import UserError
