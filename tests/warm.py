@@ -196,7 +196,8 @@ class WarmChild:
     def communicate(self, timeout=None):
         """Read stdout and stderr to their end (the child's exit closes them), then its exit status."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        chunks = {self.stdout: [], self.stderr: []}
+        # kept across calls, as Popen does: what came before a TimeoutExpired is part of the next call's answer
+        chunks = self._chunks = getattr(self, "_chunks", None) or {self.stdout: [], self.stderr: []}
         with selectors.DefaultSelector() as sel:
             for f in chunks:
                 if not f.closed:
