@@ -1,0 +1,82 @@
+"""handwriting.py: the non-MNIST test set in handwriting fonts, made and read.
+
+The fonts come from the npm registry into .fonts/, fetched before the tests (.ci/run does), never by
+them: where .fonts/ lacks the two used here, these tests are skipped with the reason.
+"""
+import hashlib
+import re
+
+import pytest
+
+from conftest import ROOT, run_each, run_py
+
+FONTS = ["caveat", "patrick-hand"]
+CACHE = ROOT / ".fonts"
+
+
+@pytest.fixture(scope="module")
+def fonts():
+    missing = [name for name in FONTS if not (CACHE / f"{name}-latin-400-normal.woff2").is_file()]
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} font in .fonts/: fetch them with "
+                    f"python handwriting.py --fonts {' '.join(FONTS)} --per-digit 1 --out /tmp/fonts-check")
+    return CACHE
+
+
+def digest(folder):
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.*"))}
+
+
+@pytest.fixture(scope="module")
+def made(fonts, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hw") / "set"
+    proc = run_py("handwriting.py", "--fonts", *FONTS, "--per-digit", 3, "--out", folder, "--font-cache", fonts,
+                  cwd=folder.parent)
+    assert proc.returncode == 0, proc.stderr
+    return folder, proc
+
+
+@pytest.mark.quick
+def test_the_set_is_made_in_imagefolder_layout_the_same_each_time(made, fonts, tmp_path):
+    folder, proc = made
+    assert sorted(p.name for p in folder.iterdir()) == [str(d) for d in range(10)]
+    names = sorted(p.name for p in folder.glob("*/*"))
+    assert len(names) == 2 * 10 * 3 and proc.stdout.strip().endswith(f"python test.py --images {folder}")
+    assert all(re.fullmatch(r"(caveat|patrick-hand)-[012](-(thick|fine|blurred|small))*\.(png|jpg)", n) for n in names)
+    again = tmp_path / "again"  # the same seed: the same bytes; another seed: other images
+    other = tmp_path / "other"
+    results = run_each("handwriting.py", [["--fonts", *FONTS, "--per-digit", 3, "--out", again, "--font-cache", fonts],
+                                          ["--fonts", FONTS[0], "--per-digit", 3, "--out", other, "--seed", 1,
+                                           "--font-cache", fonts]], cwd=tmp_path)
+    assert [status for status, _ in results] == [0, 0], results
+    assert digest(again) == digest(folder)
+    mine = {k: v for k, v in digest(folder).items() if "caveat" in k}
+    assert not set(digest(other).values()) & set(mine.values())
+
+
+@pytest.mark.quick
+def test_every_image_is_one_digit_the_net_reads(made, trained):
+    """Each file is a photo of one digit that preprocess() finds, and the session's net reads most of them
+    (the fonts' styles are not MNIST's: a 1 with a long flag is often read as 7)."""
+    import torch
+    from lab.checkpoint import load_checkpoint
+    from lab.images import load_image, net_input, preprocess
+    folder, _ = made
+    files = sorted(folder.glob("*/*"))
+    seen = [preprocess(load_image(f)) for f in files]
+    labels = torch.tensor([int(f.parent.name) for f in files])
+    model, ckpt = load_checkpoint(trained["checkpoint"])
+    with torch.no_grad():
+        read = model(net_input(seen, ckpt)).argmax(1)
+    assert (read == labels).float().mean() >= 0.8, (read, labels)
+
+
+@pytest.mark.quick
+def test_a_font_that_cannot_be_had_is_one_line(tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "caveat-latin-400-normal.woff2").write_bytes(b"not a font")
+    (status, stderr), = run_each("handwriting.py", [["--fonts", "caveat", "--out", tmp_path / "o",
+                                                      "--font-cache", tmp_path / "cache"]], cwd=tmp_path)
+    assert status == 2 and stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'cache' / 'caveat-latin-400-normal.woff2'} is not a font Pillow can read "
+        "(unknown file format): delete it to fetch it again"], stderr
