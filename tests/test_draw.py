@@ -702,8 +702,10 @@ def test_browser_why_maps_and_attack(browser, server, digits, tmp_path):
     # targeted PGD at the page's largest ε reaches its target (docs/explain.md: 100 of 100 digits for this net)
     assert browser.find_element(By.ID, "fooled-digit").text == str(other)
     assert "fooled" in browser.find_element(By.ID, "fooled-text").text
+    drawn = canvas_pixels(browser, "pad")
     browser.find_element(By.ID, "load").click()  # the changed image onto the pad, read afresh as a drawing
     wait_for(browser, ANSWERED)
+    assert canvas_pixels(browser, "pad") != drawn  # the pad holds the changed image now
     assert browser.find_element(By.ID, "digit").text == reading_of_the_pad(browser, server)
     assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
     slider.send_keys(Keys.HOME)
