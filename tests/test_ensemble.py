@@ -107,3 +107,24 @@ def test_a_member_that_cannot_be_one_is_a_one_line_error(members, tmp_path):
         lines = stderr.strip().splitlines()
         assert status == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
         assert name in lines[0] and words in lines[0], lines[0]
+
+
+@pytest.mark.quick
+def test_draw_py_reads_with_an_ensemble_and_shows_the_first_nets_layers(members):
+    import io
+
+    import draw
+    from lab.images import load_image, net_input, preprocess
+    reader = draw.DigitReader(members[:2])
+    digit = Image.new("L", (120, 120), 255)
+    digit.paste(0, (55, 15, 66, 105))  # a 1
+    png = io.BytesIO()
+    digit.save(png, "PNG")
+    answer = reader.read(png.getvalue())
+    x = net_input([preprocess(load_image(png.getvalue()))], {})
+    assert answer["probabilities"] == pytest.approx(mean_probabilities(members[:2], x)[0].tolist(), abs=1e-5)
+    info = reader.info
+    assert info["members"] == 2 and info["checkpoint"] == f"{members[0]} + {members[1]}"
+    assert info["parameters"] == 2 * 130_890 and [m["shape"] for m in info["feature_maps"]] == [[32, 14, 14], [64, 7, 7],
+                                                                                                [64, 3, 3]]
+    assert [len(m) for m in answer["feature_maps"]] == [32, 64, 64]  # one net's maps, not every member's
