@@ -3,6 +3,7 @@
     python handwriting.py                        # handwriting/0 ... handwriting/9, 8 images per digit and font
     python test.py --images handwriting          # how well the net reads them, beside MNIST's test set
     python handwriting.py --fonts caveat kalam --per-digit 3 --out few   # a few fonts only
+    python handwriting.py --grid 8 --out coarse  # every digit on an 8x8 grid, as low-resolution scans keep them
 
 MNIST's test set comes from the same writers and the same scanner as its training set: 99% there says
 little about your own hand. This set is drawn in Google's handwriting fonts (open source, under the
@@ -10,7 +11,9 @@ SIL Open Font License), fetched once from the npm registry as the @fontsource pa
 --font-cache. Each image is one digit as a phone would photograph it: its own size, slant, rotation
 and pen width, ink on tinted paper lit unevenly, some blurred, some at a low resolution (a small
 digit photographed from afar, enlarged), some saved as JPEG. Styles MNIST has few of come with the
-fonts: the crossed 7, the open 4, the 1 with a flag, the 9 with a straight stem.
+fonts: the crossed 7, the open 4, the 1 with a flag, the 9 with a straight stem. With --grid N, each
+digit is instead fitted into a square of 4N pixels, its ink counted in blocks of 4x4 (N x N cells of
+17 grey levels), and enlarged again: the coarse digits of old scanners and small digit data sets.
 
 Everything is drawn from --seed: the same command makes the same files on any machine. Nothing of
 the fonts is kept in the lab's repository, only this script (docs/results.md: how the nets read it).
@@ -44,6 +47,8 @@ def parser():
       help=f"the fonts to draw with (default: all {len(FONTS)}: {', '.join(FONTS)})")
     a("--per-digit", type=positive_int, default=8, metavar="N", help="images of each digit in each font (default: 8)")
     a("--seed", type=non_negative_int, default=0, metavar="N", help="draws every variation (default: 0)")
+    a("--grid", type=positive_int, default=None, metavar="N",
+      help="instead of photos, each digit counted on an N x N grid and enlarged 8 times, e.g. 8 (default: photos)")
     a("--font-cache", default=".fonts", metavar="DIR",
       help="where the fonts are kept once fetched; offline, put the .woff2 files there (default: .fonts)")
     return p
@@ -133,6 +138,17 @@ def photo(ink, rng, tags):
     return img
 
 
+def coarse(ink, n):
+    """Ink (black on white) fitted into a 4n x 4n square, its ink counted in 4x4 blocks, enlarged 8 times: an 'L' image."""
+    w, h = ink.size
+    scale = 4 * n / max(w, h)
+    ink = ink.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    square = Image.new("L", (4 * n, 4 * n), 255)
+    square.paste(ink, ((4 * n - ink.width) // 2, (4 * n - ink.height) // 2))
+    counts = (np.asarray(square) < 128).reshape(n, 4, n, 4).sum(axis=(1, 3))  # 0..16 pen pixels a cell
+    return Image.fromarray((255 - counts * 255 / 16).astype(np.uint8)).resize((8 * n, 8 * n), Image.Resampling.NEAREST)
+
+
 def encode(img, rng):
     """The photo as a file: PNG, or JPEG at a phone's quality. Returns (bytes, suffix)."""
     out = io.BytesIO()
@@ -155,7 +171,13 @@ def main(argv=None):
                 # each image from its own seed: the same file, whichever fonts or counts are asked for
                 rng = np.random.default_rng([args.seed, FONTS.index(name), digit, k])
                 tags = []  # what sets this image apart, in its name: caveat-3-thick-small.png
-                data, suffix = encode(photo(glyph(path, digit, rng, tags), rng, tags), rng)
+                ink = glyph(path, digit, rng, tags)
+                if args.grid:
+                    out = io.BytesIO()
+                    coarse(ink, args.grid).save(out, "PNG")
+                    data, suffix = out.getvalue(), ".png"
+                else:
+                    data, suffix = encode(photo(ink, rng, tags), rng)
                 write_atomic(Path(args.out) / str(digit) / ("-".join([name, str(k), *tags]) + suffix), data)
                 written += 1
         print(f"{f + 1}/{len(paths)} {name}", flush=True)

@@ -80,3 +80,21 @@ def test_a_font_that_cannot_be_had_is_one_line(tmp_path):
     assert status == 2 and stderr.strip().splitlines() == [
         f"error: {tmp_path / 'cache' / 'caveat-latin-400-normal.woff2'} is not a font Pillow can read "
         "(unknown file format): delete it to fetch it again"], stderr
+
+
+@pytest.mark.quick
+def test_grid_draws_each_digit_on_a_coarse_grid(fonts, tmp_path):
+    import numpy as np
+    from PIL import Image
+    (status, stderr), = run_each("handwriting.py", [["--fonts", "patrick-hand", "--per-digit", 1, "--grid", 8,
+                                                      "--out", tmp_path / "g", "--font-cache", fonts]], cwd=tmp_path)
+    assert status == 0, stderr
+    files = sorted((tmp_path / "g").glob("*/*.png"))
+    assert len(files) == 10
+    for f in files:
+        with Image.open(f) as im:
+            a = np.asarray(im)
+        assert im.size == (64, 64) and im.mode == "L"
+        cells = a.reshape(8, 8, 8, 8)
+        assert (cells == cells[:, :1, :, :1]).all()  # blocks of 8x8 pixels of one grey each
+        assert len(np.unique(a)) <= 17 and a.min() < 128 < a.max()  # ink counted in 16ths, on white
