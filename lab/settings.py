@@ -47,13 +47,11 @@ def widths(text):
     return values
 
 
-def default(dest):
+def default_text(dest):
     """A --help text's default of a setting that recipes change: '6; --recipe best: 30'."""
-    return "; ".join([f"{DEFAULTS[dest]:g}" if not isinstance(DEFAULTS[dest], bool) else
-                      ("on" if DEFAULTS[dest] else "off")]
-                     + [f"--recipe {name}: " + (f"{r[dest]:g}" if not isinstance(r[dest], bool) else
-                                                ("on" if r[dest] else "off"))
-                        for name, r in RECIPES.items() if dest in r and r[dest] != DEFAULTS[dest]])
+    shown = lambda v: ("on" if v else "off") if isinstance(v, bool) else f"{v:g}"  # noqa: E731
+    return "; ".join([shown(DEFAULTS[dest])] + [f"--recipe {name}: {shown(r[dest])}" for name, r in RECIPES.items()
+                                                if dest in r and r[dest] != DEFAULTS[dest]])
 
 
 def parser(description=None):
@@ -76,7 +74,7 @@ def parser(description=None):
            "images (--augment, --elastic, --thickness, --lowres) and judged by its averaged weights (--ema): "
            "the lab's most accurate single net. A flag given wins (default: ours)")
     a("--epochs", metavar="N", type=positive_int, default=None,
-      help=f"passes over the training images (default: {default('epochs')})")
+      help=f"passes over the training images (default: {default_text('epochs')})")
     a("--batch-size", metavar="N", type=positive_int, default=128, help="images per training step (default: 128)")
     a("--lr", metavar="X", type=positive_float, default=None, help="(peak) learning rate (default: the recipe's)")
     a("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"], default=None,
@@ -99,26 +97,26 @@ def parser(description=None):
       help="label smoothing of the training targets: the training loss then never reaches 0 (default: the recipe's)")
     a("--augment", action=argparse.BooleanOptionalAction, default=None,
       help="random shifts, rotations and scaling of every batch (--shift, --rotate, --scale), made on the device; "
-           f"use with ~20 epochs (default: {default('augment')})")
+           f"use with ~20 epochs (default: {default_text('augment')})")
     a("--shift", metavar="PX", type=non_negative_float, default=None,
-      help=f"with --augment: shifts of up to ±PX pixels (default: {default('shift')})")
+      help=f"with --augment: shifts of up to ±PX pixels (default: {default_text('shift')})")
     a("--rotate", metavar="DEG", type=non_negative_float, default=None,
-      help=f"with --augment: rotations of up to ±DEG degrees (default: {default('rotate')})")
+      help=f"with --augment: rotations of up to ±DEG degrees (default: {default_text('rotate')})")
     a("--scale", metavar="X", type=fraction, default=None,
-      help=f"with --augment: sizes from 1-X to 1+X times (default: {default('scale')})")
+      help=f"with --augment: sizes from 1-X to 1+X times (default: {default_text('scale')})")
     a("--elastic", metavar="PX", type=non_negative_float, default=None,
       help="with --augment: elastic distortion, a smooth random field moving each pixel by PX pixels on average "
-           f"(Simard et al.'s sigma 4, alpha 34 is about 1.4); 0: none (default: {default('elastic')})")
+           f"(Simard et al.'s sigma 4, alpha 34 is about 1.4); 0: none (default: {default_text('elastic')})")
     a("--thickness", metavar="P", type=share, default=None,
       help="with --augment: a thicker or thinner pen, by up to a pixel on each side of the stroke, for a share P "
-           f"of the images (default: {default('thickness')})")
+           f"of the images (default: {default_text('thickness')})")
     a("--lowres", metavar="P", type=share, default=None,
       help="with --augment: for a share P of the images, the digit drawn on a coarser grid (9 to 16 pixels) and "
-           f"enlarged again, as a small or blurred photo gives it (default: {default('lowres')})")
+           f"enlarged again, as a small or blurred photo gives it (default: {default_text('lowres')})")
     a("--ema", metavar="DECAY", type=fraction, default=None,
       help="validate, test and save an exponential moving average of the weights (and of batch norm's "
            "statistics), updated after every step: each step moves it 1-DECAY of the way to the weights. "
-           f"0: the weights themselves (default: {default('ema')})")
+           f"0: the weights themselves (default: {default_text('ema')})")
     a("--seed", metavar="N", type=non_negative_int, default=1, help="seed for initialisation, shuffling and augmentation (default: 1)")
     a("--val-size", metavar="N", type=positive_int, default=5000,
       help="training images held out to validate on: they pick the best epoch (default: 5000)")
