@@ -4,6 +4,7 @@
     python test.py --checkpoint other.pth --json results.json --report report/ --samples 10
     python test.py --attack                          # + accuracy under FGSM and PGD attacks (1,000 images)
     python test.py --checkpoint a.pth b.pth c.pth    # an ensemble: the mean of their probabilities, beside each
+    python test.py --tta                             # each image read five times (moved by a pixel each way)
 
 It needs only the checkpoint and the data: the network is rebuilt from the name and options stored
 in the checkpoint, and the images are normalised with the mean and std stored there, as in training.
@@ -88,6 +89,9 @@ def parser():
            "read wrong, most confident first), predictions.png (48 digits at random, right and wrong marked) "
            "and explained.png (the most confident mistakes' maps: which pixels made the net read its digit, "
            "and which spoke against the true one)")
+    a("--tta", action="store_true",
+      help="test-time augmentation: read each image as it is and moved by one pixel up, down, left and right, "
+           "and average the five readings' probabilities (five times the work; reported apart from the net's own)")
     a("--attack", nargs="?", type=positive_int, const=ATTACK_IMAGES, default=None, metavar="N",
       help="also print the accuracy left under FGSM and PGD attacks at ε from 0 to 0.3 (those of PyTorch's "
            f"FGSM tutorial) on the first N test images (default N: {ATTACK_IMAGES:,}, two or three minutes on 2 "
@@ -106,7 +110,11 @@ def main(argv=None):
     norm = ckpt.get("normalization", {})
     images, labels = load_split(False, args.data_dir, args.mirror)
     x = normalize(images, norm.get("mean", MEAN), norm.get("std", STD)).to(device)
-    model = model.to(device).to(memory_format=torch.channels_last)
+    net = model = model.to(device).to(memory_format=torch.channels_last)
+    alone = None
+    if args.tta:  # the net's own figure first, for the line that sets the two side by side
+        alone = evaluate(net, x, labels.to(device), batch_size=args.batch_size, precision=precision)
+        model = ensemble.Shifted(net, -norm.get("mean", MEAN) / norm.get("std", STD))
 
     res = evaluate(model, x, labels.to(device), batch_size=args.batch_size, precision=precision)
     preds, probs = res["predictions"], res["probabilities"]
@@ -115,12 +123,15 @@ def main(argv=None):
     members = None
     if "members" in ckpt:  # an ensemble: each member's own accuracy first, the ensemble's below
         members = [evaluate(m, x, labels.to(device), batch_size=args.batch_size, precision=precision)
-                   for m in ensemble.members(model)]
+                   for m in ensemble.members(net)]
         print(members_table(ckpt, members))
     else:
-        print(f"Checkpoint {args.checkpoint[0]}: {ckpt['model']} with {count_parameters(model):,} parameters, "
+        print(f"Checkpoint {args.checkpoint[0]}: {ckpt['model']} with {count_parameters(net):,} parameters, "
               f"epoch {ckpt.get('epoch')}, validation accuracy {100 * ckpt.get('val_acc', 0):.2f}%")
     print(f"Device {device}, {precision} precision")
+    if alone is not None:
+        print(f"Test-time augmentation: each image read as it is and moved by one pixel each way; without it "
+              f"{100 * alone['accuracy']:.2f}% ({alone['correct']}/{alone['total']})")
     print(f"Accuracy: {100 * res['accuracy']:.2f}% ({res['correct']}/{res['total']})")
     print(f"Average loss: {res['loss']:.4f}\n")
     print(digit_tables(cm))
@@ -146,6 +157,7 @@ def main(argv=None):
             "per_class_accuracy": {str(d): a for d, a in enumerate(per_digit_accuracy(cm))},
             "confusion_matrix": cm.tolist(), "checkpoint_epoch": ckpt.get("epoch"),
             "checkpoint_val_acc": ckpt.get("val_acc"), "precision": precision, "device": str(device),
+            **({} if alone is None else {"tta": True, "accuracy_without_tta": alone["accuracy"]}),
             **({"attack": attack} if attack else {})})
         print(f"Wrote {args.json}")
     if args.report:

@@ -13,6 +13,10 @@ third fewer than one (docs/results.md).
 The ensemble is an nn.Module like any net: its output is the log of the mean probability, so that
 a softmax of it gives the mean probability itself, and test.py, predict.py, draw.py and the
 explanations (lab/explain.py) use it as they use one net.
+
+test.py --tta reads each image five times, as it is and moved by one pixel up, down, left and right
+(test-time augmentation: Shifted), and averages the same way; its figures are reported apart from
+the nets' own, since it costs five passes per image.
 """
 import math
 from pathlib import Path
@@ -33,6 +37,24 @@ class Ensemble(nn.Module):
     def forward(self, x):
         log_p = torch.stack([m(x).float().log_softmax(1) for m in self.members])  # [members, N, 10]
         return torch.logsumexp(log_p, 0) - math.log(len(self.members))  # log of the mean probability
+
+
+class Shifted(nn.Module):
+    """A net (or an ensemble) reading each image as it is and moved by one pixel each way: the mean of
+    the five readings' probabilities. `background` is a blank pixel, normalised: what moves in at the edge."""
+
+    SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+    def __init__(self, model, background):
+        super().__init__()
+        self.model, self.background = model, background
+
+    def forward(self, x):
+        padded = torch.nn.functional.pad(x - self.background, (1, 1, 1, 1)) + self.background
+        h, w = x.shape[-2:]
+        log_p = torch.stack([self.model(padded[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]).float().log_softmax(1)
+                             for dy, dx in self.SHIFTS])
+        return torch.logsumexp(log_p, 0) - math.log(len(self.SHIFTS))
 
 
 def load(paths):

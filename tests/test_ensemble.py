@@ -128,3 +128,28 @@ def test_draw_py_reads_with_an_ensemble_and_shows_the_first_nets_layers(members)
     assert info["parameters"] == 2 * 130_890 and [m["shape"] for m in info["feature_maps"]] == [[32, 14, 14], [64, 7, 7],
                                                                                                 [64, 3, 3]]
     assert [len(m) for m in answer["feature_maps"]] == [32, 64, 64]  # one net's maps, not every member's
+
+
+@pytest.mark.quick
+def test_tta_reads_each_image_and_its_four_one_pixel_shifts(members, data_dir, tmp_path):
+    from lab import ensemble
+    from lab.checkpoint import load_checkpoint
+    model, _ = load_checkpoint(members[0])
+    background = -0.1307 / 0.3081
+    x = torch.full((3, 1, 28, 28), background)
+    x[:, :, 8:20, 12:15] = 2.0  # a bar, away from the edges
+    by_hand = []
+    for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+        moved = torch.roll(x, (dy, dx), (2, 3))  # the bar moves; only blank pixels wrap around
+        with torch.no_grad():
+            by_hand.append(model(moved).softmax(1))
+    with torch.no_grad():
+        tta = ensemble.Shifted(model, background)(x).softmax(1)
+    assert torch.allclose(tta, torch.stack(by_hand).mean(0), atol=1e-6)
+    proc = run_py("test.py", "--checkpoint", members[0], "--tta", "--data-dir", data_dir, "--json", tmp_path / "t.json",
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "t.json").read_text())
+    plain = torch.load(members[0], weights_only=True)["test_acc"]  # the net's own, as train.py measured it
+    assert result["tta"] and result["accuracy_without_tta"] == pytest.approx(plain, abs=6e-5)
+    assert f"without it {100 * plain:.2f}%" in proc.stdout and f"Accuracy: {100 * result['accuracy']:.2f}%" in proc.stdout
