@@ -184,3 +184,14 @@ def page_picture(image, page, name="", width=900):
     for k, note in enumerate(notes):
         draw.text((gap, y + 14 * k), note[:150], fill=(160, 0, 0), font=small)
     return img
+
+
+def stack_pictures(pictures, gap=8):
+    """Pictures (Pillow images or RGB arrays) one above the other, on the pictures' light grey."""
+    pictures = [p if isinstance(p, Image.Image) else Image.fromarray(p) for p in pictures]
+    img = Image.new("RGB", (max(p.width for p in pictures), sum(p.height + gap for p in pictures)), (245, 245, 245))
+    y = 0
+    for p in pictures:
+        img.paste(p.convert("RGB"), (0, y))
+        y += p.height + gap
+    return img

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from lab.images import MIN_CONTRAST, ImageProblem, otsu, preprocess, to_grey
+from lab.images import MIN_CONTRAST, ImageProblem, net_input, otsu, preprocess, to_grey
 
 PAPER = 0.25       # the grey opening's size, as a share of the page's shorter side: wider than any stroke
 SPECK = 0.35       # a piece lower and narrower than this share of the digits' height is dirt, not a digit
@@ -341,10 +341,11 @@ def find_digits(img, classify):
     cutter, lines, notes = Cutter(ink, classify, slant([p for line in grouped for p in line])), [], []
     for n, parts in enumerate(grouped):
         line_height = float(np.median([p.mask.shape[0] for p in parts]))
-        whole = cutter.read(parts, line_height).max(1).values.tolist()
+        wide = [p for p in parts if p.upright_width(cutter.shear) > WIDE * line_height]  # only these may be cut
+        whole = dict(zip(map(id, wide), cutter.read(wide, line_height).max(1).values.tolist())) if wide else {}
         lines.append([])
-        for part, sure in zip(parts, whole):
-            cut = cutter.split(part, line_height, sure)
+        for part in parts:
+            cut = cutter.split(part, line_height, whole[id(part)]) if id(part) in whole else [part]
             if len(cut) == 1 and part.upright_width(cutter.shear) > TOUCH_NOTE * line_height:
                 notes.append(touch_note(n, part, line_height, cutter.shear, scale))
             lines[-1].extend(cut)
@@ -387,3 +388,11 @@ def read_page(img, classify):
     for d, p in zip(digits, probs):
         d.probabilities = p
     return Page(digits, notes)
+
+
+def classifier(model, ckpt, device="cpu"):
+    """The net as read_page() asks for it: 28x28 images [N, 28, 28] -> probabilities [N, 10] on the CPU."""
+    def classify(pixels):
+        with torch.inference_mode():
+            return model(net_input(list(pixels), ckpt).to(device)).float().softmax(1).cpu()
+    return classify
