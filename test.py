@@ -3,26 +3,31 @@
     python test.py                                   # net.pth: accuracy, per digit, confusion matrix
     python test.py --checkpoint other.pth --json results.json --report report/ --samples 10
     python test.py --attack                          # + accuracy under FGSM and PGD attacks (1,000 images)
+    python test.py --images my_digits/               # your own digits: my_digits/0/..., ..., my_digits/9/...
 
 It needs only the checkpoint and the data: the network is rebuilt from the name and options stored
 in the checkpoint, and the images are normalised with the mean and std stored there, as in training.
 The tables it prints are markdown: they paste into a lab report as they are. --attack moves every
 pixel of each test image by at most ε (0..1, black to white) in the direction that most hurts the net
 (FGSM: one step; PGD: 20 smaller steps) and prints what accuracy is left; docs/explain.md compares it
-with PyTorch's FGSM tutorial.
+with PyTorch's FGSM tutorial. --images DIR evaluates the checkpoint on your own labelled images
+instead (torchvision's ImageFolder layout: DIR/7/ holds sevens), each read as predict.py reads a
+file, and prints the same tables with the MNIST test accuracy beside it: the gap is the question.
 """
 import sys
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from lab.checkpoint import load_checkpoint
-from lab.cli import (add_checkpoint_flag, add_data_flags, add_device_flag, add_precision_flag, make_parser,
-                     markdown_table, non_negative_int, positive_int, run_script)
+from lab.cli import (UserError, add_checkpoint_flag, add_data_flags, add_device_flag, add_precision_flag,
+                     make_parser, markdown_table, non_negative_int, positive_int, run_script)
 from lab.data import MEAN, STD, load_split, normalize
 from lab.device import pick_device, pick_precision, use_all_cores
-from lab.figures import confusion_picture, maps_picture, mistakes_picture, predictions_picture
+from lab.figures import confusion_picture, maps_picture, mistakes_picture, predictions_picture, written_mistakes_picture
 from lab.files import make_folder, save_png, write_json
+from lab.images import ImageProblem, load_image, net_input, preprocess
 from lab.metrics import confusion_matrix, digit_tables, evaluate, per_digit_accuracy
 from net import count_parameters
 
@@ -80,7 +85,105 @@ def parser():
       help="also print the accuracy left under FGSM and PGD attacks at ε from 0 to 0.3 (those of PyTorch's "
            f"FGSM tutorial) on the first N test images (default N: {ATTACK_IMAGES:,}, two or three minutes on 2 "
            "cores; 10000 for all); with --json, written there too")
+    a("--images", metavar="DIR", default=None,
+      help="evaluate on your own labelled images instead: DIR/0/ holds zeros, ..., DIR/9/ nines (torchvision's "
+           "ImageFolder layout, any image predict.py reads), each read as predict.py reads it; the MNIST test "
+           "accuracy is printed beside it. --report then saves confusion.png and misclassified.png (each "
+           "mistake as written beside the 28x28 image it became)")
     return p
+
+
+# ---------------------------------------------------------------- --images: your own digits as a test set
+
+def labelled_files(folder):
+    """(path, digit) of every image file under folder/0/ ... folder/9/, as torchvision's ImageFolder finds
+    them (sub-folders included, sorted), and the names of the other folders there (not digits: ignored)."""
+    from PIL import Image
+    from torchvision.datasets.folder import make_dataset  # here: torchvision's import takes 1.3 s, only --images needs it
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"--images: no folder {folder}: make one with a folder per digit, {folder}/0 to {folder}/9")
+    digits = {str(d): d for d in range(10) if (root / str(d)).is_dir()}
+    others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in digits and not p.name.startswith("."))
+    known = tuple(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+    files = make_dataset(root, digits, extensions=known, allow_empty=True) if digits else []
+    return [(Path(path), digit) for path, digit in files if not Path(path).name.startswith(".")], others
+
+
+def read_labelled(folder):
+    """Every labelled image read as predict.py reads a file: (originals, 28x28 images, labels, paths, failed)."""
+    files, others = labelled_files(folder)
+    if others:
+        print(f"(ignoring the folders {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} in {folder}: "
+              "only 0 to 9 are labels)")
+    originals, seen, labels, paths, failed = [], [], [], [], []
+    for path, digit in files:
+        try:
+            img = load_image(path)
+            seen.append(preprocess(img))
+        except ImageProblem as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            failed.append({"file": str(path), "error": str(e)})
+            continue
+        img.thumbnail((112, 112))  # kept for the mistakes picture only: small
+        originals.append(img)
+        labels.append(digit)
+        paths.append(path)
+    if not seen:
+        raise UserError(f"--images: no labelled image could be read in {folder}: put each digit's images in "
+                        f"{folder}/0 to {folder}/9 (python draw.py --collect {folder} makes them)")
+    return originals, seen, torch.tensor(labels), paths, failed
+
+
+def test_images(args, model, ckpt, device, precision):
+    """test.py --images DIR: the same figures as for MNIST, on your own digits, with MNIST's beside them."""
+    originals, seen, labels, paths, failed = read_labelled(args.images)
+    res = evaluate(model, net_input(seen, ckpt).to(device), labels.to(device), batch_size=args.batch_size,
+                   precision=precision)
+    cm = confusion_matrix(labels, res["predictions"])
+    norm = ckpt.get("normalization", {})
+    images, mnist_labels = load_split(False, args.data_dir, args.mirror)
+    mnist = evaluate(model, normalize(images, norm.get("mean", MEAN), norm.get("std", STD)).to(device),
+                     mnist_labels.to(device), batch_size=args.batch_size, precision=precision)
+    print(f"Checkpoint {args.checkpoint}: {ckpt['model']} with {count_parameters(model):,} parameters, "
+          f"epoch {ckpt.get('epoch')}, validation accuracy {100 * ckpt.get('val_acc', 0):.2f}%")
+    print(f"Device {device}, {precision} precision")
+    counts = ", ".join(f"{d}: {int((labels == d).sum())}" for d in range(10))
+    print(f"Images: {len(seen)} in {args.images} ({counts})" + (f"; {len(failed)} could not be read" if failed else ""))
+    gap = 100 * (mnist["accuracy"] - res["accuracy"])
+    print(f"Accuracy: {100 * res['accuracy']:.2f}% ({res['correct']}/{res['total']}) on your images, "
+          f"{100 * mnist['accuracy']:.2f}% ({mnist['correct']}/{mnist['total']}) on MNIST's test set: "
+          f"{abs(gap):.2f} points {'lower' if gap >= 0 else 'higher'}\n")
+    print(digit_tables(cm))
+    if args.json:
+        preds, probs = res["predictions"], res["probabilities"]
+        write_json(args.json, {
+            "checkpoint": str(args.checkpoint), "model": ckpt["model"], "images": str(args.images),
+            "accuracy": res["accuracy"], "correct": res["correct"], "total": res["total"],
+            "per_class_accuracy": {str(d): a for d, a in enumerate(per_digit_accuracy(cm))},
+            "confusion_matrix": cm.tolist(), "mnist_accuracy": mnist["accuracy"], "failed": failed,
+            "files": [{"file": str(p), "label": int(y), "prediction": int(d), "probability": float(q.max())}
+                      for p, y, d, q in zip(paths, labels, preds, probs)],
+            "checkpoint_epoch": ckpt.get("epoch"), "precision": precision, "device": str(device)})
+        print(f"Wrote {args.json}")
+    if args.report:
+        save_png(f"{args.report}/confusion.png", confusion_picture(cm))
+        save_png(f"{args.report}/misclassified.png", written_mistakes(originals, seen, labels, res))
+        print(f"Wrote confusion.png and misclassified.png into {args.report}")
+    return 1 if failed else 0  # as predict.py: the others were counted, but not every file could be
+
+
+def written_mistakes(originals, seen, labels, res, shown=48):
+    """The mistakes picture of --images: each wrong digit as written and as the 28x28 image it became."""
+    preds, probs = res["predictions"], res["probabilities"]
+    wrong = (preds != labels).nonzero().flatten()
+    wrong = wrong[probs[wrong].max(1).values.argsort(descending=True)]
+    items = [(originals[i], seen[i], f"{int(labels[i])} as {int(preds[i])} {100 * float(probs[i].max()):.0f}%")
+             for i in wrong[:shown].tolist()]
+    more = f"; the {len(items)} most confident shown" if len(items) < len(wrong) else ""
+    return written_mistakes_picture(items, f"{len(wrong)} of {len(labels)} read wrong{more} (true digit as read, "
+                                           "confidence): as written, and the 28x28 image the net received")
 
 
 def main(argv=None):
@@ -91,6 +194,10 @@ def main(argv=None):
     precision = pick_precision(args.precision, device)
     if args.report:
         make_folder(args.report, "--report")  # before the work, so that a bad folder fails at once
+    if args.images:
+        if args.attack or args.samples:
+            raise UserError("--attack and --samples work on MNIST's test set: run them without --images")
+        return test_images(args, model, ckpt, device, precision)
     norm = ckpt.get("normalization", {})
     images, labels = load_split(False, args.data_dir, args.mirror)
     x = normalize(images, norm.get("mean", MEAN), norm.get("std", STD)).to(device)

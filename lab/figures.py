@@ -195,3 +195,25 @@ def stack_pictures(pictures, gap=8):
         img.paste(p.convert("RGB"), (0, y))
         y += p.height + gap
     return img
+
+
+def written_mistakes_picture(items, title, tile=56, cols=6):
+    """Digits read wrong, each as it was written (the image file, fitted into a tile) beside the 28x28 image
+    it became, under its caption: items are (original Pillow image, 28x28 tensor in 0..1, caption)."""
+    gap, caption = 10, 15
+    cols = max(1, min(cols, len(items)))
+    rows = max(1, -(-len(items) // cols))
+    img = Image.new("RGB", (max(cols * (2 * tile + 2 + gap) + gap, 420), 22 + rows * (tile + caption + 6)),
+                    (245, 245, 245))
+    draw, small = ImageDraw.Draw(img), font(11)
+    draw.text((gap, 4), title, fill="black", font=small)
+    for k, (original, seen, text) in enumerate(items):
+        x, y = gap + (k % cols) * (2 * tile + 2 + gap), 22 + (k // cols) * (tile + caption + 6)
+        draw.text((x, y), text, fill=(180, 0, 0), font=small)
+        written = original.convert("RGB")
+        written.thumbnail((tile, tile))
+        img.paste(Image.new("RGB", (tile, tile), "white"), (x, y + caption))
+        img.paste(written, (x + (tile - written.width) // 2, y + caption + (tile - written.height) // 2))
+        pixels = (seen.clamp(0, 1) * 255).round().byte().numpy()
+        img.paste(Image.fromarray(pixels).resize((tile, tile), Image.Resampling.NEAREST), (x + tile + 2, y + caption))
+    return np.asarray(img)
