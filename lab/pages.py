@@ -33,6 +33,9 @@ from lab.images import MIN_CONTRAST, ImageProblem, net_input, otsu, preprocess, 
 PAPER = 0.25       # the grey opening's size, as a share of the page's shorter side: wider than any stroke
 SPECK = 0.35       # a piece lower and narrower than this share of the digits' height is dirt, not a digit
 JOIN = 0.5         # pieces whose boxes overlap horizontally by this share of the narrower join
+JOIN_STACKED = 0.2 # ... or by this share, when one is above the other (a 5's flag, a 7's bar)
+MAX_PIECES = 400   # the largest pieces kept: a page of digits has far fewer
+FAINT = 0.5        # a piece whose ink is fainter than this share of the page's usual ink is a shadow's edge
 WIDE = 0.8         # a digit wider than this share of its line's height, once upright, may be two: try a cut
 SURER = 0.1        # ... and cut it if the net reads both sides this much more surely than the whole
 VERY_WIDE = 1.3    # ... or only more surely, if it is this wide (on sheets made from MNIST, no single digit is)
@@ -85,15 +88,22 @@ def ink_map(img):
 
 
 def dark_ink(x):
-    """Whether the ink is darker than the paper. Around each place the paper is most of what is there
-    (a median over a window much wider than a stroke), and the ink is a tail of pixels far darker, or far
-    lighter, than it: the longer tail is the ink. (One digit's border, which preprocess() asks, may be a
-    shadow or the table on a page; the page's own quantiles, spread by a deep shadow, may tie.)"""
-    step = max(1, min(x.shape) // 64)
-    thumb = x[::step, ::step]  # a small copy: the median filter costs its window's size per pixel
-    around = ndimage.median_filter(thumb, size=max(3, min(thumb.shape) // 6))
-    low, high = np.quantile(thumb - around, [0.01, 0.99])
-    return -low > high
+    """Whether the ink is darker than the paper, by three signs, each fooled by something the others are
+    not; the majority wins:
+    - the border is paper (as preprocess() asks of one digit; on a page it may be the table's edge);
+    - the ink is a tail of pixels far darker (or lighter) than the page's median, which is paper (a deep
+      shadow over half the page spreads the paper as far);
+    - the same within each ninth of the page, far wider than a stroke (not than a bold digit alone)."""
+    h, w = x.shape
+    band = max(1, round(0.03 * min(h, w)))
+    border = np.concatenate([x[:band].ravel(), x[-band:].ravel(), x[:, :band].ravel(), x[:, -band:].ravel()])
+    low, middle, high = np.quantile(x, [0.01, 0.5, 0.99])
+    rows, cols = np.linspace(0, h, 4).astype(int), np.linspace(0, w, 4).astype(int)
+    residual = np.concatenate([(x[r0:r1, c0:c1] - np.median(x[r0:r1, c0:c1])).ravel()
+                               for r0, r1 in zip(rows, rows[1:]) for c0, c1 in zip(cols, cols[1:])])
+    near_low, near_high = np.quantile(residual, [0.01, 0.99])
+    votes = [np.median(border) > otsu(torch.from_numpy(x)), middle - low > high - middle, -near_low > near_high]
+    return sum(map(bool, votes)) >= 2
 
 
 def ink_mask(ink):
@@ -104,26 +114,33 @@ def ink_mask(ink):
 
 # ---------------------------------------------------------------- 2. pieces into digits
 
-def pieces(mask):
+def pieces(mask, ink=None):
     """Connected pieces of ink (8-neighbours): labels [H, W] and a list of [label set, box (top, left, bottom,
-    right), pixel count]."""
+    right), pixel count]. Given the ink map, pieces far fainter than the others are left out: the edge of a
+    shadow, or of the paper, a smudge (ink is about as dark everywhere on a page)."""
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     counts = np.bincount(labels.ravel(), minlength=n + 1)
+    strength = ndimage.mean(ink, labels, np.arange(1, n + 1)) if ink is not None and n else np.ones(n)
+    usual = np.median(np.repeat(strength, counts[1:])) if n else 1.0  # over the ink's pixels: big pieces weigh more
     found = []
     for i, s in enumerate(ndimage.find_objects(labels), start=1):
-        found.append([{i}, [s[0].start, s[1].start, s[0].stop, s[1].stop], int(counts[i])])
+        if strength[i - 1] >= FAINT * usual:
+            found.append([{i}, [s[0].start, s[1].start, s[0].stop, s[1].stop], int(counts[i])])
     return labels, found
 
 
 def digit_height(found):
-    """The height of a digit on this page: the median of the pieces with a real share of the ink."""
-    most = max(p[2] for p in found)
-    return float(np.median([p[1][2] - p[1][0] for p in found if p[2] >= 0.1 * most]))
+    """The height of a digit on this page: the median height of the pieces at least half as tall as the
+    tallest (a digit's broken strokes, a 5's flag, are shorter than the digits)."""
+    tallest = max(p[1][2] - p[1][0] for p in found)
+    return float(np.median([p[1][2] - p[1][0] for p in found if p[1][2] - p[1][0] >= 0.5 * tallest]))
 
 
 def join_pieces(found, height):
-    """Join pieces whose boxes overlap horizontally by JOIN of the narrower, unless that would make one
-    taller than a digit (two lines' digits, one above the other)."""
+    """Join pieces whose boxes overlap horizontally by JOIN of the narrower (JOIN_STACKED when one is above
+    the other, their boxes overlapping by at most a third of the shorter's height), unless that would make one
+    taller than a digit (two lines' digits, one above the other): 1.45 digit heights, or 1.7 times the
+    taller piece (a 5's body may be two thirds of the 5)."""
     joined = True
     while joined:
         joined = False
@@ -132,7 +149,10 @@ def join_pieces(found, height):
                 (_, p, _), (_, q, _) = found[a], found[b]
                 overlap = min(p[3], q[3]) - max(p[1], q[1])
                 union = [min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3])]
-                if overlap >= JOIN * min(p[3] - p[1], q[3] - q[1]) and union[2] - union[0] <= 1.45 * height:
+                tall = max(1.45 * height, 1.7 * max(p[2] - p[0], q[2] - q[0]))
+                stacked = min(p[2], q[2]) - max(p[0], q[0]) <= 0.35 * min(p[2] - p[0], q[2] - q[0])
+                share = JOIN_STACKED if stacked else JOIN
+                if overlap >= share * min(p[3] - p[1], q[3] - q[1]) and union[2] - union[0] <= tall:
                     found[a] = [found[a][0] | found[b][0], union, found[a][2] + found[b][2]]
                     del found[b]
                     joined = True
@@ -328,7 +348,10 @@ def find_digits(img, classify):
     """The digits on a page as parts, in lines: ([[Part, ...] per line], ink map, ink mask, scale, notes, height)."""
     ink, scale = ink_map(img)
     mask = ink_mask(ink)
-    labels, found = pieces(mask)
+    labels, found = pieces(mask, ink)
+    if found:  # crumbs of noise, far smaller than any stroke, go first: joining compares pieces two by two
+        most = max(p[2] for p in found)
+        found = sorted((p for p in found if p[2] >= 0.02 * most), key=lambda p: -p[2])[:MAX_PIECES]
     found = not_edges(found, mask.shape)
     if found:
         height = digit_height(found)
@@ -383,7 +406,10 @@ def read_page(img, classify):
         crop = cut_out(ink, p, height, owner, k)
         top, left, bottom, right = p.box
         box = (round(scale * left), round(scale * top), round(scale * right), round(scale * bottom))
-        digits.append(Digit(box, n, crop, preprocess(crop)))
+        try:
+            digits.append(Digit(box, n, crop, preprocess(crop)))
+        except ImageProblem:  # too faint to find a digit in, alone: not one
+            continue
     probs = classify(torch.stack([d.pixels for d in digits]))
     for d, p in zip(digits, probs):
         d.probabilities = p

@@ -26,6 +26,8 @@ class Sheet:
     lines: list         # each line's digits, top to bottom: ["00568", "2501"]
     boxes: list         # each line's digit boxes (left, top, right, bottom) in the image's pixels
     spacing: str
+    specks: int = 0     # specks of dirt on it
+    edge: int = None    # where the table shows beyond the paper: 0 above, 1 left, 2 below, 3 right; None: nowhere
 
 
 def digit_ink(digit, height, slant, pen):
@@ -49,22 +51,24 @@ def digit_ink(digit, height, slant, pen):
     return ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
 
 
-def layout(digits, labels, rng, spacing):
-    """Where each digit goes: a list of lines, each a list of (ink, left, top, label) on an unbounded canvas."""
+def layout(digits, labels, rng, spacing, shape=None, gaps=None):
+    """Where each digit goes: a list of lines, each a list of (ink, left, top, label) on an unbounded canvas.
+    shape: how many digits each line holds (default: 1-4 lines of 3-8, at random); gaps: the gap after
+    each digit (a share of the height), in place of the spacing's."""
     height = rng.uniform(40, 80)
     slant = rng.uniform(-0.25, 0.35)
     pen = rng.uniform(-0.4, 1.2)
     lo, hi = SPACINGS[spacing]
     lines, k, y = [], 0, 0.0
-    for _ in range(rng.integers(1, 5)):
+    for count in shape or [rng.integers(3, 9) for _ in range(rng.integers(1, 5))]:
         slope, x, line = np.tan(np.radians(rng.uniform(-4, 4))), 0.0, []
-        for _ in range(rng.integers(3, 9)):
+        for _ in range(count):
             h = height * rng.uniform(0.85, 1.15)
             ink = digit_ink(digits[k % len(digits)], h, slant + rng.uniform(-0.05, 0.05), pen)
             centre = y + slope * x + rng.uniform(-0.06, 0.06) * height
             line.append((ink, int(x), int(centre - ink.shape[0] / 2), str(labels[k % len(digits)])))
             gap = SPACINGS["close"] if rng.random() < CLOSE_TOO.get(spacing, 0) else (lo, hi)
-            x += ink.shape[1] + rng.uniform(*gap) * height
+            x += ink.shape[1] + (rng.uniform(*gap) if gaps is None else gaps[k]) * height
             k += 1
         lines.append(line)
         y += height * rng.uniform(1.45, 1.9) + abs(slope) * x
@@ -80,10 +84,10 @@ def shadow(h, w, rng):
     return 1 - depth * soft - rng.uniform(0, 0.1) * xs  # and light that fades a little across the page
 
 
-def make_sheet(digits, labels, rng, spacing):
+def make_sheet(digits, labels, rng, spacing, shape=None, gaps=None):
     """A photo of a sheet written with `spacing` (a key of SPACINGS), from the MNIST digits given (uint8
-    28x28, used in order) and their labels."""
-    lines, height = layout(digits, labels, rng, spacing)
+    28x28, used in order) and their labels; shape and gaps as for layout()."""
+    lines, height = layout(digits, labels, rng, spacing, shape, gaps)
     margin = int(height * rng.uniform(0.6, 1.2))
     placed = [(ink, x, y, d) for line in lines for ink, x, y, d in line]
     x0, y0 = min(x for _, x, _, _ in placed), min(y for _, _, y, _ in placed)
@@ -98,23 +102,24 @@ def make_sheet(digits, labels, rng, spacing):
             region = canvas[top:top + ink.shape[0], left:left + ink.shape[1]]
             np.maximum(region, ink, out=region)  # where digits overlap, the ink is the darker of the two
             boxes[-1].append((left, top, left + ink.shape[1], top + ink.shape[0]))
-    specks(canvas, height, rng)
+    dirt = specks(canvas, height, rng)
     paper = np.array([rng.uniform(215, 250), rng.uniform(210, 245), rng.uniform(195, 235)])
     pen_colour = np.array([rng.uniform(10, 60), rng.uniform(10, 60), rng.uniform(30, 110)])
     a = canvas[..., None]
     rgb = (paper * (1 - a) + pen_colour * a) * shadow(h, w, rng)[..., None] + rng.normal(0, 2.5, (h, w, 1))
-    rgb, boxes = table_edge(rgb, boxes, rng)
+    rgb, boxes, edge = table_edge(rgb, boxes, rng)
     image = Image.fromarray(rgb.clip(0, 255).astype(np.uint8), "RGB")
     if rng.random() < 0.6:  # as most phones save it
         out = io.BytesIO()
         image.save(out, "JPEG", quality=int(rng.integers(60, 92)))
         image = Image.open(out).convert("RGB")
-    return Sheet(image, ["".join(d for *_, d in line) for line in lines], boxes, spacing)
+    return Sheet(image, ["".join(d for *_, d in line) for line in lines], boxes, spacing, dirt, edge)
 
 
 def specks(canvas, height, rng):
-    """A few specks of dirt or pencil dust, far smaller than a digit, away from the digits' ink."""
+    """A few specks of dirt or pencil dust, far smaller than a digit, away from the digits' ink: how many."""
     h, w = canvas.shape
+    made = 0
     for _ in range(rng.integers(0, 5)):
         r = max(1.0, height * rng.uniform(0.02, 0.05))
         cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
@@ -122,12 +127,15 @@ def specks(canvas, height, rng):
         dot = np.clip(r - np.hypot(ys - cy, xs - cx), 0, 1)
         if not (canvas[dot > 0] > 0.05).any():
             np.maximum(canvas, dot * rng.uniform(0.5, 1.0), out=canvas)
+            made += 1
+    return made
 
 
 def table_edge(rgb, boxes, rng):
-    """Now and then, the table beyond the paper's edge along one side of the photo (boxes moved to match)."""
+    """Now and then, the table beyond the paper's edge along one side of the photo (boxes moved to match):
+    (the photo, the boxes, the side or None)."""
     if rng.random() < 0.7:
-        return rgb, boxes
+        return rgb, boxes, None
     h, w, _ = rgb.shape
     side, band = int(rng.integers(4)), int(rng.uniform(0.03, 0.08) * min(h, w)) + 2
     table = np.array([rng.uniform(60, 140), rng.uniform(50, 110), rng.uniform(30, 90)])
@@ -135,7 +143,7 @@ def table_edge(rgb, boxes, rng):
     grown[...] = table + rng.normal(0, 4, grown.shape)
     top, left = band * (side == 0), band * (side == 1)  # 0: above, 1: left, 2: below, 3: right
     grown[top:top + h, left:left + w] = rgb
-    return grown, [[(a + left, b + top, c + left, d + top) for a, b, c, d in line] for line in boxes]
+    return grown, [[(a + left, b + top, c + left, d + top) for a, b, c, d in line] for line in boxes], side
 
 
 def make_sheets(images, labels, per_spacing, seed=0):
