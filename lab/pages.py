@@ -39,7 +39,7 @@ FAINT = 0.5        # a piece whose ink is fainter than this share of the page's 
 WIDE = 0.8         # a digit wider than this share of its line's height, once upright, may be two: try a cut
 SURER = 0.1        # ... and cut it if the net reads both sides this much more surely than the whole
 VERY_WIDE = 1.3    # ... or only more surely, if it is this wide (on sheets made from MNIST, no single digit is)
-TOUCH_NOTE = 1.1   # one this wide that stays whole is said to be two or more, in a note
+TOUCH_NOTE = 1.4   # one this wide that stays whole is said to be two or more, in a note (no single MNIST digit is)
 
 
 @dataclass
@@ -88,12 +88,15 @@ def ink_map(img):
 
 
 def dark_ink(x):
-    """Whether the ink is darker than the paper, by three signs, each fooled by something the others are
-    not; the majority wins:
-    - the border is paper (as preprocess() asks of one digit; on a page it may be the table's edge);
-    - the ink is a tail of pixels far darker (or lighter) than the page's median, which is paper (a deep
-      shadow over half the page spreads the paper as far);
-    - the same within each ninth of the page, far wider than a stroke (not than a bold digit alone)."""
+    """Whether the ink is darker than the paper. Within each ninth of the page, far wider than a stroke,
+    the paper is most of what is there, and the ink a tail of pixels far darker (or lighter) than that
+    ninth's median: the longer tail is the ink, when it is much longer. When not (a bold digit fills a
+    ninth), the majority of three signs decides, each fooled by something the others are not:
+    - that one;
+    - the border is paper (as preprocess() asks of one digit; on a page it may be the table's edge or a
+      shadow);
+    - the same tails about the whole page's median (a deep shadow over half the page spreads the paper
+      as far as the ink)."""
     h, w = x.shape
     band = max(1, round(0.03 * min(h, w)))
     border = np.concatenate([x[:band].ravel(), x[-band:].ravel(), x[:, :band].ravel(), x[:, -band:].ravel()])
@@ -102,6 +105,8 @@ def dark_ink(x):
     residual = np.concatenate([(x[r0:r1, c0:c1] - np.median(x[r0:r1, c0:c1])).ravel()
                                for r0, r1 in zip(rows, rows[1:]) for c0, c1 in zip(cols, cols[1:])])
     near_low, near_high = np.quantile(residual, [0.01, 0.99])
+    if not 0.5 * near_high <= -near_low <= 2 * near_high:  # a clear answer
+        return -near_low > near_high
     votes = [np.median(border) > otsu(torch.from_numpy(x)), middle - low > high - middle, -near_low > near_high]
     return sum(map(bool, votes)) >= 2
 
@@ -120,7 +125,9 @@ def pieces(mask, ink=None):
     shadow, or of the paper, a smudge (ink is about as dark everywhere on a page)."""
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     counts = np.bincount(labels.ravel(), minlength=n + 1)
-    strength = ndimage.mean(ink, labels, np.arange(1, n + 1)) if ink is not None and n else np.ones(n)
+    # a piece's strength: its darkest ink, smoothed over 3x3 pixels so that no single noisy pixel counts
+    strength = (ndimage.maximum(ndimage.uniform_filter(ink, 3), labels, np.arange(1, n + 1))
+                if ink is not None and n else np.ones(n))
     usual = np.median(np.repeat(strength, counts[1:])) if n else 1.0  # over the ink's pixels: big pieces weigh more
     found = []
     for i, s in enumerate(ndimage.find_objects(labels), start=1):
@@ -163,15 +170,17 @@ def join_pieces(found, height):
 
 
 def not_edges(found, shape):
-    """The pieces less the paper's edge: ink that touches a side of the photo and runs along it (nearly all
-    its length, or five times longer than it is thick): the table beyond the paper, or its shade."""
+    """The pieces less the paper's edge: ink along a side of the photo, nearly all of its length or a strip
+    along it three times longer than thick: the table beyond the paper, or its shade."""
     h, w = shape
 
     def edge(p):
         top, left, bottom, right = p[1]
         tall, wide = bottom - top, right - left
-        return ((top == 0 or left == 0 or bottom == h or right == w)
-                and (tall >= 0.9 * h or wide >= 0.9 * w or max(tall, wide) >= 5 * min(tall, wide)))
+        along_side = (left == 0 or right == w) and tall >= 3 * wide  # a strip down the left or right side
+        along_top = (top == 0 or bottom == h) and wide >= 3 * tall   # ... or along the top or the bottom
+        touches = top == 0 or left == 0 or bottom == h or right == w
+        return along_side or along_top or touches and (tall >= 0.9 * h or wide >= 0.9 * w)
     return [p for p in found if not edge(p)]
 
 
@@ -349,10 +358,10 @@ def find_digits(img, classify):
     ink, scale = ink_map(img)
     mask = ink_mask(ink)
     labels, found = pieces(mask, ink)
-    if found:  # crumbs of noise, far smaller than any stroke, go first: joining compares pieces two by two
+    found = not_edges(found, mask.shape)
+    if found:  # crumbs of noise, far smaller than any stroke, go before joining, which compares pieces two by two
         most = max(p[2] for p in found)
         found = sorted((p for p in found if p[2] >= 0.02 * most), key=lambda p: -p[2])[:MAX_PIECES]
-    found = not_edges(found, mask.shape)
     if found:
         height = digit_height(found)
         found = not_specks(join_pieces(found, height), height)
