@@ -37,7 +37,7 @@ JOIN_STACKED = 0.2 # ... or by this share, when one is above the other (a 5's fl
 MAX_PIECES = 400   # the largest pieces kept: a page of digits has far fewer
 FAINT = 0.5        # a piece whose ink is fainter than this share of the page's usual ink is a shadow's edge
 WIDE = 0.8         # a digit wider than this share of its line's height, once upright, may be two: try a cut
-SURER = 0.1        # ... and cut it if the net reads both sides this much more surely than the whole
+SURER = 0.0        # ... and cut it if the net reads both sides this much more surely than the whole
 VERY_WIDE = 1.3    # ... or only more surely, if it is this wide (on sheets made from MNIST, no single digit is)
 TOUCH_NOTE = 1.4   # one this wide that stays whole is said to be two or more, in a note (no single MNIST digit is)
 
@@ -237,8 +237,11 @@ def candidate_cuts(mask, height, n=5):
     height or more on each side, at most n, at least a tenth of a height apart, each followed down the
     least-ink path. Returns boolean masks of the left side."""
     h, w = mask.shape
+    side = int(0.25 * height)
+    if w <= 2 * side:
+        return []
     profile = ndimage.uniform_filter1d(mask.sum(0).astype(np.float64), max(1, int(0.05 * height)))
-    middle = np.arange(int(0.25 * height), max(int(0.25 * height) + 1, w - int(0.25 * height)))
+    middle = np.arange(side, w - side)
     order = middle[np.argsort(profile[middle], kind="stable")]
     chosen = []
     for c in order:
