@@ -39,6 +39,7 @@ FAINT = 0.5        # a piece whose ink is fainter than this share of the page's 
 WIDE = 0.8         # a digit wider than this share of its line's height, once upright, may be two: try a cut
 SURER = 0.0        # ... and cut it if the net reads both sides this much more surely than the whole
 VERY_WIDE = 1.3    # ... or only more surely, if it is this wide (on sheets made from MNIST, no single digit is)
+EVEN = 0.5         # ... and never unless the net gives each side at least even odds
 TOUCH_NOTE = 1.4   # one this wide that stays whole is said to be two or more, in a note (no single MNIST digit is)
 
 
@@ -343,7 +344,7 @@ class Cutter:
             return [part]
         p = self.read([x for pair in options for x in pair], height).max(1).values.view(-1, 2)
         best = int(p.min(1).values.argmax())
-        if float(p[best].min()) <= whole + (SURER if width < VERY_WIDE * height else 0.0):
+        if float(p[best].min()) <= max(whole + (SURER if width < VERY_WIDE * height else 0.0), EVEN):
             return [part]
         a, b = options[best]
         return self.split(a, height, float(p[best, 0])) + self.split(b, height, float(p[best, 1]))
