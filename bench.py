@@ -382,7 +382,7 @@ def load_average():
 def pages(args):
     """How well a checkpoint reads pages: sheets of MNIST test digits (lab/sheets.py), each spacing apart."""
     from lab.pages import classifier, read_page  # here: only --pages needs them (scipy's import takes 0.4 s)
-    from lab.sheets import SPACINGS, make_sheets, score
+    from lab.sheets import SPACINGS, make_sheets, score  # (the same)
 
     torch.set_num_threads(1)  # one page is small work: as draw.py reads it, and predict.py nearly
     model, ckpt = load_checkpoint(args.pages)

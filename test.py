@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from lab.checkpoint import load_checkpoint
@@ -98,7 +99,6 @@ def parser():
 def labelled_files(folder):
     """(path, digit) of every image file under folder/0/ ... folder/9/, as torchvision's ImageFolder finds
     them (sub-folders included, sorted), and the names of the other folders there (not digits: ignored)."""
-    from PIL import Image
     from torchvision.datasets.folder import make_dataset  # here: torchvision's import takes 1.3 s, only --images needs it
 
     root = Path(folder)
