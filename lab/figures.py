@@ -176,7 +176,7 @@ def page_picture(image, page, name="", width=900):
             if k and k % per_row == 0:
                 y += tile + label + gap
             x = gap + (k % per_row) * (tile + gap)
-            draw.text((x, y), f"{d.digit} {100 * float(d.probabilities.max()):.0f}%",
+            draw.text((x, y), f"{d.digit} · {100 * float(d.probabilities.max()):.0f}%",
                       fill=LINE_COLOURS[n % len(LINE_COLOURS)], font=small)
             pixels = (d.pixels.clamp(0, 1) * 255).round().byte().numpy()
             img.paste(Image.fromarray(pixels).resize((tile, tile), Image.Resampling.NEAREST), (x, y + label))
@@ -200,12 +200,12 @@ def stack_pictures(pictures, gap=8):
 def written_mistakes_picture(items, title, tile=56, cols=6):
     """Digits read wrong, each as it was written (the image file, fitted into a tile) beside the 28x28 image
     it became, under its caption: items are (original Pillow image, 28x28 tensor in 0..1, caption)."""
-    gap, caption = 10, 15
+    gap, caption, small = 10, 15, font(11)
     cols = max(1, min(cols, len(items)))
     rows = max(1, -(-len(items) // cols))
-    img = Image.new("RGB", (max(cols * (2 * tile + 2 + gap) + gap, 420), 22 + rows * (tile + caption + 6)),
-                    (245, 245, 245))
-    draw, small = ImageDraw.Draw(img), font(11)
+    width = max(cols * (2 * tile + 2 + gap) + gap, int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=small)) + 2 * gap)
+    img = Image.new("RGB", (width, 22 + rows * (tile + caption + 6)), (245, 245, 245))
+    draw = ImageDraw.Draw(img)
     draw.text((gap, 4), title, fill="black", font=small)
     for k, (original, seen, text) in enumerate(items):
         x, y = gap + (k % cols) * (2 * tile + 2 + gap), 22 + (k // cols) * (tile + caption + 6)
