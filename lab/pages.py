@@ -33,7 +33,7 @@ from lab.images import MIN_CONTRAST, ImageProblem, net_input, otsu, preprocess, 
 PAPER = 0.25       # the grey opening's size, as a share of the page's shorter side: wider than any stroke
 SPECK = 0.35       # a piece lower and narrower than this share of the digits' height is dirt, not a digit
 JOIN = 0.5         # pieces whose boxes overlap horizontally by this share of the narrower join
-JOIN_STACKED = 0.2 # ... or by this share, when one is above the other (a 5's flag, a 7's bar)
+JOIN_STACKED = 0.05  # ... or at all, when one is above the other (a 5's flag, a 7's bar)
 MAX_PIECES = 400   # the largest pieces kept: a page of digits has far fewer
 FAINT = 0.5        # a piece whose ink is fainter than this share of the page's usual ink is a shadow's edge
 WIDE = 0.8         # a digit wider than this share of its line's height, once upright, may be two: try a cut
@@ -146,7 +146,7 @@ def digit_height(found):
 
 def join_pieces(found, height):
     """Join pieces whose boxes overlap horizontally by JOIN of the narrower (JOIN_STACKED when one is above
-    the other, their boxes overlapping by at most a third of the shorter's height), unless that would make one
+    the other, their boxes overlapping by at most half the shorter's height), unless that would make one
     taller than a digit (two lines' digits, one above the other): 1.45 digit heights, or 1.7 times the
     taller piece (a 5's body may be two thirds of the 5)."""
     joined = True
@@ -158,7 +158,7 @@ def join_pieces(found, height):
                 overlap = min(p[3], q[3]) - max(p[1], q[1])
                 union = [min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3])]
                 tall = max(1.45 * height, 1.7 * max(p[2] - p[0], q[2] - q[0]))
-                stacked = min(p[2], q[2]) - max(p[0], q[0]) <= 0.35 * min(p[2] - p[0], q[2] - q[0])
+                stacked = min(p[2], q[2]) - max(p[0], q[0]) <= 0.5 * min(p[2] - p[0], q[2] - q[0])
                 share = JOIN_STACKED if stacked else JOIN
                 if overlap >= share * min(p[3] - p[1], q[3] - q[1]) and union[2] - union[0] <= tall:
                     found[a] = [found[a][0] | found[b][0], union, found[a][2] + found[b][2]]
@@ -186,11 +186,12 @@ def not_edges(found, shape):
 
 
 def not_specks(found, height):
-    """The pieces that can be digits: not specks far smaller than a digit, nor hair-thin lines (the shade
-    along the paper's edge), which have a fraction of a digit's ink."""
-    typical = np.median([p[2] for p in found if p[1][2] - p[1][0] >= 0.5 * height])
+    """The pieces that can be digits: not specks far smaller than a digit, nor what has a tenth of the
+    largest digit's ink or less: hair-thin lines (the shade along the paper's edge), dots (a 1 written
+    small and thin still has a fifth of a bold 8's)."""
+    most = max(p[2] for p in found)
     small = lambda p: p[1][2] - p[1][0] < SPECK * height and p[1][3] - p[1][1] < SPECK * height
-    return [p for p in found if not small(p) and p[2] >= 0.08 * typical]
+    return [p for p in found if not small(p) and p[2] >= 0.1 * most]
 
 
 # ---------------------------------------------------------------- 3. lines
