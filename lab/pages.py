@@ -323,8 +323,11 @@ def readable(crop):
 class Cutter:
     """Cuts touching digits apart where the net reads the sides better than the whole."""
 
-    def __init__(self, ink, classify, shear):
+    def __init__(self, ink, classify, shear, alone=False):
         self.ink, self.classify, self.shear = ink, classify, shear
+        # A page of one piece is most often one digit (a photo of a digit, as predict.py always read):
+        # it is cut only when it is wider than any single digit is.
+        self.wide = VERY_WIDE if alone else WIDE
 
     def read(self, parts, height):
         """The net's probabilities for each part, as it reads it cut out alone."""
@@ -334,7 +337,7 @@ class Cutter:
         """Cut `part` in two if the net reads both sides more surely than the whole (probability `whole`);
         recursively, for three or more. Returns the list of parts, left to right."""
         width = part.upright_width(self.shear)
-        if width <= WIDE * height:
+        if width <= self.wide * height:
             return [part]
         options = []
         for side in candidate_cuts(part.mask, height):
@@ -375,7 +378,8 @@ def find_digits(img, classify):
     height = digit_height(found)
     grouped = [[Part(t, l, np.isin(labels[t:b, l:r], list(p[0]))) for p in line for t, l, b, r in [p[1]]]
                for line in into_lines(found, height)]
-    cutter, lines, notes = Cutter(ink, classify, slant([p for line in grouped for p in line])), [], []
+    parts = [p for line in grouped for p in line]
+    cutter, lines, notes = Cutter(ink, classify, slant(parts), alone=len(parts) == 1), [], []
     for n, parts in enumerate(grouped):
         line_height = float(np.median([p.mask.shape[0] for p in parts]))
         wide = [p for p in parts if p.upright_width(cutter.shear) > WIDE * line_height]  # only these may be cut
