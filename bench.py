@@ -6,6 +6,7 @@
     python bench.py --seeds 3                                  # ... of the default python train.py
     python bench.py --seeds 3 --train-args "--augment --epochs 20"
     python bench.py --draw                                     # draw.py's latency (every request), net.pth
+    python bench.py --pages                                    # reading pages of digits (lab/pages.py), net.pth
 
 Cases of the table, each in its own process so that its peak memory is its own:
   plain     the seed labs' recipe: torchvision MNIST + ToTensor/Normalize per sample, DataLoader,
@@ -40,6 +41,7 @@ from torch.utils.data import DataLoader, Subset
 
 import train  # to run its whole job: one epoch of train.train(), and its very training step
 from lab import settings
+from lab.checkpoint import load_checkpoint
 from lab.cli import add_data_flags, add_device_flag, make_parser, markdown_table, run_script
 from lab.data import MEAN, STD, ensure_mnist, load_data, load_split, normalize, split_train_val
 from lab.device import keep_freed_memory, pick_device, pick_precision, use_all_cores
@@ -47,6 +49,7 @@ from lab.metrics import evaluate
 from net import build_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PAGE_SHEETS, PAGE_SHEETS_QUICK = 50, 3  # sheets of each spacing that --pages reads
 
 
 def parser():
@@ -61,6 +64,10 @@ def parser():
     a("--draw", nargs="?", const="net.pth", default=None, metavar="CHECKPOINT",
       help="instead, draw.py's latency with CHECKPOINT (default: net.pth): 100 drawings one at a time, "
            "then 8 threads x 25 at once; then each kind of /explain and /attack request, one at a time")
+    a("--pages", nargs="?", const="net.pth", default=None, metavar="CHECKPOINT",
+      help=f"instead, how well CHECKPOINT (default: net.pth) reads sheets of MNIST test digits photographed as a "
+           f"phone would (lab/sheets.py): {PAGE_SHEETS} sheets of each spacing ({PAGE_SHEETS_QUICK} with --quick), "
+           "digits and lines read right, and the reading order")
     a("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case in this process
     return p
 
@@ -380,8 +387,43 @@ def load_average():
         return (float("nan"),) * 3
 
 
+def pages(args):
+    """How well a checkpoint reads pages: sheets of MNIST test digits (lab/sheets.py), each spacing apart."""
+    from lab.pages import classifier, read_page  # here: only --pages needs them (scipy's import takes 0.4 s)
+    from lab.sheets import SPACINGS, make_sheets, score  # (the same)
+
+    torch.set_num_threads(1)  # one page is small work: as draw.py reads it, and predict.py nearly
+    model, ckpt = load_checkpoint(args.pages)
+    classify = classifier(model, ckpt)
+    images, labels = load_split(False, args.data_dir, args.mirror)
+    n = PAGE_SHEETS_QUICK if args.quick else PAGE_SHEETS
+    totals = {spacing: [0] * 6 for spacing in SPACINGS}
+    t0 = time.perf_counter()
+    for sheet in make_sheets(images.numpy(), labels.numpy(), n, seed=0):
+        page = read_page(sheet.image, classify)
+        counts = score(sheet, page.lines, [(d.line, d.box) for d in page.digits])
+        totals[sheet.spacing] = [a + b for a, b in zip(totals[sheet.spacing], (*counts, 1))]
+    seconds = time.perf_counter() - t0
+    rows = [[spacing, f"{s:,}", f"{d:,}", f"{100 * r / d:.1f}%", f"{lines:,}", f"{100 * right / lines:.1f}%",
+             f"{int(o)}/{s}"] for spacing, (d, r, lines, right, o, s) in totals.items()]
+    d, r, lines, right, o, s = map(sum, zip(*totals.values()))
+    rows.append(["all", f"{s:,}", f"{d:,}", f"{100 * r / d:.1f}%", f"{lines:,}", f"{100 * right / lines:.1f}%",
+                 f"{int(o)}/{s}"])
+    print(f"Machine: {machine()}, torch {torch.__version__}; {args.pages}: {ckpt['model']}, epoch {ckpt.get('epoch')}, "
+          f"MNIST test accuracy {100 * (ckpt.get('test_acc') or 0):.2f}%")
+    print(f"Sheets of MNIST test digits as a phone photographs them (lab/sheets.py, seed 0): 1-4 lines of 3-8 "
+          f"digits, {n} sheets of each spacing" + ("  [--quick: too few to mean much]" if args.quick else ""))
+    print(markdown_table(["spacing", "sheets", "digits", "digits right", "lines", "lines right", "order right"], rows))
+    print(f"{seconds / s * 1000:.0f} ms a sheet, {seconds / d * 1000:.1f} ms a digit, on one core. Digits right: "
+          "the digits less the changes, additions and drops that make each line read into the truth; lines "
+          "right: read exactly; order right: the digits found come in reading order, line by line.")
+    return 0
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.pages:
+        return pages(args)
     if args.draw:
         return draw_latency(args)
     if args.case:

@@ -4,6 +4,7 @@
     python draw.py --checkpoint other.pth --port 0 --no-browser     # port 0: any free port
     python draw.py --host 0.0.0.0           # share it on the local network (a class, phones)
     python draw.py --checkpoint a.pth b.pth c.pth   # an ensemble reads; the layers shown are the first net's
+    python draw.py --collect my_digits/     # the page asks for digits in turn and saves each into my_digits/7/...
 
 The page is three plain files in draw/ (no internet needed). It sends the drawing, or a photo, to
 this server as an image file; the server reads it exactly as predict.py reads a file (lab/images.py),
@@ -29,6 +30,14 @@ Python's standard library serves it: no web framework.
                            "changed_digit", "changed_probabilities", "fooled", "largest_change", "milliseconds"}
                       400 for an unknown, repeated or bad parameter, or a body that is no usable image;
                       503 when it waited for the others' longer than 20 s (then try again)
+    POST /read        body: an image file, as for /predict: every digit in it, in reading order (lab/pages.py):
+                      200 {"lines": ["00568", ...], "digits": [{"box": [left, top, right, bottom] in the image's
+                           pixels, "line" (1: the top one), "digit", "probabilities", "input": 28x28}, ...],
+                           "notes": [one line each], "width", "height", "milliseconds"}
+    POST /collect?digit=7   only with --collect DIR (else 404): body: the PNG the page made. Saved as a new file
+                      in DIR/7/ under a name the server picks, never over another; 200 {"saved": "7/NAME.png",
+                      "counts": {"0": n, ...}}; 400 for a digit that is not one of 0-9, another parameter, a body
+                      that is not a PNG image with ink on it
 Explanations and attacks cost more than a prediction (tens of passes through the net): at most
 half the cores work on them at once, so that predictions still flow while they run. Every kind of
 request decodes its image in one of as many slots as there are cores (an image can be 49 megapixels).
@@ -57,7 +66,9 @@ from lab import ensemble
 from lab.cli import UserError, add_checkpoint_flag, int_between, make_parser, positive_float, run_script
 from lab.device import cores
 from lab.explain import IG_STEPS, MAX_EPS, PGD_STEPS, Explainer
+from lab.files import make_folder, write_new
 from lab.images import ImageProblem, load_image, net_input, preprocess
+from lab.pages import classifier, read_page
 from net import count_parameters
 
 PAGE = Path(__file__).resolve().parent / "draw"
@@ -71,7 +82,9 @@ MAX_BODY = 10_000_000  # bytes: a larger body is refused from its Content-Length
 QUEUE_S = 20.0  # seconds an explanation or attack may wait for its turn before it is answered 503
 SHORT = {"MaxPool2d": "MaxPool", "BatchNorm2d": "BatchNorm", "AvgPool2d": "AvgPool"}  # layer names on the page
 # What /explain and /attack take besides the image (their body), as query parameters
-PARAMETERS = {"/explain": ("target",), "/attack": ("eps", "target", "method")}
+PARAMETERS = {"/explain": ("target",), "/attack": ("eps", "target", "method"), "/collect": ("digit",)}
+POSTS = ("/predict", "/read", "/explain", "/attack", "/collect")  # /collect only with --collect
+PNG = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file
 METHODS = ("pgd", "fgsm")
 
 
@@ -222,6 +235,7 @@ class DigitReader:
         # What the page shows inside: the layers of one net, the first of an ensemble, which reads as a whole
         first = ensemble.members(model)[0]
         self.layers, self.ensemble = LayerOutputs(first), model if model is not first else None
+        self.classify = classifier(model, self.ckpt)  # its passes keep nothing: LayerOutputs is not asked to
         with torch.inference_mode():  # one run on a blank image: the layers' shapes, and a warm start
             _, maps, dense = self.layers(torch.zeros(1, 1, 28, 28))
         blocks, hidden = describe(first)
@@ -256,6 +270,18 @@ class DigitReader:
                 probs = logits.float().softmax(1)[0]
         return {"digit": int(probs.argmax()), "probabilities": probs.tolist(), "input": as_json(seen),
                 "feature_maps": [as_json(m) for m in maps], "dense": [as_json(d) for d in dense],
+                "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
+
+    def read_all(self, data):
+        """/read: every digit in an image file's bytes, in reading order, as predict.py reads a page."""
+        t0 = time.perf_counter()
+        with self.decoding:  # the page's pieces and cuts are read by the net too: a core's work, as a reading
+            img = load_image(data)
+            page = read_page(img, self.classify)
+        return {"lines": page.lines, "notes": page.notes, "width": img.width, "height": img.height,
+                "digits": [{"box": list(d.box), "line": d.line + 1, "digit": d.digit,
+                            "probabilities": d.probabilities.tolist(), "input": as_json(d.pixels)}
+                           for d in page.digits],
                 "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
 
     def pixels(self, data):
@@ -298,10 +324,46 @@ class DigitReader:
                 "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
 
 
+class Collector:
+    """--collect DIR: the drawings the page saves, each as a new PNG file in DIR/<digit>/.
+
+    The client sends only the digit (one of 0-9) and the PNG: the server picks the folder and the
+    file's name, and never writes over a file (lab/files.write_new), so nothing it is sent can name a
+    path. It keeps only drawings it can read, with ink on them, as predict.py would read them.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        make_folder(self.folder, "--collect")  # at start: a folder that cannot be made is one line, exit 2
+
+    def counts(self):
+        """How many drawings of each digit DIR holds (those saved before this run too)."""
+        return {str(d): sum(1 for f in (self.folder / str(d)).glob("*.png") if not f.name.startswith("."))
+                if (self.folder / str(d)).is_dir() else 0 for d in range(10)}
+
+    def save(self, digit, data):
+        """Save the PNG `data` as a drawing of `digit` (a str, checked); returns the answer as a dict."""
+        if not data.startswith(PNG):
+            raise BadRequest("collect takes the PNG file the page makes: this body is not a PNG file")
+        preprocess(load_image(data))  # an ImageProblem (400) for a PNG with no digit on it
+        make_folder(self.folder / digit, "--collect")
+        path = write_new(self.folder / digit, time.strftime("drawn-%Y%m%d-%H%M%S"), data)
+        return {"saved": f"{digit}/{path.name}", "counts": self.counts()}
+
+
+def digit_parameter(url):
+    """/collect's digit: exactly one of 0-9, and nothing else in the query."""
+    digit = parameters("/collect", url).get("digit")
+    if digit is None or len(digit) != 1 or digit not in "0123456789":
+        raise BadRequest(f"digit must be one of 0-9, not {str(digit)[:20]!r}: POST /collect?digit=7 with the PNG")
+    return digit
+
+
 # ---------------------------------------------------------------- the server
 
 class Handler(BaseHTTPRequestHandler):
-    """GET the page and /info, POST /predict. HTTP/1.0: one request per connection, then it closes."""
+    """GET the page and /info, POST an image to /predict, /read, /explain, /attack (and /collect with
+    --collect). HTTP/1.0: one request per connection, then it closes."""
     server_version = "draw.py"
 
     def setup(self):
@@ -313,8 +375,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path = urlsplit(self.path).path
         if path == "/info":
-            return self.send_json(self.server.reader.info)
-        if path in ("/predict", *PARAMETERS):
+            collector = self.server.collector
+            return self.send_json({**self.server.reader.info, "collect": collector and {
+                "folder": str(collector.folder), "counts": collector.counts()}})
+        if path in self.server.posts:
             return self.send_error(405, f"POST the image file to {path}")
         if path not in ASSETS:
             return self.send_error(404, "no such page")
@@ -323,10 +387,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path = urlsplit(self.path).path
-        if path != "/predict" and path not in PARAMETERS:
+        if path not in self.server.posts:  # /collect without --collect is no page at all
             known = path in ASSETS or path == "/info"
-            return self.send_error(405 if known else 404, "POST goes to /predict, /explain or /attack" if known
+            return self.send_error(405 if known else 404, f"POST goes to {', '.join(self.server.posts)}" if known
                                    else "no such page")
+        digit = None
+        if path == "/collect":  # the label is checked before the body is read: a bad one costs no upload
+            try:
+                digit = digit_parameter(self.path)
+            except BadRequest as e:
+                return self.send_error(400, str(e))
         data = self.read_body()
         if data is None:
             return
@@ -334,6 +404,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path == "/predict":
                 answer = reader.read(data)
+            elif path == "/read":
+                answer = reader.read_all(data)
+            elif path == "/collect":
+                answer = self.server.collector.save(digit, data)
             elif path == "/explain":
                 answer = reader.explain(data, wait, target_parameter(parameters(path, self.path).get("target"), False))
             else:
@@ -346,6 +420,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_error(400, str(e))
         except Busy as e:
             return self.send_error(503, str(e))
+        except UserError as e:  # /collect could not write its file (a full disk, a read-only folder)
+            return self.send_error(500, str(e))
         except Exception as e:  # a bug: the page gets one line, the terminal the traceback
             traceback.print_exc()
             return self.send_error(500, f"internal error: {type(e).__name__}: {str(e)[:100]}")
@@ -406,8 +482,9 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # Ctrl-C does not wait for open connections
 
-    def __init__(self, address, reader, request_timeout=10.0):
-        self.reader, self.request_timeout = reader, request_timeout
+    def __init__(self, address, reader, request_timeout=10.0, collector=None):
+        self.reader, self.request_timeout, self.collector = reader, request_timeout, collector
+        self.posts = POSTS if collector else tuple(p for p in POSTS if p != "/collect")
         super().__init__(address, Handler)
 
     def handle_error(self, request, client_address):
@@ -416,10 +493,10 @@ class Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-def make_server(reader, host="127.0.0.1", port=8000, request_timeout=10.0):
+def make_server(reader, host="127.0.0.1", port=8000, request_timeout=10.0, collector=None):
     """Listen on host:port (0: any free port); a port in use or a wrong address is a UserError."""
     try:
-        return Server((host, port), reader, request_timeout)
+        return Server((host, port), reader, request_timeout, collector)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise UserError(f"port {port} is in use (another draw.py?): pick another with --port, "
@@ -439,6 +516,9 @@ def parser():
     a("--no-browser", action="store_true", help="do not open the page in a browser")
     a("--request-timeout", type=positive_float, default=10.0, metavar="S",
       help="drop a client that sends nothing for S seconds mid-request (default: 10)")
+    a("--collect", metavar="DIR", default=None,
+      help="collect mode: the page asks for each digit in turn and saves your drawings as PNG files in "
+           "DIR/0/ ... DIR/9/, a labelled folder for python test.py --images DIR; without it nothing is written")
     return p
 
 
@@ -466,7 +546,8 @@ def main(argv=None):
         raise UserError(f"{PAGE / missing[0]} is missing: draw.py needs the draw/ folder that comes with it")
     # One image is a few small tensors: one thread each is fastest, and requests in parallel use the cores.
     torch.set_num_threads(1)
-    server = make_server(reader, args.host, args.port, args.request_timeout)
+    collector = Collector(args.collect) if args.collect else None
+    server = make_server(reader, args.host, args.port, args.request_timeout, collector)
     host, port = server.server_address[:2]
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/"
     i = reader.info
@@ -478,7 +559,11 @@ def main(argv=None):
               "(the page shows the first one's layers)")
     if host == "0.0.0.0":
         print(f"warning: --host 0.0.0.0: anyone on your network can use this page, at "
-              f"http://{lan_address()}:{port}/ (it serves the page and predictions, no files)")
+              f"http://{lan_address()}:{port}/ (it serves the page and predictions, no files"
+              + (f"; and saves their drawings into {args.collect}" if collector else "") + ")")
+    if collector:
+        print(f"Collect mode: the page saves your drawings into {args.collect}/<digit>/ "
+              f"({sum(collector.counts().values())} there already)")
     print(f"Serving {url}  (Ctrl-C to stop)", flush=True)
     if not args.no_browser:
         if can_open_browser():

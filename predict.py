@@ -6,9 +6,14 @@
     python predict.py my_digit.png --show seen.png  # what the net saw, beside the original
     python predict.py my_digit.png --explain why.png  # which pixels made it read that digit
     python predict.py my_digit.png --checkpoint a.pth b.pth c.pth  # an ensemble: the mean of their probabilities
+    python predict.py page.jpg --show read.png      # a number, or a page of digits: every one, line by line
+    python predict.py page.jpg --save-digits mine/ --expect 0123456789   # each line written as 0 to 9
 
 A photo or a drawing is not an MNIST image: lab/images.py makes it one the way MNIST was made
-(docs/predict.md has each step), and --show shows what the network received. --explain draws,
+(docs/predict.md has each step), and --show shows what the network received. An image may hold
+several digits: lab/pages.py finds each one, in reading order, and each line's number is printed,
+then each digit with its confidence. --save-digits keeps them, checked against --expect, as a
+labelled folder that test.py --images evaluates. --explain draws,
 over what it received, which pixels raised (red) or lowered (blue) the digit read and the runner-up
 (docs/explain.md says how these maps are made).
 """
@@ -19,11 +24,12 @@ import torch
 from PIL import Image
 
 from lab import ensemble
-from lab.cli import add_checkpoint_flag, add_device_flag, int_between, make_parser, run_script
+from lab.cli import UserError, add_checkpoint_flag, add_device_flag, int_between, make_parser, run_script
 from lab.device import pick_device
-from lab.figures import maps_picture
-from lab.files import save_png, write_json
-from lab.images import ImageProblem, load_image, net_input, preprocess, to_grey
+from lab.figures import maps_picture, page_picture, stack_pictures
+from lab.files import make_folder, png_bytes, save_png, write_json, write_new
+from lab.images import ImageProblem, load_image, net_input, to_grey
+from lab.pages import classifier, read_page
 
 SHOW_MAX = 64  # --show draws at most this many images
 
@@ -57,12 +63,31 @@ def parser():
       help=f"save a PNG with, for each image (first {SHOW_MAX}), the pixels that made the net read its digit "
            "and those against the runner-up (Integrated Gradients: red raises the score, blue lowers it), "
            "and Grad-CAM for nets with conv layers")
+    a("--save-digits", metavar="DIR", default=None,
+      help="save each digit found as a PNG into DIR/<digit>/, labelled by --expect (a folder test.py --images "
+           "reads); a line holding another count of digits than --expect says is reported and not saved")
+    a("--expect", metavar="DIGITS", default=None, type=expected_digits,
+      help="what each line of the page holds, e.g. 0123456789; with --save-digits, the labels")
     add_device_flag(p)
     return p
 
 
-def save_show(path, shown):
-    """shown: list of (name, original PIL image, 28x28 tensor, label text)."""
+def expected_digits(text):
+    if not text or not all(c in "0123456789" for c in text):
+        raise ValueError(text)  # argparse: "invalid expected_digits value"
+    return text
+
+
+def save_show(path, shown, pages=()):
+    """shown: list of (name, original PIL image, 28x28 tensor, label text); pages: (name, image, Page) of the
+    images that hold several digits, each drawn with its boxes and readings beneath the single digits."""
+    if pages:
+        pictures = [page_picture(img, page, name) for name, img, page in pages]
+        if shown:
+            save_show(path, shown)  # the single digits' picture first, as ever, then the pages beneath it
+            with Image.open(path) as im:
+                pictures.insert(0, im.convert("RGB"))
+        return save_png(path, stack_pictures(pictures))
     from matplotlib.figure import Figure  # here, not at the top: its import takes 0.3 s, and only --show needs it
 
     pairs_per_row = min(4, len(shown))
@@ -101,56 +126,128 @@ def save_explain(path, model, ckpt, names, seen, probs):
                                        "(Integrated Gradients from a blank image; Grad-CAM: the last conv block)"))
 
 
+def page_lines(name, page, width):
+    """What predict.py prints for an image holding several digits: the numbers read, then each line's
+    number and its digits with their confidence, then the notes (digits that touch and were read as one)."""
+    out = [f"{name:<{width}}  →  {' '.join(page.lines)}   ({len(page.digits)} digits on {len(page.lines)} "
+           f"line{'s' if len(page.lines) > 1 else ''})"]
+    for n, number in enumerate(page.lines):
+        digits = [d for d in page.digits if d.line == n]
+        out.append(f"    line {n + 1}: {number}   " + " · ".join(
+            f"{d.digit} {100 * float(d.probabilities.max()):.1f}%" for d in digits))
+    return out + [f"    note: {note}" for note in page.notes]
+
+
+def page_json(name, page, topk):
+    """A page in --json: the numbers read, and each digit's box (left, top, right, bottom, in the image's
+    pixels), line (1 = the top one), reading and probabilities."""
+    digits = []
+    for d in page.digits:
+        p, k = d.probabilities.topk(topk)
+        digits.append({"box": list(d.box), "line": d.line + 1, "prediction": d.digit,
+                       "probability": float(p[0]), "probabilities": d.probabilities.tolist(),
+                       "topk": [{"digit": dd, "probability": pp} for dd, pp in zip(k.tolist(), p.tolist())]})
+    return {"file": name, "lines": page.lines, "digits": digits, "notes": page.notes}
+
+
+def save_digits(folder, name, page, expect):
+    """--expect and --save-digits: each line must hold len(expect) digits; those of a line that does are
+    saved (when `folder` is given) as PNG files in folder/<its digit by expect>/, never over a file there,
+    each exactly what preprocess() read. Returns (saved, read otherwise than expected, lines refused)."""
+    saved, otherwise, refused = 0, 0, 0
+    stem = Path(name).stem[:40] or "image"
+    for n in range(len(page.lines)):
+        digits = [d for d in page.digits if d.line == n]
+        where = f"{name}: line {n + 1}" if len(page.lines) > 1 or len(digits) > 1 else name
+        if len(digits) != len(expect):
+            print(f"{where}: {len(digits)} digits found, {len(expect)} expected: none of them saved", file=sys.stderr)
+            refused += 1
+            continue
+        for k, (d, label) in enumerate(zip(digits, expect)):
+            otherwise += d.digit != int(label)
+            if folder:
+                make_folder(Path(folder) / label, "--save-digits")
+                write_new(Path(folder) / label, f"{stem}-{n + 1}-{k + 1}", png_bytes(d.crop))
+                saved += 1
+    return saved, otherwise, refused
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.save_digits and not args.expect:
+        raise UserError("--save-digits needs --expect DIGITS: what each line holds, e.g. --expect 0123456789")
     model, ckpt = ensemble.load(args.checkpoint)  # first: without a checkpoint nothing else matters
     device = pick_device(args.device)
     model = model.to(device)
+    if args.save_digits:
+        make_folder(args.save_digits, "--save-digits")  # before the work, so that a bad folder fails at once
 
-    names, originals, seen, failed = [], [], [], 0
+    read, failed, classify = [], 0, classifier(model, ckpt, device)  # (name, image, Page) of each file read
     for name, path in image_files(args.images):
         try:
             if path is None:
                 raise ImageProblem("no image files in this folder")
             img = load_image(path)
-            x = preprocess(img)
+            read.append((name, img, read_page(img, classify)))
         except ImageProblem as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             failed += 1
-            continue
-        names.append(name)
-        originals.append(img if len(originals) < SHOW_MAX and args.show else None)
-        seen.append(x)
+    # One digit alone: the whole image went through preprocess(), and is read and printed as it always was
+    single = [k for k, (_, _, page) in enumerate(read) if len(page.digits) == 1]
+    names = [read[k][0] for k in single]
+    seen = [read[k][2].digits[0].pixels for k in single]
+    originals = [read[k][1] if n < SHOW_MAX and args.show else None for n, k in enumerate(single)]
 
-    results = []
+    results, entries, printed = [], {}, {}
+    width = max((len(name) for name, _, _ in read), default=0)
     if seen:
         batch = net_input(seen, ckpt).to(device)
         with torch.inference_mode():
             probs = model(batch).float().softmax(1).cpu()
         top_p, top_d = probs.topk(args.topk, dim=1)
-        width = max(len(n) for n in names)
-        for name, p, d in zip(names, top_p.tolist(), top_d.tolist()):
+        for k, name, p, d in zip(single, names, top_p.tolist(), top_d.tolist()):
             line = f"{name:<{width}}  →  {d[0]}  ({100 * p[0]:.1f}%)"
             if args.topk > 1:
                 line += f"   top {args.topk}: " + " · ".join(f"{dd} {100 * pp:.1f}%" for dd, pp in zip(d, p))
-            print(line)
-            results.append({"file": name, "prediction": d[0], "probability": p[0],
-                            "topk": [{"digit": dd, "probability": pp} for dd, pp in zip(d, p)]})
+            printed[k] = [line]
+            entries[k] = {"file": name, "prediction": d[0], "probability": p[0],
+                          "topk": [{"digit": dd, "probability": pp} for dd, pp in zip(d, p)]}
+            results.append(entries[k])
+    for k, (name, _, page) in enumerate(read):
+        if k not in printed:
+            printed[k], entries[k] = page_lines(name, page, width), page_json(name, page, args.topk)
+        print("\n".join(printed[k]))
+    if args.expect:
+        failed += check_and_save(args, read)
 
     if args.json:
         out = {"checkpoint": args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint,
-               "model": ckpt.get("model"), "predictions": results,
-               "failed": failed}
+               "model": ckpt.get("model"), "predictions": [entries[k] for k in range(len(read))], "failed": failed}
         write_json(args.json, out)
-    if args.show and results:
+    if args.show and read:
         shown = [(r["file"], img, x, f"{r['prediction']} ({100 * r['probability']:.0f}%)")
                  for r, img, x in zip(results, originals, seen) if img is not None]
-        save_show(args.show, shown)
-        print(f"Wrote {args.show}" + (f" (the first {SHOW_MAX} images)" if len(results) > SHOW_MAX else ""))
+        save_show(args.show, shown, [r for r in read if len(r[2].digits) > 1][:SHOW_MAX])
+        print(f"Wrote {args.show}" + (f" (the first {SHOW_MAX} images)" if len(read) > SHOW_MAX else ""))
     if args.explain and results:
         save_explain(args.explain, model, ckpt, names, seen, probs)
         print(f"Wrote {args.explain}" + (f" (the first {SHOW_MAX} images)" if len(results) > SHOW_MAX else ""))
     return 1 if failed else 0
+
+
+def check_and_save(args, read):
+    """--expect (and --save-digits): every image's lines checked against what they should hold, and saved.
+    Returns how many lines were refused: each one counts as a failure in the exit status."""
+    saved = otherwise = refused = 0
+    for name, _, page in read:
+        s, o, r = save_digits(args.save_digits, name, page, args.expect)
+        saved, otherwise, refused = saved + s, otherwise + o, refused + r
+    if args.save_digits:
+        print(f"Saved {saved} digits into {args.save_digits}/<digit>/" + (
+            f"; {otherwise} of them the net reads as another digit than expected" if otherwise else ""))
+    elif otherwise:
+        print(f"{otherwise} digits the net reads as another digit than expected")
+    return refused
 
 
 if __name__ == "__main__":

@@ -5,26 +5,32 @@
     python test.py --attack                          # + accuracy under FGSM and PGD attacks (1,000 images)
     python test.py --checkpoint a.pth b.pth c.pth    # an ensemble: the mean of their probabilities, beside each
     python test.py --tta                             # each image read five times (moved by a pixel each way)
+    python test.py --images my_digits/               # your own digits: my_digits/0/..., ..., my_digits/9/...
 
 It needs only the checkpoint and the data: the network is rebuilt from the name and options stored
 in the checkpoint, and the images are normalised with the mean and std stored there, as in training.
 The tables it prints are markdown: they paste into a lab report as they are. --attack moves every
 pixel of each test image by at most ε (0..1, black to white) in the direction that most hurts the net
 (FGSM: one step; PGD: 20 smaller steps) and prints what accuracy is left; docs/explain.md compares it
-with PyTorch's FGSM tutorial.
+with PyTorch's FGSM tutorial. --images DIR evaluates the checkpoint on your own labelled images
+instead (torchvision's ImageFolder layout: DIR/7/ holds sevens), each read as predict.py reads a
+file, and prints the same tables with the MNIST test accuracy beside it: the gap is the question.
 """
 import sys
+from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from lab import ensemble
-from lab.cli import (add_checkpoint_flag, add_data_flags, add_device_flag, add_precision_flag, make_parser,
-                     markdown_table, non_negative_int, positive_int, run_script)
+from lab.cli import (UserError, add_checkpoint_flag, add_data_flags, add_device_flag, add_precision_flag,
+                     make_parser, markdown_table, non_negative_int, positive_int, run_script)
 from lab.data import MEAN, STD, load_split, normalize
 from lab.device import pick_device, pick_precision, use_all_cores
-from lab.figures import confusion_picture, maps_picture, mistakes_picture, predictions_picture
+from lab.figures import confusion_picture, maps_picture, mistakes_picture, predictions_picture, written_mistakes_picture
 from lab.files import make_folder, save_png, write_json
+from lab.images import ImageProblem, load_image, net_input, preprocess
 from lab.metrics import confusion_matrix, digit_tables, evaluate, per_digit_accuracy
 from net import count_parameters
 
@@ -60,13 +66,13 @@ def explain_mistakes(path, model, ckpt, images, labels, res):
                                        "blue lowers it (Integrated Gradients; Grad-CAM: the last conv block)"))
 
 
-def members_table(ckpt, results):
+def members_table(ckpt, results, what="test acc"):
     """An ensemble's members, one row each: what each reads alone, to set beside what they read together."""
     rows = [[m["path"], m["model"], f"{m['parameters']:,}", m.get("epoch"), f"{100 * m.get('val_acc', 0):.2f}%",
              f"{100 * r['accuracy']:.2f}%"] for m, r in zip(ckpt["members"], results)]
     accs = [r["accuracy"] for r in results]
     return (f"An ensemble of {len(results)} checkpoints, reading with the mean of their probabilities:\n\n"
-            + markdown_table(["checkpoint", "model", "parameters", "epoch", "val acc", "test acc"], rows)
+            + markdown_table(["checkpoint", "model", "parameters", "epoch", "val acc", what], rows)
             + f"\n\nMembers alone: mean {100 * sum(accs) / len(accs):.2f}%, best {100 * max(accs):.2f}%; "
               "together, below.")
 
@@ -96,7 +102,121 @@ def parser():
       help="also print the accuracy left under FGSM and PGD attacks at ε from 0 to 0.3 (those of PyTorch's "
            f"FGSM tutorial) on the first N test images (default N: {ATTACK_IMAGES:,}, two or three minutes on 2 "
            "cores; 10000 for all); with --json, written there too")
+    a("--images", metavar="DIR", default=None,
+      help="evaluate on your own labelled images instead: DIR/0/ holds zeros, ..., DIR/9/ nines (torchvision's "
+           "ImageFolder layout, any image predict.py reads), each read as predict.py reads it; the MNIST test "
+           "accuracy is printed beside it. --report then saves confusion.png and misclassified.png (each "
+           "mistake as written beside the 28x28 image it became)")
     return p
+
+
+# ---------------------------------------------------------------- --images: your own digits as a test set
+
+def labelled_files(folder):
+    """(path, digit) of every image file under folder/0/ ... folder/9/, as torchvision's ImageFolder finds
+    them (sub-folders included, sorted), and the names of the other folders there (not digits: ignored)."""
+    from torchvision.datasets.folder import make_dataset  # here: torchvision's import takes 1.3 s, only --images needs it
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"--images: no folder {folder}: make one with a folder per digit, {folder}/0 to {folder}/9")
+    digits = {str(d): d for d in range(10) if (root / str(d)).is_dir()}
+    others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in digits and not p.name.startswith("."))
+    known = tuple(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+    files = make_dataset(root, digits, extensions=known, allow_empty=True) if digits else []
+    return [(Path(path), digit) for path, digit in files if not Path(path).name.startswith(".")], others
+
+
+def read_labelled(folder):
+    """Every labelled image read as predict.py reads a file: (originals, 28x28 images, labels, paths, failed)."""
+    files, others = labelled_files(folder)
+    if others:
+        print(f"(ignoring the folders {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} in {folder}: "
+              "only 0 to 9 are labels)")
+    originals, seen, labels, paths, failed = [], [], [], [], []
+    for path, digit in files:
+        try:
+            img = load_image(path)
+            seen.append(preprocess(img))
+        except ImageProblem as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            failed.append({"file": str(path), "error": str(e)})
+            continue
+        img.thumbnail((112, 112))  # kept for the mistakes picture only: small
+        originals.append(img)
+        labels.append(digit)
+        paths.append(path)
+    if not seen:
+        raise UserError(f"--images: no labelled image could be read in {folder}: put each digit's images in "
+                        f"{folder}/0 to {folder}/9 (python draw.py --collect {folder} makes them)")
+    return originals, seen, torch.tensor(labels), paths, failed
+
+
+def say_checkpoint(args, ckpt, net, x, labels, precision, what="test acc"):
+    """The first lines: the checkpoint; for an ensemble, each member's own accuracy on (x, labels), which
+    are returned, to set beside the ensemble's below. None for one net."""
+    if "members" not in ckpt:
+        print(f"Checkpoint {args.checkpoint[0]}: {ckpt['model']} with {count_parameters(net):,} parameters, "
+              f"epoch {ckpt.get('epoch')}, validation accuracy {100 * ckpt.get('val_acc', 0):.2f}%")
+        return None
+    members = [evaluate(m, x, labels, batch_size=args.batch_size, precision=precision) for m in ensemble.members(net)]
+    print(members_table(ckpt, members, what))
+    return members
+
+
+def test_images(args, model, net, ckpt, device, precision):
+    """test.py --images DIR: the same figures as for MNIST, on your own digits, with MNIST's beside them.
+    `model` reads (the net, an ensemble, or either with --tta); `net` is the one without --tta."""
+    originals, seen, labels, paths, failed = read_labelled(args.images)
+    x = net_input(seen, ckpt).to(device)
+    res = evaluate(model, x, labels.to(device), batch_size=args.batch_size, precision=precision)
+    cm = confusion_matrix(labels, res["predictions"])
+    norm = ckpt.get("normalization", {})
+    images, mnist_labels = load_split(False, args.data_dir, args.mirror)
+    mnist = evaluate(model, normalize(images, norm.get("mean", MEAN), norm.get("std", STD)).to(device),
+                     mnist_labels.to(device), batch_size=args.batch_size, precision=precision)
+    members = say_checkpoint(args, ckpt, net, x, labels.to(device), precision, "on your images")
+    print(f"Device {device}, {precision} precision" + (", test-time augmentation (each image read five times)"
+                                                         if args.tta else ""))
+    counts = ", ".join(f"{d}: {int((labels == d).sum())}" for d in range(10))
+    print(f"Images: {len(seen)} in {args.images} ({counts})" + (f"; {len(failed)} could not be read" if failed else ""))
+    gap = 100 * (mnist["accuracy"] - res["accuracy"])
+    print(f"Accuracy: {100 * res['accuracy']:.2f}% ({res['correct']}/{res['total']}) on your images, "
+          f"{100 * mnist['accuracy']:.2f}% ({mnist['correct']}/{mnist['total']}) on MNIST's test set: "
+          f"{abs(gap):.2f} points {'lower' if gap >= 0 else 'higher'}\n")
+    print(digit_tables(cm))
+    if args.json:
+        preds, probs = res["predictions"], res["probabilities"]
+        write_json(args.json, {
+            "checkpoint": args.checkpoint[0] if members is None else args.checkpoint, "model": ckpt["model"],
+            "images": str(args.images), "tta": args.tta,
+            **({} if members is None else {"members": [
+                {"checkpoint": m["path"], "accuracy": r["accuracy"], "correct": r["correct"]}
+                for m, r in zip(ckpt["members"], members)]}),
+            "accuracy": res["accuracy"], "correct": res["correct"], "total": res["total"],
+            "per_class_accuracy": {str(d): a for d, a in enumerate(per_digit_accuracy(cm))},
+            "confusion_matrix": cm.tolist(), "mnist_accuracy": mnist["accuracy"], "failed": failed,
+            "files": [{"file": str(p), "label": int(y), "prediction": int(d), "probability": float(q.max())}
+                      for p, y, d, q in zip(paths, labels, preds, probs)],
+            "checkpoint_epoch": ckpt.get("epoch"), "precision": precision, "device": str(device)})
+        print(f"Wrote {args.json}")
+    if args.report:
+        save_png(f"{args.report}/confusion.png", confusion_picture(cm))
+        save_png(f"{args.report}/misclassified.png", written_mistakes(originals, seen, labels, res))
+        print(f"Wrote confusion.png and misclassified.png into {args.report}")
+    return 1 if failed else 0  # as predict.py: the others were counted, but not every file could be
+
+
+def written_mistakes(originals, seen, labels, res, shown=48):
+    """The mistakes picture of --images: each wrong digit as written and as the 28x28 image it became."""
+    preds, probs = res["predictions"], res["probabilities"]
+    wrong = (preds != labels).nonzero().flatten()
+    wrong = wrong[probs[wrong].max(1).values.argsort(descending=True)]
+    items = [(originals[i], seen[i], f"{int(labels[i])} as {int(preds[i])} {100 * float(probs[i].max()):.0f}%")
+             for i in wrong[:shown].tolist()]
+    more = f"; the {len(items)} most confident shown" if len(items) < len(wrong) else ""
+    return written_mistakes_picture(items, f"{len(wrong)} of {len(labels)} read wrong{more} (true digit as read, "
+                                           "confidence): as written, and the 28x28 image the net received")
 
 
 def main(argv=None):
@@ -107,27 +227,26 @@ def main(argv=None):
     precision = pick_precision(args.precision, device)
     if args.report:
         make_folder(args.report, "--report")  # before the work, so that a bad folder fails at once
+    if args.images:
+        if args.attack or args.samples:
+            raise UserError("--attack and --samples work on MNIST's test set: run them without --images")
     norm = ckpt.get("normalization", {})
+    net = model = model.to(device).to(memory_format=torch.channels_last)
+    if args.tta:  # test-time augmentation: the net reads each image five times
+        model = ensemble.Shifted(net, -norm.get("mean", MEAN) / norm.get("std", STD))
+    if args.images:
+        return test_images(args, model, net, ckpt, device, precision)
     images, labels = load_split(False, args.data_dir, args.mirror)
     x = normalize(images, norm.get("mean", MEAN), norm.get("std", STD)).to(device)
-    net = model = model.to(device).to(memory_format=torch.channels_last)
     alone = None
-    if args.tta:  # the net's own figure first, for the line that sets the two side by side
+    if args.tta:  # the net's own figure too, for the line that sets the two side by side
         alone = evaluate(net, x, labels.to(device), batch_size=args.batch_size, precision=precision)
-        model = ensemble.Shifted(net, -norm.get("mean", MEAN) / norm.get("std", STD))
 
     res = evaluate(model, x, labels.to(device), batch_size=args.batch_size, precision=precision)
     preds, probs = res["predictions"], res["probabilities"]
     cm = confusion_matrix(labels, preds)
 
-    members = None
-    if "members" in ckpt:  # an ensemble: each member's own accuracy first, the ensemble's below
-        members = [evaluate(m, x, labels.to(device), batch_size=args.batch_size, precision=precision)
-                   for m in ensemble.members(net)]
-        print(members_table(ckpt, members))
-    else:
-        print(f"Checkpoint {args.checkpoint[0]}: {ckpt['model']} with {count_parameters(net):,} parameters, "
-              f"epoch {ckpt.get('epoch')}, validation accuracy {100 * ckpt.get('val_acc', 0):.2f}%")
+    members = say_checkpoint(args, ckpt, net, x, labels.to(device), precision)
     print(f"Device {device}, {precision} precision")
     if alone is not None:
         print(f"Test-time augmentation: each image read as it is and moved by one pixel each way; without it "

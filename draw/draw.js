@@ -1,6 +1,8 @@
 // draw.js: what the page does. The server (draw.py) reads the digit; this file lets you draw, sends
 // the drawing as a PNG file to POST /predict, and shows the answer. Once the drawing is still, it sends
 // the same file to POST /explain (why that digit) and POST /attack (how little change fools the net).
+// "A number" widens the pad and sends it to POST /read, which finds every digit; a photo goes there
+// too. With draw.py --collect, the page asks for digits in turn and saves each to POST /collect.
 // Plain JavaScript, no libraries.
 "use strict";
 
@@ -9,7 +11,8 @@ const ink = pad.getContext("2d");
 const $ = (id) => document.getElementById(id);
 
 // MNIST's digits fill 20 of 28 pixels with strokes about 2 pixels wide: the same share of this canvas.
-const BRUSH = pad.width * 0.08;
+const BRUSH = pad.height * 0.08;
+const boxes = $("boxes").getContext("2d");  // over the pad: the boxes of the digits found, in number mode
 const THROTTLE_MS = 120;  // while a stroke goes on, at most one request this often
 
 let info = null;        // GET /info: the checkpoint and its layers
@@ -45,6 +48,16 @@ function clearPad() {
   inked = photo = false;
   bump();
   showEmpty();
+  hideNumber();
+  collectButtons();
+}
+
+function numberMode() { return $("number").checked; }
+
+function setMode() {  // "a number": a pad three times as wide, read by POST /read
+  document.body.classList.toggle("wide", numberMode());
+  pad.width = $("boxes").width = numberMode() ? 3 * pad.height : pad.height;
+  clearPad();
 }
 
 function point(e) {  // page pixels -> canvas pixels (the canvas may be shown smaller or larger)
@@ -94,11 +107,13 @@ for (const type of ["pointerup", "pointercancel"]) {
 
 $("clear").addEventListener("click", clearPad);
 $("chalk").addEventListener("change", clearPad);
+$("number").addEventListener("change", setMode);
 
 // ---------------------------------------------------------------- sending: while drawing, throttled
 
 function changed() {
   bump();
+  collectButtons();
   sendSoon();
 }
 
@@ -110,7 +125,7 @@ function sendSoon() {
     timer = null;
     if (inFlight || !inked || photo) return;
     sentVersion = version;
-    ask(padAsPng(), version);
+    ask(padAsPng(), version, numberMode() ? "/read" : "/predict");
   }, wait);
 }
 
@@ -120,13 +135,13 @@ function padAsPng() {
   return new Blob([Uint8Array.from(bytes, (c) => c.charCodeAt(0))], {type: "image/png"});
 }
 
-async function ask(file, v) {
+async function ask(file, v, path = "/predict") {
   inFlight = true;
   lastSent = performance.now();
   document.body.dataset.busy = "1";
   let answer;
   try {
-    const response = await fetch("/predict", {
+    const response = await fetch(path, {
       method: "POST", body: file, headers: {"Content-Type": file.type || "application/octet-stream"}});
     answer = await response.json();  // {"error": "..."} when the server could not read it
   } catch (err) {
@@ -137,9 +152,10 @@ async function ask(file, v) {
   if (v > shownVersion) {  // mid-stroke the drawing has moved on already: show it anyway, it is the newest answer
     shownVersion = v;
     if (answer.error) showError(answer.error);
+    else if (path === "/read") showNumber(answer);
     else show(answer);
     document.body.dataset.shown = String(++answersShown);
-    if (!answer.error && v === version && !stroking) {  // the drawing is still: why this digit, and an attack
+    if (!answer.error && path === "/predict" && v === version && !stroking) {  // the drawing is still: why this digit, and an attack
       lastFile = file;
       lastVersion = v;
       reading = answer.digit;
@@ -161,12 +177,23 @@ function usePhoto(file) {
   sentVersion = v;
   shownVersion = v - 1;  // an answer still on its way for the drawing before is not shown
   drawPhoto(file);
+  hideNumber();
+  collectButtons();
   if (info && file.size > info.max_bytes) {
     showError(`${file.name} is ${(file.size / 1e6).toFixed(1)} MB, over the limit of ${info.max_bytes / 1e6} MB: crop or shrink it`);
     document.body.dataset.answered = String(v);
     return;
   }
-  ask(file, v);  // the file itself, not the pad: the server reads it as predict.py would
+  // the file itself, not the pad: the server reads it as predict.py would, every digit in it
+  if (numberMode()) return ask(file, v, "/read");
+  readPhoto(file, v);
+  ask(file, v);
+}
+
+async function readPhoto(file, v) {  // a photo of several digits: each one boxed and read, as in number mode
+  const a = await post("/read", file);
+  if (v === version && !a.error && a.digits.length > 1) showNumber(a);
+  if (v === version) document.body.dataset.pageRead = String(v);  // the tests wait for this
 }
 
 async function drawPhoto(file) {  // shows the photo on the pad, fitted; only for you to see
@@ -396,6 +423,89 @@ $("load").addEventListener("click", () => {  // the changed image onto the pad, 
   changed();
 });
 
+// ---------------------------------------------------------------- a number: every digit found, boxed and read
+
+const LINE_COLOURS = ["#d62728", "#1f64c8", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+
+function showNumber(a) {  // the answer of POST /read: boxes over the pad, the number, each digit's 28x28
+  // the image as the pad shows it: itself in number mode, fitted into the pad for a photo
+  const s = Math.min(pad.width / a.width, pad.height / a.height);
+  const x0 = (pad.width - a.width * s) / 2, y0 = (pad.height - a.height * s) / 2;
+  boxes.clearRect(0, 0, pad.width, pad.height);
+  boxes.lineWidth = 2;
+  boxes.font = "bold 16px system-ui, sans-serif";
+  const tiles = [];
+  for (const d of a.digits) {
+    const [l, t, r, b] = d.box, colour = LINE_COLOURS[(d.line - 1) % LINE_COLOURS.length];
+    boxes.strokeStyle = boxes.fillStyle = colour;
+    boxes.strokeRect(x0 + l * s, y0 + t * s, (r - l) * s, (b - t) * s);
+    boxes.fillText(String(d.digit), x0 + l * s + 2, Math.max(14, y0 + t * s - 3));
+    tiles.push(`<figure style="color:${colour}"><canvas width="57" height="57"></canvas>` +
+               `${d.digit} · ${(100 * d.probabilities[d.digit]).toFixed(0)}%</figure>`);
+  }
+  $("number-read").textContent = a.lines.join(" ");
+  $("number-digits").innerHTML = tiles.join("");
+  $("number-digits").querySelectorAll("canvas").forEach((c, i) => drawSeen(a.digits[i].input, c));
+  $("number-notes").textContent = a.notes.join(" · ");
+  $("number-panel").hidden = false;
+  $("status").textContent = `${a.digits.length} digit${a.digits.length > 1 ? "s" : ""} read in ${a.milliseconds} ms on the server.`;
+  $("status").className = "";
+  document.body.dataset.number = a.lines.join(" ");  // what the tests read
+}
+
+function hideNumber() {
+  boxes.clearRect(0, 0, $("boxes").width, $("boxes").height);
+  $("number-panel").hidden = true;
+  document.body.dataset.number = "";
+}
+
+// ---------------------------------------------------------------- collect mode (draw.py --collect DIR)
+
+let counts = null;  // drawings of each digit saved so far (null: collect mode is off)
+let wanted = 0;     // the digit asked for
+let collected = 0;  // drawings saved since the page opened (the tests wait for it)
+
+function nextWanted() {  // the digit with the fewest saved, the first after the one asked before among equals
+  let best = null;
+  for (let k = 1; k <= 10; k++) {
+    const d = (wanted + k) % 10;
+    if (best === null || counts[d] < counts[best]) best = d;
+  }
+  wanted = best;
+  showCounts();
+}
+
+function showCounts() {
+  $("wanted").textContent = wanted;
+  $("count-digits").innerHTML = [...Array(10).keys()].map((d) => `<td${d === wanted ? ' class="wanted"' : ""}>${d}</td>`).join("");
+  $("count-saved").innerHTML = [...Array(10).keys()].map((d) => `<td>${counts[d]}</td>`).join("");
+  collectButtons();
+}
+
+function collectButtons() {  // a drawing of one digit on the square pad can be saved; not a photo, not a number
+  if (counts) $("save").disabled = !inked || photo || numberMode();
+}
+
+$("save").addEventListener("click", async () => {
+  if (!counts || $("save").disabled) return;
+  $("save").disabled = true;
+  const digit = wanted, a = await post(`/collect?digit=${digit}`, padAsPng());
+  if (a.error) {
+    $("collect-status").textContent = a.error;
+    $("collect-status").className = "hint error";
+    collectButtons();
+  } else {
+    counts = a.counts;
+    $("collect-status").textContent = `Saved ${a.saved}: ${counts[digit]} of ${digit} now.`;
+    $("collect-status").className = "hint";
+    nextWanted();
+    clearPad();
+  }
+  document.body.dataset.collected = String(++collected);
+});
+
+$("skip").addEventListener("click", () => { if (counts) { nextWanted(); clearPad(); } });
+
 // ---------------------------------------------------------------- building the page for this checkpoint
 
 function buildBars() {
@@ -471,6 +581,13 @@ async function start() {
     const [h, w] = info.explain.grad_cam.size;
     $("cam-note").textContent = `Grad-CAM: where the last conv block's feature maps speak for the digit (red) ` +
       `or against it (blue); only as sharp as those maps, ${h}×${w} here.`;
+  }
+  if (info.collect) {
+    counts = info.collect.counts;
+    $("collect-folder").textContent = info.collect.folder;
+    $("collect").hidden = false;
+    wanted = 9;  // so that the first asked for is the first with the fewest: 0 on an empty folder
+    nextWanted();
   }
   showEmpty();
   document.body.dataset.ready = "1";

@@ -85,3 +85,41 @@ def save_png(path, picture, **savefig):
     else:
         (picture if isinstance(picture, Image.Image) else Image.fromarray(picture)).save(buffer, "PNG")
     write_atomic(path, buffer.getbuffer())
+
+
+def write_new(folder, stem, data, suffix=".png"):
+    """Write `data` to a new file in `folder`, named stem.png, else stem-2.png, stem-3.png...: never over a
+    file already there (even one that appears meanwhile), and atomically. Returns its path.
+
+    The bytes go to a temporary file first, then get their name by os.link, which fails if the name
+    exists: two writers at once each get a name of their own, and a reader never sees half a file.
+    """
+    folder = Path(folder)
+    tmp = folder / f".{stem}.{os.getpid()}.{id(data)}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        for n in range(1, 100_000):
+            path = folder / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, "too many files of that name")
+    except OSError as e:
+        raise cannot_write(folder / f"{stem}{suffix}", e) from None
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def png_bytes(image):
+    """A Pillow image as the bytes of a PNG file (lossless: read back, it is the same pixels)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()

@@ -6,6 +6,7 @@ are only safety nets. The browser tests drive headless Chromium (Debian's chromi
 chromium-driver) with Selenium, and are skipped with the reason where either is missing.
 """
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -511,8 +512,9 @@ def strokes(digit):
     return paths
 
 
-@pytest.fixture(scope="module")
-def browser(server, tmp_path_factory):
+@contextlib.contextmanager
+def chromium(url, profile):
+    """Headless Chromium on the page at `url`, once it is ready (test_collect.py's server uses it too)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if not chromium or not driver_path:
@@ -523,7 +525,7 @@ def browser(server, tmp_path_factory):
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+                 "--no-first-run", f"--user-data-dir={profile}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
@@ -531,11 +533,17 @@ def browser(server, tmp_path_factory):
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                                {"width": 1100, "height": 700, "deviceScaleFactor": 1, "mobile": False})
         driver.set_script_timeout(SAFETY_S)
-        driver.get(server["url"])
+        driver.get(url)
         wait_for(driver, "document.body.dataset.ready === '1'")
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def browser(server, tmp_path_factory):
+    with chromium(server["url"], tmp_path_factory.mktemp("chromium")) as driver:
+        yield driver
 
 
 def wait_for(driver, condition):

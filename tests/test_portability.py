@@ -8,7 +8,6 @@ It cannot run them on Windows: os.name stays "posix" here, so the branches for W
 - bench.py without getrusage says n/a; output in a code page without our arrows does not fail.
 """
 import ast
-import subprocess
 import sys
 
 import pytest

@@ -6,7 +6,6 @@ import http.server
 import re
 import shutil
 import signal
-import sys
 import threading
 
 import numpy as np
@@ -151,6 +150,7 @@ def test_rmsprop_and_adadelta_are_the_optimisers_used(settings_runs):
 def test_augment_and_dropout_train_and_change_the_training(settings_runs):
     augmented, plain = state(settings_runs, "augment-dropout"), state(settings_runs, "plain")
     assert augmented["settings"]["training"]["dropout"] == 0.3 and augmented["settings"]["training"]["augment"]
+    assert plain["settings"]["training"]["dropout"] is None and not plain["settings"]["training"]["augment"]
     ckpt = torch.load(settings_runs["plain"][2] / "augment-dropout.pth", weights_only=True)
     assert ckpt["model_options"] == {"batchnorm": True, "dropout": 0.3}
     from lab.checkpoint import load_checkpoint

@@ -1,0 +1,442 @@
+"""Every digit on a page, in reading order: a written number, a sheet of digits, a photo of either.
+
+read_page(img, classify) finds the digits, cuts each one out on its own and gives it to
+preprocess() (lab/images.py), the one way a digit becomes 28x28; `classify` is the net. The steps:
+
+1. The ink: the paper is what surrounds the writing (as in preprocess), and the paper's own light,
+   shadows and the table beyond its edge included, is a grey opening of the page larger than any
+   stroke; what stands out from it by Otsu's threshold is ink.
+2. Its connected pieces; those that belong together become one digit (boxes that overlap
+   horizontally: a 5's flag, a 4 or a 7 in two strokes); specks far smaller than the digits, and
+   the paper's edge, are dropped.
+3. Lines: each digit joins the line whose last digit (to its left) is nearest in height, so that a
+   sloping line stays one line; lines run top to bottom, digits left to right.
+4. Touching digits: a piece wider than a digit is tried cut in two along the path through the least
+   ink (the "drop-fall" family), and the cut is kept when the net reads both sides more surely than
+   the whole (segmentation by recognition). When no cut wins, a note says so.
+
+A page that holds one digit goes to preprocess() whole, exactly as predict.py has always read a file.
+
+scipy.ndimage does the image work (connected components and their boxes, grey morphology, distance
+maps): the field's well-kept library for it, in C, already beside numpy; OpenCV would do the same
+at ten times the download, and hand-written labelling would be slow Python or subtle code to check.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from lab.images import MIN_CONTRAST, ImageProblem, net_input, otsu, preprocess, to_grey
+
+PAPER = 0.25       # the grey opening's size, as a share of the page's shorter side: wider than any stroke
+SPECK = 0.35       # a piece lower and narrower than this share of the digits' height is dirt, not a digit
+JOIN = 0.5         # pieces whose boxes overlap horizontally by this share of the narrower join
+JOIN_STACKED = 0.05  # ... or at all, when one is above the other (a 5's flag, a 7's bar)
+MAX_PIECES = 400   # the largest pieces kept: a page of digits has far fewer
+FAINT = 0.5        # a piece whose ink is fainter than this share of the page's usual ink is a shadow's edge
+WIDE = 0.8         # a digit wider than this share of its line's height, once upright, may be two: try a cut
+SURER = 0.0        # ... and cut it if the net reads both sides this much more surely than the whole
+VERY_WIDE = 1.3    # ... or only more surely, if it is this wide (on sheets made from MNIST, no single digit is)
+EVEN = 0.5         # ... and never unless the net gives each side at least even odds
+TOUCH_NOTE = 1.4   # one this wide that stays whole is said to be two or more, in a note (no single MNIST digit is)
+
+
+@dataclass
+class Digit:
+    box: tuple          # (left, top, right, bottom) in the image's own pixels
+    line: int           # 0: the top line
+    crop: Image.Image   # what preprocess() read: this digit alone, white on black (the image itself for one digit)
+    pixels: torch.Tensor = None          # the 28x28 image it became
+    probabilities: torch.Tensor = None   # the net's 10 probabilities
+
+    @property
+    def digit(self):
+        return int(self.probabilities.argmax())
+
+
+@dataclass
+class Page:
+    digits: list                                # in reading order
+    notes: list = field(default_factory=list)   # one line each: what could not be done ("2 digits touch at ...")
+
+    @property
+    def lines(self):
+        """The number read on each line, top to bottom: ["00568", "2501"]."""
+        out = [""] * (1 + max((d.line for d in self.digits), default=-1))
+        for d in self.digits:
+            out[d.line] += str(d.digit)
+        return out
+
+
+# ---------------------------------------------------------------- 1. the ink
+
+def ink_map(img):
+    """The page as ink over blank paper: float [H, W], 0 on the paper, towards 1 on the darkest ink, at
+    lab/images.py's working size; and the scale back to the image's own pixels."""
+    x = to_grey(img).numpy()
+    h, w = x.shape
+    if h < 2 or w < 2:
+        raise ImageProblem("image too small")
+    if dark_ink(x):  # ink becomes bright on black, as in MNIST
+        x = 1 - x
+    k = max(3, round(PAPER * min(h, w)))
+    paper = ndimage.grey_opening(x, size=(k, k))  # the ink is thinner than k: what is left is the paper
+    # Divided by the paper's own brightness: a shadow dims paper and ink alike, the ratio stays
+    ink = (x - paper) / np.maximum(1 - paper, 0.2)
+    return np.clip(ink, 0, 1), img.width / w
+
+
+def dark_ink(x):
+    """Whether the ink is darker than the paper. Within each ninth of the page, far wider than a stroke,
+    the paper is most of what is there, and the ink a tail of pixels far darker (or lighter) than that
+    ninth's median: the longer tail is the ink, when it is much longer. When not (a bold digit fills a
+    ninth), the majority of three signs decides, each fooled by something the others are not:
+    - that one;
+    - the border is paper (as preprocess() asks of one digit; on a page it may be the table's edge or a
+      shadow);
+    - the same tails about the whole page's median (a deep shadow over half the page spreads the paper
+      as far as the ink)."""
+    h, w = x.shape
+    band = max(1, round(0.03 * min(h, w)))
+    border = np.concatenate([x[:band].ravel(), x[-band:].ravel(), x[:, :band].ravel(), x[:, -band:].ravel()])
+    low, middle, high = np.quantile(x, [0.01, 0.5, 0.99])
+    rows, cols = np.linspace(0, h, 4).astype(int), np.linspace(0, w, 4).astype(int)
+    residual = np.concatenate([(x[r0:r1, c0:c1] - np.median(x[r0:r1, c0:c1])).ravel()
+                               for r0, r1 in zip(rows, rows[1:]) for c0, c1 in zip(cols, cols[1:])])
+    near_low, near_high = np.quantile(residual, [0.01, 0.99])
+    if not 0.5 * near_high <= -near_low <= 2 * near_high:  # a clear answer
+        return -near_low > near_high
+    votes = [np.median(border) > otsu(torch.from_numpy(x)), middle - low > high - middle, -near_low > near_high]
+    return sum(map(bool, votes)) >= 2
+
+
+def ink_mask(ink):
+    """Where the ink is: Otsu's threshold on the ink map, none if nothing stands out enough."""
+    t = otsu(torch.from_numpy(ink))
+    return ink > max(t, MIN_CONTRAST)
+
+
+# ---------------------------------------------------------------- 2. pieces into digits
+
+def pieces(mask, ink=None):
+    """Connected pieces of ink (8-neighbours): labels [H, W] and a list of [label set, box (top, left, bottom,
+    right), pixel count]. Given the ink map, pieces far fainter than the others are left out: the edge of a
+    shadow, or of the paper, a smudge (ink is about as dark everywhere on a page)."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    # a piece's strength: its darkest ink, smoothed over 3x3 pixels so that no single noisy pixel counts
+    strength = (ndimage.maximum(ndimage.uniform_filter(ink, 3), labels, np.arange(1, n + 1))
+                if ink is not None and n else np.ones(n))
+    usual = np.median(np.repeat(strength, counts[1:])) if n else 1.0  # over the ink's pixels: big pieces weigh more
+    found = []
+    for i, s in enumerate(ndimage.find_objects(labels), start=1):
+        if strength[i - 1] >= FAINT * usual:
+            found.append([{i}, [s[0].start, s[1].start, s[0].stop, s[1].stop], int(counts[i])])
+    return labels, found
+
+
+def digit_height(found):
+    """The height of a digit on this page: the median height of the pieces at least half as tall as the
+    tallest (a digit's broken strokes, a 5's flag, are shorter than the digits)."""
+    tallest = max(p[1][2] - p[1][0] for p in found)
+    return float(np.median([p[1][2] - p[1][0] for p in found if p[1][2] - p[1][0] >= 0.5 * tallest]))
+
+
+def join_pieces(found, height):
+    """Join pieces whose boxes overlap horizontally by JOIN of the narrower (JOIN_STACKED when one is above
+    the other, their boxes overlapping by at most half the shorter's height), unless that would make one
+    taller than a digit (two lines' digits, one above the other): 1.45 digit heights, or 1.7 times the
+    taller piece (a 5's body may be two thirds of the 5)."""
+    joined = True
+    while joined:
+        joined = False
+        for a in range(len(found)):
+            for b in range(a + 1, len(found)):
+                (_, p, _), (_, q, _) = found[a], found[b]
+                overlap = min(p[3], q[3]) - max(p[1], q[1])
+                union = [min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3])]
+                tall = max(1.45 * height, 1.7 * max(p[2] - p[0], q[2] - q[0]))
+                stacked = min(p[2], q[2]) - max(p[0], q[0]) <= 0.5 * min(p[2] - p[0], q[2] - q[0])
+                share = JOIN_STACKED if stacked else JOIN
+                if overlap >= share * min(p[3] - p[1], q[3] - q[1]) and union[2] - union[0] <= tall:
+                    found[a] = [found[a][0] | found[b][0], union, found[a][2] + found[b][2]]
+                    del found[b]
+                    joined = True
+                    break
+            if joined:
+                break
+    return found
+
+
+def not_edges(found, shape):
+    """The pieces less the paper's edge: ink along a side of the photo, nearly all of its length or a strip
+    along it three times longer than thick: the table beyond the paper, or its shade."""
+    h, w = shape
+
+    def edge(p):
+        top, left, bottom, right = p[1]
+        tall, wide = bottom - top, right - left
+        along_side = (left == 0 or right == w) and tall >= 3 * wide  # a strip down the left or right side
+        along_top = (top == 0 or bottom == h) and wide >= 3 * tall   # ... or along the top or the bottom
+        touches = top == 0 or left == 0 or bottom == h or right == w
+        return along_side or along_top or touches and (tall >= 0.9 * h or wide >= 0.9 * w)
+    return [p for p in found if not edge(p)]
+
+
+def not_specks(found, height):
+    """The pieces that can be digits: not specks far smaller than a digit, nor what has a tenth of the
+    largest digit's ink or less: hair-thin lines (the shade along the paper's edge), dots (a 1 written
+    small and thin still has a fifth of a bold 8's)."""
+    most = max(p[2] for p in found)
+    small = lambda p: p[1][2] - p[1][0] < SPECK * height and p[1][3] - p[1][1] < SPECK * height
+    return [p for p in found if not small(p) and p[2] >= 0.1 * most]
+
+
+# ---------------------------------------------------------------- 3. lines
+
+def into_lines(found, height):
+    """Group digits into lines by chaining neighbours (a sloping line stays one), then order lines top to
+    bottom and digits left to right. Returns a list of lines, each a list of pieces."""
+    lines = []
+    for p in sorted(found, key=lambda p: p[1][1]):
+        cy = (p[1][0] + p[1][2]) / 2
+        near = [(abs(cy - (line[-1][1][0] + line[-1][1][2]) / 2), i) for i, line in enumerate(lines)
+                if p[1][1] - line[-1][1][3] < 4 * height]
+        near = [n for n in near if n[0] < 0.6 * height]
+        if near:
+            lines[min(near)[1]].append(p)
+        else:
+            lines.append([p])
+    return sorted(lines, key=lambda line: np.mean([(p[1][0] + p[1][2]) / 2 for p in line]))
+
+
+# ---------------------------------------------------------------- 4. touching digits
+
+def least_ink_path(mask, column, reach):
+    """The path from top to bottom of `mask` (a digit pair's ink) that crosses the least ink, moving at most a
+    pixel sideways per row and staying within `reach` of `column`: its column in each row."""
+    h, w = mask.shape
+    cols = np.arange(w)
+    cost = mask.astype(np.float64) + 0.01 * np.abs(cols - column) / max(reach, 1)
+    cost[:, np.abs(cols - column) > reach] = np.inf
+    total = cost[0].copy()
+    step = np.zeros((h, w), np.int64)
+    for r in range(1, h):  # rows in Python, columns in numpy: a few dozen rows per pair
+        options = np.stack([np.r_[np.inf, total[:-1]], total, np.r_[total[1:], np.inf]])
+        step[r] = options.argmin(0) - 1
+        total = cost[r] + options.min(0)
+    path = np.empty(h, np.int64)
+    path[-1] = int(total.argmin())
+    for r in range(h - 1, 0, -1):
+        path[r - 1] = path[r] + step[r, path[r]]
+    return path
+
+
+def candidate_cuts(mask, height, n=5):
+    """Where a piece may be cut in two: the columns with the least ink that leave a quarter of a digit's
+    height or more on each side, at most n, at least a tenth of a height apart, each followed down the
+    least-ink path. Returns boolean masks of the left side."""
+    h, w = mask.shape
+    side = int(0.25 * height)
+    if w <= 2 * side:
+        return []
+    profile = ndimage.uniform_filter1d(mask.sum(0).astype(np.float64), max(1, int(0.05 * height)))
+    middle = np.arange(side, w - side)
+    order = middle[np.argsort(profile[middle], kind="stable")]
+    chosen = []
+    for c in order:
+        if all(abs(c - d) > 0.1 * height for d in chosen):
+            chosen.append(int(c))
+        if len(chosen) == n:
+            break
+    cols = np.arange(w)
+    return [cols[None, :] < least_ink_path(mask, c, 0.25 * height)[:, None] for c in chosen]
+
+
+# ---------------------------------------------------------------- a digit's ink, cut out and read
+
+@dataclass
+class Part:
+    """One digit's ink on the page: the mask of its pixels within its box, and where that box is."""
+    top: int
+    left: int
+    mask: np.ndarray
+
+    @property
+    def box(self):
+        """(top, left, bottom, right) in the ink map's pixels."""
+        return self.top, self.left, self.top + self.mask.shape[0], self.left + self.mask.shape[1]
+
+    def tight(self):
+        """The same ink in the smallest box around it."""
+        rows, cols = np.nonzero(self.mask.any(1))[0], np.nonzero(self.mask.any(0))[0]
+        return Part(self.top + int(rows[0]), self.left + int(cols[0]),
+                    self.mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+
+    def upright_width(self, shear):
+        """Its width once the writing's lean is taken off (leaning by s columns per row makes it s x height wider)."""
+        return self.mask.shape[1] - abs(shear) * self.mask.shape[0]
+
+
+def slant(parts):
+    """How the writing leans: the median over its digits of the ink's shear (columns moved per row down, from
+    its second moments, as MNIST's own deslanting measures it)."""
+    shears = []
+    for p in parts:
+        rows, cols = np.nonzero(p.mask)
+        if len(rows) > 2 and rows.var() > 0:
+            shears.append(((rows - rows.mean()) * (cols - cols.mean())).mean() / rows.var())
+    return float(np.median(shears)) if shears else 0.0
+
+
+def margin(height):
+    return int(0.15 * height) + 2
+
+
+def cut_out(ink, part, height, owner=None, unit=0):
+    """The digit `part` alone: the ink map within its box and a margin, every other digit's ink blanked (its
+    own pixels only, or where given, those of `owner` that are `unit`'s), as the 8-bit white-on-black image
+    that preprocess() reads."""
+    top, left, bottom, right = part.box
+    m = margin(height)
+    t, l = max(0, top - m), max(0, left - m)
+    if owner is None:
+        keep = np.zeros((bottom + m - t, right + m - l), bool)
+        keep[top - t:bottom - t, left - l:right - l] = part.mask
+        keep = keep[:ink.shape[0] - t, :ink.shape[1] - l]
+    else:
+        keep = owner[t:bottom + m, l:right + m] == unit
+    region = ink[t:bottom + m, l:right + m] * keep
+    return Image.fromarray((np.clip(region, 0, 1) * 255).round().astype(np.uint8), "L")
+
+
+def readable(crop):
+    """preprocess(crop), or a blank 28x28 where it finds no digit (a cut that left a side too faint)."""
+    try:
+        return preprocess(crop)
+    except ImageProblem:
+        return torch.zeros(28, 28)
+
+
+class Cutter:
+    """Cuts touching digits apart where the net reads the sides better than the whole."""
+
+    def __init__(self, ink, classify, shear, alone=False):
+        self.ink, self.classify, self.shear = ink, classify, shear
+        # A page of one piece is most often one digit (a photo of a digit, as predict.py always read):
+        # it is cut only when it is wider than any single digit is.
+        self.wide = VERY_WIDE if alone else WIDE
+
+    def read(self, parts, height):
+        """The net's probabilities for each part, as it reads it cut out alone."""
+        return self.classify(torch.stack([readable(cut_out(self.ink, p, height)) for p in parts]))
+
+    def split(self, part, height, whole):
+        """Cut `part` in two if the net reads both sides more surely than the whole (probability `whole`);
+        recursively, for three or more. Returns the list of parts, left to right."""
+        width = part.upright_width(self.shear)
+        if width <= self.wide * height:
+            return [part]
+        options = []
+        for side in candidate_cuts(part.mask, height):
+            a, b = part.mask & side, part.mask & ~side
+            if a.sum() > 0.1 * part.mask.sum() and b.sum() > 0.1 * part.mask.sum():
+                options.append((Part(part.top, part.left, a).tight(), Part(part.top, part.left, b).tight()))
+        if not options:
+            return [part]
+        p = self.read([x for pair in options for x in pair], height).max(1).values.view(-1, 2)
+        best = int(p.min(1).values.argmax())
+        if float(p[best].min()) <= max(whole + (SURER if width < VERY_WIDE * height else 0.0), EVEN):
+            return [part]
+        a, b = options[best]
+        return self.split(a, height, float(p[best, 0])) + self.split(b, height, float(p[best, 1]))
+
+
+def touch_note(n, part, height, shear, scale):
+    """The note for a part that seems to be several digits and was read as one."""
+    top, left, bottom, right = (round(scale * v) for v in part.box)
+    many = max(2, round(part.upright_width(shear) / (0.6 * height)))
+    return f"line {n + 1}: {many} digits seem to touch at x {left}-{right}, y {top}-{bottom}: read as one"
+
+
+def find_digits(img, classify):
+    """The digits on a page as parts, in lines: ([[Part, ...] per line], ink map, ink mask, scale, notes, height)."""
+    ink, scale = ink_map(img)
+    mask = ink_mask(ink)
+    labels, found = pieces(mask, ink)
+    found = not_edges(found, mask.shape)
+    if found:  # crumbs of noise, far smaller than any stroke, go before joining, which compares pieces two by two
+        most = max(p[2] for p in found)
+        found = sorted((p for p in found if p[2] >= 0.02 * most), key=lambda p: -p[2])[:MAX_PIECES]
+    if found:
+        height = digit_height(found)
+        found = not_specks(join_pieces(found, height), height)
+    if not found:
+        return [], ink, mask, scale, [], 0
+    height = digit_height(found)
+    grouped = [[Part(t, l, np.isin(labels[t:b, l:r], list(p[0]))) for p in line for t, l, b, r in [p[1]]]
+               for line in into_lines(found, height)]
+    parts = [p for line in grouped for p in line]
+    cutter, lines, notes = Cutter(ink, classify, slant(parts), alone=len(parts) == 1), [], []
+    for n, parts in enumerate(grouped):
+        line_height = float(np.median([p.mask.shape[0] for p in parts]))
+        wide = [p for p in parts if p.upright_width(cutter.shear) > WIDE * line_height]  # only these may be cut
+        whole = dict(zip(map(id, wide), cutter.read(wide, line_height).max(1).values.tolist())) if wide else {}
+        lines.append([])
+        for part in parts:
+            cut = cutter.split(part, line_height, whole[id(part)]) if id(part) in whole else [part]
+            if len(cut) == 1 and part.upright_width(cutter.shear) > TOUCH_NOTE * line_height:
+                notes.append(touch_note(n, part, line_height, cutter.shear, scale))
+            lines[-1].extend(cut)
+    return lines, ink, mask, scale, notes, height
+
+
+def owners(mask, parts):
+    """Which digit each pixel belongs to (1, 2, ... in the order of `parts`): its own ink, and every pixel of
+    paper to the digit whose ink is nearest, so that each keeps its soft edge; -1 for ink of no digit
+    (specks, the paper's edge) and the paper nearest it, which are blanked."""
+    owner = np.where(mask, -1, 0)
+    for k, p in enumerate(parts, start=1):
+        top, left, bottom, right = p.box
+        owner[top:bottom, left:right][p.mask] = k
+    nearest = ndimage.distance_transform_edt(owner == 0, return_distances=False, return_indices=True)
+    return owner[nearest[0], nearest[1]]
+
+
+def read_page(img, classify):
+    """Every digit on the page `img` (a PIL image, as load_image gives it), read by `classify` (a function
+    from 28x28 images [N, 28, 28] to probabilities [N, 10]). Returns a Page.
+
+    Raises ImageProblem when there is no digit at all, as preprocess() does.
+    """
+    lines, ink, mask, scale, notes, height = find_digits(img, classify)
+    if sum(map(len, lines)) <= 1:  # one digit: the whole image, exactly as predict.py reads a single digit
+        pixels = preprocess(img)
+        top, left, bottom, right = lines[0][0].box if lines else (0, 0, ink.shape[0], ink.shape[1])
+        box = (round(scale * left), round(scale * top), round(scale * right), round(scale * bottom))
+        return Page([Digit(box, 0, img, pixels, classify(pixels[None])[0])], notes)
+    units = [(n, p) for n, line in enumerate(lines) for p in line]
+    owner = owners(mask, [p for _, p in units])
+    digits = []
+    for k, (n, p) in enumerate(units, start=1):
+        crop = cut_out(ink, p, height, owner, k)
+        top, left, bottom, right = p.box
+        box = (round(scale * left), round(scale * top), round(scale * right), round(scale * bottom))
+        try:
+            digits.append(Digit(box, n, crop, preprocess(crop)))
+        except ImageProblem:  # too faint to find a digit in, alone: not one
+            continue
+    probs = classify(torch.stack([d.pixels for d in digits]))
+    for d, p in zip(digits, probs):
+        d.probabilities = p
+    return Page(digits, notes)
+
+
+def classifier(model, ckpt, device="cpu"):
+    """The net as read_page() asks for it: 28x28 images [N, 28, 28] -> probabilities [N, 10] on the CPU."""
+    def classify(pixels):
+        with torch.inference_mode():
+            return model(net_input(list(pixels), ckpt).to(device)).float().softmax(1).cpu()
+    return classify

@@ -1,0 +1,204 @@
+"""Pages of handwritten digits as a phone photographs them, made from MNIST test digits: what
+bench.py --pages measures lab/pages.py on, and what its tests read.
+
+A sheet holds 1-4 lines of 3-8 digits written with one spacing (SPACINGS: from wide apart to
+touching), and what a photo of a written page has: digits of varied size and slant, a thinner or
+thicker pen, lines that slope, tinted paper, a soft shadow, specks of dirt, sometimes the table at
+an edge, often JPEG. The truth comes with it: each line's digits and each digit's box.
+"""
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+# The gap between neighbours, as a share of the line's digit height: drawn anew for each pair.
+# On a "touching" sheet half the pairs are written close, the other half overlap their boxes by a
+# tenth to a quarter of the height, so that their ink touches (or nearly does): runs of two or three.
+SPACINGS = {"wide": (0.45, 0.8), "normal": (0.15, 0.35), "close": (0.03, 0.1), "touching": (-0.25, -0.1)}
+CLOSE_TOO = {"touching": 0.5}  # the share of a sheet's pairs written with "close" spacing instead
+
+
+@dataclass
+class Sheet:
+    image: Image.Image  # RGB, as a phone would save it
+    lines: list         # each line's digits, top to bottom: ["00568", "2501"]
+    boxes: list         # each line's digit boxes (left, top, right, bottom) in the image's pixels
+    spacing: str
+    specks: int = 0     # specks of dirt on it
+    edge: int = None    # where the table shows beyond the paper: 0 above, 1 left, 2 below, 3 right; None: nowhere
+
+
+def digit_ink(digit, height, slant, pen):
+    """A 28x28 MNIST digit (uint8, white ink) -> ink 0..1 about `height` px tall, leaning by `slant`
+    (x moves slant px per px up), its strokes grown (pen > 0) or thinned (pen < 0) by |pen| MNIST pixels."""
+    rows, cols = np.nonzero(digit > 30)
+    crop = digit[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    scale = height / crop.shape[0]
+    pad = int(abs(pen) * scale) + 2
+    img = Image.fromarray(np.pad(crop, pad))
+    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BICUBIC)
+    w, h = img.size
+    img = img.transform((w + int(abs(slant) * h) + 1, h), Image.Transform.AFFINE,
+                        (1, slant, -max(slant, 0) * h, 0, 1, 0), Image.Resampling.BILINEAR)
+    ink = np.asarray(img, np.float32) / 255
+    k = int(round(abs(pen) * scale))
+    if k:  # a round pen of k px more or less
+        disk = np.hypot(*np.mgrid[-k:k + 1, -k:k + 1]) <= k
+        ink = (ndimage.grey_dilation if pen > 0 else ndimage.grey_erosion)(ink, footprint=disk)
+    rows, cols = np.nonzero(ink > 0.1)
+    return ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+
+
+def layout(digits, labels, rng, spacing, shape=None, gaps=None):
+    """Where each digit goes: a list of lines, each a list of (ink, left, top, label) on an unbounded canvas.
+    shape: how many digits each line holds (default: 1-4 lines of 3-8, at random); gaps: the gap after
+    each digit (a share of the height), in place of the spacing's."""
+    height = rng.uniform(40, 80)
+    slant = rng.uniform(-0.25, 0.35)
+    pen = rng.uniform(-0.4, 1.2)
+    lo, hi = SPACINGS[spacing]
+    lines, k, y = [], 0, 0.0
+    for count in shape or [rng.integers(3, 9) for _ in range(rng.integers(1, 5))]:
+        slope, x, line = np.tan(np.radians(rng.uniform(-4, 4))), 0.0, []
+        for _ in range(count):
+            h = height * rng.uniform(0.85, 1.15)
+            ink = digit_ink(digits[k % len(digits)], h, slant + rng.uniform(-0.05, 0.05), pen)
+            centre = y + slope * x + rng.uniform(-0.06, 0.06) * height
+            line.append((ink, int(x), int(centre - ink.shape[0] / 2), str(labels[k % len(digits)])))
+            gap = SPACINGS["close"] if rng.random() < CLOSE_TOO.get(spacing, 0) else (lo, hi)
+            x += ink.shape[1] + (rng.uniform(*gap) if gaps is None else gaps[k]) * height
+            k += 1
+        lines.append(line)
+        y += height * rng.uniform(1.45, 1.9) + abs(slope) * x
+    return lines, height
+
+
+def shadow(h, w, rng):
+    """A soft shadow across part of the page (a hand or a phone above it): 1 where lit, down to 1 - depth."""
+    ys, xs = np.mgrid[0:h, 0:w] / max(h, w)
+    angle, depth = rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.45)
+    edge = np.cos(angle) * (xs - rng.uniform(0.2, 0.8)) + np.sin(angle) * (ys - rng.uniform(0.2, 0.8))
+    soft = 1 / (1 + np.exp(-edge / rng.uniform(0.03, 0.12)))  # a ramp from lit to dark
+    return 1 - depth * soft - rng.uniform(0, 0.1) * xs  # and light that fades a little across the page
+
+
+def make_sheet(digits, labels, rng, spacing, shape=None, gaps=None):
+    """A photo of a sheet written with `spacing` (a key of SPACINGS), from the MNIST digits given (uint8
+    28x28, used in order) and their labels; shape and gaps as for layout()."""
+    lines, height = layout(digits, labels, rng, spacing, shape, gaps)
+    margin = int(height * rng.uniform(0.6, 1.2))
+    placed = [(ink, x, y, d) for line in lines for ink, x, y, d in line]
+    x0, y0 = min(x for _, x, _, _ in placed), min(y for _, _, y, _ in placed)
+    w = max(x + ink.shape[1] for ink, x, _, _ in placed) - x0 + 2 * margin
+    h = max(y + ink.shape[0] for ink, _, y, _ in placed) - y0 + 2 * margin
+    canvas = np.zeros((h, w), np.float32)
+    boxes = []
+    for line in lines:
+        boxes.append([])
+        for ink, x, y, _ in line:
+            left, top = x - x0 + margin, y - y0 + margin
+            region = canvas[top:top + ink.shape[0], left:left + ink.shape[1]]
+            np.maximum(region, ink, out=region)  # where digits overlap, the ink is the darker of the two
+            boxes[-1].append((left, top, left + ink.shape[1], top + ink.shape[0]))
+    dirt = specks(canvas, height, rng)
+    paper = np.array([rng.uniform(215, 250), rng.uniform(210, 245), rng.uniform(195, 235)])
+    pen_colour = np.array([rng.uniform(10, 60), rng.uniform(10, 60), rng.uniform(30, 110)])
+    a = canvas[..., None]
+    rgb = (paper * (1 - a) + pen_colour * a) * shadow(h, w, rng)[..., None] + rng.normal(0, 2.5, (h, w, 1))
+    rgb, boxes, edge = table_edge(rgb, boxes, rng)
+    image = Image.fromarray(rgb.clip(0, 255).astype(np.uint8), "RGB")
+    if rng.random() < 0.6:  # as most phones save it
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=int(rng.integers(60, 92)))
+        image = Image.open(out).convert("RGB")
+    return Sheet(image, ["".join(d for *_, d in line) for line in lines], boxes, spacing, dirt, edge)
+
+
+def specks(canvas, height, rng):
+    """A few specks of dirt or pencil dust, far smaller than a digit, away from the digits' ink: how many."""
+    h, w = canvas.shape
+    made = 0
+    for _ in range(rng.integers(0, 5)):
+        r = max(1.0, height * rng.uniform(0.02, 0.05))
+        cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
+        ys, xs = np.ogrid[0:h, 0:w]
+        dot = np.clip(r - np.hypot(ys - cy, xs - cx), 0, 1)
+        if not (canvas[dot > 0] > 0.05).any():
+            np.maximum(canvas, dot * rng.uniform(0.5, 1.0), out=canvas)
+            made += 1
+    return made
+
+
+def table_edge(rgb, boxes, rng):
+    """Now and then, the table beyond the paper's edge along one side of the photo (boxes moved to match):
+    (the photo, the boxes, the side or None)."""
+    if rng.random() < 0.7:
+        return rgb, boxes, None
+    h, w, _ = rgb.shape
+    side, band = int(rng.integers(4)), int(rng.uniform(0.03, 0.08) * min(h, w)) + 2
+    table = np.array([rng.uniform(60, 140), rng.uniform(50, 110), rng.uniform(30, 90)])
+    grown = np.empty((h + band * (side % 2 == 0), w + band * (side % 2 == 1), 3))
+    grown[...] = table + rng.normal(0, 4, grown.shape)
+    top, left = band * (side == 0), band * (side == 1)  # 0: above, 1: left, 2: below, 3: right
+    grown[top:top + h, left:left + w] = rgb
+    return grown, [[(a + left, b + top, c + left, d + top) for a, b, c, d in line] for line in boxes], side
+
+
+def make_sheets(images, labels, per_spacing, seed=0):
+    """`per_spacing` sheets of each spacing from MNIST test digits (uint8 [N, 28, 28] and labels), drawn in a
+    fixed random order: the same sheets for the same seed."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    images, labels = np.asarray(images)[order], np.asarray(labels)[order]
+    sheets, k = [], 0
+    for spacing in SPACINGS:
+        for _ in range(per_spacing):
+            sheet = make_sheet(images[k:k + 32], labels[k:k + 32], rng, spacing)
+            k += sum(map(len, sheet.lines))
+            sheets.append(sheet)
+    return sheets
+
+
+# ---------------------------------------------------------------- scoring a reading against the truth
+
+def edit_distance(a, b):
+    """Levenshtein distance: the fewest digits to change, add or drop to make string a into b."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, start=1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, start=1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def order_right(sheet, boxes_read):
+    """Whether the digits found come in the sheet's reading order. boxes_read: [(line, box)] in the order read.
+
+    Each true digit is matched to the digit read whose box's centre lies in its own box; those matched
+    must come in the same order (two true digits read as one count as in order), on the same line as their
+    neighbour in a line, on a later one after it."""
+    found = []
+    for line, boxes in enumerate(sheet.boxes):
+        for a, b, c, d in boxes:
+            hits = [k for k, (_, (x0, y0, x1, y1)) in enumerate(boxes_read)
+                    if a <= (x0 + x1) / 2 <= c and b <= (y0 + y1) / 2 <= d]
+            if hits:
+                found.append((line, hits[0], boxes_read[hits[0]][0]))
+    return all(k1 <= k2 and (l2 - l1 == 0) == (r2 - r1 == 0) and r2 >= r1
+               for (l1, k1, r1), (l2, k2, r2) in zip(found, found[1:]))
+
+
+def score(sheet, lines_read, boxes_read):
+    """(digits, digits right, lines, lines right, order right) of one sheet's reading.
+
+    Digits right counts as an OCR's character accuracy does: the true digits less the changes, additions
+    and drops that turn what was read into the truth, line by line (a line read that is not there counts
+    all its digits as added)."""
+    n = sum(map(len, sheet.lines))
+    lines_read = lines_read + [""] * (len(sheet.lines) - len(lines_read))
+    errors = sum(edit_distance(r, t) for r, t in zip(lines_read, sheet.lines))
+    errors += sum(map(len, lines_read[len(sheet.lines):]))
+    right_lines = sum(r == t for r, t in zip(lines_read, sheet.lines))
+    return n, max(0, n - errors), len(sheet.lines), right_lines, order_right(sheet, boxes_read)
