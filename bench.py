@@ -397,26 +397,28 @@ def pages(args):
     classify = classifier(model, ckpt)
     images, labels = load_split(False, args.data_dir, args.mirror)
     n = PAGE_SHEETS_QUICK if args.quick else PAGE_SHEETS
+    # seed 1: lab/pages.py's constants were chosen on the sheets of seed 0
     totals = {spacing: [0] * 6 for spacing in SPACINGS}
     t0 = time.perf_counter()
-    for sheet in make_sheets(images.numpy(), labels.numpy(), n, seed=0):
+    for sheet in make_sheets(images.numpy(), labels.numpy(), n, seed=1):
         page = read_page(sheet.image, classify)
         counts = score(sheet, page.lines, [(d.line, d.box) for d in page.digits])
         totals[sheet.spacing] = [a + b for a, b in zip(totals[sheet.spacing], (*counts, 1))]
     seconds = time.perf_counter() - t0
     rows = [[spacing, f"{s:,}", f"{d:,}", f"{100 * r / d:.1f}%", f"{lines:,}", f"{100 * right / lines:.1f}%",
              f"{int(o)}/{s}"] for spacing, (d, r, lines, right, o, s) in totals.items()]
-    d, r, lines, right, o, s = map(sum, zip(*totals.values()))
-    rows.append(["all", f"{s:,}", f"{d:,}", f"{100 * r / d:.1f}%", f"{lines:,}", f"{100 * right / lines:.1f}%",
+    d, r, lines, right, o, s = map(sum, zip(*[t for spacing, t in totals.items() if spacing != "overlapping"]))
+    rows.append(["wide to touching", f"{s:,}", f"{d:,}", f"{100 * r / d:.1f}%", f"{lines:,}", f"{100 * right / lines:.1f}%",
                  f"{int(o)}/{s}"])
     print(f"Machine: {machine()}, torch {torch.__version__}; {args.pages}: {ckpt['model']}, epoch {ckpt.get('epoch')}, "
           f"MNIST test accuracy {100 * (ckpt.get('test_acc') or 0):.2f}%")
-    print(f"Sheets of MNIST test digits as a phone photographs them (lab/sheets.py, seed 0): 1-4 lines of 3-8 "
+    print(f"Sheets of MNIST test digits as a phone photographs them (lab/sheets.py, seed 1): 1-4 lines of 3-8 "
           f"digits, {n} sheets of each spacing" + ("  [--quick: too few to mean much]" if args.quick else ""))
     print(markdown_table(["spacing", "sheets", "digits", "digits right", "lines", "lines right", "order right"], rows))
     print(f"{seconds / s * 1000:.0f} ms a sheet, {seconds / d * 1000:.1f} ms a digit, on one core. Digits right: "
           "the digits less the changes, additions and drops that make each line read into the truth; lines "
-          "right: read exactly; order right: the digits found come in reading order, line by line.")
+          "right: read exactly; order right: the digits found come in reading order, line by line. 'wide to touching': the "
+          "goal's sheets; 'overlapping' (digits written over each other) is beyond it.")
     return 0
 
 

@@ -11,9 +11,11 @@ preprocess() (lab/images.py), the one way a digit becomes 28x28; `classify` is t
    the paper's edge, are dropped.
 3. Lines: each digit joins the line whose last digit (to its left) is nearest in height, so that a
    sloping line stays one line; lines run top to bottom, digits left to right.
-4. Touching digits: a piece wider than a digit is tried cut in two along the path through the least
-   ink (the "drop-fall" family), and the cut is kept when the net reads both sides more surely than
-   the whole (segmentation by recognition). When no cut wins, a note says so.
+4. Touching digits: a piece wider than a digit may hold several. It is tried cut at its thinnest
+   places, each cut along the path through the least ink that leans as the writing does (the
+   "drop-fall" family), and of all the ways to cut it, none included, the one kept is that whose parts
+   the net reads most surely, each part weighed by how plausible its width is for a digit
+   (segmentation by recognition). A piece that stays whole though wider than any digit gets a note.
 
 A page that holds one digit goes to preprocess() whole, exactly as predict.py has always read a file.
 
@@ -36,11 +38,12 @@ JOIN = 0.5         # pieces whose boxes overlap horizontally by this share of th
 JOIN_STACKED = 0.05  # ... or at all, when one is above the other (a 5's flag, a 7's bar)
 MAX_PIECES = 400   # the largest pieces kept: a page of digits has far fewer
 FAINT = 0.5        # a piece whose ink is fainter than this share of the page's usual ink is a shadow's edge
-WIDE = 0.8         # a digit wider than this share of its line's height, once upright, may be two: try a cut
-SURER = 0.0        # ... and cut it if the net reads both sides this much more surely than the whole
-VERY_WIDE = 1.3    # ... or only more surely, if it is this wide (on sheets made from MNIST, no single digit is)
-EVEN = 0.5         # ... and never unless the net gives each side at least even odds
-TOUCH_NOTE = 1.4   # one this wide that stays whole is said to be two or more, in a note (no single MNIST digit is)
+MAY_CUT = 0.75     # a piece wider than this share of its line's height, once upright, may be two digits: try cuts
+ALONE = 1.3        # ... or this wide, on a page of one piece (most often a photo of one digit, as predict.py read)
+NARROWEST, WIDEST = 0.15, 1.3  # a digit's upright width as a share of its line's height: a 1 to a wide 0 or 2
+WIDTH_SPREAD = 0.3   # how fast a width outside that range becomes unlikely
+CROSSING = 0.5       # what a cut costs, in log-probability, for each stroke it goes through (touching: about one)
+TOUCH_NOTE = 1.4   # a part this wide once cut is said to be two or more digits, in a note (few single digits are)
 
 
 @dataclass
@@ -214,16 +217,18 @@ def into_lines(found, height):
 
 # ---------------------------------------------------------------- 4. touching digits
 
-def least_ink_path(mask, column, reach):
-    """The path from top to bottom of `mask` (a digit pair's ink) that crosses the least ink, moving at most a
-    pixel sideways per row and staying within `reach` of `column`: its column in each row."""
+def least_ink_path(mask, column, reach, shear=0.0):
+    """The path from top to bottom of `mask` (a piece's ink) that crosses the least ink, moving at most a pixel
+    sideways per row and staying within `reach` of the line through `column` at mid-height that leans as the
+    writing does (`shear` columns per row down): its column in each row."""
     h, w = mask.shape
-    cols = np.arange(w)
-    cost = mask.astype(np.float64) + 0.01 * np.abs(cols - column) / max(reach, 1)
-    cost[:, np.abs(cols - column) > reach] = np.inf
+    centre = np.clip(column + shear * (np.arange(h) - (h - 1) / 2), 0, w - 1)
+    away = np.abs(np.arange(w)[None, :] - centre[:, None])
+    cost = mask.astype(np.float64) + 0.01 * away / max(reach, 1)
+    cost[away > reach] = np.inf
     total = cost[0].copy()
     step = np.zeros((h, w), np.int64)
-    for r in range(1, h):  # rows in Python, columns in numpy: a few dozen rows per pair
+    for r in range(1, h):  # rows in Python, columns in numpy: a few dozen rows per piece
         options = np.stack([np.r_[np.inf, total[:-1]], total, np.r_[total[1:], np.inf]])
         step[r] = options.argmin(0) - 1
         total = cost[r] + options.min(0)
@@ -234,25 +239,39 @@ def least_ink_path(mask, column, reach):
     return path
 
 
-def candidate_cuts(mask, height, n=5):
-    """Where a piece may be cut in two: the columns with the least ink that leave a quarter of a digit's
-    height or more on each side, at most n, at least a tenth of a height apart, each followed down the
-    least-ink path. Returns boolean masks of the left side."""
+def cut_columns(mask, height, shear, most):
+    """Where a piece may be cut: up to `most` columns (at mid-height) where the ink, its lean taken off, is
+    thinnest: the lowest local minima of its profile, 0.08 heights apart, left to right."""
     h, w = mask.shape
-    side = int(0.25 * height)
-    if w <= 2 * side:
-        return []
-    profile = ndimage.uniform_filter1d(mask.sum(0).astype(np.float64), max(1, int(0.05 * height)))
-    middle = np.arange(side, w - side)
-    order = middle[np.argsort(profile[middle], kind="stable")]
+    rows, cols = np.nonzero(mask)
+    upright = np.round(cols - shear * (rows - (h - 1) / 2)).astype(np.int64)  # each ink pixel's column at mid-height
+    low = int(upright.min())
+    profile = ndimage.uniform_filter1d(np.bincount(upright - low).astype(np.float64), max(1, int(0.06 * height)))
+    end, apart = max(2, int(0.05 * height)), 0.08 * height  # a 1 beside a digit is a tenth of a height wide
+    minima = [c for c in range(end, len(profile) - end)
+              if profile[c] <= profile[max(c - 1, 0)] and profile[c] <= profile[min(c + 1, len(profile) - 1)]]
     chosen = []
-    for c in order:
-        if all(abs(c - d) > 0.1 * height for d in chosen):
-            chosen.append(int(c))
-        if len(chosen) == n:
+    for c in sorted(minima, key=lambda c: profile[c]):
+        if all(abs(c - d) >= apart for d in chosen):
+            chosen.append(c)
+        if len(chosen) == most:
             break
-    cols = np.arange(w)
-    return [cols[None, :] < least_ink_path(mask, c, 0.25 * height)[:, None] for c in chosen]
+    return sorted(c + low for c in chosen)
+
+
+def width_prior(ratio):
+    """How likely a digit is to be `ratio` of its line's height wide, upright, as a log: 0 within the range of
+    single digits' widths, falling quadratically outside it (two touching digits are wider than any one)."""
+    outside = max(NARROWEST - ratio, ratio - WIDEST, 0.0)
+    return -(outside / WIDTH_SPREAD) ** 2
+
+
+def stroke_width(mask):
+    """The pen's width in a piece of ink: the median length of its runs of ink along the rows."""
+    padded = np.pad(mask, ((0, 0), (1, 1))).astype(np.int8)
+    starts, ends = np.nonzero(np.diff(padded, axis=1) == 1), np.nonzero(np.diff(padded, axis=1) == -1)
+    runs = ends[1] - starts[1]
+    return float(np.median(runs)) if len(runs) else 1.0
 
 
 # ---------------------------------------------------------------- a digit's ink, cut out and read
@@ -276,8 +295,13 @@ class Part:
                     self.mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
 
     def upright_width(self, shear):
-        """Its width once the writing's lean is taken off (leaning by s columns per row makes it s x height wider)."""
-        return self.mask.shape[1] - abs(shear) * self.mask.shape[0]
+        """Its width once the writing's lean is taken off: each ink pixel moved back by `shear` columns per row
+        from mid-height (a digit leaning by s columns a row is s x its height wider than it stands)."""
+        rows, cols = np.nonzero(self.mask)
+        if not len(rows):
+            return 0.0
+        upright = cols - shear * (rows - (self.mask.shape[0] - 1) / 2)
+        return float(upright.max() - upright.min() + 1)
 
 
 def slant(parts):
@@ -321,37 +345,54 @@ def readable(crop):
 
 
 class Cutter:
-    """Cuts touching digits apart where the net reads the sides better than the whole."""
+    """Cuts touching digits apart by recognition: of every way to cut a piece at its thinnest places, the one
+    whose parts the net reads most surely, each part also weighed by how plausible its width is for a digit
+    (the sum of log-probabilities: every extra part must earn its place). Cutting nothing is one of the ways."""
 
     def __init__(self, ink, classify, shear, alone=False):
         self.ink, self.classify, self.shear = ink, classify, shear
         # A page of one piece is most often one digit (a photo of a digit, as predict.py always read):
-        # it is cut only when it is wider than any single digit is.
-        self.wide = VERY_WIDE if alone else WIDE
+        # it is tried only when wider than any single digit is.
+        self.may_cut = ALONE if alone else MAY_CUT
 
     def read(self, parts, height):
         """The net's probabilities for each part, as it reads it cut out alone."""
         return self.classify(torch.stack([readable(cut_out(self.ink, p, height)) for p in parts]))
 
-    def split(self, part, height, whole):
-        """Cut `part` in two if the net reads both sides more surely than the whole (probability `whole`);
-        recursively, for three or more. Returns the list of parts, left to right."""
+    def split(self, part, height):
+        """The parts of `part` that are digits, left to right: [part] itself when no cut reads better."""
         width = part.upright_width(self.shear)
-        if width <= self.wide * height:
+        if width <= self.may_cut * height:
             return [part]
-        options = []
-        for side in candidate_cuts(part.mask, height):
-            a, b = part.mask & side, part.mask & ~side
-            if a.sum() > 0.1 * part.mask.sum() and b.sum() > 0.1 * part.mask.sum():
-                options.append((Part(part.top, part.left, a).tight(), Part(part.top, part.left, b).tight()))
-        if not options:
-            return [part]
-        p = self.read([x for pair in options for x in pair], height).max(1).values.view(-1, 2)
-        best = int(p.min(1).values.argmax())
-        if float(p[best].min()) <= max(whole + (SURER if width < VERY_WIDE * height else 0.0), EVEN):
-            return [part]
-        a, b = options[best]
-        return self.split(a, height, float(p[best, 0])) + self.split(b, height, float(p[best, 1]))
+        h, w = part.mask.shape
+        columns = cut_columns(part.mask, height, self.shear, most=min(20, int(np.ceil(4 * width / height))))
+        cols = np.arange(w)[None, :]
+        paths = [least_ink_path(part.mask, c, 0.15 * height, self.shear) for c in columns]
+        # boundary k: what lies left of it; 0 is nothing, the last is everything
+        lefts = [np.zeros((h, w), bool)] + [cols < path[:, None] for path in paths] + [np.ones((h, w), bool)]
+        # what each cut costs: the strokes it goes through (the ink on its path, in pen widths)
+        pen = stroke_width(part.mask)
+        crossing = [0.0] + [CROSSING * part.mask[np.arange(h), np.clip(path, 0, w - 1)].sum() / pen for path in paths]
+        last, total = len(lefts) - 1, part.mask.sum()
+        spans = {}  # (i, j): the ink between boundaries i and j, as a part, with its width's share of the height
+        for i in range(last):
+            for j in range(i + 1, last + 1):
+                ink = part.mask & lefts[j] & ~lefts[i]
+                if (i, j) != (0, last) and ink.sum() < 0.04 * total:
+                    continue  # a crumb between two close cuts: no digit, it goes with a neighbour
+                piece = Part(part.top, part.left, ink).tight()
+                ratio = piece.upright_width(self.shear) / height
+                if ratio <= 1.6 or (i, j) == (0, last):
+                    spans[(i, j)] = (piece, ratio)
+        sure = self.read([piece for piece, _ in spans.values()], height).max(1).values.clamp(min=1e-6).log()
+        # a span's score: how surely the net reads it, how plausible its width is, and the cut on its left
+        score = {(i, j): float(s) + width_prior(r) - crossing[i] for ((i, j), (_, r)), s in zip(spans.items(), sure)}
+        best = {0: (0.0, [])}  # boundary -> (the best score of the ink left of it, its spans)
+        for j in range(1, last + 1):
+            ways = [(best[i][0] + score[(i, j)], best[i][1] + [(i, j)]) for i in range(j) if i in best and (i, j) in score]
+            if ways:
+                best[j] = max(ways, key=lambda way: way[0])
+        return [spans[k][0] for k in best[last][1]]
 
 
 def touch_note(n, part, height, shear, scale):
@@ -382,13 +423,11 @@ def find_digits(img, classify):
     cutter, lines, notes = Cutter(ink, classify, slant(parts), alone=len(parts) == 1), [], []
     for n, parts in enumerate(grouped):
         line_height = float(np.median([p.mask.shape[0] for p in parts]))
-        wide = [p for p in parts if p.upright_width(cutter.shear) > WIDE * line_height]  # only these may be cut
-        whole = dict(zip(map(id, wide), cutter.read(wide, line_height).max(1).values.tolist())) if wide else {}
         lines.append([])
         for part in parts:
-            cut = cutter.split(part, line_height, whole[id(part)]) if id(part) in whole else [part]
-            if len(cut) == 1 and part.upright_width(cutter.shear) > TOUCH_NOTE * line_height:
-                notes.append(touch_note(n, part, line_height, cutter.shear, scale))
+            cut = cutter.split(part, line_height)
+            notes.extend(touch_note(n, p, line_height, cutter.shear, scale) for p in cut
+                         if p.upright_width(cutter.shear) > TOUCH_NOTE * line_height)
             lines[-1].extend(cut)
     return lines, ink, mask, scale, notes, height
 

@@ -2,9 +2,9 @@
 bench.py --pages measures lab/pages.py on, and what its tests read.
 
 A sheet holds 1-4 lines of 3-8 digits written with one spacing (SPACINGS: from wide apart to
-touching), and what a photo of a written page has: digits of varied size and slant, a thinner or
-thicker pen, lines that slope, tinted paper, a soft shadow, specks of dirt, sometimes the table at
-an edge, often JPEG. The truth comes with it: each line's digits and each digit's box.
+touching, and overlapping), and what a photo of a written page has: digits of varied size and slant,
+a thinner or thicker pen, lines that slope, tinted paper, a soft shadow, specks of dirt, sometimes
+the table at an edge, often JPEG. The truth comes with it: each line's digits and each digit's box.
 """
 import io
 from dataclasses import dataclass
@@ -14,10 +14,15 @@ from PIL import Image
 from scipy import ndimage
 
 # The gap between neighbours, as a share of the line's digit height: drawn anew for each pair.
-# On a "touching" sheet half the pairs are written close, the other half overlap their boxes by a
-# tenth to a quarter of the height, so that their ink touches (or nearly does): runs of two or three.
-SPACINGS = {"wide": (0.45, 0.8), "normal": (0.15, 0.35), "close": (0.03, 0.1), "touching": (-0.25, -0.1)}
-CLOSE_TOO = {"touching": 0.5}  # the share of a sheet's pairs written with "close" spacing instead
+# On a "touching" sheet half the pairs are written close, the other half so that their ink touches:
+# the next digit is moved left until its ink meets its neighbour's, then pressed in by up to 6% of
+# the height (TOUCHING). On an "overlapping" sheet the other half overlap their boxes by a tenth to a
+# quarter of the height instead, so that the digits' ink often crosses: beyond what a written number
+# usually has, and reported apart from the others.
+SPACINGS = {"wide": (0.45, 0.8), "normal": (0.15, 0.35), "close": (0.03, 0.1), "touching": None,
+            "overlapping": (-0.25, -0.1)}
+CLOSE_TOO = {"touching": 0.5, "overlapping": 0.5}  # the share of a sheet's pairs written with "close" spacing instead
+TOUCHING = (0.0, 0.06)  # how far a touching pair's ink is pressed together, past where it meets
 
 
 @dataclass
@@ -54,25 +59,44 @@ def digit_ink(digit, height, slant, pen):
 def layout(digits, labels, rng, spacing, shape=None, gaps=None):
     """Where each digit goes: a list of lines, each a list of (ink, left, top, label) on an unbounded canvas.
     shape: how many digits each line holds (default: 1-4 lines of 3-8, at random); gaps: the gap after
-    each digit (a share of the height), in place of the spacing's."""
+    each digit (a share of the height, or None for "touching"), in place of the spacing's."""
     height = rng.uniform(40, 80)
     slant = rng.uniform(-0.25, 0.35)
     pen = rng.uniform(-0.4, 1.2)
-    lo, hi = SPACINGS[spacing]
     lines, k, y = [], 0, 0.0
     for count in shape or [rng.integers(3, 9) for _ in range(rng.integers(1, 5))]:
-        slope, x, line = np.tan(np.radians(rng.uniform(-4, 4))), 0.0, []
+        slope, line, gap = np.tan(np.radians(rng.uniform(-4, 4))), [], 0.0
         for _ in range(count):
             h = height * rng.uniform(0.85, 1.15)
             ink = digit_ink(digits[k % len(digits)], h, slant + rng.uniform(-0.05, 0.05), pen)
-            centre = y + slope * x + rng.uniform(-0.06, 0.06) * height
-            line.append((ink, int(x), int(centre - ink.shape[0] / 2), str(labels[k % len(digits)])))
-            gap = SPACINGS["close"] if rng.random() < CLOSE_TOO.get(spacing, 0) else (lo, hi)
-            x += ink.shape[1] + (rng.uniform(*gap) if gaps is None else gaps[k]) * height
+            x = 0.0 if not line else line[-1][1] + line[-1][0].shape[1] + (gap or 0.0) * height
+            top = int(y + slope * x + rng.uniform(-0.06, 0.06) * height - ink.shape[0] / 2)
+            if line and gap is None:  # touching: where the ink meets its neighbour's, pressed in a little
+                x = contact(*line[-1][:3], ink, top) - rng.uniform(*TOUCHING) * height
+            line.append((ink, int(x), top, str(labels[k % len(digits)])))
+            gap = gaps[k] if gaps is not None else pair_gap(spacing, rng)
             k += 1
         lines.append(line)
-        y += height * rng.uniform(1.45, 1.9) + abs(slope) * x
+        y += height * rng.uniform(1.45, 1.9) + abs(slope) * line[-1][1]
     return lines, height
+
+
+def pair_gap(spacing, rng):
+    """The gap after a digit, as a share of the height, for a sheet of `spacing`; None: the next one touches it."""
+    if rng.random() < CLOSE_TOO.get(spacing, 0):
+        return rng.uniform(*SPACINGS["close"])
+    return None if SPACINGS[spacing] is None else rng.uniform(*SPACINGS[spacing])
+
+
+def contact(prev, prev_left, prev_top, ink, top):
+    """The left edge at which `ink` (its top at `top`), coming from the right, first meets `prev`'s ink: in
+    some row both have ink, and no further left. Rows that only one of them reaches do not count."""
+    meets = []
+    for r in range(max(prev_top, top), min(prev_top + prev.shape[0], top + ink.shape[0])):
+        a, b = np.nonzero(prev[r - prev_top] > 0.3)[0], np.nonzero(ink[r - top] > 0.3)[0]
+        if len(a) and len(b):
+            meets.append(prev_left + a.max() - b.min())
+    return max(meets) if meets else prev_left + prev.shape[1]
 
 
 def shadow(h, w, rng):
