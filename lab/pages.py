@@ -36,6 +36,7 @@ PAPER = 0.25       # the grey opening's size, as a share of the page's shorter s
 SPECK = 0.35       # a piece lower and narrower than this share of the digits' height is dirt, not a digit
 JOIN = 0.5         # pieces whose boxes overlap horizontally by this share of the narrower join
 JOIN_STACKED = 0.05  # ... or at all, when one is above the other (a 5's flag, a 7's bar)
+STACKED_DIGIT = 0.6  # ... unless both are this share of a digit's height or taller: one digit above another
 MAX_PIECES = 400   # the largest pieces kept: a page of digits has far fewer
 FAINT = 0.5        # a piece whose ink is fainter than this share of the page's usual ink is a shadow's edge
 MAY_CUT = 0.75     # a piece wider than this share of its line's height, once upright, may be two digits: try cuts
@@ -150,8 +151,9 @@ def digit_height(found):
 def join_pieces(found, height):
     """Join pieces whose boxes overlap horizontally by JOIN of the narrower (JOIN_STACKED when one is above
     the other, their boxes overlapping by at most half the shorter's height), unless that would make one
-    taller than a digit (two lines' digits, one above the other): 1.45 digit heights, or 1.7 times the
-    taller piece (a 5's body may be two thirds of the 5)."""
+    taller than a digit: 1.45 digit heights, or, for pieces that meet, 1.7 times the taller (a digit broken
+    in two on a page of that digit alone). Two pieces one above the other with paper between, both at
+    least STACKED_DIGIT tall, are never joined: they are two lines' digits."""
     joined = True
     while joined:
         joined = False
@@ -160,10 +162,14 @@ def join_pieces(found, height):
                 (_, p, _), (_, q, _) = found[a], found[b]
                 overlap = min(p[3], q[3]) - max(p[1], q[1])
                 union = [min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3])]
-                tall = max(1.45 * height, 1.7 * max(p[2] - p[0], q[2] - q[0]))
                 stacked = min(p[2], q[2]) - max(p[0], q[0]) <= 0.5 * min(p[2] - p[0], q[2] - q[0])
                 share = JOIN_STACKED if stacked else JOIN
-                if overlap >= share * min(p[3] - p[1], q[3] - q[1]) and union[2] - union[0] <= tall:
+                # one above the other with paper between: a digit's flag or bar floating over it, or two lines'
+                # digits, which each are as tall as most of a digit and together taller than one
+                apart = stacked and max(p[0], q[0]) - min(p[2], q[2]) >= 0.1 * height
+                two_digits = apart and min(p[2] - p[0], q[2] - q[0]) >= STACKED_DIGIT * height
+                tall = 1.45 * height if apart else max(1.45 * height, 1.7 * max(p[2] - p[0], q[2] - q[0]))
+                if overlap >= share * min(p[3] - p[1], q[3] - q[1]) and union[2] - union[0] <= tall and not two_digits:
                     found[a] = [found[a][0] | found[b][0], union, found[a][2] + found[b][2]]
                     del found[b]
                     joined = True
