@@ -204,8 +204,14 @@ def test_hparams_and_graph_are_logged(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(trained["run_dir"]))
     acc.Reload()
-    ops = [n.op for n in acc.Graph().node]  # the net's own graph: three convs, three pools, two dense layers
-    assert ops.count("aten::_convolution") == 3 and ops.count("aten::max_pool2d") == 3 and ops.count("aten::linear") == 2
+    # the net's own graph, layer by layer with each output's shape (batch left out): three conv+pool blocks, the
+    # dense head; a wrong width or a missing activation changes it
+    computed = [(n.op.split("::")[1], tuple(d.size for d in n.attr["_output_shapes"].list.shape[0].dim)[1:])
+                for n in acc.Graph().node if n.op in ("aten::_convolution", "aten::max_pool2d", "aten::relu_",
+                                                        "aten::flatten", "aten::linear")]
+    assert computed == [layer for c, s in [(32, 28), (64, 14), (64, 7)] for layer in
+                        [("_convolution", (c, s, s)), ("max_pool2d", (c, s // 2, s // 2)), ("relu_", (c, s // 2, s // 2))]] + [
+        ("flatten", (576,)), ("linear", (128,)), ("relu_", (128,)), ("linear", (10,))], computed
     assert "input/x" in {n.name for n in acc.Graph().node}
     hparams = acc.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in hparams and "_hparams_/session_end_info" in hparams
