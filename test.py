@@ -242,11 +242,14 @@ def main(argv=None):
     if args.tta:  # the net's own figure too, for the line that sets the two side by side
         alone = evaluate(net, x, labels.to(device), batch_size=args.batch_size, precision=precision)
 
-    res = evaluate(model, x, labels.to(device), batch_size=args.batch_size, precision=precision)
+    members = say_checkpoint(args, ckpt, net, x, labels.to(device), precision)
+    if members and not args.tta:  # the ensemble's reading is the mean of its members' just made
+        res = ensemble.mean_result(members, labels)
+    else:
+        res = evaluate(model, x, labels.to(device), batch_size=args.batch_size, precision=precision)
     preds, probs = res["predictions"], res["probabilities"]
     cm = confusion_matrix(labels, preds)
 
-    members = say_checkpoint(args, ckpt, net, x, labels.to(device), precision)
     print(f"Device {device}, {precision} precision")
     if alone is not None:
         print(f"Test-time augmentation: each image read as it is and moved by one pixel each way; without it "

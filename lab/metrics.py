@@ -34,12 +34,17 @@ def evaluate(model, images, labels, batch_size=256, precision="fp32"):
         probs.append(p)
         preds.append(p.argmax(dim=1))
     model.train(was_training)
-    predictions = torch.cat(preds).cpu()
+    return result_of(torch.cat(probs).cpu(), labels, loss_sum.item() / max(len(labels), 1), torch.cat(preds).cpu())
+
+
+def result_of(probabilities, labels, loss, predictions=None):
+    """evaluate()'s dict for `probabilities` [N, 10] (on the CPU) of images whose digits are `labels`."""
+    if predictions is None:
+        predictions = probabilities.argmax(dim=1)
     total = len(labels)
     correct = int((predictions == labels.cpu()).sum())
-    return {"loss": loss_sum.item() / max(total, 1), "correct": correct, "total": total,
-            "accuracy": correct / max(total, 1), "predictions": predictions,
-            "probabilities": torch.cat(probs).cpu()}
+    return {"loss": loss, "correct": correct, "total": total, "accuracy": correct / max(total, 1),
+            "predictions": predictions, "probabilities": probabilities}
 
 
 def confusion_matrix(labels, predictions, classes=10):

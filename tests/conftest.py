@@ -16,6 +16,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# pytest.ini runs the suite in two processes (pytest-xdist): each, and every script it starts, gets its
+# share of the cores. Two torch thread pools as wide as the machine each would spin against each other
+# (measured: runs up to 5 times slower). An OMP_NUM_THREADS already set has the last word.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
+
 from lab.cli import popen_hearing_ctrl_c  # noqa: E402  (after the path is set)
 
 
