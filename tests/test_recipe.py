@@ -87,7 +87,7 @@ def test_ema_is_the_moving_average_of_the_weights_with_a_warm_up():
     import train
     model = torch.nn.Linear(1, 1, bias=False)
     average, update = train.make_average(argparse.Namespace(ema=0.9), model)
-    expected = float(model.weight)
+    expected = float(model.weight.detach())
     for t in range(1, 30):
         with torch.no_grad():
             model.weight.fill_(float(t))  # the weights after step t
