@@ -142,10 +142,9 @@ def case_ours(args, device, n_train, n_eval, precision, compile_model):
     targs = settings.parse(["--epochs", "1", "--precision", precision, "--data-dir", args.data_dir,
                             "--limit", str(n_train), "--device", device.type]
                            + (["--mirror", args.mirror] if args.mirror else []) + (["--compile"] if compile_model else [])
-                           + (["--val-size", "1000"] if args.quick else []))  # --quick: checks the path, not the speed
-    data = load_data(targs.data_dir, targs.mirror, targs.val_size, targs.limit, device)
-    if args.quick:  # the path, not the speed: a part of the test set
-        data["test"] = tuple(t[:n_eval] for t in data["test"])
+                           + (["--val-size", "1000", "--test-limit", str(n_eval)] if args.quick else []))
+    # (--quick checks the path, not the speed: a part of the validation and test sets)
+    data = load_data(targs.data_dir, targs.mirror, targs.val_size, targs.limit, device, targs.test_limit)
 
     # 1. one epoch through train.train, as python train.py --epochs 1 runs it (data loading excluded).
     #    Training img/s is measured over that epoch's training loop, first steps (and compiling) included,

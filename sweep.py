@@ -170,9 +170,10 @@ def run_here(plan, base, sweep_dir, t_start):
         eta = f", ~{fmt_time(sum(durations) / len(durations) * left)} left" if durations else ""
         print(f"\n[run {i}/{n}] {label}: {fmt_time(time.perf_counter() - t_start)} elapsed{eta}", flush=True)
         prepare(sweep_dir / run, what, run_args)
-        split = (run_args.val_size, run_args.limit)  # all the data depends on: read once for each
+        split = (run_args.val_size, run_args.limit, run_args.test_limit)  # all the data depends on: read once for each
         if split not in data:
-            data = {split: load_data(base.data_dir, base.mirror, *split, pick_device(base.device))}
+            data = {split: load_data(base.data_dir, base.mirror, run_args.val_size, run_args.limit, pick_device(base.device),
+                                     run_args.test_limit)}
         t0 = time.perf_counter()
         summary = train.train(run_args, data[split])
         durations.append(time.perf_counter() - t0)

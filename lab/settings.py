@@ -121,6 +121,9 @@ def parser(description=None):
     a("--val-size", metavar="N", type=positive_int, default=5000,
       help="training images held out to validate on: they pick the best epoch (default: 5000)")
     a("--limit", metavar="N", type=positive_int, default=None, help="train on the first N training images only (quick checks)")
+    a("--test-limit", metavar="N", type=positive_int, default=None,
+      help="test on the first N of the 10,000 test images only, each epoch and at the end (quick checks: on a "
+           "small run, testing takes longer than training; test.py always reads all 10,000)")
 
     a = g["run"].add_argument
     add_precision_flag(g["run"])

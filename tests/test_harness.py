@@ -6,8 +6,6 @@ import pytest
 import conftest
 from conftest import run_py, start_paused
 
-pytestmark = pytest.mark.quick
-
 
 def test_a_run_that_never_pauses_fails_with_what_it_printed(tmp_path, monkeypatch):
     monkeypatch.setattr(conftest, "PAUSE_BOUND_S", 3)
@@ -24,6 +22,7 @@ def test_a_script_that_hangs_fails_with_what_it_printed(tmp_path):
     assert time.monotonic() - t0 < 60
 
 
+@pytest.mark.quick
 def test_the_warm_server_runs_a_script_as_python_would(tmp_path):
     """Exit status, stdout, stderr, cwd, environment and argv of a script forked from tests/warm.py."""
     (tmp_path / "s.py").write_text("import os, sys\nprint(os.getcwd(), os.environ['MARK'], sys.argv[1:])\n"

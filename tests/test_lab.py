@@ -192,7 +192,7 @@ def test_training_writes_checkpoint_events_and_learns(trained):
 
 def test_runs_of_a_few_steps_train(data_dir, tmp_path):
     limits = [500, 256, 100]  # 4, 2 and 1 steps: OneCycleLR's smallest cases
-    cases = [["--epochs", 1, "--limit", n, "--val-size", 100, "--data-dir", data_dir, "--checkpoint", tmp_path / f"{n}.pth",
+    cases = [["--epochs", 1, "--limit", n, "--val-size", 100, "--test-limit", 500, "--data-dir", data_dir, "--checkpoint", tmp_path / f"{n}.pth",
               "--logdir", tmp_path / "logs", "--run-name", n] for n in limits]
     for n, (status, stderr) in zip(limits, run_each("train.py", cases, cwd=tmp_path)):
         assert status == 0 and "Traceback" not in stderr, (n, stderr)
@@ -223,7 +223,7 @@ def test_hparams_and_graph_are_logged(trained):
 
 def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
     # 3,000 images in batches of 128: 24 steps an epoch, so step 27 is the third step of epoch 2.
-    proc = start_paused(27, "train.py", "--epochs", 3, "--limit", 3000, "--val-size", 1000,
+    proc = start_paused(27, "train.py", "--epochs", 3, "--limit", 3000, "--val-size", 1000, "--test-limit", 1000,
                         "--data-dir", data_dir, "--logdir", tmp_path / "logs", "--run-name", "r",
                         "--checkpoint", tmp_path / "net.pth", cwd=tmp_path)
     proc.send_signal(signal.SIGINT)  # Ctrl-C during epoch 2
@@ -331,7 +331,8 @@ def one_line_errors(data_dir, tmp_path_factory):
              "data-dir-is-a-link-to-itself": ["--data-dir", tmp / "a-loop"],
              "checkpoint-folder-is-a-file": ["--checkpoint", tmp / "a-file" / "net.pth"]}
     cases = [flags for flags, _ in BAD_FLAGS]
-    cases += [["--epochs", 1, "--limit", 200, "--val-size", 100, "--data-dir", data_dir, *paths[w]] for w in UNUSABLE]
+    cases += [["--epochs", 1, "--limit", 200, "--val-size", 100, "--test-limit", 500, "--data-dir", data_dir, *paths[w]]
+              for w in UNUSABLE]
     results = run_each("train.py", cases, cwd=tmp)
     return dict(zip([tuple(flags) for flags, _ in BAD_FLAGS] + UNUSABLE, results)), paths
 

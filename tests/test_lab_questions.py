@@ -9,7 +9,7 @@ import torch
 from conftest import ROOT, run_each, run_py
 from test_experiments import tables
 
-SMALL = ["--epochs", 2, "--limit", 1000, "--val-size", 500]  # 8 steps an epoch at batch 128
+SMALL = ["--epochs", 2, "--limit", 1000, "--val-size", 500, "--test-limit", 1000]  # 8 steps an epoch at batch 128
 
 
 def scalars(folder):
@@ -143,7 +143,7 @@ def test_net_py_prints_each_layers_shape_and_parameters():
 @pytest.mark.quick
 def test_a_sweep_pairs_each_optimiser_with_its_own_learning_rate(data_dir, tmp_path):
     proc = run_py("sweep.py", "--optimizer", "sgd:lr=0.05", "adam:lr=0.001:weight-decay=0", "--recipe", "plain",
-                  "--epochs", 1, "--limit", 500, "--val-size", 200, "--name", "pairs", "--data-dir", data_dir,
+                  "--epochs", 1, "--limit", 500, "--val-size", 200, "--test-limit", 1000, "--name", "pairs", "--data-dir", data_dir,
                   "--log-every", 1000, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     sweep = tmp_path / "boardlog" / "pairs"

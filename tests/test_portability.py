@@ -19,8 +19,6 @@ POSIX_ONLY = {"resource", "fcntl", "termios", "tty", "pty", "pwd", "grp", "crypt
 SCRIPTS = sorted(p.name for p in ROOT.glob("*.py") if "run_script(" in (text := p.read_text()) and "__main__" in text)
 SOURCES = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("*.py"), *ROOT.glob("lab/*.py")])
 
-pytestmark = pytest.mark.quick  # all of these are quick
-
 
 def top_level_imports(path):
     """Modules a file imports when it is imported: its module-level statements, not those in functions."""
@@ -34,10 +32,12 @@ def top_level_imports(path):
     return names
 
 
+@pytest.mark.quick
 def test_the_scripts_are_found():
     assert {"train.py", "test.py", "predict.py", "sweep.py", "report.py", "bench.py"} <= set(SCRIPTS)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("name", SOURCES)
 def test_no_posix_only_module_is_imported_at_the_top(name):
     assert not top_level_imports(ROOT / name) & POSIX_ONLY
@@ -70,6 +70,7 @@ for script in {scripts!r}:  # one process for all: importing torch once, not onc
 """
 
 
+# (not in the quick tier: it starts a new interpreter for every script)
 def test_help_works_without_posix_parts(tmp_path):
     code = AS_ON_WINDOWS.format(posix=sorted(POSIX_ONLY), scripts=SCRIPTS, root=str(ROOT))
     proc = run_bounded([sys.executable, "-c", code], 300, cwd=tmp_path, text=True)
@@ -77,6 +78,7 @@ def test_help_works_without_posix_parts(tmp_path):
     assert proc.stdout.splitlines() == [f"{script} exit 0: 'usage:'" for script in SCRIPTS]
 
 
+@pytest.mark.quick
 def test_bench_without_getrusage_says_n_a():
     import bench
     assert bench.mib(None) == "n/a" and bench.mib(1234.4) == "1,234"
@@ -91,6 +93,7 @@ def test_bench_without_getrusage_says_n_a():
             sys.modules["resource"] = saved
 
 
+@pytest.mark.quick
 def test_output_in_a_code_page_without_our_arrows_does_not_fail(tmp_path):
     """predict.py prints '→' and '·'; a Windows pipe in cp1252 has neither. run_script replaces them."""
     code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from lab.cli import run_script; " \

@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import finish, run_each, run_py, start_paused
 from test_distributed import TORCHRUN
 
-TINY = ["--limit", 256, "--val-size", 100]  # 2 steps an epoch at batch 128
+TINY = ["--limit", 256, "--val-size", 100, "--test-limit", 500]  # 2 steps an epoch at batch 128
 
 
 def scalars(folder, tag):
@@ -158,6 +158,17 @@ def test_augment_and_dropout_train_and_change_the_training(settings_runs):
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
     tmp = settings_runs["plain"][2]
     assert scalars(tmp / "augment-dropout", "loss/train") != scalars(tmp / "plain", "loss/train")
+
+
+@pytest.mark.quick
+def test_test_limit_tests_on_the_first_n_test_images(settings_runs, data_dir):
+    plain = state(settings_runs, "plain")  # TINY: --test-limit 500
+    assert plain["settings"]["training"]["test_limit"] == 500
+    assert round(plain["best"]["test_acc"] * 500, 6).is_integer()
+    [metadata] = (settings_runs["plain"][2] / "plain").glob("*/test_digits/metadata.tsv")  # the projector's digits
+    from lab.data import load_split
+    _, labels = load_split(False, data_dir)
+    assert [int(x) for x in metadata.read_text().split()] == labels[:500].tolist()  # the first 500, not 2,000
 
 
 # ---------------------------------------------------------------- torchrun: one process fails, all stop

@@ -103,7 +103,7 @@ def test_every_output_on_a_full_disk_or_a_read_only_folder(trouble, small_disk, 
     digit = Image.new("L", (56, 56), 255)  # a 1, dark on white
     digit.paste(0, (25, 8, 31, 48))
     digit.save(tmp_path / "digit.png")
-    ckpt, small_run = str(v1 / "net.pth"), ["--epochs", "1", "--limit", "1000", "--val-size", "100",
+    ckpt, small_run = str(v1 / "net.pth"), ["--epochs", "1", "--limit", "1000", "--val-size", "100", "--test-limit", "500",
                                                    "--data-dir", str(data), "--logdir", str(out / "boardlog")]
     cases = {  # each script's case -> what its one line must name
         ("test.py", "--checkpoint", ckpt, "--data-dir", str(data), "--json", str(out / "r.json")): out / "r.json",
@@ -164,7 +164,7 @@ print(err)
 
 def test_ctrl_c_reaches_a_run_started_from_a_parent_that_ignores_it(data_dir, tmp_path):
     """As under a background job (`pytest &` from a script), whose children inherit an ignored SIGINT."""
-    args = ["--epochs", "1", "--limit", "1000", "--val-size", "100", "--data-dir", str(data_dir),
+    args = ["--epochs", "1", "--limit", "1000", "--val-size", "100", "--test-limit", "500", "--data-dir", str(data_dir),
             "--checkpoint", str(tmp_path / "net.pth")]
     code = IGNORING_PARENT.format(tests=str(ROOT / "tests"), args=args, cwd=str(tmp_path))
     proc = run_bounded([sys.executable, "-c", code], 300, text=True,
@@ -177,7 +177,8 @@ def test_ctrl_c_reaches_a_run_started_from_a_parent_that_ignores_it(data_dir, tm
 # ---------------------------------------------------------------- one run at a time on a net.pth
 
 def test_a_second_run_on_the_same_checkpoint_is_refused_and_a_killed_runs_lock_is_taken_over(data_dir, tmp_path):
-    args = ["--epochs", 1, "--limit", 1000, "--val-size", 100, "--data-dir", data_dir, "--checkpoint", "net.pth"]
+    args = ["--epochs", 1, "--limit", 1000, "--val-size", 100, "--test-limit", 500, "--data-dir", data_dir,
+            "--checkpoint", "net.pth"]
     lock = tmp_path / "net.pth.lock"
     first = start_paused(2, "train.py", *args, "--run-name", "a", cwd=tmp_path)  # holds net.pth, in its 2nd step
     line = one_error_line(run_py("train.py", *args, "--run-name", "b", cwd=tmp_path))
