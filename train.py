@@ -233,6 +233,7 @@ def train(args, data=None):
 
 def main(argv=None):
     args = settings.parse(argv, __doc__)
+    summary = None
     try:
         summary = train(args)
     except RuntimeError as e:
@@ -240,7 +241,7 @@ def main(argv=None):
             raise
         return 1  # another process of the run failed before training began: torchrun names it
     finally:
-        distributed.cleanup()
+        distributed.cleanup(together=summary is not None and not summary["interrupted"])
     return 130 if summary["interrupted"] else 0
 
 

@@ -140,6 +140,16 @@ def peer_stopped(error):
     return launched() and (isinstance(error, dist.DistError) or "gloo" in str(error))
 
 
-def cleanup():
+def cleanup(together=False):
+    """Leave the process group. together: the run ended normally, so each process first waits for the
+    others (rank 0 is still writing its last pictures when the others finish training): a process that
+    tore its connections down while rank 0 was still busy was seen to abort ("terminate called without
+    an active exception"), and torchrun then stopped rank 0 before it was done."""
     if dist.is_available() and dist.is_initialized():
+        if together:
+            try:
+                dist.barrier()
+            except RuntimeError as e:  # a peer that failed meanwhile: torchrun names it
+                if not peer_stopped(e):
+                    raise
         dist.destroy_process_group()

@@ -74,15 +74,16 @@ def script_env(env=None):
     return {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_MIRROR": "", **(env or {})}
 
 
-def start(argv, cwd, env=None, launcher=None):
+def start(argv, cwd, env=None, launcher=None, stderr=None):
     """Start `python ARGV...` (argv[0] a script path): forked from the warm server (tests/warm.py), or, with a
     `launcher` (e.g. torchrun, or (sys.executable,) for a fresh interpreter), as a real new process.
-    Either way a process of its own, which hears Ctrl-C whatever pytest inherited (lab/cli.py)."""
+    Either way a process of its own, which hears Ctrl-C whatever pytest inherited (lab/cli.py).
+    stdout is a pipe; stderr too, or the file `stderr` (then proc.stderr is None)."""
     if launcher is None:
         from warm import WarmChild
-        return WarmChild(warm_server(), argv, cwd, script_env(env))
+        return WarmChild(warm_server(), argv, cwd, script_env(env), stderr)
     return popen_hearing_ctrl_c([*launcher, *map(str, argv)], cwd=cwd, env=script_env(env), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                                stderr=stderr or subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
 def finish(proc, timeout, what):

@@ -1,7 +1,7 @@
 """draw.py: a real server on a free port, real MNIST digits, and a real browser drawing on the page.
 
-The server runs as a user runs it (python draw.py --port 0 --no-browser) in its own process; the
-tests read its address from the line it prints once it listens. Nothing waits on a clock: timeouts
+The server runs as a user runs it (python draw.py --port 0 --no-browser) in its own process (forked
+from tests/warm.py, as the other scripts the tests run); the tests read its address from the line it prints once it listens. Nothing waits on a clock: timeouts
 are only safety nets. The browser tests drive headless Chromium (Debian's chromium and
 chromium-driver) with Selenium, and are skipped with the reason where either is missing.
 """
@@ -15,8 +15,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,8 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, run_py
-from lab.cli import popen_hearing_ctrl_c
+from conftest import ROOT, run_py, start
 
 SAFETY_S = 120  # only for a server or browser that hangs: no test waits this long when things work
 
@@ -36,13 +33,11 @@ SAFETY_S = 120  # only for a server or browser that hangs: no test waits this lo
 
 def start_server(checkpoint, *flags, cwd):
     """python draw.py on a free port; returns (process, URL, lines printed) once it says where it listens."""
-    stderr = open(Path(cwd) / "draw-stderr.txt", "w")
-    # stop() sends it Ctrl-C: it must hear it even where pytest runs with SIGINT ignored (lab/cli.py)
-    proc = popen_hearing_ctrl_c([sys.executable, str(ROOT / "draw.py"), "--checkpoint", str(checkpoint),
-                                 "--port", "0", "--no-browser", *flags], cwd=cwd, stdout=subprocess.PIPE,
-                                stderr=stderr, text=True, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    stderr.close()
+    # forked from the warm server (conftest.start): stop() sends it Ctrl-C, which it hears even where pytest
+    # runs with SIGINT ignored
+    with open(Path(cwd) / "draw-stderr.txt", "w") as stderr:
+        proc = start([ROOT / "draw.py", "--checkpoint", checkpoint, "--port", "0", "--no-browser", *flags], cwd,
+                     stderr=stderr)
     watchdog = threading.Timer(SAFETY_S, proc.kill)  # a server that never prints: end it, and fail below
     watchdog.start()
     lines = []

@@ -134,9 +134,11 @@ class WarmChild:
     without a status: that is read as -SIGKILL.
     """
 
-    def __init__(self, server, argv, cwd, env):
+    def __init__(self, server, argv, cwd, env, stderr=None):
+        """stderr: a file to write the child's stderr to (a server's log, which nobody reads as it runs)
+        instead of a pipe, which would fill up and stop the child; then self.stderr is None."""
         out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        err_r, err_w = os.pipe() if stderr is None else (None, os.dup(stderr.fileno()))
         self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.conn.connect(server.path)
         socket.send_fds(self.conn, [json.dumps({"argv": list(map(str, argv)), "cwd": str(cwd),
@@ -144,7 +146,7 @@ class WarmChild:
         os.close(out_w)
         os.close(err_w)
         self.stdout = open(out_r, encoding="utf-8", errors="replace")
-        self.stderr = open(err_r, encoding="utf-8", errors="replace")
+        self.stderr = None if err_r is None else open(err_r, encoding="utf-8", errors="replace")
         self.returncode, self._buffer = None, b""
         self.pid = json.loads(self._next_line(None))["pid"]
 
@@ -197,7 +199,7 @@ class WarmChild:
         """Read stdout and stderr to their end (the child's exit closes them), then its exit status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         # kept across calls, as Popen does: what came before a TimeoutExpired is part of the next call's answer
-        chunks = self._chunks = getattr(self, "_chunks", None) or {self.stdout: [], self.stderr: []}
+        chunks = self._chunks = getattr(self, "_chunks", None) or {f: [] for f in (self.stdout, self.stderr) if f}
         with selectors.DefaultSelector() as sel:
             for f in chunks:
                 if not f.closed:
@@ -212,7 +214,7 @@ class WarmChild:
                         chunks[key.data].append(data)
                     else:
                         sel.unregister(key.fd)
-        texts = tuple(b"".join(chunks[f]).decode("utf-8", "replace") for f in (self.stdout, self.stderr))
+        texts = tuple(b"".join(chunks[f]).decode("utf-8", "replace") if f else None for f in (self.stdout, self.stderr))
         for f in chunks:
             f.close()
         self.wait(None if deadline is None else max(1.0, deadline - time.monotonic()))
