@@ -184,8 +184,8 @@ def test_torchrun_trains_like_one_process_stops_on_ctrl_c_and_each_resumes_as_th
 
 # ---------------------------------------------------------------- sweep.py --jobs
 
-GRID = ["--model", "mlp", "cnn2", "--lr", "0.01", "--epochs", 2, "--limit", 2000, "--val-size", 500, "--test-limit", 1000,
-        "--device", "cpu"]
+GRID = ["--model", "mlp", "cnn2", "--lr", "0.01", "--epochs", 2, "--limit", 2000, "--val-size", 500,
+        "--test-limit", 1000, "--device", "cpu"]
 RUNS = ["model=mlp", "model=cnn2"]  # both at once under --jobs 2
 
 

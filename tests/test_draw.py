@@ -1,9 +1,10 @@
 """draw.py: a real server on a free port, real MNIST digits, and a real browser drawing on the page.
 
 The server runs as a user runs it (python draw.py --port 0 --no-browser) in its own process (forked
-from tests/warm.py, as the other scripts the tests run); the tests read its address from the line it prints once it listens. Nothing waits on a clock: timeouts
-are only safety nets. The browser tests drive headless Chromium (Debian's chromium and
-chromium-driver) with Selenium, and are skipped with the reason where either is missing.
+from tests/warm.py, as the other scripts the tests run); the tests read its address from the line it
+prints once it listens. Nothing waits on a clock: timeouts are only safety nets. The browser tests
+drive headless Chromium (Debian's chromium and chromium-driver) with Selenium, and are skipped with the
+reason where either is missing.
 """
 import base64
 import contextlib
