@@ -54,7 +54,6 @@ def test_the_set_is_made_in_imagefolder_layout_the_same_each_time(made, fonts, t
     assert not set(digest(other).values()) & set(mine.values())
 
 
-@pytest.mark.quick
 def test_every_image_is_one_digit_the_net_reads(made, trained):
     """Each file is a photo of one digit that preprocess() finds, and the session's net reads most of them
     (the fonts' styles are not MNIST's: a 1 with a long flag is often read as 7)."""

@@ -79,7 +79,6 @@ def test_one_digit_is_the_whole_image_as_before(mnist_test):
         assert torch.equal(page.digits[0].pixels, preprocess(photo))
 
 
-@pytest.mark.quick
 def test_broken_strokes_make_one_digit_and_specks_none(mnist_test):
     """MNIST's own two-stroke 4s, 7 and 5 stay one digit each among others; the sheet's specks of dirt and,
     on some sheets, the table along an edge, are no digits."""
@@ -98,7 +97,6 @@ def test_broken_strokes_make_one_digit_and_specks_none(mnist_test):
             assert left <= cx <= right and top <= cy <= bottom, (seed, d.box)
 
 
-@pytest.mark.quick
 def test_lines_top_to_bottom_even_sloping(mnist_test):
     images, labels = mnist_test
     for seed in range(4):

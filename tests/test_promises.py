@@ -120,14 +120,12 @@ def state(settings_runs, name):
     return torch.load(tmp / name / "last.pt", weights_only=True)
 
 
-@pytest.mark.quick
 def test_bf16_runs_on_the_cpu_and_fp16_is_refused_there(settings_runs):
     assert state(settings_runs, "bf16")["settings"]["resolved"]["precision"] == "bf16"
     status, stderr, _ = settings_runs["fp16"]
     assert status == 2 and stderr.strip() == "error: --precision fp16 is for GPUs; on a CPU use bf16 or fp32"
 
 
-@pytest.mark.quick
 def test_step_and_cosine_schedules_change_the_rate_as_they_say(settings_runs):
     tmp = settings_runs["step"][2]
     state(settings_runs, "step")
@@ -139,14 +137,12 @@ def test_step_and_cosine_schedules_change_the_rate_as_they_say(settings_runs):
     assert [v for _, v in scalars(tmp / "cosine", "lr")] == pytest.approx(cosine, rel=1e-5)
 
 
-@pytest.mark.quick
 def test_rmsprop_and_adadelta_are_the_optimisers_used(settings_runs):
     assert "square_avg" in state(settings_runs, "rmsprop")["optimizer"]["state"][0]
     assert "acc_delta" in state(settings_runs, "adadelta")["optimizer"]["state"][0]
     assert "exp_avg" in state(settings_runs, "plain")["optimizer"]["state"][0]  # adamw, the default
 
 
-@pytest.mark.quick
 def test_augment_and_dropout_train_and_change_the_training(settings_runs):
     augmented, plain = state(settings_runs, "augment-dropout"), state(settings_runs, "plain")
     assert augmented["settings"]["training"]["dropout"] == 0.3 and augmented["settings"]["training"]["augment"]
@@ -160,7 +156,6 @@ def test_augment_and_dropout_train_and_change_the_training(settings_runs):
     assert scalars(tmp / "augment-dropout", "loss/train") != scalars(tmp / "plain", "loss/train")
 
 
-@pytest.mark.quick
 def test_test_limit_tests_on_the_first_n_test_images(settings_runs, data_dir):
     plain = state(settings_runs, "plain")  # TINY: --test-limit 500
     assert plain["settings"]["training"]["test_limit"] == 500
