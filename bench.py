@@ -144,7 +144,7 @@ def case_ours(args, device, n_train, n_eval, precision, compile_model):
                            + (["--mirror", args.mirror] if args.mirror else []) + (["--compile"] if compile_model else [])
                            + (["--val-size", "1000", "--test-limit", str(n_eval)] if args.quick else []))
     # (--quick checks the path, not the speed: a part of the validation and test sets)
-    data = load_data(targs.data_dir, targs.mirror, targs.val_size, targs.limit, device, targs.test_limit)
+    data = load_data(targs, device)
 
     # 1. one epoch through train.train, as python train.py --epochs 1 runs it (data loading excluded).
     #    Training img/s is measured over that epoch's training loop, first steps (and compiling) included,

@@ -39,7 +39,7 @@ import train  # to run its whole job, train.train(), once per run
 from lab import runs, settings
 from lab.checkpoint import refuse_if_locked
 from lab.cli import UserError, fmt_time, make_parser, popen_hearing_ctrl_c, positive_int, run_script
-from lab.data import ensure_mnist, load_data
+from lab.data import SPLIT, ensure_mnist, load_data
 from lab.device import cores, pick_device
 from lab.files import make_folder
 
@@ -170,10 +170,9 @@ def run_here(plan, base, sweep_dir, t_start):
         eta = f", ~{fmt_time(sum(durations) / len(durations) * left)} left" if durations else ""
         print(f"\n[run {i}/{n}] {label}: {fmt_time(time.perf_counter() - t_start)} elapsed{eta}", flush=True)
         prepare(sweep_dir / run, what, run_args)
-        split = (run_args.val_size, run_args.limit, run_args.test_limit)  # all the data depends on: read once for each
+        split = tuple(getattr(run_args, k) for k in SPLIT)  # all the data depends on: read once for each
         if split not in data:
-            data = {split: load_data(base.data_dir, base.mirror, run_args.val_size, run_args.limit, pick_device(base.device),
-                                     run_args.test_limit)}
+            data = {split: load_data(run_args, pick_device(base.device))}
         t0 = time.perf_counter()
         summary = train.train(run_args, data[split])
         durations.append(time.perf_counter() - t0)

@@ -158,8 +158,7 @@ def train(args, data=None):
     with runs.start(args) as run:  # leaving this block, however, frees --checkpoint for another run
         args, device = run.args, run.device
         if data is None:
-            data = distributed.first_on_each_machine(load_data, args.data_dir, args.mirror, args.val_size,
-                                                     args.limit, device, args.test_limit)
+            data = distributed.first_on_each_machine(load_data, args, device)
         (tx, ty), (vx, vy), (sx, sy) = data["train"], data["val"], data["test"]
         distributed.check_split(len(tx), args.batch_size, run.world)
 

@@ -155,16 +155,20 @@ def normalize(images, mean=MEAN, std=STD):
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def load_data(data_dir, mirror, val_size, limit, device, test_limit=None):
+SPLIT = ("val_size", "limit", "test_limit")  # the settings (lab/settings.py) that decide what load_data returns
+
+
+def load_data(args, device):
     """Read MNIST once; return normalised tensors on `device`: {"train", "val", "test"}: (images, labels).
 
-    limit, test_limit: keep only the first so many training (after validation's share) and test images."""
-    images, labels = load_split(True, data_dir, mirror)
-    (tx, ty), (vx, vy) = split_train_val(images, labels, val_size)
-    if limit:
-        tx, ty = tx[:limit], ty[:limit]
-    test_x, test_y = load_split(False, data_dir, mirror)
-    test_x, test_y = test_x[:test_limit], test_y[:test_limit]
+    From train.py's settings `args`: --data-dir and --mirror, and SPLIT: --val-size images held out to
+    validate on, and with --limit and --test-limit only the first so many training and test images."""
+    images, labels = load_split(True, args.data_dir, args.mirror)
+    (tx, ty), (vx, vy) = split_train_val(images, labels, args.val_size)
+    if args.limit:
+        tx, ty = tx[:args.limit], ty[:args.limit]
+    test_x, test_y = load_split(False, args.data_dir, args.mirror)
+    test_x, test_y = test_x[:args.test_limit], test_y[:args.test_limit]
     return {name: (normalize(x).to(device), y.to(device))
             for name, (x, y) in {"train": (tx, ty), "val": (vx, vy), "test": (test_x, test_y)}.items()}
 
