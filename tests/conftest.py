@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -43,10 +44,14 @@ def mirror():
 
 @pytest.fixture(scope="session")
 def data_dir(mirror, tmp_path_factory):
-    """A data folder with MNIST extracted, shared by the whole session (read-only for tests)."""
+    """A data folder with MNIST extracted, shared by the whole session and its xdist processes (read-only for
+    tests): the first to need it extracts it (1-4 s), under a lock that the others wait on."""
+    from filelock import FileLock
+
     from lab.data import ensure_mnist
-    folder = tmp_path_factory.mktemp("mnist")
-    ensure_mnist(folder, mirror=str(mirror))
+    folder = session_root(tmp_path_factory) / "mnist"
+    with FileLock(str(folder) + ".lock", timeout=TRAIN_BOUND_S):
+        ensure_mnist(folder, mirror=str(mirror))  # at once where the files are there
     return folder
 
 
@@ -153,7 +158,6 @@ def start_paused(step, script, *args, cwd, launcher=None, pauses=1, env=None):
     so that a signal sent next lands in that step on any machine, fast or slow. One that has not
     paused within PAUSE_BOUND_S is killed, and the test fails with what it printed.
     """
-    import threading
     # It must answer the SIGINT a test sends even where pytest itself runs with SIGINT ignored
     # (a background job, `cmd &`, and whatever it starts, inherit that): start() sees to it.
     proc = start([ROOT / "tests" / "pausing.py", step, ROOT / script, *args], cwd, env, launcher)
@@ -191,17 +195,104 @@ def put_back_v1_run(run):
     return run
 
 
+TRAINED_ARGS = ("--epochs", 2, "--limit", 12000, "--run-name", "r1", "--seed", 3)
+
+
+class SharedTraining:
+    """The one short real training of a session, shared by pytest-xdist's processes and started early.
+
+    It is most of the quick tier's floor (12-40 s of one core, by machine), and every process used to make
+    its own. Now the first process to start a test, if any test of the session needs `trained`, starts it in
+    the background (forked from its warm server) and holds a lock on it until it has ended and its output is
+    saved; a process that needs it waits on that lock (bounded), the others run their tests meanwhile.
+    """
+
+    def __init__(self, root):
+        self.root, self.work = root, root / "trained"
+        self.result = self.work / "result.json"
+        self.thread = None
+
+    def lock(self, name, timeout):
+        from filelock import FileLock
+        return FileLock(str(self.root / name), timeout=timeout, thread_local=False)
+
+    def start(self, data_dir):
+        """Start the training unless a process of this session already has (its marker says so)."""
+        with self.lock("trained.start.lock", timeout=TRAIN_BOUND_S):
+            if (self.root / "trained.started").exists():
+                return
+            self.work.mkdir()
+            held = self.lock("trained.lock", timeout=TRAIN_BOUND_S)
+            held.acquire()  # released by the thread below, once the result is saved
+            argv = [ROOT / "train.py", *TRAINED_ARGS, "--data-dir", data_dir, "--logdir", self.work / "boardlog",
+                    "--checkpoint", self.work / "net.pth"]
+            proc = start(argv, self.work)  # not in _started: it outlives the test that started it
+
+            def finish_in_background():
+                try:
+                    try:
+                        out, err = proc.communicate(timeout=TRAIN_BOUND_S)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        out, err = proc.communicate(timeout=60)
+                        err += f"\n(killed: it did not end within {TRAIN_BOUND_S} s)"
+                    atomic_json(self.result, {"returncode": proc.returncode, "stdout": out, "stderr": err})
+                finally:
+                    held.release()
+
+            self.thread = threading.Thread(target=finish_in_background, daemon=True)
+            self.thread.start()
+            (self.root / "trained.started").touch()
+
+    def wait(self):
+        """The finished training's output, once it has ended (in whichever process started it)."""
+        with self.lock("trained.lock", timeout=TRAIN_BOUND_S):
+            assert self.result.is_file(), "the shared training was never started"
+            return json.loads(self.result.read_text())
+
+    def join(self):
+        if self.thread is not None:
+            self.thread.join(TRAIN_BOUND_S)
+
+
+TRAIN_BOUND_S = 600
+_training = None
+
+
+def atomic_json(path, value):
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def session_root(tmp_path_factory):
+    """A folder of this pytest session that all its xdist processes share (each has its own basetemp in it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_shared_training(request, tmp_path_factory):
+    """Before this process's first test: start the shared training if any test of the session needs it."""
+    global _training
+    _training = SharedTraining(session_root(tmp_path_factory))
+    if any("trained" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        _training.start(request.getfixturevalue("data_dir"))
+    yield
+    _training.join()  # a process that started it must not leave before it has saved its output
+
+
 @pytest.fixture(scope="session")
-def trained(data_dir, tmp_path_factory):
-    """One short real training run (2 epochs on 12,000 images), reused by several tests.
+def trained(data_dir):
+    """One short real training run (2 epochs on 12,000 images), reused by many tests, in both xdist processes.
 
     Returns a dict with the folder, checkpoint path, log dir, run dir and the finished process.
     """
-    work = tmp_path_factory.mktemp("trained")
-    proc = run_py("train.py", "--epochs", 2, "--limit", 12000, "--data-dir", data_dir,
-                  "--logdir", work / "boardlog", "--run-name", "r1", "--checkpoint", work / "net.pth",
-                  "--seed", 3, cwd=work)
+    result = _training.wait()
+    proc = subprocess.CompletedProcess(["train.py", *TRAINED_ARGS], result["returncode"], result["stdout"],
+                                       result["stderr"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    work = _training.work
     return {"dir": work, "checkpoint": work / "net.pth", "logdir": work / "boardlog",
             "run_dir": work / "boardlog" / "r1", "proc": proc, "data_dir": data_dir}
 
@@ -275,6 +366,22 @@ def small_disk(tmp_path, request):
         # lazily (-l) if a process still inside keeps it busy (a failed test's; they are killed next)
         if disk.real and subprocess.run(["umount", str(disk.folder)], capture_output=True).returncode:
             subprocess.run(["umount", "-l", str(disk.folder)], check=True)
+
+
+def pytest_collection_modifyitems(items):
+    """Run first what needs no trained net, while the shared training runs (see SharedTraining).
+
+    Modules that never use `trained` go first, and within a module its tests that do not use it;
+    otherwise the order stays as collected. pytest.ini's --no-loadscope-reorder keeps this order when
+    pytest-xdist hands the modules to its two processes (by default it sends the largest modules first).
+    """
+    uses = lambda item: "trained" in getattr(item, "fixturenames", ())  # noqa: E731
+    module_uses = {}
+    for item in items:
+        module_uses[item.module] = module_uses.get(item.module, False) or uses(item)
+    first = {item.module: i for i, item in reversed(list(enumerate(items)))}
+    items[:] = [item for _, item in sorted(
+        enumerate(items), key=lambda ie: (module_uses[ie[1].module], first[ie[1].module], uses(ie[1]), ie[0]))]
 
 
 def pytest_terminal_summary(terminalreporter):
