@@ -230,13 +230,14 @@ class SharedTraining:
 
             def finish_in_background():
                 try:
+                    from lab.files import write_json  # here: it imports torch, which pytest's controller never needs
                     try:
                         out, err = proc.communicate(timeout=TRAIN_BOUND_S)
                     except subprocess.TimeoutExpired:
                         proc.kill()
                         out, err = proc.communicate(timeout=60)
                         err += f"\n(killed: it did not end within {TRAIN_BOUND_S} s)"
-                    atomic_json(self.result, {"returncode": proc.returncode, "stdout": out, "stderr": err})
+                    write_json(self.result, {"returncode": proc.returncode, "stdout": out, "stderr": err})
                 finally:
                     held.release()
 
@@ -259,10 +260,8 @@ TRAIN_BOUND_S = 600
 _training = None
 
 
-def atomic_json(path, value):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
+def needs_trained(item):
+    return "trained" in getattr(item, "fixturenames", ())
 
 
 def session_root(tmp_path_factory):
@@ -273,10 +272,11 @@ def session_root(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def _start_shared_training(request, tmp_path_factory):
-    """Before this process's first test: start the shared training if any test of the session needs it."""
+    """Before this process's first test: start the shared training if any test of the session needs it
+    (and there is a mirror: without one, those tests skip, as `data_dir` says, and the others run)."""
     global _training
     _training = SharedTraining(session_root(tmp_path_factory))
-    if any("trained" in getattr(item, "fixturenames", ()) for item in request.session.items):
+    if mirror_folder() is not None and any(needs_trained(item) for item in request.session.items):
         _training.start(request.getfixturevalue("data_dir"))
     yield
     _training.join()  # a process that started it must not leave before it has saved its output
@@ -375,13 +375,12 @@ def pytest_collection_modifyitems(items):
     otherwise the order stays as collected. pytest.ini's --no-loadscope-reorder keeps this order when
     pytest-xdist hands the modules to its two processes (by default it sends the largest modules first).
     """
-    uses = lambda item: "trained" in getattr(item, "fixturenames", ())  # noqa: E731
-    module_uses = {}
+    order, module_uses = {}, {}
     for item in items:
-        module_uses[item.module] = module_uses.get(item.module, False) or uses(item)
-    first = {item.module: i for i, item in reversed(list(enumerate(items)))}
-    items[:] = [item for _, item in sorted(
-        enumerate(items), key=lambda ie: (module_uses[ie[1].module], first[ie[1].module], uses(ie[1]), ie[0]))]
+        order.setdefault(item.module, len(order))
+        module_uses[item.module] = module_uses.get(item.module, False) or needs_trained(item)
+    # sorted() is stable: the collected order stays within each group
+    items.sort(key=lambda item: (module_uses[item.module], order[item.module], needs_trained(item)))
 
 
 def pytest_terminal_summary(terminalreporter):
