@@ -24,6 +24,13 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
 
+# The shared training (SharedTraining, below) is what the tests that need a trained net wait for, and it
+# runs on one core: the processes of the tests run a little behind it (niceness 5, where the OS has it), so
+# that it ends first and no core stands idle while they wait. It alone keeps the priority pytest started with.
+TESTS_NICE = 5 if WORKERS > 1 and hasattr(os, "nice") else 0
+if TESTS_NICE:
+    os.nice(TESTS_NICE)  # this process, and what it starts as a new process; the warm server's children below
+
 from lab.cli import popen_hearing_ctrl_c  # noqa: E402  (after the path is set)
 
 
@@ -55,23 +62,40 @@ def data_dir(mirror, tmp_path_factory):
     return folder
 
 
-_warm = None  # tests/warm.py's server, started by the first script a test runs
+WARM_SOCKET = "LAB_TESTS_WARM_SOCKET"  # the warm server's socket, for the processes xdist starts
+_warm = None  # tests/warm.py's server, if this process started it
 
 
-def warm_server(tmp_path_factory=None):
+def pytest_configure(config):
+    """Under pytest-xdist, the controller (which runs no test) starts the warm server before it starts its
+    processes, and both use it: one start of the imports for the session, not one a process, done while
+    they collect the tests. (With -n 0 the one process starts its own at its first script.)"""
     global _warm
+    workers = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput") or not workers or WARM_SOCKET in os.environ:
+        return
+    import tempfile
+    from warm import Server
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // int(workers)))
+    _warm = Server(tempfile.mkdtemp(prefix="warm-"), env={**os.environ, "OMP_NUM_THREADS": threads})
+    os.environ[WARM_SOCKET] = _warm.path  # inherited by the processes xdist starts next
+
+
+def pytest_unconfigure(config):
+    if _warm is not None:
+        _warm.close()
+
+
+def warm_socket():
+    """The warm server's socket: the controller's, or one this process starts now."""
+    global _warm
+    if WARM_SOCKET in os.environ:
+        return os.environ[WARM_SOCKET]
     if _warm is None:
         import tempfile
         from warm import Server
         _warm = Server(tempfile.mkdtemp(prefix="warm-"))
-    return _warm
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _stop_warm_server():
-    yield
-    if _warm is not None:
-        _warm.close()
+    return _warm.path
 
 
 def script_env(env=None):
@@ -79,14 +103,15 @@ def script_env(env=None):
     return {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_MIRROR": "", **(env or {})}
 
 
-def start(argv, cwd, env=None, launcher=None, stderr=None):
+def start(argv, cwd, env=None, launcher=None, stderr=None, nice=None):
     """Start `python ARGV...` (argv[0] a script path): forked from the warm server (tests/warm.py), or, with a
     `launcher` (e.g. torchrun, or (sys.executable,) for a fresh interpreter), as a real new process.
     Either way a process of its own, which hears Ctrl-C whatever pytest inherited (lab/cli.py).
-    stdout is a pipe; stderr too, or the file `stderr` (then proc.stderr is None)."""
+    stdout is a pipe; stderr too, or the file `stderr` (then proc.stderr is None). `nice`: the warm child's
+    niceness, TESTS_NICE unless given."""
     if launcher is None:
         from warm import WarmChild
-        return WarmChild(warm_server(), argv, cwd, script_env(env), stderr)
+        return WarmChild(warm_socket(), argv, cwd, script_env(env), stderr, TESTS_NICE if nice is None else nice)
     return popen_hearing_ctrl_c([*launcher, *map(str, argv)], cwd=cwd, env=script_env(env), stdout=subprocess.PIPE,
                                 stderr=stderr or subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
@@ -217,38 +242,41 @@ class SharedTraining:
         return FileLock(str(self.root / name), timeout=timeout, thread_local=False)
 
     def start(self, data_dir):
-        """Start the training unless a process of this session already has (its marker says so)."""
+        """Start the training unless a process of this session already has: claimed under a lock, started in a
+        thread (its first request to the warm server waits until the server has imported all)."""
+        from lab.files import write_json  # here: it imports torch, which pytest's controller never needs
         with self.lock("trained.start.lock", timeout=TRAIN_BOUND_S):
             if (self.root / "trained.started").exists():
                 return
-            self.work.mkdir()
             held = self.lock("trained.lock", timeout=TRAIN_BOUND_S)
             held.acquire()  # released by the thread below, once the result is saved
-            argv = [ROOT / "train.py", *TRAINED_ARGS, "--data-dir", data_dir, "--logdir", self.work / "boardlog",
-                    "--checkpoint", self.work / "net.pth"]
-            proc = start(argv, self.work)  # not in _started: it outlives the test that started it
-
-            def finish_in_background():
-                try:
-                    from lab.files import write_json  # here: it imports torch, which pytest's controller never needs
-                    try:
-                        out, err = proc.communicate(timeout=TRAIN_BOUND_S)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        out, err = proc.communicate(timeout=60)
-                        err += f"\n(killed: it did not end within {TRAIN_BOUND_S} s)"
-                    write_json(self.result, {"returncode": proc.returncode, "stdout": out, "stderr": err})
-                finally:
-                    held.release()
-
-            self.thread = threading.Thread(target=finish_in_background, daemon=True)
-            self.thread.start()
             (self.root / "trained.started").touch()
+        self.work.mkdir()
+        argv = [ROOT / "train.py", *TRAINED_ARGS, "--data-dir", data_dir, "--logdir", self.work / "boardlog",
+                "--checkpoint", self.work / "net.pth"]
+
+        def in_background():
+            try:
+                try:
+                    proc = start(argv, self.work, nice=0)  # not in _started: it outlives the test that started it
+                    out, err = proc.communicate(timeout=TRAIN_BOUND_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    out, err = proc.communicate(timeout=60)
+                    err += f"\n(killed: it did not end within {TRAIN_BOUND_S} s)"
+                except Exception as e:  # a test that needs it fails with this, instead of waiting for ever
+                    proc, out, err = None, "", f"the shared training did not start: {e}"
+                write_json(self.result, {"returncode": proc.returncode if proc else 1, "stdout": out, "stderr": err})
+            finally:
+                held.release()
+
+        self.thread = threading.Thread(target=in_background, daemon=True)
+        self.thread.start()
 
     def wait(self):
         """The finished training's output, once it has ended (in whichever process started it)."""
         with self.lock("trained.lock", timeout=TRAIN_BOUND_S):
-            assert self.result.is_file(), "the shared training was never started"
+            assert self.result.is_file(), "the shared training saved no result"
             return json.loads(self.result.read_text())
 
     def join(self):

@@ -25,10 +25,10 @@ def test_bench_quick_prints_the_table(data_dir, tmp_path):
         for number in cells[1:4] + cells[5:]:
             assert float(number.replace(",", "")) > 0, row
         accuracy[cells[0]] = float(cells[4].rstrip("%"))
-    # One epoch on 2,000 images, tested on 1,000: the plain loop (31 steps of 64) reaches about 75%, ours
-    # (16 steps of 128, warming up and annealing) about 80%; a loop that did not learn would stay near 10%.
+    # One epoch, tested on 500: the plain loop on 1,000 images (16 steps of 64) reaches about 66%, ours on
+    # 2,000 (16 steps of 128, warming up and annealing) about 81%; a loop that did not learn stays near 10%.
     plain, malloc, *ours = accuracy.values()
-    assert plain >= 60 and all(a >= 65 for a in ours), accuracy
+    assert plain >= 55 and all(a >= 65 for a in ours), accuracy
     if "device cpu" in out:  # the allocator setting changes no number: the same arithmetic in the same order
         assert plain == malloc, accuracy
     assert re.search(r"best of ours / plain DataLoader: \d+\.\dx", out)

@@ -218,7 +218,6 @@ def test_predict_reads_a_page_written_as_asked(trained, page_files, tmp_path):
     assert proc.stdout.splitlines()[0].endswith("→  0123456789 0123456789 0123456789   (30 digits on 3 lines)")
 
 
-@pytest.mark.quick
 def test_save_digits_keeps_the_lines_written_as_expected(untrained, page_files, tmp_path):
     folder, _ = page_files
     mine = tmp_path / "mine"

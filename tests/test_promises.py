@@ -82,7 +82,6 @@ def test_mnist_from_gz_files_placed_in_raw(mirror, tmp_path, no_internet):
     assert images.shape == (60000, 28, 28)
 
 
-@pytest.mark.quick
 def test_mirror_on_the_command_line(trained, mirror, tmp_path):
     proc = run_py("test.py", "--checkpoint", trained["checkpoint"], "--data-dir", tmp_path / "fresh",
                   "--mirror", mirror, cwd=tmp_path)  # MNIST_MIRROR is empty for the scripts the tests run

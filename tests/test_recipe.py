@@ -99,7 +99,6 @@ def test_ema_is_the_moving_average_of_the_weights_with_a_warm_up():
     assert train.make_average(argparse.Namespace(ema=0.0), model) == (model, None)
 
 
-@pytest.mark.quick
 def test_the_best_recipe_is_recorded_and_saves_its_average(data_dir, tmp_path):
     proc = run_py("train.py", "--recipe", "best", "--epochs", 1, "--limit", 1000, "--val-size", 200, "--test-limit", 500,
                   "--data-dir", data_dir, "--logdir", tmp_path / "logs", "--run-name", "r",

@@ -2,10 +2,10 @@
 
 A new `python train.py` spends 3 to 6 seconds of a 2-core machine before its first step: importing
 torch, torch._dynamo (every optimiser imports it), TensorBoard, Captum. The tests start scripts about
-a hundred times. So the first run_py() starts this file as a server (`python -u tests/warm.py
-SOCKET`), which imports all that once and then waits. For each script to run, it forks: the child
-is a new process (its own pid, signals, files and exit status) that already has the modules loaded,
-and runs the script as `python SCRIPT ARGS` would, through runpy as "__main__", in the cwd and
+a hundred times. So the session starts this file once as a server (`python -u tests/warm.py FD`, FD a
+listening socket; under pytest-xdist the controller starts it and both processes use it), which imports
+all that once and then waits. For each script to run, it forks: the child is a new process (its own
+pid, signals, files and exit status) that already has the modules loaded, and runs the script as `python SCRIPT ARGS` would, through runpy as "__main__", in the cwd and
 environment the test gave, with the test's pipes as its stdout and stderr.
 
 The server itself never runs a torch operation, so no thread pool exists when it forks (a forked
@@ -13,9 +13,10 @@ OpenMP pool would hang its children). What needs a fresh interpreter still gets 
 start-up checks, torchrun, the simulated small disk, a parent that ignores Ctrl-C (conftest.run_py's
 `fresh=True`).
 
-    client: WarmChild(argv, cwd, env)   a subprocess.Popen-like object: pid, stdout, stderr,
-                                        send_signal, kill, poll, wait, communicate, returncode
+    client: WarmChild(socket, argv, cwd, env)   a subprocess.Popen-like object: pid, stdout, stderr,
+                                                send_signal, kill, poll, wait, communicate, returncode
 """
+import io
 import json
 import os
 import selectors
@@ -47,13 +48,12 @@ def preload():
     import pausing  # noqa: F401
 
 
-def serve(path):
+def serve(fd):
+    """Accept on the listening socket `fd` (bound by the client, so that it exists before anyone connects:
+    a connection made while this still imports waits in the socket's queue until it is accepted)."""
+    listener = socket.socket(fileno=fd)
     preload()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children: no zombies, pids free at once
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)
-    print("ready", flush=True)
     while True:
         conn, _ = listener.accept()
         message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
@@ -82,7 +82,15 @@ def run_child(conn, fds, request):
         os.dup2(devnull, 0)
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
+        # sys.stdout and sys.stderr made anew for these pipes, as `python -u` makes them (the server's are a
+        # file's, which a script's reconfigure() would try to seek)
+        sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
+                                                        write_through=True)
+        sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                                                        errors="backslashreplace", write_through=True)
         os.chdir(request["cwd"])
+        if request.get("nice"):
+            os.nice(request["nice"])
         os.environ.clear()
         os.environ.update(request["env"])
         script = request["argv"][0]
@@ -109,21 +117,39 @@ def run_child(conn, fds, request):
 # ---------------------------------------------------------------- the client (in pytest)
 
 class Server:
-    """The warm server of this pytest session, started on first use."""
+    """The warm server of this pytest session: started at once, ready when its imports are done.
 
-    def __init__(self, folder):
-        self.path = os.path.join(folder, "warm.sock")
-        self.proc = subprocess.Popen([sys.executable, "-u", os.path.abspath(__file__), self.path],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        line = self.proc.stdout.readline()  # blocks until it is ready; "" if it died
-        if line.strip() != "ready":
-            self.proc.kill()
-            raise RuntimeError(f"tests/warm.py did not start: {line}{self.proc.communicate()[1]}")
+    Under pytest-xdist the controller starts it, and both processes use it (conftest.py): one start of
+    the imports for the session instead of one per process. The socket is bound here, before the server
+    starts, so a client can connect at once; its request waits until the server has imported all.
+    `env`: the server's environment, which its children inherit until they set their own (libgomp reads
+    OMP_NUM_THREADS when torch is imported, so the server must have the tests' value)."""
+
+    def __init__(self, folder, env=None):
+        self.path, self.log = os.path.join(folder, "warm.sock"), os.path.join(folder, "warm.log")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.path)
+        listener.listen(64)
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-u", os.path.abspath(__file__), str(listener.fileno())],
+                                         pass_fds=[listener.fileno()], stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env={**(env or os.environ), "PYTHONUNBUFFERED": "1"})
+        listener.close()  # the server's copy is the only one: if it dies, connecting fails instead of waiting
 
     def close(self):
         self.proc.kill()
         self.proc.wait()
+
+
+def failed_to_start(path):
+    """Why a connection to the server at `path` got no answer: what its log says."""
+    log = os.path.join(os.path.dirname(path), "warm.log")
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            said = f.read()
+    except OSError:
+        said = "(no log)"
+    return RuntimeError(f"tests/warm.py ({path}) did not answer; its log {log} says:\n{said}")
 
 
 class WarmChild:
@@ -134,21 +160,30 @@ class WarmChild:
     without a status: that is read as -SIGKILL.
     """
 
-    def __init__(self, server, argv, cwd, env, stderr=None):
-        """stderr: a file to write the child's stderr to (a server's log, which nobody reads as it runs)
+    def __init__(self, path, argv, cwd, env, stderr=None, nice=0):
+        """nice: added to the child's niceness (a lower priority). stderr: a file to write the child's stderr to (a server's log, which nobody reads as it runs)
         instead of a pipe, which would fill up and stop the child; then self.stderr is None."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe() if stderr is None else (None, os.dup(stderr.fileno()))
         self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.conn.connect(server.path)
+        try:
+            self.conn.connect(path)
+        except OSError as e:
+            raise failed_to_start(path) from e
         socket.send_fds(self.conn, [json.dumps({"argv": list(map(str, argv)), "cwd": str(cwd),
-                                                "env": env}).encode()], [out_w, err_w])
+                                                "env": env, "nice": nice}).encode()], [out_w, err_w])
         os.close(out_w)
         os.close(err_w)
         self.stdout = open(out_r, encoding="utf-8", errors="replace")
         self.stderr = None if err_r is None else open(err_r, encoding="utf-8", errors="replace")
         self.returncode, self._buffer = None, b""
-        self.pid = json.loads(self._next_line(None))["pid"]
+        try:
+            answer = self._next_line(None)  # waits while the server still imports
+        except OSError as e:  # reset: the server died with this request in its queue
+            raise failed_to_start(path) from e
+        if not answer:
+            raise failed_to_start(path)
+        self.pid = json.loads(answer)["pid"]
 
     def _next_line(self, timeout):
         """The next line from the server or the child; None if none came within `timeout`; b"" at the end."""
@@ -222,4 +257,4 @@ class WarmChild:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(int(sys.argv[1]))
