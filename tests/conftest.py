@@ -74,10 +74,8 @@ def pytest_configure(config):
     workers = getattr(config.option, "numprocesses", None)
     if hasattr(config, "workerinput") or not workers or WARM_SOCKET in os.environ:
         return
-    import tempfile
-    from warm import Server
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // int(workers)))
-    _warm = Server(tempfile.mkdtemp(prefix="warm-"), env={**os.environ, "OMP_NUM_THREADS": threads})
+    _warm = start_warm_server({**os.environ, "OMP_NUM_THREADS": threads})
     os.environ[WARM_SOCKET] = _warm.path  # inherited by the processes xdist starts next
 
 
@@ -92,10 +90,14 @@ def warm_socket():
     if WARM_SOCKET in os.environ:
         return os.environ[WARM_SOCKET]
     if _warm is None:
-        import tempfile
-        from warm import Server
-        _warm = Server(tempfile.mkdtemp(prefix="warm-"))
+        _warm = start_warm_server()
     return _warm.path
+
+
+def start_warm_server(env=None):
+    import tempfile
+    from warm import Server
+    return Server(tempfile.mkdtemp(prefix="warm-"), env)
 
 
 def script_env(env=None):
@@ -228,7 +230,7 @@ class SharedTraining:
 
     It is most of the quick tier's floor (12-40 s of one core, by machine), and every process used to make
     its own. Now the first process to start a test, if any test of the session needs `trained`, starts it in
-    the background (forked from its warm server) and holds a lock on it until it has ended and its output is
+    the background (forked from the warm server) and holds a lock on it until it has ended and its output is
     saved; a process that needs it waits on that lock (bounded), the others run their tests meanwhile.
     """
 

@@ -5,8 +5,9 @@ torch, torch._dynamo (every optimiser imports it), TensorBoard, Captum. The test
 a hundred times. So the session starts this file once as a server (`python -u tests/warm.py FD`, FD a
 listening socket; under pytest-xdist the controller starts it and both processes use it), which imports
 all that once and then waits. For each script to run, it forks: the child is a new process (its own
-pid, signals, files and exit status) that already has the modules loaded, and runs the script as `python SCRIPT ARGS` would, through runpy as "__main__", in the cwd and
-environment the test gave, with the test's pipes as its stdout and stderr.
+pid, signals, files and exit status) that already has the modules loaded, and runs the script as
+`python SCRIPT ARGS` would, through runpy as "__main__", in the cwd and environment the test gave,
+with the test's pipes as its stdout and stderr.
 
 The server itself never runs a torch operation, so no thread pool exists when it forks (a forked
 OpenMP pool would hang its children). What needs a fresh interpreter still gets one: --help and the
@@ -27,6 +28,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SERVER_BOUND_S = 300  # a server that has not answered a request by then (its imports hang) fails the test
 ROOT = os.path.dirname(HERE)
 
 
@@ -149,7 +151,8 @@ def failed_to_start(path):
             said = f.read()
     except OSError:
         said = "(no log)"
-    return RuntimeError(f"tests/warm.py ({path}) did not answer; its log {log} says:\n{said}")
+    return RuntimeError(f"tests/warm.py ({path}) did not answer within {SERVER_BOUND_S} s, or died; its log {log} "
+                        f"says:\n{said}")
 
 
 class WarmChild:
@@ -161,8 +164,9 @@ class WarmChild:
     """
 
     def __init__(self, path, argv, cwd, env, stderr=None, nice=0):
-        """nice: added to the child's niceness (a lower priority). stderr: a file to write the child's stderr to (a server's log, which nobody reads as it runs)
-        instead of a pipe, which would fill up and stop the child; then self.stderr is None."""
+        """stderr: a file to write the child's stderr to (a server's log, which nobody reads as it runs)
+        instead of a pipe, which would fill up and stop the child; then self.stderr is None.
+        nice: added to the child's niceness (a lower priority)."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe() if stderr is None else (None, os.dup(stderr.fileno()))
         self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -178,7 +182,7 @@ class WarmChild:
         self.stderr = None if err_r is None else open(err_r, encoding="utf-8", errors="replace")
         self.returncode, self._buffer = None, b""
         try:
-            answer = self._next_line(None)  # waits while the server still imports
+            answer = self._next_line(SERVER_BOUND_S)  # waits while the server still imports; None: it hangs
         except OSError as e:  # reset: the server died with this request in its queue
             raise failed_to_start(path) from e
         if not answer:
