@@ -68,6 +68,9 @@ def parser():
       help=f"instead, how well CHECKPOINT (default: net.pth) reads sheets of MNIST test digits photographed as a "
            f"phone would (lab/sheets.py): {PAGE_SHEETS} sheets of each spacing ({PAGE_SHEETS_QUICK} with --quick), "
            "digits and lines read right, and the reading order")
+    a("--reader", metavar="FILE", default=None,
+      help="with --pages: the reader of touching digits (train_reader.py); 'none' reads without "
+           "(default: reader.pth, if it is there)")
     a("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case in this process
     return p
 
@@ -391,18 +394,20 @@ def load_average():
 def pages(args):
     """How well a checkpoint reads pages: sheets of MNIST test digits (lab/sheets.py), each spacing apart."""
     from lab.pages import classifier, read_page  # here: only --pages needs them (scipy's import takes 0.4 s)
+    from lab.reader import reader_from_flag  # (the same)
     from lab.sheets import SPACINGS, make_sheets, score  # (the same)
 
     torch.set_num_threads(1)  # one page is small work: as draw.py reads it, and predict.py nearly
     model, ckpt = load_checkpoint(args.pages)
     classify = classifier(model, ckpt)
+    reader = reader_from_flag(args.reader)
     images, labels = load_split(False, args.data_dir, args.mirror)
     n = PAGE_SHEETS_QUICK if args.quick else PAGE_SHEETS
     # seed 1: lab/pages.py's constants were chosen on the sheets of seed 0
     totals = {spacing: [0] * 6 for spacing in SPACINGS}
     t0 = time.perf_counter()
     for sheet in make_sheets(images.numpy(), labels.numpy(), n, seed=1):
-        page = read_page(sheet.image, classify)
+        page = read_page(sheet.image, classify, reader)
         counts = score(sheet, page.lines, [(d.line, d.box) for d in page.digits])
         totals[sheet.spacing] = [a + b for a, b in zip(totals[sheet.spacing], (*counts, 1))]
     seconds = time.perf_counter() - t0
@@ -412,7 +417,8 @@ def pages(args):
     rows.append(["wide to touching", f"{s:,}", f"{d:,}", f"{100 * r / d:.1f}%", f"{lines:,}", f"{100 * right / lines:.1f}%",
                  f"{int(o)}/{s}"])
     print(f"Machine: {machine()}, torch {torch.__version__}; {args.pages}: {ckpt['model']}, epoch {ckpt.get('epoch')}, "
-          f"MNIST test accuracy {100 * (ckpt.get('test_acc') or 0):.2f}%")
+          f"MNIST test accuracy {100 * (ckpt.get('test_acc') or 0):.2f}%; reader of touching digits: "
+          + (args.reader or "reader.pth" if reader is not None else "none"))
     print(f"Sheets of MNIST test digits as a phone photographs them (lab/sheets.py, seed 1): 1-4 lines of 3-8 "
           f"digits, {n} sheets of each spacing" + ("  [--quick: too few to mean much]" if args.quick else ""))
     print(markdown_table(["spacing", "sheets", "digits", "digits right", "lines", "lines right", "order right"], rows))

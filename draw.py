@@ -69,6 +69,7 @@ from lab.explain import IG_STEPS, MAX_EPS, PGD_STEPS, Explainer
 from lab.files import make_folder, write_new
 from lab.images import ImageProblem, load_image, net_input, preprocess
 from lab.pages import classifier, read_page
+from lab.reader import add_reader_flag, reader_from_flag
 from net import count_parameters
 
 PAGE = Path(__file__).resolve().parent / "draw"
@@ -225,8 +226,9 @@ def parameters(path, url):
 class DigitReader:
     """A checkpoint's net (or an ensemble's), reading image files for any number of threads at once."""
 
-    def __init__(self, checkpoint):
+    def __init__(self, checkpoint, touching=None):
         model, self.ckpt = ensemble.load(checkpoint)  # the one-line errors of test.py and predict.py
+        self.touching = touching  # the reader of touching digits (lab/reader.py), or None
         # Images decoded at once, by every kind of request: each holds its decoded pixels (up to 49 MP)
         self.decoding = threading.BoundedSemaphore(cores())
         # Copies of the net, made before LayerOutputs hooks it: their passes keep nothing. Half the
@@ -277,10 +279,11 @@ class DigitReader:
         t0 = time.perf_counter()
         with self.decoding:  # the page's pieces and cuts are read by the net too: a core's work, as a reading
             img = load_image(data)
-            page = read_page(img, self.classify)
+            page = read_page(img, self.classify, self.touching)
         return {"lines": page.lines, "notes": page.notes, "width": img.width, "height": img.height,
                 "digits": [{"box": list(d.box), "line": d.line + 1, "digit": d.digit,
-                            "probabilities": d.probabilities.tolist(), "input": as_json(d.pixels)}
+                            "probabilities": d.probabilities.tolist(), "input": as_json(d.pixels),
+                            "read_by": "reader" if d.by_reader else "net"}
                            for d in page.digits],
                 "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
 
@@ -510,6 +513,7 @@ def parser():
     p = make_parser(__doc__)
     a = p.add_argument
     add_checkpoint_flag(p, several=True)
+    add_reader_flag(p)
     a("--host", default="127.0.0.1",
       help="address to listen on (default: 127.0.0.1, this computer only; 0.0.0.0: your whole network)")
     a("--port", type=int_between(0, 65535, "a port number"), default=8000, help="(default: 8000; 0 picks a free one)")
@@ -540,7 +544,7 @@ def can_open_browser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    reader = DigitReader(args.checkpoint)  # first: without a checkpoint nothing listens
+    reader = DigitReader(args.checkpoint, reader_from_flag(args.reader))  # first: without a checkpoint nothing listens
     missing = [name for name, _ in ASSETS.values() if not (PAGE / name).is_file()]
     if missing:
         raise UserError(f"{PAGE / missing[0]} is missing: draw.py needs the draw/ folder that comes with it")

@@ -30,6 +30,7 @@ from lab.figures import maps_picture, page_picture, stack_pictures
 from lab.files import make_folder, png_bytes, save_png, write_json, write_new
 from lab.images import ImageProblem, load_image, net_input, to_grey
 from lab.pages import classifier, read_page
+from lab.reader import add_reader_flag, reader_from_flag
 
 SHOW_MAX = 64  # --show draws at most this many images
 
@@ -68,6 +69,7 @@ def parser():
            "reads); a line holding another count of digits than --expect says is reported and not saved")
     a("--expect", metavar="DIGITS", default=None, type=expected_digits,
       help="what each line of the page holds, e.g. 0123456789; with --save-digits, the labels")
+    add_reader_flag(p)
     add_device_flag(p)
     return p
 
@@ -134,7 +136,9 @@ def page_lines(name, page, width):
     for n, number in enumerate(page.lines):
         digits = [d for d in page.digits if d.line == n]
         out.append(f"    line {n + 1}: {number}   " + " · ".join(
-            f"{d.digit} {100 * float(d.probabilities.max()):.1f}%" for d in digits))
+            f"{d.digit} {100 * float(d.probabilities.max()):.1f}%" + ("ʳ" if d.by_reader else "") for d in digits))
+    if any(d.by_reader for d in page.digits):
+        out.append("    ʳ: digits that touch, counted and read by the reader of touching digits (train_reader.py)")
     return out + [f"    note: {note}" for note in page.notes]
 
 
@@ -146,6 +150,7 @@ def page_json(name, page, topk):
         p, k = d.probabilities.topk(topk)
         digits.append({"box": list(d.box), "line": d.line + 1, "prediction": d.digit,
                        "probability": float(p[0]), "probabilities": d.probabilities.tolist(),
+                       "read_by": "reader" if d.by_reader else "net",
                        "topk": [{"digit": dd, "probability": pp} for dd, pp in zip(k.tolist(), p.tolist())]})
     return {"file": name, "lines": page.lines, "digits": digits, "notes": page.notes}
 
@@ -177,6 +182,7 @@ def main(argv=None):
     if args.save_digits and not args.expect:
         raise UserError("--save-digits needs --expect DIGITS: what each line holds, e.g. --expect 0123456789")
     model, ckpt = ensemble.load(args.checkpoint)  # first: without a checkpoint nothing else matters
+    reader = reader_from_flag(args.reader)
     device = pick_device(args.device)
     model = model.to(device)
     if args.save_digits:
@@ -188,7 +194,7 @@ def main(argv=None):
             if path is None:
                 raise ImageProblem("no image files in this folder")
             img = load_image(path)
-            read.append((name, img, read_page(img, classify)))
+            read.append((name, img, read_page(img, classify, reader)))
         except ImageProblem as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             failed += 1

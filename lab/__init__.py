@@ -16,6 +16,7 @@ and read first; these modules are what they share, one job each:
     distributed  the few steps that differ under torchrun
     images       your own digit images made MNIST-like (predict.py, draw.py)
     pages        every digit on a page, in reading order: found, cut apart, each made MNIST-like by images
+    reader       the reader of touching digits: a small CRNN that says how many digits a piece of ink holds, and which
     sheets       pages of MNIST test digits as a phone photographs them, and their scoring (bench.py --pages)
     explain      why the net reads a digit (attribution maps) and how little change fools it (attacks)
     files        writing files so that a full disk or Ctrl-C never leaves half a file

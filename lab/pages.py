@@ -16,6 +16,10 @@ preprocess() (lab/images.py), the one way a digit becomes 28x28; `classify` is t
    "drop-fall" family), and of all the ways to cut it, none included, the one kept is that whose parts
    the net reads most surely, each part weighed by how plausible its width is for a digit
    (segmentation by recognition). A piece that stays whole though wider than any digit gets a note.
+   With the reader of touching digits (lab/reader.py, made by train_reader.py), which has seen
+   touching digits and the digit net has not, the reader says how many digits the piece holds and
+   which; the piece is cut into exactly that many, the way whose parts the net reads most surely as
+   the reader's digits, and those digits keep the reader's probabilities.
 
 A page that holds one digit goes to preprocess() whole, exactly as predict.py has always read a file.
 
@@ -41,6 +45,7 @@ MAX_PIECES = 400   # the largest pieces kept: a page of digits has far fewer
 FAINT = 0.5        # a piece whose ink is fainter than this share of the page's usual ink is a shadow's edge
 MAY_CUT = 0.75     # a piece wider than this share of its line's height, once upright, may be two digits: try cuts
 ALONE = 1.3        # ... or this wide, on a page of one piece (most often a photo of one digit, as predict.py read)
+READER_WIDTH = 0.5   # with the reader of touching digits, a piece this wide is shown to it (two touching 1s are)
 NARROWEST, WIDEST = 0.15, 1.3  # a digit's upright width as a share of its line's height: a 1 to a wide 0 or 2
 WIDTH_SPREAD = 0.3   # how fast a width outside that range becomes unlikely
 CROSSING = 0.5       # what a cut costs, in log-probability, for each stroke it goes through (touching: about one)
@@ -53,7 +58,8 @@ class Digit:
     line: int           # 0: the top line
     crop: Image.Image   # what preprocess() read: this digit alone, white on black (the image itself for one digit)
     pixels: torch.Tensor = None          # the 28x28 image it became
-    probabilities: torch.Tensor = None   # the net's 10 probabilities
+    probabilities: torch.Tensor = None   # the net's 10 probabilities (or the reader's)
+    by_reader: bool = False              # read by the reader of touching digits, not the net
 
     @property
     def digit(self):
@@ -288,6 +294,7 @@ class Part:
     top: int
     left: int
     mask: np.ndarray
+    probabilities: torch.Tensor = None  # what the reader of touching digits read in it, if it read it
 
     @property
     def box(self):
@@ -353,13 +360,18 @@ def readable(crop):
 class Cutter:
     """Cuts touching digits apart by recognition: of every way to cut a piece at its thinnest places, the one
     whose parts the net reads most surely, each part also weighed by how plausible its width is for a digit
-    (the sum of log-probabilities: every extra part must earn its place). Cutting nothing is one of the ways."""
+    (the sum of log-probabilities: every extra part must earn its place). Cutting nothing is one of the ways.
 
-    def __init__(self, ink, classify, shear, alone=False):
-        self.ink, self.classify, self.shear = ink, classify, shear
+    With the reader of touching digits (lab/reader.py), the reader says how many digits a piece holds and
+    which: the piece is cut into exactly that many parts, the way whose parts the net reads most surely as
+    the reader's digits, and each part keeps the reader's probabilities (it has seen touching digits)."""
+
+    def __init__(self, ink, classify, shear, alone=False, reader=None):
+        self.ink, self.classify, self.shear, self.reader = ink, classify, shear, reader
         # A page of one piece is most often one digit (a photo of a digit, as predict.py always read):
         # it is tried only when wider than any single digit is.
         self.may_cut = ALONE if alone else MAY_CUT
+        self.ask_reader = ALONE if alone else READER_WIDTH
 
     def read(self, parts, height):
         """The net's probabilities for each part, as it reads it cut out alone."""
@@ -368,10 +380,28 @@ class Cutter:
     def split(self, part, height):
         """The parts of `part` that are digits, left to right: [part] itself when no cut reads better."""
         width = part.upright_width(self.shear)
-        if width <= self.may_cut * height:
+        if self.reader is None:
+            return self.cut(part, height, width) if width > self.may_cut * height else [part]
+        if width <= self.ask_reader * height:
             return [part]
+        crop = np.asarray(cut_out(self.ink, part, height), np.float32) / 255
+        text, probabilities = self.reader([crop])[0] if crop.any() else ("", [])
+        if len(text) == 1 or not text and width <= self.may_cut * height:
+            return [part]  # one digit, however wide: the net reads it, as any other
+        parts = self.cut(part, height, width, text) if text else None
+        if not parts:  # the reader sees no digit, or no cut gives its count: cut by the net alone
+            return self.cut(part, height, width) if width > self.may_cut * height else [part]
+        for p, probs in zip(parts, probabilities):
+            p.probabilities = probs
+        return parts
+
+    def cut(self, part, height, width, text=None):
+        """`part` cut where the net reads its parts most surely: into any number of parts, or, given `text`
+        (what the reader read), into exactly len(text) parts, each weighed by the net's probability of the
+        reader's digit for it. None when no way of cutting gives that many."""
         h, w = part.mask.shape
-        columns = cut_columns(part.mask, height, self.shear, most=min(20, int(np.ceil(4 * width / height))))
+        most = min(20, max(int(np.ceil(4 * width / height)), 2 * len(text or "")))
+        columns = cut_columns(part.mask, height, self.shear, most=most)
         cols = np.arange(w)[None, :]
         paths = [least_ink_path(part.mask, c, 0.15 * height, self.shear) for c in columns]
         # boundary k: what lies left of it; 0 is nothing, the last is everything
@@ -390,15 +420,24 @@ class Cutter:
                 ratio = piece.upright_width(self.shear) / height
                 if ratio <= 1.6 or (i, j) == (0, last):
                     spans[(i, j)] = (piece, ratio)
-        sure = self.read([piece for piece, _ in spans.values()], height).max(1).values.clamp(min=1e-6).log()
-        # a span's score: how surely the net reads it, how plausible its width is, and the cut on its left
-        score = {(i, j): float(s) + width_prior(r) - crossing[i] for ((i, j), (_, r)), s in zip(spans.items(), sure)}
-        best = {0: (0.0, [])}  # boundary -> (the best score of the ink left of it, its spans)
+        logp = dict(zip(spans, self.read([piece for piece, _ in spans.values()], height).clamp(min=1e-6).log()))
+
+        def score(i, j, n):
+            """Span (i, j) as the n-th digit: how surely the net reads it, how plausible its width is, and the
+            cut on its left."""
+            sure = logp[(i, j)].max() if text is None else logp[(i, j)][int(text[n])]
+            return float(sure) + width_prior(spans[(i, j)][1]) - crossing[i]
+        count = None if text is None else len(text)
+        best = {(0, 0): (0.0, [])}  # (boundary, parts so far; always 0 without a count) -> (best score, its spans)
         for j in range(1, last + 1):
-            ways = [(best[i][0] + score[(i, j)], best[i][1] + [(i, j)]) for i in range(j) if i in best and (i, j) in score]
-            if ways:
-                best[j] = max(ways, key=lambda way: way[0])
-        return [spans[k][0] for k in best[last][1]]
+            for (i, n), (before, way) in [item for item in best.items() if item[0][0] < j]:
+                if (i, j) not in spans or count is not None and n >= count:
+                    continue
+                key, value = (j, n + 1 if count is not None else 0), before + score(i, j, n)
+                if key not in best or value > best[key][0]:
+                    best[key] = (value, way + [(i, j)])
+        found = best.get((last, count or 0))
+        return [spans[k][0] for k in found[1]] if found else None
 
 
 def touch_note(n, part, height, shear, scale):
@@ -408,7 +447,7 @@ def touch_note(n, part, height, shear, scale):
     return f"line {n + 1}: {many} digits seem to touch at x {left}-{right}, y {top}-{bottom}: read as one"
 
 
-def find_digits(img, classify):
+def find_digits(img, classify, reader=None):
     """The digits on a page as parts, in lines: ([[Part, ...] per line], ink map, ink mask, scale, notes, height)."""
     ink, scale = ink_map(img)
     mask = ink_mask(ink)
@@ -426,7 +465,7 @@ def find_digits(img, classify):
     grouped = [[Part(t, l, np.isin(labels[t:b, l:r], list(p[0]))) for p in line for t, l, b, r in [p[1]]]
                for line in into_lines(found, height)]
     parts = [p for line in grouped for p in line]
-    cutter, lines, notes = Cutter(ink, classify, slant(parts), alone=len(parts) == 1), [], []
+    cutter, lines, notes = Cutter(ink, classify, slant(parts), alone=len(parts) == 1, reader=reader), [], []
     for n, parts in enumerate(grouped):
         line_height = float(np.median([p.mask.shape[0] for p in parts]))
         lines.append([])
@@ -450,13 +489,15 @@ def owners(mask, parts):
     return owner[nearest[0], nearest[1]]
 
 
-def read_page(img, classify):
+def read_page(img, classify, reader=None):
     """Every digit on the page `img` (a PIL image, as load_image gives it), read by `classify` (a function
-    from 28x28 images [N, 28, 28] to probabilities [N, 10]). Returns a Page.
+    from 28x28 images [N, 28, 28] to probabilities [N, 10]), and where digits touch, by `reader` when given
+    (the reader of touching digits, as lab/reader.reader_from_flag gives it: a function from pieces of ink,
+    float [h, w], 0 where there is none, to [(digits, [their 10 probabilities])]). Returns a Page.
 
     Raises ImageProblem when there is no digit at all, as preprocess() does.
     """
-    lines, ink, mask, scale, notes, height = find_digits(img, classify)
+    lines, ink, mask, scale, notes, height = find_digits(img, classify, reader)
     if sum(map(len, lines)) <= 1:  # one digit: the whole image, exactly as predict.py reads a single digit
         pixels = preprocess(img)
         top, left, bottom, right = lines[0][0].box if lines else (0, 0, ink.shape[0], ink.shape[1])
@@ -470,12 +511,13 @@ def read_page(img, classify):
         top, left, bottom, right = p.box
         box = (round(scale * left), round(scale * top), round(scale * right), round(scale * bottom))
         try:
-            digits.append(Digit(box, n, crop, preprocess(crop)))
+            digits.append(Digit(box, n, crop, preprocess(crop), p.probabilities, p.probabilities is not None))
         except ImageProblem:  # too faint to find a digit in, alone: not one
             continue
     probs = classify(torch.stack([d.pixels for d in digits]))
     for d, p in zip(digits, probs):
-        d.probabilities = p
+        if d.probabilities is None:  # the reader's reading, where it read touching digits, is kept
+            d.probabilities = p
     return Page(digits, notes)
 
 

@@ -28,7 +28,7 @@ def imports(path):
 @pytest.mark.quick
 def test_the_top_level_holds_the_scripts_and_net_py():
     assert SCRIPTS == ["bench.py", "draw.py", "handwriting.py", "net.py", "predict.py", "report.py", "sweep.py", "test.py",
-                       "train.py"]
+                       "train.py", "train_reader.py"]
     docstring = ast.get_docstring(ast.parse((ROOT / "lab" / "__init__.py").read_text()))
     listed = {line.split()[0] for line in docstring.splitlines() if line.startswith("    ")}
     assert listed == {name[:-3] for name in PACKAGE if name != "__init__.py"}  # every module says its job
