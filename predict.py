@@ -8,6 +8,7 @@
     python predict.py my_digit.png --checkpoint a.pth b.pth c.pth  # an ensemble: the mean of their probabilities
     python predict.py page.jpg --show read.png      # a number, or a page of digits: every one, line by line
     python predict.py page.jpg --save-digits mine/ --expect 0123456789   # each line written as 0 to 9
+    python train_reader.py && python predict.py page.jpg   # digits that touch: counted by reader.pth
 
 A photo or a drawing is not an MNIST image: lab/images.py makes it one the way MNIST was made
 (docs/predict.md has each step), and --show shows what the network received. An image may hold
