@@ -7,6 +7,7 @@
     python bench.py --seeds 3 --train-args "--augment --epochs 20"
     python bench.py --draw                                     # draw.py's latency (every request), net.pth
     python bench.py --pages                                    # reading pages of digits (lab/pages.py), net.pth
+    python bench.py --parts                                    # ms per batch: the step, augmentation, batch norm
 
 Cases of the table, each in its own process so that its peak memory is its own:
   plain     the seed labs' recipe: torchvision MNIST + ToTensor/Normalize per sample, DataLoader,
@@ -40,7 +41,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
 import train  # to run its whole job: one epoch of train.train(), and its very training step
-from lab import settings
+from lab import augment, settings
 from lab.checkpoint import load_checkpoint
 from lab.cli import add_data_flags, add_device_flag, make_parser, markdown_table, run_script
 from lab.data import MEAN, STD, ensure_mnist, load_data, load_split, normalize, split_train_val
@@ -71,6 +72,9 @@ def parser():
     a("--reader", metavar="FILE", default=None,
       help="with --pages: the reader of touching digits (train_reader.py); 'none' reads without "
            "(default: reader.pth, if it is there)")
+    a("--parts", action="store_true",
+      help="instead, what each part of a training step of the default recipe costs, in ms per batch: the step "
+           "itself, batch norm, each part of the augmentation and the averaged weights")
     a("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case in this process
     return p
 
@@ -383,6 +387,64 @@ EXPLAIN_REQUESTS = ("/explain", "/explain?target=3", "/attack?eps=0.1&target=any
                     "/attack?eps=0.1&target=any&method=fgsm")
 
 
+def parts(args):
+    """Milliseconds per batch of each part of a training step, as python train.py runs it on this machine.
+
+    Each part is timed over many batches, and the parts in turn, five rounds: the median of the rounds
+    (a machine that slows down while it runs slows every part alike).
+    """
+    use_all_cores()
+    keep_freed_memory()
+    device = pick_device(args.device)
+    precision = pick_precision("auto", device)
+    targs = settings.parse(["--device", device.type])
+    images, labels = load_split(True, args.data_dir, args.mirror)
+    x = normalize(images[:targs.batch_size]).to(device).contiguous(memory_format=torch.channels_last)
+    y = labels[:targs.batch_size].to(device)
+    generator = torch.Generator(device=device).manual_seed(1)
+    loss_fn = train.make_loss(targs)
+
+    def stepper(batchnorm):
+        torch.manual_seed(1)
+        model = build_model("cnn", batchnorm=batchnorm).to(device).to(memory_format=torch.channels_last)
+        optimizer = train.make_optimizer(targs, model.parameters(), device)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        return model, lambda: train.train_step(model, optimizer, scaler, loss_fn, x, y, precision)
+
+    model, step = stepper(False)
+    _, step_bn = stepper(True)
+    average = train.make_average(argparse.Namespace(ema=0.999), model)[1]
+    blank = x - augment.BACKGROUND
+    timed = {
+        "the step itself (forward, backward, optimiser)": step,
+        "batch norm (added to the step)": step_bn,
+        f"augmentation, all of it (--rotate {targs.rotate:g} --scale {targs.scale:g} --shift {targs.shift:g} "
+        f"--thickness {targs.thickness:g} --lowres {targs.lowres:g})": lambda: augment.make(targs, generator)(x),
+        "  of which the pen (--thickness)": lambda: augment.pen_width(blank, generator, targs.thickness),
+        "  of which the coarse grid (--lowres)": lambda: augment.coarser(blank, generator, targs.lowres),
+        "the averaged weights (--ema)": lambda: average(1000),
+    }
+    repeats = 3 if args.quick else 40
+    rounds = {name: [] for name in timed}
+    for _ in range(2 if args.quick else 5):
+        for name, fn in timed.items():
+            fn()  # warm: the first call of a shape picks its kernels
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            sync(device)
+            rounds[name].append(1000 * (time.perf_counter() - t0) / repeats)
+    ms = {name: statistics.median(r) for name, r in rounds.items()}
+    ms["batch norm (added to the step)"] -= ms["the step itself (forward, backward, optimiser)"]
+    step_ms = ms["the step itself (forward, backward, optimiser)"]
+    print(f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}, device {device}, "
+          f"{precision}, batches of {targs.batch_size}")
+    print(markdown_table(["part", "ms per batch", "of the step"],
+                         [[name, f"{v:.2f}", f"{100 * v / step_ms:.0f}%"] for name, v in ms.items()]))
+    return 0
+
+
 def load_average():
     """The machine's load average (1, 5, 15 minutes): how busy others kept it; (nan,)*3 where unknown (Windows)."""
     try:
@@ -435,6 +497,8 @@ def main(argv=None):
         return pages(args)
     if args.draw:
         return draw_latency(args)
+    if args.parts:
+        return parts(args)
     if args.case:
         print("RESULT " + json.dumps(run_case(args, args.case)))
         return 0

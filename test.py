@@ -9,7 +9,9 @@
 
 It needs only the checkpoint and the data: the network is rebuilt from the name and options stored
 in the checkpoint, and the images are normalised with the mean and std stored there, as in training.
-The tables it prints are markdown: they paste into a lab report as they are. --attack moves every
+The probabilities it shows are read at the temperature fitted on validation when the net was trained
+(lab/calibration.py), and it prints how well they match how often the net is right: the expected
+calibration error (ECE). The tables it prints are markdown: they paste into a lab report as they are. --attack moves every
 pixel of each test image by at most ε (0..1, black to white) in the direction that most hurts the net
 (FGSM: one step; PGD: 20 smaller steps) and prints what accuracy is left; docs/explain.md compares it
 with PyTorch's FGSM tutorial. --images DIR evaluates the checkpoint on your own labelled images
@@ -23,12 +25,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from lab import ensemble
+from lab import calibration, ensemble
 from lab.cli import (UserError, add_checkpoint_flag, add_data_flags, add_device_flag, add_precision_flag,
                      make_parser, markdown_table, non_negative_int, positive_int, run_script)
 from lab.data import MEAN, STD, load_split, normalize
 from lab.device import pick_device, pick_precision, use_all_cores
-from lab.figures import confusion_picture, maps_picture, mistakes_picture, predictions_picture, written_mistakes_picture
+from lab.figures import (confusion_picture, maps_picture, mistakes_picture, predictions_picture, reliability_picture,
+                         written_mistakes_picture)
 from lab.files import make_folder, save_png, write_json
 from lab.images import ImageProblem, load_image, net_input, preprocess
 from lab.metrics import confusion_matrix, digit_tables, evaluate, per_digit_accuracy
@@ -92,7 +95,8 @@ def parser():
       help="which random images --samples and predictions.png show (default: 0)")
     a("--report", metavar="DIR", default=None,
       help="save pictures into DIR: confusion.png (the confusion matrix), misclassified.png (the digits "
-           "read wrong, most confident first), predictions.png (48 digits at random, right and wrong marked) "
+           "read wrong, most confident first), predictions.png (48 digits at random, right and wrong marked), "
+           "reliability.png (how often the net is right at each confidence: its calibration) "
            "and explained.png (the most confident mistakes' maps: which pixels made the net read its digit, "
            "and which spoke against the true one)")
     a("--tta", action="store_true",
@@ -105,8 +109,8 @@ def parser():
     a("--images", metavar="DIR", default=None,
       help="evaluate on your own labelled images instead: DIR/0/ holds zeros, ..., DIR/9/ nines (torchvision's "
            "ImageFolder layout, any image predict.py reads), each read as predict.py reads it; the MNIST test "
-           "accuracy is printed beside it. --report then saves confusion.png and misclassified.png (each "
-           "mistake as written beside the 28x28 image it became)")
+           "accuracy is printed beside it. --report then saves confusion.png, misclassified.png (each "
+           "mistake as written beside the 28x28 image it became) and reliability.png")
     return p
 
 
@@ -164,6 +168,17 @@ def say_checkpoint(args, ckpt, net, x, labels, precision, what="test acc"):
     return members
 
 
+def temperature_of(ckpt):
+    """The temperature the probabilities are read at (lab/calibration.py): the checkpoint's, 1 for an older one;
+    None for an ensemble, whose members each have their own."""
+    return None if "members" in ckpt else ckpt.get("temperature", 1.0)
+
+
+def calibration_json(calibrated, ckpt):
+    return {"ece": calibrated["ece"], "mean_confidence": calibrated["confidence"], "temperature": temperature_of(ckpt),
+            "reliability": [dict(zip(("low", "high", "count", "confidence", "accuracy"), b)) for b in calibrated["bins"]]}
+
+
 def test_images(args, model, net, ckpt, device, precision):
     """test.py --images DIR: the same figures as for MNIST, on your own digits, with MNIST's beside them.
     `model` reads (the net, an ensemble, or either with --tta); `net` is the one without --tta."""
@@ -183,7 +198,9 @@ def test_images(args, model, net, ckpt, device, precision):
     gap = 100 * (mnist["accuracy"] - res["accuracy"])
     print(f"Accuracy: {100 * res['accuracy']:.2f}% ({res['correct']}/{res['total']}) on your images, "
           f"{100 * mnist['accuracy']:.2f}% ({mnist['correct']}/{mnist['total']}) on MNIST's test set: "
-          f"{abs(gap):.2f} points {'lower' if gap >= 0 else 'higher'}\n")
+          f"{abs(gap):.2f} points {'lower' if gap >= 0 else 'higher'}")
+    calibrated = calibration.calibration_error(res["probabilities"], labels)
+    print(calibration.summary_line(calibrated, temperature_of(ckpt)) + " on your images\n")
     print(digit_tables(cm))
     if args.json:
         preds, probs = res["predictions"], res["probabilities"]
@@ -198,12 +215,14 @@ def test_images(args, model, net, ckpt, device, precision):
             "confusion_matrix": cm.tolist(), "mnist_accuracy": mnist["accuracy"], "failed": failed,
             "files": [{"file": str(p), "label": int(y), "prediction": int(d), "probability": float(q.max())}
                       for p, y, d, q in zip(paths, labels, preds, probs)],
-            "checkpoint_epoch": ckpt.get("epoch"), "precision": precision, "device": str(device)})
+            "checkpoint_epoch": ckpt.get("epoch"), "precision": precision, "device": str(device),
+            **calibration_json(calibrated, ckpt)})
         print(f"Wrote {args.json}")
     if args.report:
         save_png(f"{args.report}/confusion.png", confusion_picture(cm))
         save_png(f"{args.report}/misclassified.png", written_mistakes(originals, seen, labels, res))
-        print(f"Wrote confusion.png and misclassified.png into {args.report}")
+        save_png(f"{args.report}/reliability.png", reliability_picture(calibrated, str(args.images)))
+        print(f"Wrote confusion.png, misclassified.png and reliability.png into {args.report}")
     return 1 if failed else 0  # as predict.py: the others were counted, but not every file could be
 
 
@@ -255,7 +274,9 @@ def main(argv=None):
         print(f"Test-time augmentation: each image read as it is and moved by one pixel each way; without it "
               f"{100 * alone['accuracy']:.2f}% ({alone['correct']}/{alone['total']})")
     print(f"Accuracy: {100 * res['accuracy']:.2f}% ({res['correct']}/{res['total']})")
-    print(f"Average loss: {res['loss']:.4f}\n")
+    print(f"Average loss: {res['loss']:.4f}")
+    calibrated = calibration.calibration_error(probs, labels)
+    print(calibration.summary_line(calibrated, temperature_of(ckpt)) + "\n")
     print(digit_tables(cm))
 
     if args.samples > 0:
@@ -279,6 +300,7 @@ def main(argv=None):
             "per_class_accuracy": {str(d): a for d, a in enumerate(per_digit_accuracy(cm))},
             "confusion_matrix": cm.tolist(), "checkpoint_epoch": ckpt.get("epoch"),
             "checkpoint_val_acc": ckpt.get("val_acc"), "precision": precision, "device": str(device),
+            **calibration_json(calibrated, ckpt),
             **({} if alone is None else {"tta": True, "accuracy_without_tta": alone["accuracy"]}),
             **({"attack": attack} if attack else {})})
         print(f"Wrote {args.json}")
@@ -286,8 +308,10 @@ def main(argv=None):
         save_png(f"{args.report}/confusion.png", confusion_picture(cm))
         save_png(f"{args.report}/misclassified.png", mistakes_picture(x, labels, res))
         save_png(f"{args.report}/predictions.png", predictions_picture(x, labels, res, seed=args.seed))
+        save_png(f"{args.report}/reliability.png", reliability_picture(calibrated, "MNIST's test set"))
         explain_mistakes(f"{args.report}/explained.png", model, ckpt, images, labels, res)
-        print(f"Wrote confusion.png, misclassified.png, predictions.png and explained.png into {args.report}")
+        print(f"Wrote confusion.png, misclassified.png, predictions.png, reliability.png and explained.png "
+              f"into {args.report}")
     return 0
 
 

@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lab import augment, board, distributed, runs, settings
+from lab import augment, board, calibration, distributed, runs, settings
 from lab.checkpoint import make_checkpoint, save_checkpoint
 from lab.cli import run_script
 from lab.data import load_data, training_batches
@@ -203,6 +203,10 @@ def train(args, data=None):
                 with distributed.all_cores_while_others_wait():
                     val = evaluate(judged, vx, vy, precision=run.precision)
                     test = evaluate(judged, sx, sy, precision=run.precision)  # watched, never used to choose
+                # The temperature that makes validation's probabilities honest (lab/calibration.py): saved with
+                # the checkpoint, and every probability shown from here on is read at it.
+                temperature = calibration.fit_temperature(val["probabilities"], vy)
+                val, test = calibration.at(val, vy, temperature), calibration.at(test, sy, temperature)
                 board.log_epoch(writer, epoch, model, vx, vy, val, test, train_loss, train_acc, seconds,
                                 lr=lr)
                 improved = val["accuracy"] > best["val_acc"]
@@ -210,7 +214,7 @@ def train(args, data=None):
                     best = {"val_acc": val["accuracy"], "epoch": epoch, "test_acc": test["accuracy"]}
                     best_model = make_checkpoint(judged, args.model, options, run.record, epoch=epoch,
                                                  val_acc=val["accuracy"], val_loss=val["loss"],
-                                                 test_acc=test["accuracy"])
+                                                 test_acc=test["accuracy"], temperature=temperature)
                     best_test = test
                     save_checkpoint(best_model, args.checkpoint)
                 runs.save_state(run, epoch, best, model, optimizer, scheduler, scaler, shuffle, augment_rng, judged)

@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from lab import settings
+from lab import calibration, settings
 from lab.checkpoint import load_checkpoint
 from lab.cli import UserError
 from lab.data import MEAN, STD
-from lab.figures import confusion_picture, mistakes_picture, samples_picture
+from lab.figures import confusion_picture, mistakes_picture, reliability_picture, samples_picture
 from lab.files import why_not_written
 from lab.metrics import confusion_matrix, digit_tables, evaluate
 
@@ -152,7 +152,9 @@ def log_epoch(writer, epoch, model, images, labels, val, test, train_loss, train
     with events_written(writer.log_dir):
         for tag, value in [("loss/train", train_loss), ("accuracy/train", train_acc), ("loss/val", val["loss"]),
                            ("accuracy/val", val["accuracy"]), ("accuracy/test", test["accuracy"]), ("lr", lr),
-                           ("time/epoch_seconds", seconds)]:  # training only, for report.py
+                           ("time/epoch_seconds", seconds),  # training only, for report.py
+                           ("calibration/temperature", test["temperature"]),  # fitted on validation
+                           ("calibration/test_ece", test["calibration"]["ece"])]:
             writer.add_scalar(tag, value, epoch)
         writer.add_image("val/confusion", confusion_picture(confusion_matrix(labels, val["predictions"])),
                          epoch, dataformats="HWC")
@@ -177,6 +179,7 @@ def log_final(writer, run, best, best_model, best_test, model, images, labels):
     model.load_state_dict(best_model["state_dict"])
     if best_test is None:
         best_test = evaluate(model, images, labels, precision=run.precision)
+        best_test = calibration.at(best_test, labels, best_model.get("temperature", 1.0))
     n = min(PROJECTED, len(images))
     features = hidden_features(model, images[:n], labels[:n], run.precision)
 
@@ -185,6 +188,8 @@ def log_final(writer, run, best, best_model, best_test, model, images, labels):
     with events_written(writer.log_dir, finished=True):
         writer.add_image("test/confusion", confusion_picture(cm), step, dataformats="HWC")
         writer.add_image("test/mistakes", mistakes_picture(images, labels, best_test), step, dataformats="HWC")
+        writer.add_image("test/reliability", reliability_picture(best_test["calibration"], "test set"), step,
+                         dataformats="HWC")
         truth = labels.cpu()
         for d in range(10):
             writer.add_pr_curve(f"pr/{d}", truth == d, best_test["probabilities"][:, d], step)
@@ -194,7 +199,8 @@ def log_final(writer, run, best, best_model, best_test, model, images, labels):
         writer.add_text("test report", test_report(best_model.get("epoch"), best_test, cm), step)
         writer.add_hparams({**hparams, "precision": run.precision},
                            {"hparam/best_val_acc": best["val_acc"], "hparam/test_acc": best["test_acc"],
-                            "hparam/best_epoch": best["epoch"]}, run_name=".")
+                            "hparam/best_epoch": best["epoch"], "hparam/test_ece": best_test["calibration"]["ece"]},
+                           run_name=".")
         writer.flush()  # here, so that a failure to write them is said here
 
 
@@ -202,7 +208,8 @@ def test_report(epoch, result, cm):
     """The best checkpoint's test figures as markdown (TensorBoard's Text tab draws the tables)."""
     return (f"**Test accuracy of the best checkpoint (epoch {epoch}, chosen on validation): "
             f"{100 * result['accuracy']:.2f}% ({result['correct']}/{result['total']})**, "
-            f"average loss {result['loss']:.4f}\n\n{digit_tables(cm)}")
+            f"average loss {result['loss']:.4f}\n\n{calibration.summary_line(result['calibration'], result['temperature'])}"
+            f"\n\n{digit_tables(cm)}")
 
 
 def hidden_features(model, images, labels, precision):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from lab.calibration import calibrate
 from lab.cli import UserError
 from lab.data import MEAN, STD
 from lab.files import cannot_write, save_torch
@@ -86,6 +87,8 @@ def load_checkpoint(path):
     except (TypeError, RuntimeError, KeyError, ValueError) as e:
         raise UserError(f"{path} does not match the {ckpt['model']!r} network "
                         f"({str(e).splitlines()[0][:120]}); retrain with python train.py") from None
+    # Read at the temperature fitted on validation (lab/calibration.py); an older checkpoint has none: 1, as before.
+    calibrate(model, float(ckpt.get("temperature", 1.0)))
     return model.eval(), ckpt
 
 

@@ -217,3 +217,29 @@ def written_mistakes_picture(items, title, tile=56, cols=6):
         pixels = (seen.clamp(0, 1) * 255).round().byte().numpy()
         img.paste(Image.fromarray(pixels).resize((tile, tile), Image.Resampling.NEAREST), (x + tile + 2, y + caption))
     return np.asarray(img)
+
+
+def reliability_picture(calibration, title="reliability"):
+    """A reliability diagram (lab/calibration.py's bins): for each range of confidence, a bar as high as the
+    share of its images read right, over the diagonal where a calibrated net's bars would end. A bar under
+    the diagonal: the net is surer than it is right; over it: it is right more often than it says."""
+    size, left, top, bottom = 300, 46, 46, 40
+    img = Image.new("RGB", (left + size + 20, top + size + bottom), "white")
+    draw, small = ImageDraw.Draw(img), font(11)
+    y_of = lambda v: top + size - v * size  # noqa: E731  (0..1 upwards)
+    for low, high, count, _, accuracy in calibration["bins"]:
+        if count:
+            x0, x1 = left + low * size, left + high * size
+            draw.rectangle([x0 + 1, y_of(accuracy), x1 - 1, y_of(0)], fill=(90, 130, 220), outline=(60, 90, 170))
+    draw.line([left, y_of(0), left + size, y_of(1)], fill=(200, 0, 0), width=2)  # where calibrated bars end
+    draw.rectangle([left, top, left + size, top + size], outline="black")
+    for v in (0, 0.5, 1):
+        draw.text((left - 6, y_of(v)), f"{v:g}", fill="black", font=small, anchor="rm")
+        draw.text((left + v * size, top + size + 10), f"{v:g}", fill="black", font=small, anchor="mm")
+    draw.text((left + size / 2, top + size + 26), "confidence (largest probability)", fill="black", font=small,
+              anchor="mm")
+    draw.text((4, 6), f"{title}: ECE {100 * calibration['ece']:.2f}%, mean confidence "
+              f"{100 * calibration['confidence']:.2f}%, right {100 * calibration['accuracy']:.2f}%",
+              fill="black", font=small)
+    draw.text((4, top - 18), "share read right", fill="black", font=small)
+    return np.asarray(img)

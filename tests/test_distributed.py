@@ -145,7 +145,8 @@ def test_torchrun_trains_like_one_process_stops_on_ctrl_c_and_each_resumes_as_th
     finished the other way: the one-process run under torchrun, the torchrun run in one process."""
     # 128 images in one batch: one step an epoch, so step 2 is epoch 2's. SGD with momentum keeps, after its
     # first step, that step's gradient as its momentum buffer: last.pt holds it.
-    flags = ["--epochs", 2, "--limit", 128, "--val-size", 500, "--test-limit", 1000, "--seed", 1, "--device", "cpu",
+    # --recipe ours: no augmentation, batch norm or averaging, which each process would do to its own share.
+    flags = ["--recipe", "ours", "--epochs", 2, "--limit", 128, "--val-size", 500, "--test-limit", 1000, "--seed", 1, "--device", "cpu",
              "--precision", "fp32", "--optimizer", "sgd", "--lr", 0.05, "--data-dir", data_dir, "--run-name", "r"]
     proc = start_paused(2, "train.py", *flags, "--logdir", tmp_path / "one", "--checkpoint", tmp_path / "one.pth",
                         cwd=tmp_path)

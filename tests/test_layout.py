@@ -122,7 +122,10 @@ def test_a_v1_checkpoint_tests_and_predicts(v1_run, data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "cnn2 with 28,938 parameters, epoch 1" in proc.stdout
     accuracy = float(re.search(r"Accuracy: ([\d.]+)%", proc.stdout).group(1))
-    assert accuracy == pytest.approx(100 * old["test_acc"], abs=0.3)  # bf16 when saved; fp32 on some machines
+    # Saved in bf16 on an Intel Xeon; read here in this machine's precision. Another precision or CPU re-reads only
+    # the images within its rounding of a tie, in both directions: 87.39% in fp32 on an AVX2 EPYC against the 87.43%
+    # saved (9 images changed). What this must catch moves it by tens of points (the images transposed: 17%).
+    assert accuracy == pytest.approx(100 * old["test_acc"], abs=1.0)
 
     from PIL import Image
 
