@@ -11,6 +11,7 @@ and read first; these modules are what they share, one job each:
     runs         a run's life: its folder, new or resumed, last.pt, what it says at the end
     progress     what train.py shows while an epoch runs
     metrics      evaluation and the confusion matrix
+    calibration  probabilities that mean what they say: a temperature fitted on validation, and the ECE
     figures      the pictures: confusion matrix, digits with what the net read
     board        what TensorBoard shows besides the curves
     distributed  the few steps that differ under torchrun

