@@ -74,7 +74,7 @@ def test_test_py_gives_the_ensembles_accuracy_beside_each_members(members, data_
         assert f"| {path} " in proc.stdout and f"{100 * correct / 10000:.2f}%" in proc.stdout
     assert sum(map(sum, result["confusion_matrix"])) == 10000
     assert {p.name for p in (tmp_path / "rep").iterdir()} == {"confusion.png", "misclassified.png", "predictions.png",
-                                                               "explained.png"}
+                                                               "reliability.png", "explained.png"}
 
 
 @pytest.mark.quick

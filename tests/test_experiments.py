@@ -79,7 +79,8 @@ def test_augment_turns_batchnorm_on_for_cnn_only():
     assert options("--augment", "--model", "mlp") == {}
 
 
-SWEEP = ["--model", "cnn", "mlp", "--lr", "0.01", "0.001", "--epochs", 1, "--limit", 2000,
+# --recipe ours: the design card's net as it is (the default, robust, adds batch norm to cnn)
+SWEEP = ["--recipe", "ours", "--model", "cnn", "mlp", "--lr", "0.01", "0.001", "--epochs", 1, "--limit", 2000,
          "--val-size", 1000, "--name", "grid"]
 RUNS = ["model=cnn_lr=0.01", "model=cnn_lr=0.001", "model=mlp_lr=0.01", "model=mlp_lr=0.001"]
 

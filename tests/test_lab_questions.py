@@ -116,7 +116,7 @@ def test_mse_loss_is_the_distance_to_the_one_hot_label():
 
 
 def test_a_net_with_the_reports_choices_trains_and_test_py_rebuilds_it(data_dir, tmp_path):
-    flags = ["--channels", "16,32,32,64", "--hidden", 64, "--activation", "tanh", "--loss", "mse",
+    flags = ["--recipe", "ours", "--channels", "16,32,32,64", "--hidden", 64, "--activation", "tanh", "--loss", "mse",
              "--epochs", 2, "--limit", 2000, "--val-size", 500]
     proc = run_py("train.py", *flags, "--data-dir", data_dir, "--checkpoint", tmp_path / "net.pth", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

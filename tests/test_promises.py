@@ -98,8 +98,9 @@ SETTINGS = {  # flags -> what must show that they acted
     "cosine": ["--scheduler", "cosine", "--lr", 0.01, "--optimizer", "sgd"],
     "rmsprop": ["--optimizer", "rmsprop", "--lr", 0.001],
     "adadelta": ["--optimizer", "adadelta", "--lr", 1.0],
-    "augment-dropout": ["--augment", "--dropout", 0.3],
-    "plain": [],
+    # on top of --recipe ours, MNIST's images as they are (the default, robust, augments already)
+    "augment-dropout": ["--recipe", "ours", "--augment", "--dropout", 0.3],
+    "plain": ["--recipe", "ours"],
 }
 
 
