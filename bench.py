@@ -413,16 +413,17 @@ def parts(args):
 
     model, step = stepper(False)
     _, step_bn = stepper(True)
-    average = train.make_average(argparse.Namespace(ema=0.999), model)[1]
+    average = train.make_average(targs, model)[1]
     blank = x - augment.BACKGROUND
+    alone, with_bn = "the step itself (forward, backward, optimiser)", "batch norm (added to the step)"
     timed = {
-        "the step itself (forward, backward, optimiser)": step,
-        "batch norm (added to the step)": step_bn,
+        alone: step,
+        with_bn: step_bn,
         f"augmentation, all of it (--rotate {targs.rotate:g} --scale {targs.scale:g} --shift {targs.shift:g} "
         f"--thickness {targs.thickness:g} --lowres {targs.lowres:g})": lambda: augment.make(targs, generator)(x),
         "  of which the pen (--thickness)": lambda: augment.pen_width(blank, generator, targs.thickness),
         "  of which the coarse grid (--lowres)": lambda: augment.coarser(blank, generator, targs.lowres),
-        "the averaged weights (--ema)": lambda: average(1000),
+        f"the averaged weights (--ema {targs.ema:g})": lambda: average(1000),
     }
     repeats = 3 if args.quick else 40
     rounds = {name: [] for name in timed}
@@ -436,8 +437,8 @@ def parts(args):
             sync(device)
             rounds[name].append(1000 * (time.perf_counter() - t0) / repeats)
     ms = {name: statistics.median(r) for name, r in rounds.items()}
-    ms["batch norm (added to the step)"] -= ms["the step itself (forward, backward, optimiser)"]
-    step_ms = ms["the step itself (forward, backward, optimiser)"]
+    ms[with_bn] -= ms[alone]
+    step_ms = ms[alone]
     print(f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}, device {device}, "
           f"{precision}, batches of {targs.batch_size}")
     print(markdown_table(["part", "ms per batch", "of the step"],

@@ -100,11 +100,6 @@ def some(n, share, generator, device):
     return torch.randperm(n, generator=generator, device=device)[:round(share * n)]
 
 
-def changed(x, picked, new):
-    """x with the images at `picked` replaced by `new`."""
-    return x.index_copy(0, picked, new)
-
-
 def pen_width(x, generator, share):
     """For a share of the images, a thicker or a thinner pen: up to one pixel more or less on each side of a stroke.
 
@@ -119,7 +114,7 @@ def pen_width(x, generator, share):
     thicker = F.max_pool2d(chosen[:half], 3, stride=1, padding=1)
     thinner = -F.max_pool2d(-chosen[half:], 3, stride=1, padding=1)
     amount = torch.rand(len(picked), 1, 1, 1, generator=generator, device=x.device, dtype=x.dtype)
-    return changed(x, picked, chosen + amount * (torch.cat([thicker, thinner]) - chosen))
+    return x.index_copy(0, picked, chosen + amount * (torch.cat([thicker, thinner]) - chosen))
 
 
 def coarser(x, generator, share):
@@ -137,4 +132,4 @@ def coarser(x, generator, share):
     half = len(picked) // 2
     blocky = F.interpolate(small[:half], size=(h, h), mode="nearest")
     smooth = F.interpolate(small[half:], size=(h, h), mode="bilinear", align_corners=False)
-    return changed(x, picked, torch.cat([blocky, smooth]))
+    return x.index_copy(0, picked, torch.cat([blocky, smooth]))

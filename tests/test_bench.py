@@ -33,3 +33,17 @@ def test_bench_quick_prints_the_table(data_dir, tmp_path):
         assert plain == malloc, accuracy
     assert re.search(r"best of ours / plain DataLoader: \d+\.\dx", out)
     assert re.search(r"^Compute alone, ours in (fp32|bf16|fp16): [\d,]+ img/s = \d+\.\dx plain", out, re.M)
+
+
+@pytest.mark.quick
+def test_bench_parts_prints_each_part_of_a_step(data_dir, tmp_path):
+    proc = run_py("bench.py", "--parts", "--quick", "--data-dir", data_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == ["part", "ms per batch", "of the step"]
+    parts = {name: float(ms) for name, ms, _ in rows[1:]}
+    assert list(parts) == ["the step itself (forward, backward, optimiser)", "batch norm (added to the step)",
+                           "augmentation, all of it (--rotate 12 --scale 0.12 --shift 2.5 --thickness 0.3 --lowres 0.2)",
+                           "of which the pen (--thickness)", "of which the coarse grid (--lowres)",
+                           "the averaged weights (--ema 0.999)"]  # the default recipe's settings, each part once
+    assert parts["the step itself (forward, backward, optimiser)"] > 0 and rows[1][2] == "100%"

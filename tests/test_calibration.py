@@ -84,9 +84,9 @@ def test_training_saves_a_temperature_that_makes_test_py_honest(trained, data_di
     # made again here: the net as loaded reads at its temperature, and test.py's figure is its ECE
     model, _ = load_checkpoint(trained["checkpoint"])
     images, labels = load_split(False, data_dir)
-    honest = calibration_error(evaluate(model, normalize(images), labels)["probabilities"], labels)
+    probabilities = evaluate(model, normalize(images), labels)["probabilities"]
+    honest = calibration_error(probabilities, labels)
     assert honest["ece"] == pytest.approx(result["ece"], abs=1e-3)
     # read at temperature 1, as the net came out of training: several times further from the truth
-    unsure = calibration_error(rescale(evaluate(model, normalize(images), labels)["probabilities"],
-                                       1 / ckpt["temperature"]), labels)
+    unsure = calibration_error(rescale(probabilities, 1 / ckpt["temperature"]), labels)
     assert honest["ece"] < 0.02 and unsure["ece"] > 2 * honest["ece"] + 0.02, (honest["ece"], unsure["ece"])
