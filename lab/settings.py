@@ -228,7 +228,7 @@ def resolve(args):
         args.weight_decay = 0.05 if args.optimizer == "adamw" else 0.0
     if args.batchnorm is None and args.augment and "batchnorm" in options_of(args.model):
         # Harder images are learnt better with batch norm: over the default's 6 epochs it lifted MNIST's
-        # test accuracy from 99.49-99.61% to 99.59-99.64% (seeds 1-3, docs/results.md), for 7% of a step in
+        # test accuracy from 99.49-99.61% to 99.59-99.64% (seeds 1-3, docs/results.md), for 3-7% of a step in
         # fp32 on an AVX2 CPU (bench.py --parts). Unaugmented runs meet their targets without it.
         args.batchnorm = True
     return args
@@ -287,6 +287,10 @@ def read_record(saved, where):
     if saved["version"] > VERSION:
         raise UserError(f"{where} was written by a newer version of this lab (settings version {saved['version']}; "
                         f"this code reads up to {VERSION}): update the lab's code to use it")
-    base = defaults(saved["training"].get("recipe", OLD_RECIPE))
+    recipe = saved["training"].get("recipe", OLD_RECIPE)
+    if recipe not in RECIPES:
+        raise UserError(f"{where} names a recipe this code does not know ({recipe!r}; it knows "
+                        f"{', '.join(RECIPES)}): update the lab's code to use it")
+    base = defaults(recipe)
     return ({**training(base), **saved["training"]}, {**{k: getattr(base, k) for k in RUN}, **saved["run"]},
             dict(saved.get("resolved") or {}))

@@ -152,3 +152,7 @@ def test_the_default_is_robust_and_older_records_keep_the_recipe_of_their_day():
     assert (trained["recipe"], trained["thickness"], trained["lowres"], trained["ema"]) == ("ours", 0.0, 0.0, 0.0)
     del saved["training"]["recipe"]  # before recipes: the default of its day
     assert settings.read_record(saved, "last.pt")[0]["ema"] == 0.0
+    saved["training"]["recipe"] = "newer"
+    from lab.cli import UserError
+    with pytest.raises(UserError, match="last.pt names a recipe this code does not know"):
+        settings.read_record(saved, "last.pt")
