@@ -6,7 +6,7 @@
     python bench.py --seeds 3                                  # ... of the default python train.py
     python bench.py --seeds 3 --train-args "--augment --epochs 20"
     python bench.py --draw                                     # draw.py's latency (every request), net.pth
-    python bench.py --pages                                    # reading pages of digits (lab/pages.py), net.pth
+    python bench.py --pages                                    # reading pages of digits (reading/pages.py), net.pth
     python bench.py --parts                                    # ms per batch: the step, augmentation, batch norm
 
 Cases of the table, each in its own process so that its peak memory is its own:
@@ -67,7 +67,7 @@ def parser():
            "then 8 threads x 25 at once; then each kind of /explain and /attack request, one at a time")
     a("--pages", nargs="?", const="net.pth", default=None, metavar="CHECKPOINT",
       help=f"instead, how well CHECKPOINT (default: net.pth) reads sheets of MNIST test digits photographed as a "
-           f"phone would (lab/sheets.py): {PAGE_SHEETS} sheets of each spacing ({PAGE_SHEETS_QUICK} with --quick), "
+           f"phone would (reading/sheets.py): {PAGE_SHEETS} sheets of each spacing ({PAGE_SHEETS_QUICK} with --quick), "
            "digits and lines read right, and the reading order")
     a("--reader", metavar="FILE", default=None,
       help="with --pages: the reader of touching digits (train_reader.py); 'none' reads without "
@@ -455,10 +455,10 @@ def load_average():
 
 
 def pages(args):
-    """How well a checkpoint reads pages: sheets of MNIST test digits (lab/sheets.py), each spacing apart."""
-    from lab.pages import classifier, read_page  # here: only --pages needs them (scipy's import takes 0.4 s)
-    from lab.reader import reader_from_flag  # (the same)
-    from lab.sheets import SPACINGS, make_sheets, score  # (the same)
+    """How well a checkpoint reads pages: sheets of MNIST test digits (reading/sheets.py), each spacing apart."""
+    from reading.pages import classifier, read_page  # here: only --pages needs them (scipy's import takes 0.4 s)
+    from reading.reader import reader_from_flag  # (the same)
+    from reading.sheets import SPACINGS, make_sheets, score  # (the same)
 
     torch.set_num_threads(1)  # one page is small work: as draw.py reads it, and predict.py nearly
     model, ckpt = load_checkpoint(args.pages)
@@ -466,7 +466,7 @@ def pages(args):
     reader = reader_from_flag(args.reader)
     images, labels = load_split(False, args.data_dir, args.mirror)
     n = PAGE_SHEETS_QUICK if args.quick else PAGE_SHEETS
-    # seed 1: lab/pages.py's constants were chosen on the sheets of seed 0
+    # seed 1: reading/pages.py's constants were chosen on the sheets of seed 0
     totals = {spacing: [0] * 6 for spacing in SPACINGS}
     t0 = time.perf_counter()
     for sheet in make_sheets(images.numpy(), labels.numpy(), n, seed=1):
@@ -482,7 +482,7 @@ def pages(args):
     print(f"Machine: {machine()}, torch {torch.__version__}; {args.pages}: {ckpt['model']}, epoch {ckpt.get('epoch')}, "
           f"MNIST test accuracy {100 * (ckpt.get('test_acc') or 0):.2f}%; reader of touching digits: "
           + (args.reader or "reader.pth" if reader is not None else "none"))
-    print(f"Sheets of MNIST test digits as a phone photographs them (lab/sheets.py, seed 1): 1-4 lines of 3-8 "
+    print(f"Sheets of MNIST test digits as a phone photographs them (reading/sheets.py, seed 1): 1-4 lines of 3-8 "
           f"digits, {n} sheets of each spacing" + ("  [--quick: too few to mean much]" if args.quick else ""))
     print(markdown_table(["spacing", "sheets", "digits", "digits right", "lines", "lines right", "order right"], rows))
     print(f"{seconds / s * 1000:.0f} ms a sheet, {seconds / d * 1000:.1f} ms a digit, on one core. Digits right: "

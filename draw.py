@@ -7,7 +7,7 @@
     python draw.py --collect my_digits/     # the page asks for digits in turn and saves each into my_digits/7/...
 
 The page is three plain files in draw/ (no internet needed). It sends the drawing, or a photo, to
-this server as an image file; the server reads it exactly as predict.py reads a file (lab/images.py),
+this server as an image file; the server reads it exactly as predict.py reads a file (reading/images.py),
 runs the net once, keeping what each layer hands on, and answers with JSON. Once the drawing is
 still, the page also asks why the net read that digit (or any other: click its bar) and shows how
 little change to the pixels makes it read another (docs/draw.md, docs/explain.md).
@@ -20,7 +20,7 @@ Python's standard library serves it: no web framework.
                       200 {"digit", "probabilities", "input": 28x28, "feature_maps", "dense", "milliseconds"}
                       400 {"error": "one line"} for a body that is no usable image; 413 over 10 MB
     POST /explain?target=7                   body: an image file, as for /predict; target: a digit, by
-                      default the one read. Why the net gives `target` the score it does (lab/explain.py):
+                      default the one read. Why the net gives `target` the score it does (inside/explain.py):
                       200 {"digit", "probabilities", "input", "target", "score", "blank_score",
                            "integrated_gradients": 28x28, "grad_cam": 28x28 or null, "milliseconds"}
     POST /attack?eps=0.1&target=any&method=pgd     body: an image file. Every pixel (0..1) moves by at
@@ -30,7 +30,7 @@ Python's standard library serves it: no web framework.
                            "changed_digit", "changed_probabilities", "fooled", "largest_change", "milliseconds"}
                       400 for an unknown, repeated or bad parameter, or a body that is no usable image;
                       503 when it waited for the others' longer than 20 s (then try again)
-    POST /read        body: an image file, as for /predict: every digit in it, in reading order (lab/pages.py):
+    POST /read        body: an image file, as for /predict: every digit in it, in reading order (reading/pages.py):
                       200 {"lines": ["00568", ...], "digits": [{"box": [left, top, right, bottom] in the image's
                            pixels, "line" (1: the top one), "digit", "probabilities", "input": 28x28}, ...],
                            "notes": [one line each], "width", "height", "milliseconds"}
@@ -65,11 +65,11 @@ from torch import nn
 from lab import ensemble
 from lab.cli import UserError, add_checkpoint_flag, int_between, make_parser, positive_float, run_script
 from lab.device import cores
-from lab.explain import IG_STEPS, MAX_EPS, PGD_STEPS, Explainer
+from inside.explain import IG_STEPS, MAX_EPS, PGD_STEPS, Explainer
 from lab.files import make_folder, write_new
-from lab.images import ImageProblem, load_image, net_input, preprocess
-from lab.pages import classifier, read_page
-from lab.reader import add_reader_flag, reader_from_flag
+from reading.images import ImageProblem, load_image, net_input, preprocess
+from reading.pages import classifier, read_page
+from reading.reader import add_reader_flag, reader_from_flag
 from net import count_parameters
 
 PAGE = Path(__file__).resolve().parent / "draw"
@@ -168,7 +168,7 @@ class Busy(Exception):
 
 
 class Explainers:
-    """A few Explainers (lab/explain.py), each lent to one request at a time.
+    """A few Explainers (inside/explain.py), each lent to one request at a time.
 
     They bound how many explanations and attacks run at once, and keep them apart: Grad-CAM hooks a
     layer of its net while it runs, and another thread's pass through the same net would trip it.
@@ -228,7 +228,7 @@ class DigitReader:
 
     def __init__(self, checkpoint, touching=None):
         model, self.ckpt = ensemble.load(checkpoint)  # the one-line errors of test.py and predict.py
-        self.touching = touching  # the reader of touching digits (lab/reader.py), or None
+        self.touching = touching  # the reader of touching digits (reading/reader.py), or None
         # Images decoded at once, by every kind of request: each holds its decoded pixels (up to 49 MP)
         self.decoding = threading.BoundedSemaphore(cores())
         # Copies of the net, made before LayerOutputs hooks it: their passes keep nothing. Half the

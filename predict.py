@@ -10,9 +10,9 @@
     python predict.py page.jpg --save-digits mine/ --expect 0123456789   # each line written as 0 to 9
     python train_reader.py && python predict.py page.jpg   # digits that touch: counted by reader.pth
 
-A photo or a drawing is not an MNIST image: lab/images.py makes it one the way MNIST was made
+A photo or a drawing is not an MNIST image: reading/images.py makes it one the way MNIST was made
 (docs/predict.md has each step), and --show shows what the network received. An image may hold
-several digits: lab/pages.py finds each one, in reading order, and each line's number is printed,
+several digits: reading/pages.py finds each one, in reading order, and each line's number is printed,
 then each digit with its confidence. --save-digits keeps them, checked against --expect, as a
 labelled folder that test.py --images evaluates. --explain draws,
 over what it received, which pixels raised (red) or lowered (blue) the digit read and the runner-up
@@ -29,9 +29,9 @@ from lab.cli import UserError, add_checkpoint_flag, add_device_flag, int_between
 from lab.device import pick_device
 from lab.figures import maps_picture, page_picture, stack_pictures
 from lab.files import make_folder, png_bytes, save_png, write_json, write_new
-from lab.images import ImageProblem, load_image, net_input, to_grey
-from lab.pages import classifier, read_page
-from lab.reader import add_reader_flag, reader_from_flag
+from reading.images import ImageProblem, load_image, net_input, to_grey
+from reading.pages import classifier, read_page
+from reading.reader import add_reader_flag, reader_from_flag
 
 SHOW_MAX = 64  # --show draws at most this many images
 
@@ -116,7 +116,7 @@ def save_show(path, shown, pages=()):
 
 def save_explain(path, model, ckpt, names, seen, probs):
     """The --explain picture: what each image's pixels did for the digit read and against the runner-up."""
-    from lab.explain import Explainer, why_items  # here, not at the top: captum's import takes 0.7 s
+    from inside.explain import Explainer, why_items  # here, not at the top: captum's import takes 0.7 s
 
     n = min(len(seen), SHOW_MAX)
     pixels = torch.stack(seen[:n])

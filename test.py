@@ -33,7 +33,7 @@ from lab.device import pick_device, pick_precision, use_all_cores
 from lab.figures import (confusion_picture, maps_picture, mistakes_picture, predictions_picture, reliability_picture,
                          written_mistakes_picture)
 from lab.files import make_folder, save_png, write_json
-from lab.images import ImageProblem, load_image, net_input, preprocess
+from reading.images import ImageProblem, load_image, net_input, preprocess
 from lab.metrics import confusion_matrix, digit_tables, evaluate, per_digit_accuracy
 from net import count_parameters
 
@@ -43,7 +43,7 @@ MISTAKES_EXPLAINED = 12
 
 def attack_table(model, ckpt, images, labels, n):
     """--attack: accuracy under FGSM and PGD at each ε on the first n test images, as a table and a dict."""
-    from lab.explain import EPSILONS, PGD_STEPS, Explainer, robust_accuracy  # here: captum's import takes 0.7 s
+    from inside.explain import EPSILONS, PGD_STEPS, Explainer, robust_accuracy  # here: captum's import takes 0.7 s
 
     n = min(n, len(labels))
     print(f"\nAttacking the first {n:,} test images (FGSM and PGD at {len(EPSILONS)} ε)...", flush=True)
@@ -57,7 +57,7 @@ def attack_table(model, ckpt, images, labels, n):
 
 def explain_mistakes(path, model, ckpt, images, labels, res):
     """--report's explained.png: the most confident mistakes, what spoke for the digit read and against the true one."""
-    from lab.explain import Explainer, why_items  # here: captum's import takes 0.7 s
+    from inside.explain import Explainer, why_items  # here: captum's import takes 0.7 s
 
     preds, probs = res["predictions"], res["probabilities"]
     wrong = (preds != labels).nonzero().flatten()

@@ -1,11 +1,11 @@
-"""Train the reader of touching digits (lab/reader.py), which predict.py, draw.py and bench.py --pages
+"""Train the reader of touching digits (reading/reader.py), which predict.py, draw.py and bench.py --pages
 use to read a number whose digits touch.
 
     python train_reader.py                 # 60,000 pieces, 7,000 steps: about 20 minutes on 2 CPU cores
     python train_reader.py --steps 1500    # quicker, a little less sure
     python predict.py page.jpg             # reads with reader.pth when it is there
 
-The digit net (train.py) reads one digit. Where the digits of a number touch, lab/pages.py must cut
+The digit net (train.py) reads one digit. Where the digits of a number touch, reading/pages.py must cut
 them apart, and the digit net cannot say how many digits a piece of ink holds: it reads two touching
 digits as one. This reader reads the whole piece, left to right, and says which digits it holds
 (a CRNN trained with CTC). It learns from pieces made from MNIST's training digits; the validation
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from lab.cli import add_data_flags, fmt_time, make_parser, positive_float, positive_int, run_script
 from lab.data import load_split, split_train_val
-from lab.reader import Reader, batch, load_reader, make_piece, measure, reader_input, save_reader
+from reading.reader import Reader, batch, load_reader, make_piece, measure, reader_input, save_reader
 
 CHUNK = 500  # pieces made by one worker at a time
 

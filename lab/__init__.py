@@ -1,5 +1,6 @@
-"""The lab's machinery. The scripts at the top (net.py, train.py, test.py, ...) are what you run
-and read first; these modules are what they share, one job each:
+"""The lesson's machinery: what train.py and test.py use to train a net and measure it, one job each.
+The scripts at the top (net.py, train.py, test.py, ...) are what you run and read first. Reading your own
+handwriting lives in reading/, looking inside a net in inside/; nothing here imports either:
 
     cli          one-line errors, the number types of the flags, the flags every script shares, tables
     device       cuda -> mps -> cpu, mixed precision, threads
@@ -15,10 +16,5 @@ and read first; these modules are what they share, one job each:
     figures      the pictures: confusion matrix, digits with what the net read
     board        what TensorBoard shows besides the curves
     distributed  the few steps that differ under torchrun
-    images       your own digit images made MNIST-like (predict.py, draw.py)
-    pages        every digit on a page, in reading order: found, cut apart, each made MNIST-like by images
-    reader       the reader of touching digits: a small CRNN that says how many digits a piece of ink holds, and which
-    sheets       pages of MNIST test digits as a phone photographs them, and their scoring (bench.py --pages)
-    explain      why the net reads a digit (attribution maps) and how little change fools it (attacks)
     files        writing files so that a full disk or Ctrl-C never leaves half a file
 """

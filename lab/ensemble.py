@@ -12,7 +12,7 @@ test set where their median member makes 33 (docs/results.md): nets trained alik
 
 The ensemble is an nn.Module like any net: its output is the log of the mean probability, so that
 a softmax of it gives the mean probability itself, and test.py, predict.py, draw.py and the
-explanations (lab/explain.py) use it as they use one net.
+explanations (inside/explain.py) use it as they use one net.
 
 test.py --tta reads each image five times, as it is and moved by one pixel up, down, left and right
 (test-time augmentation: Shifted), and averages the same way; its figures are reported apart from

@@ -100,7 +100,7 @@ def samples_picture(images, labels, n=48):
                           f"The first {min(n, len(labels))} training images and their labels")
 
 
-# ---------------------------------------------------------------- attribution maps (lab/explain.py)
+# ---------------------------------------------------------------- attribution maps (inside/explain.py)
 
 RAISES, LOWERS = np.array([214.0, 39, 40]), np.array([31.0, 100, 200])  # red, blue: as on draw.py's page
 
@@ -144,7 +144,7 @@ def maps_picture(items, title, per_row=2, tile=84):
     return np.asarray(img)
 
 
-# ---------------------------------------------------------------- a page of digits (predict.py --show, lab/pages.py)
+# ---------------------------------------------------------------- a page of digits (predict.py --show, reading/pages.py)
 
 LINE_COLOURS = [(214, 39, 40), (31, 100, 200), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
 

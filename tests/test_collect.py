@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import run_each, run_py
 from lab.files import write_new
-from lab.sheets import make_sheet
+from reading.sheets import make_sheet
 from test_draw import ANSWERED, chromium, drawing, raw, request, start_server, stop, strokes, wait_for
 from test_pages import untrained  # noqa: F401  (a fixture: an untrained checkpoint, no training needed)
 from test_predict import user_photo
@@ -321,8 +321,8 @@ def test_browser_photo_of_a_number_is_read_digit_by_digit(page, mnist_test, trai
     from selenium.webdriver.common.by import By
 
     from lab.checkpoint import load_checkpoint
-    from lab.images import load_image
-    from lab.pages import classifier, read_page
+    from reading.images import load_image
+    from reading.pages import classifier, read_page
     driver, _ = page
     images, labels = mnist_test
     picks = [first_of(labels, d, 40) for d in (2, 0, 4, 7)]

@@ -161,7 +161,7 @@ def test_page_and_info(server, trained):
 
 @pytest.mark.quick
 def test_predict_reads_drawn_mnist_digits(server, digits, pngs):
-    from lab.images import load_image, preprocess
+    from reading.images import load_image, preprocess
     labels = digits[1]
     correct = 0
     for i, (png, label) in enumerate(zip(pngs, labels)):

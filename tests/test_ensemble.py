@@ -86,7 +86,7 @@ def test_predict_py_reads_with_an_ensemble(members, tmp_path):
                   "--json", tmp_path / "p.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "p.json").read_text())
-    from lab.images import load_image, net_input, preprocess
+    from reading.images import load_image, net_input, preprocess
     x = net_input([preprocess(load_image(tmp_path / "one.png"))], {})
     expected = mean_probabilities(members, x)[0]
     got = {t["digit"]: t["probability"] for t in result["predictions"][0]["topk"]}
@@ -119,7 +119,7 @@ def test_draw_py_reads_with_an_ensemble_and_shows_the_first_nets_layers(members)
     import io
 
     import draw
-    from lab.images import load_image, net_input, preprocess
+    from reading.images import load_image, net_input, preprocess
     reader = draw.DigitReader(members[:2])
     digit = Image.new("L", (120, 120), 255)
     digit.paste(0, (55, 15, 66, 105))  # a 1

@@ -1,4 +1,4 @@
-"""lab/explain.py on real MNIST with a really trained net: are the maps about the net, and do the attacks work?
+"""inside/explain.py on real MNIST with a really trained net: are the maps about the net, and do the attacks work?
 
 - deletion: the ink pixels a map ranks highest matter more to the net than ink pixels picked at random;
 - randomisation (Adebayo et al., "Sanity checks for saliency maps"): the same net with random weights
@@ -20,7 +20,7 @@ from conftest import ROOT, run_py
 
 N = 100  # test digits for the maps' checks
 ATTACKED = 50  # of them, attacked (an attack is 20 passes through the net and back, for every ε)
-# lab/explain.py silences this note of Captum's; pytest shows every warning again, whatever filters a module set
+# inside/explain.py silences this note of Captum's; pytest shows every warning again, whatever filters a module set
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 
 
@@ -41,7 +41,7 @@ def net(trained):
 
 @pytest.fixture(scope="module")
 def explainer(net):
-    from lab.explain import Explainer
+    from inside.explain import Explainer
     return Explainer(*net)
 
 
@@ -109,7 +109,7 @@ def test_deletion_removing_the_top_pixels_hurts_most(explainer, digits, maps):
 
 def test_randomised_weights_give_other_maps(net, explainer, digits, maps):
     """Maps of the trained net and of the same net with random weights, ranked pixel by pixel."""
-    from lab.explain import Explainer
+    from inside.explain import Explainer
     from net import build_model
     model, ckpt = net
     pixels, _ = digits
@@ -134,7 +134,7 @@ def test_randomised_weights_give_other_maps(net, explainer, digits, maps):
 
 
 def test_attacks_lower_accuracy_as_eps_grows(explainer, digits):
-    from lab.explain import robust_accuracy
+    from inside.explain import robust_accuracy
     pixels, labels = (t[:ATTACKED] for t in digits)
     eps = (0.0, 0.15, 0.3)
     acc = robust_accuracy(explainer, pixels, labels, eps)
@@ -161,7 +161,7 @@ def test_targeted_pgd_reaches_its_target_within_the_pages_largest_eps(explainer,
 
 @pytest.mark.quick
 def test_a_net_without_conv_layers_has_input_maps_and_no_grad_cam(digits):
-    from lab.explain import Explainer
+    from inside.explain import Explainer
     from net import build_model
     torch.manual_seed(0)
     e = Explainer(build_model("mlp").eval(), {})

@@ -63,7 +63,7 @@ def test_every_image_is_one_digit_the_net_reads(made, trained):
     (the fonts' styles are not MNIST's: a 1 with a long flag is often read as 7)."""
     import torch
     from lab.checkpoint import load_checkpoint
-    from lab.images import load_image, net_input, preprocess
+    from reading.images import load_image, net_input, preprocess
     folder, _ = made
     files = sorted(folder.glob("*/*"))
     seen = [preprocess(load_image(f)) for f in files]

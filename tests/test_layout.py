@@ -3,6 +3,7 @@ flags, and files written by an older version that still load, test, predict and 
 import ast
 import importlib.util
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ import torch
 from conftest import ROOT, put_back_v1_run, run_py
 
 SCRIPTS = sorted(p.name for p in ROOT.glob("*.py"))
-PACKAGE = sorted(p.name for p in (ROOT / "lab").glob("*.py"))
+WINGS = ["lab", "reading", "inside"]  # the lesson's machinery; reading handwriting; looking inside a net
+PACKAGE = sorted(f"{p.parent.name}/{p.name}" for wing in WINGS for p in (ROOT / wing).glob("*.py"))
 ALLOWED = {("sweep.py", "train"), ("bench.py", "train")}  # they run train.train(), train.py's whole job
 
 
@@ -29,9 +31,11 @@ def imports(path):
 def test_the_top_level_holds_the_scripts_and_net_py():
     assert SCRIPTS == ["bench.py", "draw.py", "handwriting.py", "net.py", "predict.py", "report.py", "sweep.py", "test.py",
                        "train.py", "train_reader.py"]
-    docstring = ast.get_docstring(ast.parse((ROOT / "lab" / "__init__.py").read_text()))
-    listed = {line.split()[0] for line in docstring.splitlines() if line.startswith("    ")}
-    assert listed == {name[:-3] for name in PACKAGE if name != "__init__.py"}  # every module says its job
+    for wing in WINGS:
+        docstring = ast.get_docstring(ast.parse((ROOT / wing / "__init__.py").read_text()))
+        listed = {line.split()[0] for line in docstring.splitlines() if line.startswith("    ")}
+        modules = {Path(name).stem for name in PACKAGE if Path(name).parent.name == wing}
+        assert listed == modules - {"__init__"}, wing  # every module says its job
 
 
 @pytest.mark.quick
@@ -44,7 +48,7 @@ def test_no_script_imports_another_script(script):
 
 
 @pytest.mark.quick
-@pytest.mark.parametrize("source", SCRIPTS + [f"lab/{name}" for name in PACKAGE])
+@pytest.mark.parametrize("source", SCRIPTS + PACKAGE)
 def test_an_import_inside_a_function_says_why(source):
     lines = (ROOT / source).read_text().splitlines()
     for line, module, inside in imports(ROOT / source):
@@ -55,8 +59,15 @@ def test_an_import_inside_a_function_says_why(source):
 def test_the_package_never_imports_a_script():
     scripts = {name[:-3] for name in SCRIPTS if name != "net.py"}
     for name in PACKAGE:
-        for line, module, _ in imports(ROOT / "lab" / name):
-            assert module.split(".")[0] not in scripts, f"lab/{name}:{line} imports {module}"
+        for line, module, _ in imports(ROOT / name):
+            assert module.split(".")[0] not in scripts, f"{name}:{line} imports {module}"
+
+
+@pytest.mark.quick
+def test_the_lesson_never_imports_reading_or_looking_inside():
+    for name in [n for n in PACKAGE if n.startswith("lab/")] + ["train.py", "net.py"]:
+        for line, module, _ in imports(ROOT / name):
+            assert module.split(".")[0] not in {"reading", "inside"}, f"{name}:{line} imports {module}"
 
 
 # ---------------------------------------------------------------- settings: one parser, the rest derived

@@ -1,5 +1,5 @@
-"""lab/pages.py and predict.py on pages of digits: sheets made from real MNIST test digits as a phone
-photographs them (lab/sheets.py), read by the session's trained net, and the script's page output.
+"""reading/pages.py and predict.py on pages of digits: sheets made from real MNIST test digits as a phone
+photographs them (reading/sheets.py), read by the session's trained net, and the script's page output.
 
 The segmentation asks the net only when it weighs a cut between touching digits, so the tests of
 what it finds on a page without touching digits (one digit, broken strokes, specks, the paper's edge)
@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from conftest import run_each, run_py
-from lab.images import load_image, preprocess
-from lab import pages
-from lab.pages import classifier, ink_map, ink_mask, not_edges, pieces, read_page
-from lab.sheets import make_sheet, make_sheets, score
+from reading.images import load_image, preprocess
+from reading import pages
+from reading.pages import classifier, ink_map, ink_mask, not_edges, pieces, read_page
+from reading.sheets import make_sheet, make_sheets, score
 from test_predict import user_photo
 
 TWO_STROKES = {4: [9669, 6543], 7: [7267], 5: [59]}  # MNIST test digits whose ink is two pieces, looked up once

@@ -17,7 +17,8 @@ from conftest import ROOT, run_bounded
 POSIX_ONLY = {"resource", "fcntl", "termios", "tty", "pty", "pwd", "grp", "crypt", "syslog",
               "readline", "curses", "nis", "spwd", "ossaudiodev"}
 SCRIPTS = sorted(p.name for p in ROOT.glob("*.py") if "run_script(" in (text := p.read_text()) and "__main__" in text)
-SOURCES = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("*.py"), *ROOT.glob("lab/*.py")])
+SOURCES = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("*.py"), *ROOT.glob("lab/*.py"),
+                                                        *ROOT.glob("reading/*.py"), *ROOT.glob("inside/*.py")])
 
 
 def top_level_imports(path):

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import run_each, run_py
-from lab.images import ImageProblem, load_image, preprocess
+from reading.images import ImageProblem, load_image, preprocess
 
 
 @pytest.fixture(scope="module")

@@ -195,7 +195,7 @@ def test_torchrun_stops_every_process_when_one_fails(data_dir, tmp_path):
 @pytest.mark.quick
 def test_predict_reads_16_bit_bmp_webp_and_tiff(trained, data_dir, tmp_path):
     from lab.data import load_split
-    from lab.images import load_image, preprocess
+    from reading.images import load_image, preprocess
     images, labels = load_split(False, data_dir)
     digit, label = 255 - images[0].numpy(), int(labels[0])  # a 7, dark on white
     big = Image.fromarray(digit).resize((140, 140), Image.Resampling.BICUBIC)

@@ -1,4 +1,4 @@
-"""The reader of touching digits (lab/reader.py, train_reader.py) and how lab/pages.py cuts with it.
+"""The reader of touching digits (reading/reader.py, train_reader.py) and how reading/pages.py cuts with it.
 
 The reader's own accuracy takes a training of minutes (python train_reader.py) and is measured by bench.py
 --pages, with the figures in docs/predict.md. Here: its decoding, the cut into as many digits as a reader
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import run_each, run_py
-from lab.pages import read_page
-from lab.reader import Reader, decode, load_reader, make_piece, read_pieces, reader_input
-from lab.sheets import score
+from reading.pages import read_page
+from reading.reader import Reader, decode, load_reader, make_piece, read_pieces, reader_input
+from reading.sheets import score
 from test_pages import mnist_test, net, sheet_of  # noqa: F401 (fixtures)
 
 

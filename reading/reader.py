@@ -3,14 +3,14 @@ whose strokes touch, and says how many there are and which.
 
 Why a second net: the digit net (net.py) has only ever seen one digit, centred. Shown two touching
 digits squeezed into 28x28 it reads them as one digit, as surely as it reads either half, so cutting by
-its confidence alone (lab/pages.py's Cutter) cuts a touching number into too few digits. This reader has
+its confidence alone (reading/pages.py's Cutter) cuts a touching number into too few digits. This reader has
 seen touching digits. It is a CRNN (Shi, Bai and Yao, 2015): convolutions read the piece's columns,
 a bidirectional GRU reads them left to right, and each column says "digit d here" or "nothing new"
 (the blank); CTC (torch.nn.functional.ctc_loss) trains it on the digits in order, without telling it
-where each one is. lab/pages.py then cuts the piece into exactly as many digits as it reads.
+where each one is. reading/pages.py then cuts the piece into exactly as many digits as it reads.
 
 It learns from pieces made from MNIST's training digits (the 55,000 that train.py trains on): two to
-five digits pressed together until their ink touches or crosses, as lab/sheets.py writes a touching
+five digits pressed together until their ink touches or crosses, as reading/sheets.py writes a touching
 number, now and then one digit alone, with the slant, size and pen of a written page. The 5,000
 validation digits make the pieces that choose the best step; MNIST's test digits make those it is
 measured on, and the sheets of bench.py --pages.
@@ -27,7 +27,7 @@ from scipy import ndimage
 from lab.cli import UserError
 from lab.checkpoint import check_version, load_file
 from lab.files import save_torch
-from lab.sheets import TOUCHING, contact, digit_ink, edit_distance
+from reading.sheets import TOUCHING, contact, digit_ink, edit_distance
 
 FORMAT, VERSION = "mnist-lab/reader", 1
 HEIGHT = 28           # a piece is read at this height, its ink 24 pixels tall as an MNIST digit's 20 in 28, or so
@@ -59,7 +59,7 @@ class Reader(nn.Module):
 # ---------------------------------------------------------------- pieces to learn from
 
 def make_piece(images, labels, rng):
-    """A piece of touching digits as lab/pages.py cuts one out of a page: ink 0..1 on 0, and its digits."""
+    """A piece of touching digits as reading/pages.py cuts one out of a page: ink 0..1 on 0, and its digits."""
     count = int(rng.choice(COUNTS, p=COUNT_SHARE))
     height, slant, pen = rng.uniform(40, 80), rng.uniform(-0.25, 0.35), rng.uniform(-0.4, 1.2)
     slope = np.tan(np.radians(rng.uniform(-4, 4)))
@@ -70,7 +70,7 @@ def make_piece(images, labels, rng):
         top = int(slope * x + rng.uniform(-0.06, 0.06) * height - ink.shape[0] / 2)
         if placed:
             way = rng.random()
-            if way < 0.6:  # touching, as lab/sheets.py presses a touching pair
+            if way < 0.6:  # touching, as reading/sheets.py presses a touching pair
                 x = contact(*placed[-1], ink, top) - rng.uniform(*TOUCHING) * height
             elif way < 0.85:  # overlapping boxes, strokes that may cross
                 x -= rng.uniform(0.1, 0.25) * height
@@ -83,7 +83,7 @@ def make_piece(images, labels, rng):
     for ink, x, y in placed:
         region = canvas[y - y0:y - y0 + ink.shape[0], x - x0:x - x0 + ink.shape[1]]
         np.maximum(region, ink, out=region)
-    # as a photo and lab/pages.py leave it: a little blur, uneven ink, noise, and nothing below the threshold
+    # as a photo and reading/pages.py leave it: a little blur, uneven ink, noise, and nothing below the threshold
     blur = rng.uniform(0, 1.2)
     if blur > 0.3:
         canvas = ndimage.gaussian_filter(canvas, blur)
@@ -170,7 +170,7 @@ def add_reader_flag(parser):
 
 
 def reader_from_flag(value):
-    """What --reader names, as lab/pages.py reads with it: a function from pieces of ink (float [h, w] each)
+    """What --reader names, as reading/pages.py reads with it: a function from pieces of ink (float [h, w] each)
     to what read_pieces() gives. None for 'none', or for the default when train_reader.py has not made it."""
     if value == "none" or value is None and not Path(DEFAULT).is_file():
         return None

@@ -1,5 +1,5 @@
 """Pages of handwritten digits as a phone photographs them, made from MNIST test digits: what
-bench.py --pages measures lab/pages.py on, and what its tests read.
+bench.py --pages measures reading/pages.py on, and what its tests read.
 
 A sheet holds 1-4 lines of 3-8 digits written with one spacing (SPACINGS: from wide apart to
 touching, and overlapping), and what a photo of a written page has: digits of varied size and slant,

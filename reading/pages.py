@@ -1,7 +1,7 @@
 """Every digit on a page, in reading order: a written number, a sheet of digits, a photo of either.
 
 read_page(img, classify) finds the digits, cuts each one out on its own and gives it to
-preprocess() (lab/images.py), the one way a digit becomes 28x28; `classify` is the net. The steps:
+preprocess() (reading/images.py), the one way a digit becomes 28x28; `classify` is the net. The steps:
 
 1. The ink: the paper is what surrounds the writing (as in preprocess), and the paper's own light,
    shadows and the table beyond its edge included, is a grey opening of the page larger than any
@@ -16,7 +16,7 @@ preprocess() (lab/images.py), the one way a digit becomes 28x28; `classify` is t
    "drop-fall" family), and of all the ways to cut it, none included, the one kept is that whose parts
    the net reads most surely, each part weighed by how plausible its width is for a digit
    (segmentation by recognition). A piece that stays whole though wider than any digit gets a note.
-   With the reader of touching digits (lab/reader.py, made by train_reader.py), which has seen
+   With the reader of touching digits (reading/reader.py, made by train_reader.py), which has seen
    touching digits and the digit net has not, the reader says how many digits the piece holds and
    which; the piece is cut into exactly that many, the way whose parts the net reads most surely as
    the reader's digits, and those digits keep the reader's probabilities.
@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from lab.images import MIN_CONTRAST, ImageProblem, net_input, otsu, preprocess, to_grey
+from reading.images import MIN_CONTRAST, ImageProblem, net_input, otsu, preprocess, to_grey
 
 PAPER = 0.25       # the grey opening's size, as a share of the page's shorter side: wider than any stroke
 SPECK = 0.35       # a piece lower and narrower than this share of the digits' height is dirt, not a digit
@@ -84,7 +84,7 @@ class Page:
 
 def ink_map(img):
     """The page as ink over blank paper: float [H, W], 0 on the paper, towards 1 on the darkest ink, at
-    lab/images.py's working size; and the scale back to the image's own pixels."""
+    reading/images.py's working size; and the scale back to the image's own pixels."""
     x = to_grey(img).numpy()
     h, w = x.shape
     if h < 2 or w < 2:
@@ -362,7 +362,7 @@ class Cutter:
     whose parts the net reads most surely, each part also weighed by how plausible its width is for a digit
     (the sum of log-probabilities: every extra part must earn its place). Cutting nothing is one of the ways.
 
-    With the reader of touching digits (lab/reader.py), the reader says how many digits a piece holds and
+    With the reader of touching digits (reading/reader.py), the reader says how many digits a piece holds and
     which: the piece is cut into exactly that many parts, the way whose parts the net reads most surely as
     the reader's digits, and each part keeps the reader's probabilities (it has seen touching digits)."""
 

@@ -1,0 +1,5 @@
+"""Looking inside a trained net (draw.py's page, test.py --explain and --attack, predict.py --explain).
+It uses the lesson's machinery (lab/), never the reverse:
+
+    explain      why the net reads a digit (attribution maps) and how little change fools it (attacks)
+"""
