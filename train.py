@@ -33,7 +33,7 @@ from lab.data import load_data, training_batches
 from lab.device import autocast
 from lab.metrics import evaluate
 from lab.progress import EpochSteps
-from net import build_model, count_parameters
+from net import build_model
 
 
 def make_optimizer(args, params, device):
@@ -110,13 +110,105 @@ def make_average(args, model):
     return average, lambda t: get_ema_multi_avg_fn(min(args.ema, (1 + t) / (10 + t)))(ours, theirs, None)
 
 
-def train_step(model, optimizer, scaler, loss_fn, x, y, precision, weight=1.0):
-    """One optimisation step on one batch. Returns (loss, logits), left on the device: reading them
-    here would make a GPU wait for the step to finish.
+class TrainingState:
+    """Everything a run carries from one epoch to the next, and all that last.pt holds: the model, the
+    optimiser that changes it, the schedule of its learning rate, the fp16 scaler, the averaged weights, the
+    random generators, the epochs done and the best so far. state_dict() and load_state_dict(), as
+    torch's own objects have them: saving last.pt is one call (lab/runs.py), and so is resuming."""
 
-    `weight` scales the loss that is differentiated (torchrun: see lab/data.py's training_batches).
-    `scaler` is a GradScaler, needed for fp16 only; with fp32 and bf16 it does nothing.
+    def __init__(self, args, run, n_train):
+        self.n_train = n_train
+        self.steps = math.ceil(n_train / args.batch_size)  # per epoch
+        distributed.check_split(n_train, args.batch_size, run.world)
+        torch.manual_seed(args.seed)
+        self.options = settings.model_options(args)  # what rebuilds the net from net.pth
+        self.model = build_model(args.model, **self.options).to(run.device).to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(args, self.model.parameters(), run.device)
+        self.scheduler, self.per_batch = make_scheduler(args, self.optimizer, self.steps)
+        # The scaler keeps fp16's small gradients from vanishing; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(run.device.type, enabled=run.precision == "fp16")
+        self.judged, self.update_average = make_average(args, self.model)  # validated, tested and saved
+        self.shuffle = torch.Generator().manual_seed(args.seed)
+        self.augment_rng = torch.Generator(device=run.device).manual_seed(args.seed)  # on the device: no copies
+        self.epoch = 0  # epochs done
+        self.best = {"val_acc": -1.0, "epoch": 0, "test_acc": None}  # chosen on validation
+        self.best_checkpoint = None  # net.pth and its test evaluation, when this process made them
+        self.best_test = None
+        self.train_seconds = 0.0  # spent in this process's training steps
+        if run.state is not None:
+            self.load_state_dict(run.state)
+        self.first_epoch = self.epoch
+
+    def images_trained(self):
+        """By this process's steps: the epochs it ran times the training images."""
+        return (self.epoch - self.first_epoch) * self.n_train
+
+    def after_step(self, t):
+        """After step t of the run: the schedule, if it moves every step, and the average (--ema)."""
+        if self.per_batch:
+            self.scheduler.step()
+        if self.update_average is not None:
+            self.update_average(t)
+
+    def after_epoch(self):
+        if self.scheduler is not None and not self.per_batch:
+            self.scheduler.step()
+
+    def state_dict(self):
+        # The keys are last.pt's since version 2 of its format: runs saved before this class still resume.
+        return {
+            "epoch": self.epoch,
+            "best": self.best,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "generator": self.shuffle.get_state(),
+            "aug_generator": self.augment_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "average": self.judged.state_dict() if self.judged is not self.model else None,
+            "cuda_rng": torch.cuda.get_rng_state() if self.augment_rng.device.type == "cuda" else None,
+        }
+
+    def load_state_dict(self, saved):
+        self.epoch = saved["epoch"]
+        self.best = dict(saved["best"])
+        self.model.load_state_dict(saved["model"])
+        if self.judged is not self.model:
+            self.judged.load_state_dict(saved["average"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.shuffle.set_state(saved["generator"])
+        self.augment_rng.set_state(saved["aug_generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        if self.augment_rng.device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"])
+
+
+def keep_best(state, run, val, test):
+    """Validation picks the best epoch, whose weights (or their average) go to --checkpoint with the
+    temperature fitted on validation. Returns what the epoch's record shows of validation and test."""
+    saved = val["accuracy"] > state.best["val_acc"]
+    if saved:
+        state.best = {"val_acc": val["accuracy"], "epoch": state.epoch, "test_acc": test["accuracy"]}
+        meta = {"epoch": state.epoch, "val_acc": val["accuracy"], "val_loss": val["loss"],
+                "test_acc": test["accuracy"], "temperature": test["temperature"]}
+        state.best_checkpoint = make_checkpoint(state.judged, run.args.model, state.options, run.record, meta)
+        state.best_test = test
+        save_checkpoint(state.best_checkpoint, run.args.checkpoint)
+    return {"val_loss": val["loss"], "val_acc": val["accuracy"], "test_acc": test["accuracy"],
+            "temperature": test["temperature"], "test_ece": test["calibration"]["ece"], "saved": saved}
+
+
+def train_step(model, optimizer, scaler, loss_fn, batch, precision):
+    """One optimisation step on one batch: images, labels and the weight of this process's share (torchrun:
+    see lab/data.py's training_batches). Returns (loss, logits), left on the device: reading them here would
+    make a GPU wait for the step to finish. `scaler` is a GradScaler, needed for fp16 only; with fp32 and
+    bf16 it does nothing.
     """
+    x, y, weight = batch
     with autocast(x.device, precision):  # bf16/fp16 matmuls and convs where it pays; weights stay fp32
         logits = model(x)
     loss = loss_fn(logits.float(), y)
@@ -127,28 +219,47 @@ def train_step(model, optimizer, scaler, loss_fn, x, y, precision, weight=1.0):
     return loss, logits
 
 
-def train_one_epoch(model, optimizer, scheduler, per_batch, scaler, loss_fn, batches, precision, progress,
-                    update_average=None):
-    """One pass over the training batches. Returns (mean loss, accuracy) over every process's images, and
-    the learning rate of the epoch's last step."""
+def train_one_epoch(model, state, loss_fn, batches, progress, precision):
+    """One pass over the training batches. `model` runs the steps: the state's model, or DDP's or
+    torch.compile's wrapper of it. Returns the epoch's first measurements, over every process's images."""
     model.train()
-    loss_sum = correct = seen = 0  # the sums become tensors on the device: no GPU sync per step
-    for step, (x, y, weight) in enumerate(batches):
-        lr = optimizer.param_groups[0]["lr"]  # the rate of this step (a number on the CPU: no sync)
-        loss, logits = train_step(model, optimizer, scaler, loss_fn, x, y, precision, weight)
-        if per_batch:
-            scheduler.step()
-        if update_average is not None:  # --ema
-            update_average(progress.first + step + 1)
+    loss_sum = 0  # the sums become tensors on the device: no GPU sync per step
+    correct = 0
+    seen = 0
+    for step, batch in enumerate(batches):
+        lr = state.optimizer.param_groups[0]["lr"]  # the rate of this step (a number on the CPU: no sync)
+        loss, logits = train_step(model, state.optimizer, state.scaler, loss_fn, batch, precision)
+        state.after_step(progress.first + step + 1)  # the schedule and the average (--ema), if any
+        y = batch[1]
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         progress.step(step, loss_sum, correct, seen)  # the bar, and every --log-every steps a point
     progress.close()
-    if scheduler is not None and not per_batch:
-        scheduler.step()
+    state.after_epoch()
     loss_sum, correct, seen = distributed.sum_over_processes(loss_sum, correct, seen)  # the whole data set's
-    return loss_sum / seen, correct / seen, lr
+    return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "lr": lr}
+
+
+def measure(state, run, data):
+    """Validation and test of what is judged (the model, or its average), read at the temperature that makes
+    validation's probabilities honest (lab/calibration.py): saved with the checkpoint, and every probability
+    shown from here on is read at it. The test set is watched, never used to choose."""
+    (vx, vy), (sx, sy) = data["val"], data["test"]
+    with distributed.all_cores_while_others_wait():
+        val = evaluate(state.judged, vx, vy, precision=run.precision)
+        test = evaluate(state.judged, sx, sy, precision=run.precision)
+    temperature = calibration.fit_temperature(val["probabilities"], vy)
+    return calibration.at(val, vy, temperature), calibration.at(test, sy, temperature)
+
+
+def epoch_line(record, epochs):
+    """The line printed after each epoch, from the same record that TensorBoard is given."""
+    return (f"epoch {record['epoch']:>2}/{epochs}  "
+            f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}%  "
+            f"val loss {record['val_loss']:.4f} acc {100 * record['val_acc']:.2f}%  "
+            f"test acc {100 * record['test_acc']:.2f}%  {record['wall_seconds']:.1f} s  "
+            f"{record['images_per_second']:,.0f} img/s" + ("  * saved" if record["saved"] else ""))
 
 
 def train(args, data=None):
@@ -158,82 +269,38 @@ def train(args, data=None):
     """
     # resume?, threads, device, precision, torchrun, folders, and a lock on --checkpoint: lab/runs.py
     with runs.start(args) as run:  # leaving this block, however, frees --checkpoint for another run
-        args, device = run.args, run.device
-        if data is None:
-            data = distributed.first_on_each_machine(load_data, args, device)
-        (tx, ty), (vx, vy), (sx, sy) = data["train"], data["val"], data["test"]
-        distributed.check_split(len(tx), args.batch_size, run.world)
-
-        # The model, the optimiser that changes it, the schedule of its learning rate, and the loss.
-        torch.manual_seed(args.seed)
-        options = settings.model_options(args)
-        model = build_model(args.model, **options).to(device).to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(args, model.parameters(), device)
-        steps = math.ceil(len(tx) / args.batch_size)  # per epoch
-        scheduler, per_batch = make_scheduler(args, optimizer, steps)
+        args = run.args  # a resumed run's own settings
+        data = data or distributed.first_on_each_machine(load_data, args, run.device)
+        state = TrainingState(args, run, len(data["train"][0]))  # a resumed run's comes back from last.pt
         loss_fn = make_loss(args)
-        scaler = torch.amp.GradScaler(device.type, enabled=run.precision == "fp16")  # bf16 has fp32's range: no need
-        judged, update_average = make_average(args, model)  # validated, tested and saved: the model or its average
-        shuffle = torch.Generator().manual_seed(args.seed)
-        augment_rng = torch.Generator(device=device).manual_seed(args.seed)  # drawn on the device: no copy per step
-        augmenter = augment.make(args, augment_rng)  # None without --augment
-        start, best = runs.restore(run, model, optimizer, scheduler, scaler, shuffle, augment_rng, judged)
-        print(f"{args.model}: {count_parameters(model):,} parameters; training on {len(tx):,} images, "
-              f"validating on {len(vx):,}, testing on {len(sx):,}; logging to {run.dir}")
-
-        writer = board.open_run(run, start, model, tx, ty)  # rank 0's TensorBoard writer; None for the others
-        step_writer = board.open_steps(run, start * steps)  # the same for the per-step curves
-        step_model = distributed.wrap(model, device)  # DDP under torchrun, else the model itself
-        step_model = torch.compile(step_model) if args.compile else step_model
-        best_model = best_test = None  # the best epoch's checkpoint and test evaluation, made in this process
-        done, train_seconds = start, 0.0
+        augmenter = augment.make(args, state.augment_rng)  # None without --augment
+        runs.say_start(run, state.model, data)
+        board_ = board.Board(run, state, data)  # rank 0's TensorBoard; the others' does nothing
+        model = distributed.wrap(state.model, run.device)  # DDP under torchrun, else the model itself
+        model = torch.compile(model) if args.compile else model
         with runs.stoppable() as stopped:
-            for epoch in range(start + 1, args.epochs + 1):
+            for epoch in range(state.epoch + 1, args.epochs + 1):
                 t0 = time.perf_counter()
-                distributed.seed_epoch(args.seed, epoch, augment_rng)
-                batches = training_batches(tx, ty, args.batch_size, shuffle, augmenter, run.rank, run.world)
-                progress = EpochSteps(epoch, args.epochs, steps, args.log_every, step_writer, rank=run.rank,
-                                      validate=lambda: evaluate(judged, vx, vy, precision=run.precision),
-                                      eval_every=args.eval_every)
-                train_loss, train_acc, lr = train_one_epoch(step_model, optimizer, scheduler, per_batch, scaler, loss_fn,
-                                                        batches, run.precision, progress, update_average)
-                seconds = time.perf_counter() - t0 - progress.eval_seconds  # training alone
-                train_seconds, done = train_seconds + seconds, epoch
+                distributed.seed_epoch(args.seed, epoch, state.augment_rng)
+                batches = training_batches(data["train"], args.batch_size, state.shuffle, augmenter, run.rank, run.world)
+                progress = EpochSteps(run, epoch, state, board_.steps, data["val"])
+                record = {"epoch": epoch, **train_one_epoch(model, state, loss_fn, batches, progress, run.precision)}
+                record["seconds"] = time.perf_counter() - t0 - progress.eval_seconds  # training alone
+                record["images_per_second"] = state.n_train / record["seconds"]
+                state.epoch = epoch
+                state.train_seconds += record["seconds"]
                 if run.rank != 0:
                     continue  # under torchrun, rank 0 alone evaluates, logs and saves
-
-                with distributed.all_cores_while_others_wait():
-                    val = evaluate(judged, vx, vy, precision=run.precision)
-                    test = evaluate(judged, sx, sy, precision=run.precision)  # watched, never used to choose
-                # The temperature that makes validation's probabilities honest (lab/calibration.py): saved with
-                # the checkpoint, and every probability shown from here on is read at it.
-                temperature = calibration.fit_temperature(val["probabilities"], vy)
-                val, test = calibration.at(val, vy, temperature), calibration.at(test, sy, temperature)
-                board.log_epoch(writer, epoch, model, vx, vy, val, test, train_loss, train_acc, seconds,
-                                lr=lr)
-                improved = val["accuracy"] > best["val_acc"]
-                if improved:  # keep the best model: chosen on validation
-                    best = {"val_acc": val["accuracy"], "epoch": epoch, "test_acc": test["accuracy"]}
-                    best_model = make_checkpoint(judged, args.model, options, run.record, epoch=epoch,
-                                                 val_acc=val["accuracy"], val_loss=val["loss"],
-                                                 test_acc=test["accuracy"], temperature=temperature)
-                    best_test = test
-                    save_checkpoint(best_model, args.checkpoint)
-                runs.save_state(run, epoch, best, model, optimizer, scheduler, scaler, shuffle, augment_rng, judged)
-                print(f"epoch {epoch:>2}/{args.epochs}  train loss {train_loss:.4f} acc {100 * train_acc:.2f}%  "
-                      f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%  "
-                      f"test acc {100 * test['accuracy']:.2f}%  {time.perf_counter() - t0:.1f} s  "
-                      f"{len(tx) / seconds:,.0f} img/s" + ("  * saved" if improved else ""), flush=True)
-
+                val, test = measure(state, run, data)
+                record.update(keep_best(state, run, val, test))  # the best model so far goes to --checkpoint
+                board_.log_epoch(record, val)
+                runs.save_state(run, state)  # last.pt: all that --resume needs
+                record["wall_seconds"] = time.perf_counter() - t0
+                print(epoch_line(record, args.epochs), flush=True)
         if run.rank == 0:  # the end: the best model on the test set in TensorBoard, and what to do next
-            if stopped.interrupted:
-                runs.say_interrupted(run, best, done)
-            else:
-                board.log_final(writer, run, best, best_model, best_test, model, sx, sy)
-                runs.say_done(run, best)
-            board.close(step_writer, run.dir)
-            board.close(writer, run.dir)
-        return runs.summary(run, best, done, start, train_seconds, len(tx), stopped.interrupted)
+            board_.finish(stopped.interrupted)
+            runs.say_end(run, state, stopped.interrupted)
+        return runs.summary(run, state, stopped.interrupted)
 
 
 def main(argv=None):

@@ -46,11 +46,34 @@ def command_line():
     return "python " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
-def open_run(run, start_epoch, model, images, labels):
+class Board:
+    """A run's TensorBoard: its own folder for the epochs, steps/ for the per-step curves (lab/progress.py).
+    Rank 0 alone writes; under torchrun the others' Board does nothing."""
+
+    def __init__(self, run, state, data):
+        self.run = run
+        self.state = state
+        self.data = data
+        self.writer = open_run(run, state.epoch, state.model, data["train"])
+        self.steps = open_steps(run, state.epoch * state.steps)
+
+    def log_epoch(self, record, val):
+        log_epoch(self.writer, record, self.state.model, self.data["val"], val)
+
+    def finish(self, interrupted):
+        """The end of the run: the best model on the test set, unless it was interrupted; both writers closed."""
+        if not interrupted:
+            log_final(self.writer, self.run, self.state, self.data["test"])
+        close(self.steps, self.run.dir)
+        close(self.writer, self.run.dir)
+
+
+def open_run(run, start_epoch, model, train_set):
     """The run's SummaryWriter, rank 0's alone (None for the others), with the command that started
     or resumed it and, for a new run, the model's graph and a grid of the training images with their labels."""
     if run.rank != 0:
         return None
+    images, labels = train_set
     with events_written(run.dir):
         if run.state is None:
             writer = SummaryWriter(str(run.dir))
@@ -144,18 +167,24 @@ def log_graph(writer, model, example):
         print(f"(model graph not logged: {type(e).__name__})")
 
 
-def log_epoch(writer, epoch, model, images, labels, val, test, train_loss, train_acc, seconds, lr):
-    """One epoch's curves, validation pictures and the distributions of weights and gradients.
+# The epoch record's scalars and their TensorBoard tags: the printed line shows the same record.
+EPOCH_TAGS = {"train_loss": "loss/train", "train_acc": "accuracy/train", "val_loss": "loss/val",
+              "val_acc": "accuracy/val", "test_acc": "accuracy/test", "lr": "lr",
+              "seconds": "time/epoch_seconds",  # training only, for report.py
+              "temperature": "calibration/temperature",  # fitted on validation
+              "test_ece": "calibration/test_ece"}
 
-    model: the plain nn.Module; images, labels: the validation set, which `val` evaluated.
+
+def log_epoch(writer, record, model, val_set, val):
+    """One epoch's curves (its record, as train.py prints it), validation pictures and the distributions of
+    weights and gradients. model: the plain nn.Module; val_set: the validation images and labels, which `val`
+    evaluated.
     """
+    images, labels = val_set
+    epoch = record["epoch"]
     with events_written(writer.log_dir):
-        for tag, value in [("loss/train", train_loss), ("accuracy/train", train_acc), ("loss/val", val["loss"]),
-                           ("accuracy/val", val["accuracy"]), ("accuracy/test", test["accuracy"]), ("lr", lr),
-                           ("time/epoch_seconds", seconds),  # training only, for report.py
-                           ("calibration/temperature", test["temperature"]),  # fitted on validation
-                           ("calibration/test_ece", test["calibration"]["ece"])]:
-            writer.add_scalar(tag, value, epoch)
+        for key, tag in EPOCH_TAGS.items():
+            writer.add_scalar(tag, record[key], epoch)
         writer.add_image("val/confusion", confusion_picture(confusion_matrix(labels, val["predictions"])),
                          epoch, dataformats="HWC")
         writer.add_image("val/mistakes", mistakes_picture(images, labels, val), epoch, dataformats="HWC")
@@ -166,13 +195,18 @@ def log_epoch(writer, epoch, model, images, labels, val, test, train_loss, train
         writer.flush()
 
 
-def log_final(writer, run, best, best_model, best_test, model, images, labels):
+def log_final(writer, run, state, test_set):
     """The best checkpoint on the test set: pictures, PR curves, projector, report; then HParams.
 
-    best_model, best_test: that checkpoint's dict and test evaluation, made by this process; a run
-    resumed after its best epoch has neither, and then the checkpoint is read back and evaluated.
-    `model` is the run's model, whose weights are replaced by the best ones here.
+    state.best_checkpoint, state.best_test: that checkpoint's dict and test evaluation, made by this
+    process; a run resumed after its best epoch has neither, and then the checkpoint is read back and
+    evaluated. The state's model has its weights replaced by the best ones here.
     """
+    images, labels = test_set
+    best = state.best
+    best_model = state.best_checkpoint
+    best_test = state.best_test
+    model = state.model
     step = run.args.epochs
     if best_model is None:
         best_model = load_checkpoint(run.args.checkpoint)[1]

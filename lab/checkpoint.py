@@ -31,12 +31,12 @@ FORMAT = "mnist-lab/checkpoint"
 VERSION = 2  # 1: the settings were the whole argparse Namespace ("args"); 2: a settings record ("settings")
 
 
-def make_checkpoint(model, model_name, model_options, settings, **meta):
-    """The dict saved as net.pth. `settings` is settings.record(); `meta` holds epoch, val_acc, test_acc..."""
+def make_checkpoint(model, model_name, model_options, settings, meta=None):
+    """The dict saved as net.pth. `settings` is settings.record(); `meta`, a dict: epoch, val_acc, test_acc..."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {"format": FORMAT, "version": VERSION, "model": model_name, "model_options": dict(model_options),
             "state_dict": state, "normalization": {"mean": MEAN, "std": STD}, "settings": settings,
-            "torch_version": str(torch.__version__), **meta}
+            "torch_version": str(torch.__version__), **(meta or {})}
 
 
 def save_checkpoint(ckpt, path):

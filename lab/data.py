@@ -180,8 +180,9 @@ def batches(n, batch_size, generator=None, device="cpu"):
     return order.split(batch_size)
 
 
-def training_batches(images, labels, batch_size, generator, augment=None, rank=0, world=1):
-    """One epoch of shuffled batches: (images, labels, weight) of this process's share of each.
+def training_batches(train_set, batch_size, generator, augment=None, rank=0, world=1):
+    """One epoch of shuffled batches of train_set (images, labels): (images, labels, weight) of this
+    process's share of each.
 
     One process takes all of every batch, with weight 1. Under torchrun, process `rank` of `world`
     takes every world-th image of it: all drew the same permutation (same seed), so the shares never
@@ -190,6 +191,7 @@ def training_batches(images, labels, batch_size, generator, augment=None, rank=0
     gradients is exactly the whole batch's, even when the batch does not split evenly.
     `augment`: a function that changes a batch of images at random (lab/augment.py), or None.
     """
+    images, labels = train_set
     for idx in batches(len(images), batch_size, generator, images.device):
         mine = idx[rank::world]
         x = images[mine] if augment is None else augment(images[mine])

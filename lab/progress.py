@@ -21,18 +21,29 @@ import time
 from tqdm import tqdm
 
 from lab.board import log_step
+from lab.metrics import evaluate
 
 
 class EpochSteps:
-    def __init__(self, epoch, epochs, steps, log_every, writer=None, validate=None, eval_every=None, rank=0):
-        self.epoch, self.epochs, self.steps, self.rank = epoch, epochs, steps, rank
-        self.first = (epoch - 1) * steps  # the run's step count before this epoch
-        self.log_every, self.writer, self.validate, self.eval_every = log_every, writer, validate, eval_every
+    def __init__(self, run, epoch, state, writer=None, val_set=None):
+        """Epoch `epoch` of the run (lab/runs.py: its settings and rank) and of its training state (train.py);
+        `writer`: the per-step TensorBoard writer (rank 0's); `val_set`: images and labels for --eval-every."""
+        self.epoch = epoch
+        self.epochs = run.args.epochs
+        self.steps = state.steps
+        self.rank = run.rank
+        self.first = (epoch - 1) * state.steps  # the run's step count before this epoch
+        self.log_every = run.args.log_every
+        self.eval_every = run.args.eval_every
+        self.writer = writer
+        # --eval-every: what is judged (the model or its average) on validation, between steps
+        self.validate = lambda: evaluate(state.judged, *val_set, precision=run.precision)
         self.last = (0.0, 0, 0)  # loss sum, right answers and images at the last point logged
         self.eval_seconds = 0.0  # spent validating between steps: not training time
         self.bar = None
-        if rank == 0 and sys.stderr.isatty():
-            self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True)
+        if self.rank == 0 and sys.stderr.isatty():
+            self.bar = tqdm(total=state.steps, desc=f"epoch {epoch}/{self.epochs}", unit="batch", leave=False,
+                            dynamic_ncols=True)
 
     def step(self, step, loss_sum, correct, seen):
         """After training step `step` (from 0) of the epoch, with the epoch's sums so far (tensors, maybe on a GPU)."""
@@ -52,7 +63,7 @@ class EpochSteps:
             if self.bar is None:
                 print(f"step {step + 1}/{self.steps} of epoch {self.epoch}/{self.epochs}  "
                       f"train loss {loss:.4f} acc {100 * accuracy:.2f}%", flush=True)
-        if self.eval_every and done % self.eval_every == 0 and self.validate is not None:
+        if self.eval_every and done % self.eval_every == 0:
             t0 = time.perf_counter()
             val = self.validate()
             self.eval_seconds += time.perf_counter() - t0

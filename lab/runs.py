@@ -21,6 +21,7 @@ from lab.checkpoint import check_version, load_file, release_lock, take_lock
 from lab.cli import UserError, fmt_time
 from lab.device import keep_freed_memory, pick_device, pick_precision, use_all_cores
 from lab.files import make_folder, save_torch
+from net import count_parameters
 
 STATE_FILE = "last.pt"  # the resumable state, in the run's folder
 STATE_FORMAT = "mnist-lab/run-state"
@@ -120,36 +121,10 @@ def find_run(logdir, resume):
 
 # ---------------------------------------------------------------- last.pt: what is saved, and how it comes back
 
-def save_state(run, epoch, best, model, optimizer, scheduler, scaler, shuffle, augment_rng, average):
-    """last.pt: all that restore() needs to carry on after `epoch` exactly as if the run had not stopped.
-    `average`: the model's moving average (--ema), or the model itself."""
-    save_torch({"format": STATE_FORMAT, "version": VERSION, "epoch": epoch, "best": best, "settings": run.record,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict(), "generator": shuffle.get_state(), "aug_generator": augment_rng.get_state(),
-                "torch_rng": torch.get_rng_state(), "average": average.state_dict() if average is not model else None,
-                "cuda_rng": torch.cuda.get_rng_state() if run.device.type == "cuda" else None},
+def save_state(run, state):
+    """last.pt: the training state (train.py's TrainingState), with the run's settings record, after every epoch."""
+    save_torch({"format": STATE_FORMAT, "version": VERSION, "settings": run.record, **state.state_dict()},
                run.dir / STATE_FILE)
-
-
-def restore(run, model, optimizer, scheduler, scaler, shuffle, augment_rng, average):
-    """Put back what save_state() saved. Returns (the last epoch done, the best so far); (0, none) for a new run."""
-    s = run.state
-    if s is None:
-        return 0, {"val_acc": -1.0, "epoch": 0, "test_acc": None}
-    model.load_state_dict(s["model"])
-    if average is not model:
-        average.load_state_dict(s["average"])
-    optimizer.load_state_dict(s["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(s["scheduler"])
-    scaler.load_state_dict(s["scaler"])
-    shuffle.set_state(s["generator"])
-    augment_rng.set_state(s["aug_generator"])
-    torch.set_rng_state(s["torch_rng"])
-    if run.device.type == "cuda" and s.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(s["cuda_rng"])
-    return s["epoch"], dict(s["best"])
 
 
 def read_state(path, hint="start a new run instead"):
@@ -179,12 +154,26 @@ def stoppable():
         stopped.interrupted = True
 
 
-def summary(run, best, done, start_epoch, train_seconds, n_train, interrupted):
+def say_start(run, model, data):
+    n = {name: len(images) for name, (images, _) in data.items()}
+    print(f"{run.args.model}: {count_parameters(model):,} parameters; training on {n['train']:,} images, "
+          f"validating on {n['val']:,}, testing on {n['test']:,}; logging to {run.dir}")
+
+
+def summary(run, state, interrupted):
     """What train() returns: where things are, the best epoch and its accuracies, and timings."""
+    best = state.best
     return {"run_dir": str(run.dir), "checkpoint": run.args.checkpoint, "best_epoch": best["epoch"],
-            "best_val_acc": best["val_acc"], "test_acc": best["test_acc"], "seconds": time.perf_counter() - run.started,
-            "interrupted": interrupted, "epochs": run.args.epochs, "train_seconds": train_seconds,
-            "train_images": n_train * (done - start_epoch)}
+            "best_val_acc": best["val_acc"], "test_acc": best["test_acc"],
+            "seconds": time.perf_counter() - run.started, "interrupted": interrupted, "epochs": run.args.epochs,
+            "train_seconds": state.train_seconds, "train_images": state.images_trained()}
+
+
+def say_end(run, state, interrupted):
+    if interrupted:
+        say_interrupted(run, state.best, state.epoch)
+    else:
+        say_done(run, state.best)
 
 
 def say_interrupted(run, best, done):

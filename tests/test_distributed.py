@@ -69,7 +69,7 @@ def test_shares_of_a_batch_give_exactly_its_gradient(monkeypatch):
     scaler = torch.amp.GradScaler(enabled=False)
 
     def gradients(idx, weight):
-        train.train_step(model, optimizer, scaler, loss_fn, x[idx], y[idx], "fp32", weight)
+        train.train_step(model, optimizer, scaler, loss_fn, (x[idx], y[idx], weight), "fp32")
         return [p.grad.clone() for p in model.parameters()]
 
     whole = gradients(torch.arange(13), 1.0)

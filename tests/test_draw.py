@@ -722,7 +722,7 @@ def test_browser_network_without_conv_blocks(browser, server, tmp_path):
 
     from lab.checkpoint import make_checkpoint, save_checkpoint
     from net import build_model
-    save_checkpoint(make_checkpoint(build_model("mlp"), "mlp", {}, {}, epoch=0, val_acc=0.1), tmp_path / "mlp.pth")
+    save_checkpoint(make_checkpoint(build_model("mlp"), "mlp", {}, {}, {"epoch": 0, "val_acc": 0.1}), tmp_path / "mlp.pth")
     proc, url, _ = start_server(tmp_path / "mlp.pth", cwd=tmp_path)
     try:
         browser.get(url)

@@ -23,8 +23,8 @@ def members(trained, tmp_path_factory):
             for p in model.parameters():
                 p.add_(0.15 * p.std() * torch.randn_like(p))  # ~15% noise: a few points of accuracy lost
         paths.append(folder / f"noisy{seed}.pth")
-        save_checkpoint(make_checkpoint(model, "cnn", {}, ckpt["settings"], epoch=ckpt["epoch"],
-                                        val_acc=ckpt["val_acc"]), paths[-1])
+        save_checkpoint(make_checkpoint(model, "cnn", {}, ckpt["settings"],
+                                        {"epoch": ckpt["epoch"], "val_acc": ckpt["val_acc"]}), paths[-1])
         model, _ = load_checkpoint(trained["checkpoint"])
     return paths
 

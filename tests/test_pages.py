@@ -47,7 +47,7 @@ def untrained(tmp_path_factory):
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
     path = tmp_path_factory.mktemp("untrained") / "net.pth"
-    save_checkpoint(make_checkpoint(model, "cnn", {}, {}, epoch=0, val_acc=0.1), path)
+    save_checkpoint(make_checkpoint(model, "cnn", {}, {}, {"epoch": 0, "val_acc": 0.1}), path)
     return path
 
 
