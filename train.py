@@ -188,7 +188,7 @@ class TrainingState:
 
 
 def keep_best(state, run, val, test):
-    """Validation picks the best epoch, whose weights (or their average) go to --checkpoint with the
+    """Validation picks the best epoch: its weights (or their average) become the checkpoint to save, with the
     temperature fitted on validation. Returns what the epoch's record shows of validation and test."""
     saved = val["accuracy"] > state.best["val_acc"]
     if saved:
@@ -197,7 +197,6 @@ def keep_best(state, run, val, test):
                 "test_acc": test["accuracy"], "temperature": test["temperature"]}
         state.best_checkpoint = make_checkpoint(state.judged, run.args.model, state.options, run.record, meta)
         state.best_test = test
-        save_checkpoint(state.best_checkpoint, run.args.checkpoint)
     return {"val_loss": val["loss"], "val_acc": val["accuracy"], "test_acc": test["accuracy"],
             "temperature": test["temperature"], "test_ece": test["calibration"]["ece"], "saved": saved}
 
@@ -292,8 +291,10 @@ def train(args, data=None):
                 if run.rank != 0:
                     continue  # under torchrun, rank 0 alone evaluates, logs and saves
                 val, test = measure(state, run, data)
-                record.update(keep_best(state, run, val, test))  # the best model so far goes to --checkpoint
-                board_.log_epoch(record, val)
+                record.update(keep_best(state, run, val, test))
+                board_.log_epoch(record, val)  # first: a full disk there leaves the files below as they were
+                if record["saved"]:
+                    save_checkpoint(state.best_checkpoint, args.checkpoint)  # net.pth: the best model so far
                 runs.save_state(run, state)  # last.pt: all that --resume needs
                 record["wall_seconds"] = time.perf_counter() - t0
                 print(epoch_line(record, args.epochs), flush=True)
