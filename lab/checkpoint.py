@@ -6,9 +6,10 @@ record, the torch version). Never a pickled model: it loads with torch.load(weig
 which cannot run code. It is written atomically (lab/files.py): a crash, Ctrl-C or a full disk
 while saving leaves the previous net.pth as it was.
 
-While a run trains, it holds its net.pth with a lock file beside it (net.pth.lock, saying which
-process): a second run given the same --checkpoint stops at once instead of overwriting the first's
-best model with its own. A lock left by a run that was killed (kill -9, a crash) is taken over.
+While a run trains, it holds its net.pth with the operating system's lock on a file beside it
+(net.pth.lock, saying which process): a second run given the same --checkpoint stops at once instead
+of overwriting the first's best model with its own. The system frees the lock when the run ends,
+however it ends (kill -9, a crash): the next run takes it.
 """
 import json
 import os
@@ -20,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
 from lab.calibration import calibrate
 from lab.cli import UserError
@@ -99,93 +101,72 @@ def lock_file(path):
 
 
 def take_lock(path):
-    """Claim the checkpoint `path` for this process until release_lock(): its lock file, made only
-    if none is there (open mode "x"), holds our pid and host. Returns the lock file's path.
+    """Hold the checkpoint `path` for this process until release_lock(). Returns the lock.
 
-    Another live run's lock is a one-line UserError; a lock whose process has ended is taken over.
+    The lock is the operating system's, on the file net.pth.lock, taken through filelock (torch itself
+    depends on it): the system frees it when the process ends, however it ends, kill -9 included, so no
+    lock is ever stale. A second run given the same --checkpoint gets a one-line UserError at once.
+    The file also says which process holds it, for that line (on POSIX: Windows locks the file's first
+    byte against every handle, so there it stays empty and the line names no process).
     """
-    lock = lock_file(path)
-    for attempt in (1, 2):
-        try:
-            f = open(lock, "x", encoding="utf-8")  # atomic: of two runs starting together, one gets it
-        except FileExistsError:
-            holder = read_lock(lock)
-            if attempt == 2 or not has_ended(holder):
-                raise UserError(in_use(path, lock, holder)) from None
-            print(f"(taking over {lock}: it was left by process {holder['pid']}, which has ended)")
-            # Two runs taking over the same dead lock at the same instant could both get it: rare enough.
-            lock.unlink(missing_ok=True)
-            continue
-        except OSError as e:  # a read-only folder, a full disk
-            raise cannot_write(lock, e) from None
-        try:
-            with f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname(),
-                           "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv}, f)
-        except BaseException as e:  # a full disk, Ctrl-C: leave no lock that names nobody
-            lock.unlink(missing_ok=True)
-            if isinstance(e, OSError):
-                raise cannot_write(lock, e) from None
-            raise
+    file = lock_file(path)
+    lock = FileLock(file, timeout=0)  # one attempt: a second run stops at once, it does not wait
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(in_use(path, file, read_lock(file))) from None
+    except OSError as e:  # a read-only folder, a full disk
+        raise cannot_write(file, e) from None
+    left = read_lock(file)
+    if "pid" in left:  # kill -9 leaves the file, but not the lock
+        print(f"(taking over {file}: it was left by process {left['pid']}, which has ended)")
+    if os.name != "posix":
         return lock
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "command": sys.argv}
+    try:
+        file.write_text(json.dumps(holder), encoding="utf-8")
+    except BaseException as e:  # a full disk, Ctrl-C: give the lock back, and leave no file behind
+        release_lock(lock)
+        if isinstance(e, OSError):
+            raise cannot_write(file, e) from None
+        raise
+    return lock
 
 
 def release_lock(lock):
-    """Remove the lock, if it is still this process's (a user may have deleted it and another run taken it)."""
-    holder = read_lock(lock)
-    if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-        try:
-            lock.unlink(missing_ok=True)
-        except OSError:  # e.g. the folder became read-only: the next run finds our pid ended and takes it
-            pass
+    """Give the lock back, and remove its file, so that nothing is left beside net.pth. The file goes first,
+    while the lock is still ours: once it is released, another run may already hold the same file."""
+    try:
+        Path(lock.lock_file).unlink(missing_ok=True)
+    except OSError:  # a folder made read-only meanwhile; on Windows, an open file (filelock removes it there)
+        pass
+    lock.release()
 
 
 def refuse_if_locked(path):
     """A UserError if a live run holds `path` (sweep.py asks before it clears or resumes a run's folder)."""
-    lock = lock_file(path)
-    if lock.exists():
-        holder = read_lock(lock)
-        if not has_ended(holder):
-            raise UserError(in_use(path, lock, holder))
+    if lock_file(path).exists():  # a run holds its lock file until it ends: with none there, none holds `path`
+        release_lock(take_lock(path))
 
 
-def read_lock(lock):
-    """What a lock file says ({} when it is gone, empty or unreadable)."""
+def read_lock(file):
+    """Who a lock file says holds it ({} when it is gone, empty or unreadable)."""
     try:
-        holder = json.loads(lock.read_text(encoding="utf-8"))
+        holder = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return holder if isinstance(holder, dict) else {}
 
 
-def has_ended(holder):
-    """Whether the process a lock names has surely ended: it ran on this machine and its pid is gone.
-    (A lock that names another machine, or nobody, is left alone: we cannot tell.)"""
-    pid = holder.get("pid")
-    if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return False
-    if pid == os.getpid():
-        return True  # this process, from a run that is over (its runs never overlap)
-    if os.name != "posix":
-        return False  # os.kill(pid, 0) would send Ctrl-C on Windows rather than ask
-    try:
-        os.kill(pid, 0)  # signal 0: sends nothing, only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # it exists, under another user
-        pass
-    return False
-
-
 def in_use(path, lock, holder):
     """The one line saying who holds `path` and what to do."""
     other = Path(path).with_name(f"{Path(path).stem}-2{Path(path).suffix}")
-    here = holder.get("host") == socket.gethostname()
-    if not isinstance(holder.get("pid"), int):
-        who = f"a run whose lock file {lock} names no process"
+    who = "another training run"
+    if isinstance(holder.get("pid"), int):
+        here = holder.get("host") == socket.gethostname()
+        who += f" (process {holder['pid']}{'' if here else ' on ' + str(holder.get('host'))}, "
+        who += f"since {holder.get('since', '?')}; lock file {lock})"
     else:
-        who = (f"another training run (process {holder['pid']}{'' if here else ' on ' + str(holder.get('host'))}, "
-               f"since {holder.get('since', '?')}; lock file {lock})")
-    # has_ended() cannot ask another machine, nor Windows, nor see a pid reused after a reboot: the user can.
-    return (f"{path} is in use by {who}: let it finish, or give this run its own file, e.g. --checkpoint {other}; "
-            f"if that run has ended, delete {lock}")
+        who += f" (lock file {lock})"
+    return f"{path} is in use by {who}: let it finish, or give this run its own file, e.g. --checkpoint {other}"

@@ -37,7 +37,7 @@ class Run:
     world: int
     dir: Path                 # its folder: TensorBoard events and last.pt
     state: dict = None        # the saved state it resumes from, or None for a new run
-    lock: Path = None         # net.pth's lock file while this process holds it (rank 0 alone)
+    lock: object = None       # net.pth's lock (a filelock.FileLock) while this process holds it (rank 0 alone)
     started: float = field(default_factory=time.perf_counter)
 
     @property
