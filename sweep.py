@@ -54,14 +54,13 @@ def parser():
     p = make_parser(__doc__)
     p.epilog = "Every other option is train.py's (see python train.py --help) and applies to every run."
     grid = p.add_argument_group("the grid: several values each, and every combination is one run")
-    train_flags = settings.parser()
-    for action in train_flags._actions:
-        if settings.GROUP_OF.get(action.dest) == "training":
-            switch = action.dest in settings.SWITCHES
-            # an on/off setting alone means on, as in train.py: sweep.py --augment --epochs 20
-            grid.add_argument(settings.FLAG[action.dest], dest=action.dest, nargs="*" if switch else "+",
-                              metavar="yes|no" if switch else action.metavar or "|".join(action.choices or ["V"]),
-                              help=action.help)
+    for dest in settings.TRAINING:
+        _, action = settings.ACTIONS[dest]
+        switch = dest in settings.SWITCHES
+        # an on/off setting alone means on, as in train.py: sweep.py --augment --epochs 20
+        metavar = "yes|no" if switch else action.metavar or "|".join(action.choices or ["V"])
+        grid.add_argument(settings.FLAG[dest], dest=dest, nargs="*" if switch else "+", metavar=metavar,
+                          help=action.help)
     p.add_argument("--name", default=None,
                    help="the sweep's folder under --logdir (default: sweep-<date>-<time>); "
                         "give an existing sweep's name to continue it")
@@ -71,14 +70,13 @@ def parser():
     return p
 
 
-def as_flags(dest, value):
-    """A grid value as train.py's flags: e.g. ("lr", "0.01") -> ["--lr", "0.01"], ("augment", "no") -> ["--no-augment"]."""
-    flag = settings.FLAG[dest]
+def as_value(dest, text):
+    """A grid value as the setting's own: e.g. ("lr", "0.01") -> 0.01, ("augment", "no") -> False."""
     if dest not in settings.SWITCHES:
-        return [flag, value]
-    if value.lower() in YES + NO:
-        return [flag if value.lower() in YES else "--no-" + flag[2:]]
-    raise UserError(f"{flag} takes yes or no in a sweep, not {value!r}")
+        return settings.value_of(dest, text)
+    if text.lower() in YES + NO:
+        return text.lower() in YES
+    raise UserError(f"{settings.FLAG[dest]} takes yes or no in a sweep, not {text!r}")
 
 
 def given_at(dest, argv):
@@ -105,15 +103,14 @@ def paired(dest, text):
 
 
 def plan_runs(args, rest, name, argv):
-    """(train's settings for the whole sweep, its folder, one (run name, label, train args, argv) per combination).
+    """(train's settings for the whole sweep, its folder, one (run name, label, train args, flags) per combination).
 
     Every run's options are checked here, before any run starts.
     """
-    defaults = settings.parse([])
     base = settings.parse(rest)  # checks the pass-through options once, with train's own messages
     sweep_dir = Path(base.logdir) / name
     for dest in SET_PER_RUN:
-        if getattr(base, dest) != getattr(defaults, dest):
+        if dest in base.given:
             raise UserError(f"--{dest.replace('_', '-')} is set by the sweep for each run: leave it out")
     # Values stay as typed (dicts keep order and drop repeats): "lr=1e-3" names the folder as the user wrote it.
     grid = [(dest, [paired(dest, v) for v in dict.fromkeys(getattr(args, dest) or ["yes"])])
@@ -133,11 +130,11 @@ def plan_runs(args, rest, name, argv):
                 named += [(dest, value), *extras.items()]
         run = "_".join(f"{settings.FLAG[d][2:]}={v}" for d, v in named) or "run"
         label = " ".join(f"{settings.FLAG[d][2:]}={v}" for d, v in named) or "the one run"
-        argv = rest + [x for dest, value in chosen.items() for x in as_flags(dest, value)]
-        argv += ["--logdir", str(sweep_dir), "--run-name", run, "--checkpoint", str(sweep_dir / run / "net.pth")]
-        run_args = settings.parse(argv)  # the later --logdir wins over one in `rest`
+        values = {dest: as_value(dest, text) for dest, text in chosen.items()}
+        values.update({"logdir": str(sweep_dir), "run_name": run, "checkpoint": str(sweep_dir / run / "net.pth")})
+        run_args = settings.changed(base, values)  # as if typed after the options in `rest`
         settings.model_options(run_args)  # e.g. --dropout with --model mlp: fail now, not at run 5
-        runs_.append((run, label, run_args, argv))
+        runs_.append((run, label, run_args, settings.as_flags(run_args)))  # the flags, for --jobs N
     return base, sweep_dir, runs_
 
 

@@ -64,9 +64,27 @@ def default_text(dest):
     return "; ".join([shown(value(DEFAULT_RECIPE))] + others)
 
 
-def parser(description=None):
+class Recorded:
+    """An argparse group that also keeps, for each setting added to it, the Action that add_argument()
+    returns: which group a setting is in, its flag and its type are read from there, through argparse's
+    public interface."""
+
+    def __init__(self, group, name, actions):
+        self.group = group
+        self.name = name
+        self.actions = actions
+
+    def add_argument(self, *flags, **options):
+        action = self.group.add_argument(*flags, **options)
+        self.actions[action.dest] = (self.name, action)
+        return action
+
+
+def parser(description=None, actions=None):
+    """train.py's parser. `actions`, a dict, is filled with {setting: (its group, its argparse Action)}."""
     p = make_parser(description)
-    g = {name: p.add_argument_group(title) for name, title in GROUPS.items()}
+    actions = {} if actions is None else actions
+    g = {name: Recorded(p.add_argument_group(title), name, actions) for name, title in GROUPS.items()}
     a = g["training"].add_argument
     a("--model", choices=list(MODELS), default="cnn", help="a network of net.py (default: cnn)")
     a("--channels", metavar="C,C,...", type=widths, default=None,
@@ -165,33 +183,64 @@ def options_of(model):
     return inspect.signature(MODELS[model]).parameters
 
 
-_PARSER = parser()
-# argparse keeps each group's actions in _group_actions: the one way to ask which flag is in which group.
-GROUP_OF = {action.dest: name for group in _PARSER._action_groups for name, title in GROUPS.items()
-            if group.title == title for action in group._group_actions}
+ACTIONS = {}  # {setting: (its group, its argparse Action)}
+parser(actions=ACTIONS)  # fills ACTIONS
+GROUP_OF = {dest: group for dest, (group, _) in ACTIONS.items()}
 TRAINING = [dest for dest, group in GROUP_OF.items() if group == "training"]
 RUN = [dest for dest, group in GROUP_OF.items() if group == "run"]
-FLAG = {a.dest: a.option_strings[0] for a in _PARSER._actions if a.option_strings}
-SWITCHES = [a.dest for a in _PARSER._actions if isinstance(a, argparse.BooleanOptionalAction)]  # --x / --no-x
+FLAG = {dest: action.option_strings[0] for dest, (_, action) in ACTIONS.items()}
+SWITCHES = [dest for dest, (_, action) in ACTIONS.items() if isinstance(action, argparse.BooleanOptionalAction)]
+DECLARED = {dest: action.default for dest, (_, action) in ACTIONS.items()}  # None: the recipe's, or worked out
 MODEL_OPTIONS = [dest for dest in TRAINING if any(dest in options_of(m) for m in MODELS)]
+UNTYPED = object()  # what parse() finds in a setting that was not typed
 
 
 def parse(argv=None, description=None):
-    """train.py's settings from the command line, with the defaults that depend on others filled in.
+    """train.py's settings from the command line, parsed once, with the defaults that depend on others filled in.
 
     args.given is the set of settings typed on the command line: --resume refuses those its run would overrule.
     """
-    args = parser(description).parse_args(argv)
-    args.given = given(argv)
-    return resolve(args)
+    p = parser(description)
+    p.set_defaults(**{dest: UNTYPED for dest in DECLARED})  # so that what was typed tells itself apart
+    args = p.parse_args(argv)
+    given = {dest for dest, value in vars(args).items() if value is not UNTYPED}
+    return resolve(argparse.Namespace(**{**DECLARED, **{dest: getattr(args, dest) for dest in given}}), given)
 
 
-def given(argv=None):
-    """The settings typed in `argv` (None: the command line), not left to their defaults."""
-    p = parser()
-    for action in p._actions:
-        action.default = argparse.SUPPRESS  # so only what was typed lands in the Namespace
-    return set(vars(p.parse_args(argv)))
+def value_of(dest, text):
+    """A setting's value from its text, as its flag reads it (sweep.py's grid values): its type and choices."""
+    _, action = ACTIONS[dest]
+    try:
+        value = action.type(text) if action.type else text
+    except (argparse.ArgumentTypeError, ValueError) as e:
+        raise UserError(f"argument {FLAG[dest]}: {e}") from None
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(map(repr, action.choices))
+        raise UserError(f"argument {FLAG[dest]}: invalid choice: {text!r} (choose from {choices})")
+    return value
+
+
+def changed(args, values):
+    """`args` (from parse()) with some settings set as if typed too, {setting: value}, and those that depend
+    on them worked out again: each of sweep.py's runs."""
+    typed = {dest: getattr(args, dest) for dest in args.given}
+    return resolve(argparse.Namespace(**{**DECLARED, **typed, **values}), args.given | set(values))
+
+
+def as_flags(args):
+    """The flags that give `args` (from parse() or changed()) to a new python train.py: those typed."""
+    argv = []
+    for dest in sorted(args.given, key=list(DECLARED).index):
+        value = getattr(args, dest)
+        if dest in SWITCHES:
+            argv.append(FLAG[dest] if value else "--no-" + FLAG[dest][2:])
+        elif value is True:  # a store_true flag: --compile
+            argv.append(FLAG[dest])
+        elif isinstance(value, (list, tuple)):  # --channels 32,64
+            argv += [FLAG[dest], ",".join(map(str, value))]
+        elif value is not None:
+            argv += [FLAG[dest], str(value)]
+    return argv
 
 
 def overruled(args, trained, kept):
@@ -215,10 +264,12 @@ def overruled(args, trained, kept):
 
 
 def defaults(recipe=DEFAULT_RECIPE):
-    return resolve(_PARSER.parse_args(["--recipe", recipe]))
+    return resolve(argparse.Namespace(**{**DECLARED, "recipe": recipe}), {"recipe"})
 
 
-def resolve(args):
+def resolve(args, given):
+    """Fill in the settings whose defaults depend on others: the recipe's, weight decay, batch norm."""
+    args.given = given
     for name, value in {**DEFAULTS, **RECIPES[args.recipe]}.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
