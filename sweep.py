@@ -22,6 +22,7 @@ With --jobs N each run is a `python train.py` of its own, up to N at once, each 
 If the sweep stops (Ctrl-C, a crash), run it again with the --name it printed:
 finished runs are skipped and a run stopped half way carries on where it was.
 """
+import argparse
 import itertools
 import os
 import shlex
@@ -73,10 +74,40 @@ def parser():
 def as_value(dest, text):
     """A grid value as the setting's own: e.g. ("lr", "0.01") -> 0.01, ("augment", "no") -> False."""
     if dest not in settings.SWITCHES:
-        return settings.value_of(dest, text)
+        return value_of(dest, text)
     if text.lower() in YES + NO:
         return text.lower() in YES
     raise UserError(f"{settings.FLAG[dest]} takes yes or no in a sweep, not {text!r}")
+
+
+def value_of(dest, text):
+    """A setting's value from its text, as its flag reads it (sweep.py's grid values): its type and choices."""
+    _, action = settings.ACTIONS[dest]
+    try:
+        value = action.type(text) if action.type else text
+    except (argparse.ArgumentTypeError, ValueError) as e:
+        raise UserError(f"argument {settings.FLAG[dest]}: {e}") from None
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(map(repr, action.choices))
+        raise UserError(f"argument {settings.FLAG[dest]}: invalid choice: {text!r} (choose from {choices})")
+    return value
+
+
+def as_flags(args):
+    """The flags that give a run's settings (settings.parse() or changed()) to a python train.py of its own
+    (--jobs N): those typed, and those the sweep set."""
+    argv = []
+    for dest in sorted(args.given, key=list(settings.DECLARED).index):
+        value = getattr(args, dest)
+        if dest in settings.SWITCHES:
+            argv.append(settings.FLAG[dest] if value else "--no-" + settings.FLAG[dest][2:])
+        elif value is True:  # a store_true flag: --compile
+            argv.append(settings.FLAG[dest])
+        elif isinstance(value, (list, tuple)):  # --channels 32,64
+            argv += [settings.FLAG[dest], ",".join(map(str, value))]
+        elif value is not None:
+            argv += [settings.FLAG[dest], str(value)]
+    return argv
 
 
 def given_at(dest, argv):
@@ -134,7 +165,7 @@ def plan_runs(args, rest, name, argv):
         values.update({"logdir": str(sweep_dir), "run_name": run, "checkpoint": str(sweep_dir / run / "net.pth")})
         run_args = settings.changed(base, values)  # as if typed after the options in `rest`
         settings.model_options(run_args)  # e.g. --dropout with --model mlp: fail now, not at run 5
-        runs_.append((run, label, run_args, settings.as_flags(run_args)))  # the flags, for --jobs N
+        runs_.append((run, label, run_args, as_flags(run_args)))  # the flags, for --jobs N
     return base, sweep_dir, runs_
 
 

@@ -207,40 +207,11 @@ def parse(argv=None, description=None):
     return resolve(argparse.Namespace(**{**DECLARED, **{dest: getattr(args, dest) for dest in given}}), given)
 
 
-def value_of(dest, text):
-    """A setting's value from its text, as its flag reads it (sweep.py's grid values): its type and choices."""
-    _, action = ACTIONS[dest]
-    try:
-        value = action.type(text) if action.type else text
-    except (argparse.ArgumentTypeError, ValueError) as e:
-        raise UserError(f"argument {FLAG[dest]}: {e}") from None
-    if action.choices is not None and value not in action.choices:
-        choices = ", ".join(map(repr, action.choices))
-        raise UserError(f"argument {FLAG[dest]}: invalid choice: {text!r} (choose from {choices})")
-    return value
-
-
 def changed(args, values):
     """`args` (from parse()) with some settings set as if typed too, {setting: value}, and those that depend
     on them worked out again: each of sweep.py's runs."""
     typed = {dest: getattr(args, dest) for dest in args.given}
     return resolve(argparse.Namespace(**{**DECLARED, **typed, **values}), args.given | set(values))
-
-
-def as_flags(args):
-    """The flags that give `args` (from parse() or changed()) to a new python train.py: those typed."""
-    argv = []
-    for dest in sorted(args.given, key=list(DECLARED).index):
-        value = getattr(args, dest)
-        if dest in SWITCHES:
-            argv.append(FLAG[dest] if value else "--no-" + FLAG[dest][2:])
-        elif value is True:  # a store_true flag: --compile
-            argv.append(FLAG[dest])
-        elif isinstance(value, (list, tuple)):  # --channels 32,64
-            argv += [FLAG[dest], ",".join(map(str, value))]
-        elif value is not None:
-            argv += [FLAG[dest], str(value)]
-    return argv
 
 
 def overruled(args, trained, kept):

@@ -254,3 +254,21 @@ def test_report_edge_cases(sweep, tmp_path):
         with pytest.raises(UserError, match="no runs with a finished epoch"):
             report.main([str(path), "--out", str(tmp_path / "nothing")])
     assert not (tmp_path / "nothing").exists()
+
+
+@pytest.mark.quick
+def test_a_sweeps_runs_are_made_from_settings_and_passed_on_as_the_same_settings():
+    """Each run is settings.changed(base, grid values), its dependent defaults worked out again; with --jobs N
+    its flags (sweep.as_flags) parse back, in a train.py of its own, to exactly the same settings."""
+    import sweep
+    from lab import settings
+    base = settings.parse(["--recipe", "plain", "--channels", "16,32", "--no-augment", "--device", "cpu"])
+    run = settings.changed(base, {"optimizer": sweep.value_of("optimizer", "adamw"), "lr": sweep.value_of("lr", "1e-3"),
+                                  "ema": sweep.as_value("ema", "0.9"), "compile": True})
+    assert run.weight_decay == 0.05 and base.weight_decay == 0.0  # adamw's own decay, worked out again
+    assert run.lr == 0.001 and run.momentum == base.momentum and run.channels == [16, 32]
+    assert vars(settings.parse(sweep.as_flags(run))) == vars(run)
+    with pytest.raises(Exception, match="argument --optimizer: invalid choice: 'adamx'"):
+        sweep.value_of("optimizer", "adamx")
+    with pytest.raises(Exception, match="argument --lr: "):
+        sweep.value_of("lr", "fast")
