@@ -39,13 +39,16 @@ class Net(nn.Module):
         super().__init__()
         if not 1 <= len(channels) <= 4:
             raise ValueError(f"Net takes 1 to 4 conv blocks, not {len(channels)}: 28 pixels halve to 1 after four pools")
-        layers, c_in, size = [], 1, 28
+        layers = []
+        c_in = 1  # channels in: a grey image
+        size = 28  # its side, halved by each block's pooling
         for c_out in channels:
             layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=not batchnorm))
             if batchnorm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers += [nn.MaxPool2d(2), ACTIVATIONS[activation]()]  # = activation then pool; see above
-            c_in, size = c_out, size // 2
+            c_in = c_out
+            size = size // 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.Flatten(),

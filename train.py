@@ -244,7 +244,8 @@ def measure(state, run, data):
     """Validation and test of what is judged (the model, or its average), read at the temperature that makes
     validation's probabilities honest (lab/calibration.py): saved with the checkpoint, and every probability
     shown from here on is read at it. The test set is watched, never used to choose."""
-    (vx, vy), (sx, sy) = data["val"], data["test"]
+    vx, vy = data["val"]
+    sx, sy = data["test"]
     with distributed.all_cores_while_others_wait():
         val = evaluate(state.judged, vx, vy, precision=run.precision)
         test = evaluate(state.judged, sx, sy, precision=run.precision)

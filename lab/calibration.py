@@ -57,7 +57,8 @@ def calibration_error(probabilities, labels, bins=BINS):
     right = (predicted == labels.cpu()).float()
     edges = torch.linspace(0, 1, bins + 1)
     which = torch.bucketize(confidence, edges[1:-1], right=True)  # bin i holds (edges[i], edges[i + 1]]
-    table, ece = [], 0.0
+    table = []
+    ece = 0.0
     for i in range(bins):
         inside = which == i
         count = int(inside.sum())

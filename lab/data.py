@@ -54,7 +54,8 @@ def _fetch(source, filename, md5, raw):
     """
     from torchvision.datasets.utils import download_and_extract_archive, extract_archive  # slow import: see FILES
 
-    gz, extracted = raw / filename, raw / filename[: -len(".gz")]
+    gz = raw / filename
+    extracted = raw / filename[: -len(".gz")]
     try:
         if source.startswith(("http://", "https://")):
             download_and_extract_archive(source.rstrip("/") + "/" + filename, download_root=str(raw),
@@ -166,9 +167,11 @@ def load_data(args, device):
     images, labels = load_split(True, args.data_dir, args.mirror)
     (tx, ty), (vx, vy) = split_train_val(images, labels, args.val_size)
     if args.limit:
-        tx, ty = tx[:args.limit], ty[:args.limit]
+        tx = tx[:args.limit]
+        ty = ty[:args.limit]
     test_x, test_y = load_split(False, args.data_dir, args.mirror)
-    test_x, test_y = test_x[:args.test_limit], test_y[:args.test_limit]
+    test_x = test_x[:args.test_limit]
+    test_y = test_y[:args.test_limit]
     return {name: (normalize(x).to(device), y.to(device))
             for name, (x, y) in {"train": (tx, ty), "val": (vx, vy), "test": (test_x, test_y)}.items()}
 

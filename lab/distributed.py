@@ -29,7 +29,9 @@ def setup(device):
     """Join torchrun's process group. Returns (device, rank, world size); (device, 0, 1) without torchrun."""
     if not launched():
         return device, 0, 1
-    rank, local_rank, cuda = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), device.type == "cuda"
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ["LOCAL_RANK"])
+    cuda = device.type == "cuda"
     if device.type == "mps":
         raise UserError("torchrun needs CUDA GPUs or the CPU (Gloo cannot add up tensors on an Apple GPU): "
                         "add --device cpu, or run python train.py")

@@ -57,7 +57,8 @@ class Shifted(nn.Module):
 
     def __init__(self, model, background):
         super().__init__()
-        self.model, self.background = model, background
+        self.model = model
+        self.background = background
 
     def forward(self, x):
         padded = torch.nn.functional.pad(x - self.background, (1, 1, 1, 1)) + self.background
@@ -81,7 +82,8 @@ def load(paths):
     twice = next((p for i, p in enumerate(paths) if Path(p).resolve() in {Path(q).resolve() for q in paths[:i]}), None)
     if twice is not None:
         raise UserError(f"{twice} is given twice: each member of an ensemble once")
-    models, members = [], []
+    models = []
+    members = []
     for path in paths:
         model, ckpt = load_checkpoint(path)
         norm = ckpt.get("normalization")

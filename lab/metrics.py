@@ -23,7 +23,8 @@ def evaluate(model, images, labels, batch_size=256, precision="fp32"):
     model.eval()
     device = images.device
     loss_sum = torch.zeros((), device=device)
-    preds, probs = [], []
+    preds = []
+    probs = []
     for i in range(0, len(images), batch_size):
         x, y = images[i:i + batch_size], labels[i:i + batch_size]
         with autocast(device, precision):

@@ -55,8 +55,11 @@ class EpochSteps:
             if step % 20 == 0:
                 self.bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
         if done % self.log_every == 0:
-            total, right = loss_sum.item(), int(correct.item())
-            loss, accuracy = ((total - self.last[0]) / (seen - self.last[2]), (right - self.last[1]) / (seen - self.last[2]))
+            total = loss_sum.item()
+            right = int(correct.item())
+            since = seen - self.last[2]  # images since the last point
+            loss = (total - self.last[0]) / since
+            accuracy = (right - self.last[1]) / since
             self.last = (total, right, seen)
             if self.writer is not None:
                 log_step(self.writer, done, {"loss/train_step": loss, "accuracy/train_step": accuracy})
