@@ -14,9 +14,11 @@ import torch
 from PIL import Image
 
 from conftest import run_each, run_py
+from reading import cutting
 from reading.images import load_image, preprocess
-from reading import pages
-from reading.pages import classifier, ink_map, ink_mask, not_edges, pieces, read_page
+from reading.ink import ink_map, ink_mask
+from reading.pages import classifier, read_page
+from reading.pieces import not_edges, pieces
 from reading.sheets import make_sheet, make_sheets, score
 from test_predict import user_photo
 
@@ -119,14 +121,14 @@ def test_touching_pairs_are_cut_where_the_net_reads_both_sides(mnist_test, net, 
         mask = ink_mask(ink_map(sheet.image)[0])
         _, found = pieces(mask)
         found = not_edges(found, mask.shape)
-        assert len([p for p in found if p[2] > 50]) == 2, seed  # the pair's ink touches: one piece (and specks)
+        assert len([p for p in found if p.ink > 50]) == 2, seed  # the pair's ink touches: one piece (and specks)
         page = read_page(sheet.image, net)
         return page.lines == [f"{labels[a]}{labels[b]}{labels[3]}"] and not page.notes
 
     right = [read(seed) for seed in range(12)]
     print(f"{sum(right)}/12 touching pairs read right")
     assert sum(right) >= 5, right  # the session's small net reads 7 here; docs/predict.md has the figures on 50 sheets
-    monkeypatch.setattr(pages, "MAY_CUT", float("inf"))  # no cut at all: each pair is read as one digit
+    monkeypatch.setattr(cutting, "MAY_CUT", float("inf"))  # no cut at all: each pair is read as one digit
     assert not any(read(seed) for seed in range(3))
     page = read_page(sheet_of(mnist_test, [3, TWO_STROKES[4][0], 1], "normal").image, net)
     assert page.lines == [f"{labels[3]}4{labels[1]}"]
@@ -135,7 +137,7 @@ def test_touching_pairs_are_cut_where_the_net_reads_both_sides(mnist_test, net, 
 def test_digits_that_cannot_be_cut_are_said_to_touch(mnist_test, net, monkeypatch):
     """A piece that stays wider than any single digit once cut (here: cuts turned off, three touching
     digits beside one apart) is read as one, and a note says where, with about how many it holds."""
-    monkeypatch.setattr(pages, "MAY_CUT", float("inf"))
+    monkeypatch.setattr(cutting, "MAY_CUT", float("inf"))
     for seed in (17, 20, 25):
         idx = [3 * seed, 3 * seed + 1, 3 * seed + 2, 3]
         sheet = sheet_of(mnist_test, idx, "touching", gaps=[None, None, 0.6, 0], seed=seed)
