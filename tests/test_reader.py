@@ -12,8 +12,8 @@ import torch
 
 from conftest import run_each, run_py
 from reading.pages import read_page
-from reading.reader import Reader, decode, load_reader, make_piece, read_pieces, reader_input
-from reading.sheets import score
+from reading.reader import Reader, decode, load_reader, read_pieces, reader_input
+from reading.sheets import make_piece, score
 from test_pages import mnist_test, net, sheet_of  # noqa: F401 (fixtures)
 
 
