@@ -17,7 +17,7 @@ from conftest import run_each, run_py
 from reading import cutting
 from reading.images import load_image, preprocess
 from reading.ink import ink_map, ink_mask
-from reading.pages import classifier, read_page
+from reading.pages import classifier, read, read_page
 from reading.pieces import not_edges, pieces
 from reading.sheets import make_sheet, make_sheets, score
 from test_predict import user_photo
@@ -264,6 +264,46 @@ def test_save_digits_mistakes_are_one_line(untrained, page_files, tmp_path):
     for (status, err), start in zip(results, expected):
         assert status == 2 and err.startswith(f"error: {start}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_one_image_gives_the_same_probabilities_every_way(trained, mnist_test, page_files, tmp_path):
+    """One image file read every way the lab reads one: read() itself; predict.py beside another photo and a page
+    (which once ran the net a second time on the digits alone, all in one batch); predict.py --save-digits, then
+    test.py --images on the file it saved; draw.py's /predict and /read. The same ten probabilities each time, to
+    the last digit: they all call reading/pages.read(), and a digit alone is a page of one digit."""
+    import draw
+    from lab.checkpoint import load_checkpoint
+    images, labels = mnist_test
+    folder, _ = page_files
+    one = folder / "one.png"
+    user_photo(images[1], np.random.default_rng(5)).save(tmp_path / "other.png")
+    model, ckpt = load_checkpoint(trained["checkpoint"])
+    page = read(one, classifier(model, ckpt))
+    assert len(page.digits) == 1 and page.image.size == Image.open(one).size
+    expected = page.digits[0].probabilities.tolist()
+    label = str(labels[0])  # one.png is MNIST's first test digit, photographed
+
+    def predicted(*args):
+        """predict.py's ten probabilities for the first file given, from --json with --topk 10."""
+        proc = run_py("predict.py", *args, "--checkpoint", trained["checkpoint"], "--topk", 10,
+                      "--json", tmp_path / "p.json", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        first = json.loads((tmp_path / "p.json").read_text())["predictions"][0]
+        return [p for _, p in sorted((t["digit"], t["probability"]) for t in first["topk"])]
+
+    assert predicted(one, tmp_path / "other.png", folder / "page.jpg") == expected
+    assert predicted(one, "--save-digits", tmp_path / "mine", "--expect", label) == expected
+    saved = tmp_path / "mine" / label / "one-1-1.png"
+    assert read(saved, classifier(model, ckpt)).digits[0].probabilities.tolist() == expected
+    proc = run_py("test.py", "--images", tmp_path / "mine", "--checkpoint", trained["checkpoint"], "--data-dir",
+                  trained["data_dir"], "--json", tmp_path / "t.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (tested,) = json.loads((tmp_path / "t.json").read_text())["files"]
+    assert tested["probability"] == max(expected) and tested["prediction"] == int(np.argmax(expected))
+    # draw.py's /predict and /read, called as the server calls them
+    reader = draw.DigitReader(trained["checkpoint"])
+    assert reader.read(one.read_bytes())["probabilities"] == expected
+    assert reader.read_all(one.read_bytes())["digits"][0]["probabilities"] == expected
 
 
 def test_bench_pages_quick(trained, data_dir, tmp_path):
