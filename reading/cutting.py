@@ -65,7 +65,8 @@ def cut_columns(mask, height, shear, most):
     upright = np.round(cols - shear * (rows - (h - 1) / 2)).astype(np.int64)  # each ink pixel's column at mid-height
     low = int(upright.min())
     profile = ndimage.uniform_filter1d(np.bincount(upright - low).astype(np.float64), max(1, int(0.06 * height)))
-    end, apart = max(2, int(0.05 * height)), 0.08 * height  # a 1 beside a digit is a tenth of a height wide
+    end = max(2, int(0.05 * height))  # no cut within this of either end
+    apart = 0.08 * height  # cuts at least this far apart: a 1 beside a digit is a tenth of a height wide
     minima = [c for c in range(end, len(profile) - end)
               if profile[c] <= profile[max(c - 1, 0)] and profile[c] <= profile[min(c + 1, len(profile) - 1)]]
     chosen = []
@@ -144,14 +145,15 @@ def cut_out(ink, part, height, owner=None, unit=0):
     that preprocess() reads."""
     top, left, bottom, right = part.box
     m = margin(height)
-    t, l = max(0, top - m), max(0, left - m)
+    row = max(0, top - m)  # the crop's first row and column in the ink map
+    col = max(0, left - m)
     if owner is None:
-        keep = np.zeros((bottom + m - t, right + m - l), bool)
-        keep[top - t:bottom - t, left - l:right - l] = part.mask
-        keep = keep[:ink.shape[0] - t, :ink.shape[1] - l]
+        keep = np.zeros((bottom + m - row, right + m - col), bool)
+        keep[top - row:bottom - row, left - col:right - col] = part.mask
+        keep = keep[:ink.shape[0] - row, :ink.shape[1] - col]
     else:
-        keep = owner[t:bottom + m, l:right + m] == unit
-    region = ink[t:bottom + m, l:right + m] * keep
+        keep = owner[row:bottom + m, col:right + m] == unit
+    region = ink[row:bottom + m, col:right + m] * keep
     return Image.fromarray((np.clip(region, 0, 1) * 255).round().astype(np.uint8), "L")
 
 
@@ -173,7 +175,10 @@ class Cutter:
     the reader's digits, and each part keeps the reader's probabilities (it has seen touching digits)."""
 
     def __init__(self, ink, classify, shear, alone=False, reader=None):
-        self.ink, self.classify, self.shear, self.reader = ink, classify, shear, reader
+        self.ink = ink
+        self.classify = classify
+        self.shear = shear
+        self.reader = reader
         # A page of one piece is most often one digit (a photo of a digit, as predict.py always read):
         # it is tried only when wider than any single digit is.
         self.may_cut = ALONE if alone else MAY_CUT
@@ -215,7 +220,8 @@ class Cutter:
         # what each cut costs: the strokes it goes through (the ink on its path, in pen widths)
         pen = stroke_width(part.mask)
         crossing = [0.0] + [CROSSING * part.mask[np.arange(h), np.clip(path, 0, w - 1)].sum() / pen for path in paths]
-        last, total = len(lefts) - 1, part.mask.sum()
+        last = len(lefts) - 1
+        total = part.mask.sum()
         spans = {}  # (i, j): the ink between boundaries i and j, as a part, with its width's share of the height
         for i in range(last):
             for j in range(i + 1, last + 1):
@@ -239,7 +245,8 @@ class Cutter:
             for (i, n), (before, way) in [item for item in best.items() if item[0][0] < j]:
                 if (i, j) not in spans or count is not None and n >= count:
                     continue
-                key, value = (j, n + 1 if count is not None else 0), before + score(i, j, n)
+                key = (j, n + 1 if count is not None else 0)
+                value = before + score(i, j, n)
                 if key not in best or value > best[key][0]:
                     best[key] = (value, way + [(i, j)])
         found = best.get((last, count or 0))

@@ -87,7 +87,9 @@ def find_digits(img, classify, reader=None):
     height = digit_height(found)
     grouped = [[part_of(p, labels) for p in line] for line in into_lines(found, height)]
     parts = [p for line in grouped for p in line]
-    cutter, lines, notes = Cutter(ink, classify, slant(parts), alone=len(parts) == 1, reader=reader), [], []
+    cutter = Cutter(ink, classify, slant(parts), alone=len(parts) == 1, reader=reader)
+    lines = []
+    notes = []
     for n, parts in enumerate(grouped):
         line_height = float(np.median([p.mask.shape[0] for p in parts]))
         lines.append([])

@@ -140,13 +140,15 @@ def make_sheet(digits, labels, rng, spacing, shape=None, gaps=None):
 def press(placed, margin=0):
     """Digits' ink [(ink, left, top)] on one canvas with `margin` around them all, where they overlap the darker
     of the two: the canvas and each one's box (left, top, right, bottom) on it."""
-    x0, y0 = min(x for _, x, _ in placed), min(y for _, _, y in placed)
+    x0 = min(x for _, x, _ in placed)
+    y0 = min(y for _, _, y in placed)
     w = max(x + ink.shape[1] for ink, x, _ in placed) - x0 + 2 * margin
     h = max(y + ink.shape[0] for ink, _, y in placed) - y0 + 2 * margin
     canvas = np.zeros((h, w), np.float32)
     boxes = []
     for ink, x, y in placed:
-        left, top = x - x0 + margin, y - y0 + margin
+        left = x - x0 + margin
+        top = y - y0 + margin
         region = canvas[top:top + ink.shape[0], left:left + ink.shape[1]]
         np.maximum(region, ink, out=region)
         boxes.append((left, top, left + ink.shape[1], top + ink.shape[0]))
