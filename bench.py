@@ -456,7 +456,7 @@ def load_average():
 
 def pages(args):
     """How well a checkpoint reads pages: sheets of MNIST test digits (reading/sheets.py), each spacing apart."""
-    from reading.pages import classifier, read_page  # here: only --pages needs them (scipy's import takes 0.4 s)
+    from reading.pages import classifier, read  # here: only --pages needs them (scipy's import takes 0.4 s)
     from reading.reader import reader_from_flag  # (the same)
     from reading.sheets import SPACINGS, make_sheets, score  # (the same)
 
@@ -470,7 +470,7 @@ def pages(args):
     totals = {spacing: [0] * 6 for spacing in SPACINGS}
     t0 = time.perf_counter()
     for sheet in make_sheets(images.numpy(), labels.numpy(), n, seed=1):
-        page = read_page(sheet.image, classify, reader)
+        page = read(sheet.image, classify, reader)
         counts = score(sheet, page.lines, [(d.line, d.box) for d in page.digits])
         totals[sheet.spacing] = [a + b for a, b in zip(totals[sheet.spacing], (*counts, 1))]
     seconds = time.perf_counter() - t0

@@ -27,10 +27,10 @@ from PIL import Image
 from lab import ensemble
 from lab.cli import UserError, add_checkpoint_flag, add_device_flag, int_between, make_parser, run_script
 from lab.device import pick_device
-from lab.figures import maps_picture, page_picture, stack_pictures
+from lab.figures import maps_picture, page_picture, stack_pictures, written_picture
 from lab.files import make_folder, png_bytes, save_png, write_json, write_new
-from reading.images import ImageProblem, load_image, net_input, to_grey
-from reading.pages import classifier, read_page
+from reading.images import ImageProblem
+from reading.pages import classifier, read
 from reading.reader import add_reader_flag, reader_from_flag
 
 SHOW_MAX = 64  # --show draws at most this many images
@@ -82,36 +82,15 @@ def expected_digits(text):
 
 
 def save_show(path, shown, pages=()):
-    """shown: list of (name, original PIL image, 28x28 tensor, label text); pages: (name, image, Page) of the
-    images that hold several digits, each drawn with its boxes and readings beneath the single digits."""
-    if pages:
-        pictures = [page_picture(img, page, name) for name, img, page in pages]
-        if shown:
-            save_show(path, shown)  # the single digits' picture first, as ever, then the pages beneath it
-            with Image.open(path) as im:
-                pictures.insert(0, im.convert("RGB"))
-        return save_png(path, stack_pictures(pictures))
-    from matplotlib.figure import Figure  # here, not at the top: its import takes 0.3 s, and only --show needs it
-
-    pairs_per_row = min(4, len(shown))
-    rows = (len(shown) + pairs_per_row - 1) // pairs_per_row
-    fig = Figure(figsize=(2.4 * 2 * pairs_per_row, 2.7 * rows))  # a figure alone, no window: pyplot is not needed
-    axes = fig.subplots(rows, 2 * pairs_per_row, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i, (name, original, seen, label) in enumerate(shown):
-        r, c = divmod(i, pairs_per_row)
-        try:
-            original = original.convert("RGBA")
-            original.thumbnail((400, 400))
-            axes[r, 2 * c].imshow(original)
-        except ValueError:  # modes Pillow cannot turn into RGBA (16-bit, float): show them grey
-            axes[r, 2 * c].imshow(to_grey(original).numpy(), cmap="gray", vmin=0, vmax=1)
-        axes[r, 2 * c].set_title(Path(name).name[:28], fontsize=8)
-        axes[r, 2 * c + 1].imshow(seen.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[r, 2 * c + 1].set_title(f"seen: {label}", fontsize=8)
-    fig.tight_layout()
-    save_png(path, fig, dpi=100)
+    """shown: list of (name, original PIL image, 28x28 tensor, label text); pages: (name, Page) of the images that
+    hold several digits, each drawn with its boxes and readings beneath the single digits. Drawn with Pillow, as
+    every picture of digits is (lab/figures.py)."""
+    pictures = [page_picture(page.image, page, name) for name, page in pages]
+    if shown:
+        items = [(original, seen, f"{Path(name).name[:20]}: {label}") for name, original, seen, label in shown]
+        pictures.insert(0, written_picture(items, "each image beside the 28x28 image the net saw", tile=140, cols=4,
+                                           colour="black"))
+    save_png(path, stack_pictures(pictures))
 
 
 def save_explain(path, model, ckpt, names, seen, probs):
@@ -189,28 +168,25 @@ def main(argv=None):
     if args.save_digits:
         make_folder(args.save_digits, "--save-digits")  # before the work, so that a bad folder fails at once
 
-    read, failed, classify = [], 0, classifier(model, ckpt, device)  # (name, image, Page) of each file read
+    classify = classifier(model, ckpt, device)
+    pages, failed = [], 0  # (name, Page) of each file read
     for name, path in image_files(args.images):
         try:
             if path is None:
                 raise ImageProblem("no image files in this folder")
-            img = load_image(path)
-            read.append((name, img, read_page(img, classify, reader)))
+            pages.append((name, read(path, classify, reader)))
         except ImageProblem as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             failed += 1
-    # One digit alone: the whole image went through preprocess(), and is read and printed as it always was
-    single = [k for k, (_, _, page) in enumerate(read) if len(page.digits) == 1]
-    names = [read[k][0] for k in single]
-    seen = [read[k][2].digits[0].pixels for k in single]
-    originals = [read[k][1] if n < SHOW_MAX and args.show else None for n, k in enumerate(single)]
+    # One digit alone is a page of one digit: printed on one line, as it always was
+    single = [k for k, (_, page) in enumerate(pages) if len(page.digits) == 1]
+    names = [pages[k][0] for k in single]
+    seen = [pages[k][1].digits[0].pixels for k in single]
 
     results, entries, printed = [], {}, {}
-    width = max((len(name) for name, _, _ in read), default=0)
+    width = max((len(name) for name, _ in pages), default=0)
     if seen:
-        batch = net_input(seen, ckpt).to(device)
-        with torch.inference_mode():
-            probs = model(batch).float().softmax(1).cpu()
+        probs = torch.stack([pages[k][1].digits[0].probabilities for k in single])
         top_p, top_d = probs.topk(args.topk, dim=1)
         for k, name, p, d in zip(single, names, top_p.tolist(), top_d.tolist()):
             line = f"{name:<{width}}  →  {d[0]}  ({100 * p[0]:.1f}%)"
@@ -220,33 +196,33 @@ def main(argv=None):
             entries[k] = {"file": name, "prediction": d[0], "probability": p[0],
                           "topk": [{"digit": dd, "probability": pp} for dd, pp in zip(d, p)]}
             results.append(entries[k])
-    for k, (name, _, page) in enumerate(read):
+    for k, (name, page) in enumerate(pages):
         if k not in printed:
             printed[k], entries[k] = page_lines(name, page, width), page_json(name, page, args.topk)
         print("\n".join(printed[k]))
     if args.expect:
-        failed += check_and_save(args, read)
+        failed += check_and_save(args, pages)
 
     if args.json:
         out = {"checkpoint": args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint,
-               "model": ckpt.get("model"), "predictions": [entries[k] for k in range(len(read))], "failed": failed}
+               "model": ckpt.get("model"), "predictions": [entries[k] for k in range(len(pages))], "failed": failed}
         write_json(args.json, out)
-    if args.show and read:
-        shown = [(r["file"], img, x, f"{r['prediction']} ({100 * r['probability']:.0f}%)")
-                 for r, img, x in zip(results, originals, seen) if img is not None]
-        save_show(args.show, shown, [r for r in read if len(r[2].digits) > 1][:SHOW_MAX])
-        print(f"Wrote {args.show}" + (f" (the first {SHOW_MAX} images)" if len(read) > SHOW_MAX else ""))
+    if args.show and pages:
+        shown = [(r["file"], pages[k][1].image, x, f"{r['prediction']} ({100 * r['probability']:.0f}%)")
+                 for k, r, x in zip(single[:SHOW_MAX], results, seen)]
+        save_show(args.show, shown, [(name, page) for name, page in pages if len(page.digits) > 1][:SHOW_MAX])
+        print(f"Wrote {args.show}" + (f" (the first {SHOW_MAX} images)" if len(pages) > SHOW_MAX else ""))
     if args.explain and results:
         save_explain(args.explain, model, ckpt, names, seen, probs)
         print(f"Wrote {args.explain}" + (f" (the first {SHOW_MAX} images)" if len(results) > SHOW_MAX else ""))
     return 1 if failed else 0
 
 
-def check_and_save(args, read):
+def check_and_save(args, pages):
     """--expect (and --save-digits): every image's lines checked against what they should hold, and saved.
     Returns how many lines were refused: each one counts as a failure in the exit status."""
     saved = otherwise = refused = 0
-    for name, _, page in read:
+    for name, page in pages:
         s, o, r = save_digits(args.save_digits, name, page, args.expect)
         saved, otherwise, refused = saved + s, otherwise + o, refused + r
     if args.save_digits:

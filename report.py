@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+# matplotlib, kept here alone: these are plotted curves (axes, ticks, a legend), which it draws well; every
+# picture of digits is drawn with Pillow (lab/figures.py), which needs no plotting library's import
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator

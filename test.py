@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -31,10 +32,11 @@ from lab.cli import (UserError, add_checkpoint_flag, add_data_flags, add_device_
 from lab.data import MEAN, STD, load_split, normalize
 from lab.device import pick_device, pick_precision, use_all_cores
 from lab.figures import (confusion_picture, maps_picture, mistakes_picture, predictions_picture, reliability_picture,
-                         written_mistakes_picture)
+                         written_picture)
 from lab.files import make_folder, save_png, write_json
-from reading.images import ImageProblem, load_image, net_input, preprocess
-from lab.metrics import confusion_matrix, digit_tables, evaluate, per_digit_accuracy
+from lab.metrics import confusion_matrix, digit_tables, evaluate, per_digit_accuracy, result_of
+from reading.images import ImageProblem, net_input
+from reading.pages import classifier, read
 from net import count_parameters
 
 ATTACK_IMAGES = 1000
@@ -131,29 +133,35 @@ def labelled_files(folder):
     return [(Path(path), digit) for path, digit in files if not Path(path).name.startswith(".")], others
 
 
-def read_labelled(folder):
-    """Every labelled image read as predict.py reads a file: (originals, 28x28 images, labels, paths, failed)."""
+def read_labelled(folder, classify):
+    """Every labelled image read as predict.py reads a file (reading/pages.read, by `classify`): (originals,
+    28x28 images, their probabilities, labels, paths, failed). An image in which read() finds several digits
+    is not one digit's: it fails, as a file that cannot be read."""
     files, others = labelled_files(folder)
     if others:
         print(f"(ignoring the folders {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} in {folder}: "
               "only 0 to 9 are labels)")
-    originals, seen, labels, paths, failed = [], [], [], [], []
+    originals, seen, probabilities, labels, paths, failed = [], [], [], [], [], []
     for path, digit in files:
         try:
-            img = load_image(path)
-            seen.append(preprocess(img))
+            page = read(path, classify)
+            if len(page.digits) != 1:
+                raise ImageProblem(f"{len(page.digits)} digits found, 1 expected")
         except ImageProblem as e:
             print(f"error: {path}: {e}", file=sys.stderr)
             failed.append({"file": str(path), "error": str(e)})
             continue
+        img = page.image
         img.thumbnail((112, 112))  # kept for the mistakes picture only: small
         originals.append(img)
+        seen.append(page.digits[0].pixels)
+        probabilities.append(page.digits[0].probabilities)
         labels.append(digit)
         paths.append(path)
     if not seen:
         raise UserError(f"--images: no labelled image could be read in {folder}: put each digit's images in "
                         f"{folder}/0 to {folder}/9 (python draw.py --collect {folder} makes them)")
-    return originals, seen, torch.tensor(labels), paths, failed
+    return originals, seen, torch.stack(probabilities), torch.tensor(labels), paths, failed
 
 
 def say_checkpoint(args, ckpt, net, x, labels, precision, what="test acc"):
@@ -181,10 +189,11 @@ def calibration_json(calibrated, ckpt):
 
 def test_images(args, model, net, ckpt, device, precision):
     """test.py --images DIR: the same figures as for MNIST, on your own digits, with MNIST's beside them.
-    `model` reads (the net, an ensemble, or either with --tta); `net` is the one without --tta."""
-    originals, seen, labels, paths, failed = read_labelled(args.images)
-    x = net_input(seen, ckpt).to(device)
-    res = evaluate(model, x, labels.to(device), batch_size=args.batch_size, precision=precision)
+    `model` reads (the net, an ensemble, or either with --tta); `net` is the one without --tta. Each image is read
+    exactly as predict.py reads it, in fp32 (the same probabilities); --precision is MNIST's figure's."""
+    originals, seen, probs, labels, paths, failed = read_labelled(args.images, classifier(model, ckpt, device))
+    x = net_input(seen, ckpt).to(device)  # for an ensemble's members, each read alone
+    res = result_of(probs, labels, float(F.nll_loss(probs.clamp_min(1e-45).log(), labels)))
     cm = confusion_matrix(labels, res["predictions"])
     norm = ckpt.get("normalization", {})
     images, mnist_labels = load_split(False, args.data_dir, args.mirror)
@@ -234,7 +243,7 @@ def written_mistakes(originals, seen, labels, res, shown=48):
     items = [(originals[i], seen[i], f"{int(labels[i])} as {int(preds[i])} {100 * float(probs[i].max()):.0f}%")
              for i in wrong[:shown].tolist()]
     more = f"; the {len(items)} most confident shown" if len(items) < len(wrong) else ""
-    return written_mistakes_picture(items, f"{len(wrong)} of {len(labels)} read wrong{more} (true digit as read, "
+    return written_picture(items, f"{len(wrong)} of {len(labels)} read wrong{more} (true digit as read, "
                                            "confidence): as written, and the 28x28 image the net received")
 
 

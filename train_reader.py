@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from lab.cli import add_data_flags, fmt_time, make_parser, positive_float, positive_int, run_script
 from lab.data import load_split, split_train_val
-from reading.reader import Reader, batch, load_reader, make_piece, measure, reader_input, save_reader
+from reading.reader import Reader, batch, load_reader, measure, reader_input, save_reader
+from reading.sheets import make_piece
 
 CHUNK = 500  # pieces made by one worker at a time
 

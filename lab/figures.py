@@ -1,8 +1,10 @@
 """The lab's pictures, drawn once and used everywhere: TensorBoard's Images tab (board.py), the
-PNG files of test.py --report and predict.py --explain.
+PNG files of test.py --report and predict.py --explain, and predict.py --show's digits and pages.
 
 Drawn with Pillow straight into RGB arrays, a few milliseconds each: matplotlib would cost more
-to import than all of TensorBoard's pictures of a run cost to draw.
+to import than all of TensorBoard's pictures of a run cost to draw. Every picture of digits is drawn
+here, with Pillow alone (one library, one way to show an image: as_rgb); matplotlib is left to
+report.py's plotted curves, which are plots with axes, not pictures of digits.
 """
 import numpy as np
 import torch
@@ -152,7 +154,7 @@ LINE_COLOURS = [(214, 39, 40), (31, 100, 200), (44, 160, 44), (148, 103, 189), (
 def page_picture(image, page, name="", width=900):
     """A page as read: the photo with each digit's box and reading (one colour per line), and beneath it each
     digit as the 28x28 image the net received, with its reading and confidence, line by line."""
-    photo = image.convert("RGB")
+    photo = as_rgb(image)
     scale = min(1.0, width / photo.width, 700 / photo.height)
     photo = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))))
     tile, gap, label = 42, 6, 14
@@ -197,9 +199,20 @@ def stack_pictures(pictures, gap=8):
     return img
 
 
-def written_mistakes_picture(items, title, tile=56, cols=6):
-    """Digits read wrong, each as it was written (the image file, fitted into a tile) beside the 28x28 image
-    it became, under its caption: items are (original Pillow image, 28x28 tensor in 0..1, caption)."""
+def as_rgb(image):
+    """Any Pillow image as the RGB picture of it: transparent pixels on white paper, 16-bit and float grey
+    (which RGB cannot hold) scaled to their brightest pixel."""
+    if image.mode.startswith("I") or image.mode == "F":
+        grey = np.asarray(image, np.float32)
+        return Image.fromarray((255 * grey / max(float(grey.max()), 1e-6)).clip(0, 255).astype(np.uint8)).convert("RGB")
+    paper = Image.new("RGBA", image.size, "white")
+    return Image.alpha_composite(paper, image.convert("RGBA")).convert("RGB")
+
+
+def written_picture(items, title, tile=56, cols=6, colour=(180, 0, 0)):
+    """Digits, each as it was written (the image file, fitted into a tile) beside the 28x28 image it became,
+    under its caption in `colour`: items are (original Pillow image, 28x28 tensor in 0..1, caption). test.py
+    --images shows its mistakes so, predict.py --show the digits it read."""
     gap, caption, small = 10, 15, font(11)
     cols = max(1, min(cols, len(items)))
     rows = max(1, -(-len(items) // cols))
@@ -209,8 +222,8 @@ def written_mistakes_picture(items, title, tile=56, cols=6):
     draw.text((gap, 4), title, fill="black", font=small)
     for k, (original, seen, text) in enumerate(items):
         x, y = gap + (k % cols) * (2 * tile + 2 + gap), 22 + (k // cols) * (tile + caption + 6)
-        draw.text((x, y), text, fill=(180, 0, 0), font=small)
-        written = original.convert("RGB")
+        draw.text((x, y), text, fill=colour, font=small)
+        written = as_rgb(original)
         written.thumbnail((tile, tile))
         img.paste(Image.new("RGB", (tile, tile), "white"), (x, y + caption))
         img.paste(written, (x + (tile - written.width) // 2, y + caption + (tile - written.height) // 2))

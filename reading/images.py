@@ -3,7 +3,8 @@
 A photo or a drawing is not an MNIST image. MNIST digits are white ink on black, fitted into a
 20x20 box (aspect ratio kept, antialiased) and placed in a 28x28 image so that their centre of
 mass is at the centre. preprocess() does exactly that; without it a network that scores 99% on
-MNIST gets your digits wrong (docs/predict.md has each step).
+MNIST gets your digits wrong (docs/predict.md has each step). Its grey levels and Otsu's threshold are
+reading/ink.py's, as a page's are.
 """
 import io
 import math
@@ -17,14 +18,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from lab.data import MEAN, STD
+from reading.ink import MIN_CONTRAST, WORK_SIZE, ImageProblem, otsu, to_grey
 
 MAX_PIXELS = 50_000_000  # larger images are refused (a photo of one digit needs far fewer)
-WORK_SIZE = 1024         # images are shrunk to this longest side first: 20 px is the goal
-MIN_CONTRAST = 0.15      # ink must differ from the paper by 15% of the grey range
-
-
-class ImageProblem(Exception):
-    """This one file cannot be used (the others still are)."""
 
 
 # ---------------------------------------------------------------- reading an image
@@ -60,43 +56,7 @@ def load_image(source):
         raise ImageProblem(f"cannot decode the image (truncated or corrupt: {str(e)[:80]})") from None
 
 
-def to_grey(img):
-    """Any Pillow mode -> float tensor [H, W] in 0..1 (1 = white). Transparent pixels become background."""
-    if img.mode.startswith("I"):  # 16- or 32-bit grey
-        a = np.asarray(img, dtype=np.float32)
-        return torch.from_numpy(a / (65535.0 if a.max() > 255 else 255.0)).clamp_(0, 1)
-    if img.mode == "F":
-        a = np.asarray(img, dtype=np.float32)
-        return torch.from_numpy(a / max(float(a.max()), 1e-6)).clamp_(0, 1)
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    img = img.convert("RGBA" if has_alpha else "RGB")
-    if max(img.size) > WORK_SIZE:  # area-averaging shrink (alpha-aware for RGBA)
-        img.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX)
-    a = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
-    grey = a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114
-    if not has_alpha:
-        return grey
-    alpha = a[..., 3]
-    if alpha.sum() == 0:
-        return torch.zeros_like(grey)  # fully transparent: nothing drawn
-    # Ink drawn on a transparent canvas: put it on paper of the opposite shade.
-    ink_shade = (grey * alpha).sum() / alpha.sum()
-    paper = 1.0 if ink_shade < 0.5 else 0.0
-    return grey * alpha + paper * (1 - alpha)
-
-
 # ---------------------------------------------------------------- preprocessing, as MNIST was made
-
-def otsu(x):
-    """Otsu's threshold for values in 0..1: the split that best separates two classes."""
-    hist = torch.histc(x, bins=256, min=0.0, max=1.0).double()
-    centres = (torch.arange(256, dtype=torch.float64) + 0.5) / 256
-    w0 = hist.cumsum(0)
-    w1 = hist.sum() - w0
-    m0 = (hist * centres).cumsum(0)
-    between = (m0 / w0.clamp(min=1) - ((hist * centres).sum() - m0) / w1.clamp(min=1)) ** 2 * w0 * w1
-    return float((between.argmax() + 1) / 256)
-
 
 def flatten_paper(x, paper):
     """Subtract the plane a + b*row + c*col fitted to the paper pixels: removes uneven lighting."""

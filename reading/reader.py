@@ -3,15 +3,15 @@ whose strokes touch, and says how many there are and which.
 
 Why a second net: the digit net (net.py) has only ever seen one digit, centred. Shown two touching
 digits squeezed into 28x28 it reads them as one digit, as surely as it reads either half, so cutting by
-its confidence alone (reading/pages.py's Cutter) cuts a touching number into too few digits. This reader has
+its confidence alone (reading/cutting.py's Cutter) cuts a touching number into too few digits. This reader has
 seen touching digits. It is a CRNN (Shi, Bai and Yao, 2015): convolutions read the piece's columns,
 a bidirectional GRU reads them left to right, and each column says "digit d here" or "nothing new"
 (the blank); CTC (torch.nn.functional.ctc_loss) trains it on the digits in order, without telling it
 where each one is. reading/pages.py then cuts the piece into exactly as many digits as it reads.
 
-It learns from pieces made from MNIST's training digits (the 55,000 that train.py trains on): two to
-five digits pressed together until their ink touches or crosses, as reading/sheets.py writes a touching
-number, now and then one digit alone, with the slant, size and pen of a written page. The 5,000
+It learns from pieces made from MNIST's training digits (the 55,000 that train.py trains on) by
+reading/sheets.make_piece: two to five digits pressed together until their ink touches or crosses, written
+as a sheet's line is, now and then one digit alone, with the slant, size and pen of a written page. The 5,000
 validation digits make the pieces that choose the best step; MNIST's test digits make those it is
 measured on, and the sheets of bench.py --pages.
 """
@@ -20,19 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from PIL import Image
-from scipy import ndimage
 
 from lab.cli import UserError
 from lab.checkpoint import check_version, load_file
 from lab.files import save_torch
-from reading.sheets import TOUCHING, contact, digit_ink, edit_distance
+from reading.sheets import edit_distance
 
 FORMAT, VERSION = "mnist-lab/reader", 1
 HEIGHT = 28           # a piece is read at this height, its ink 24 pixels tall as an MNIST digit's 20 in 28, or so
-COUNTS = (1, 2, 3, 4, 5)  # digits in a piece made to learn from ...
-COUNT_SHARE = (0.12, 0.38, 0.25, 0.15, 0.10)  # ... this often: most touching is two digits
 HINT = "train one with python train_reader.py"
 
 
@@ -56,40 +52,7 @@ class Reader(nn.Module):
         return self.out(self.rnn(f.transpose(1, 2))[0])  # [B, W/4, 11]
 
 
-# ---------------------------------------------------------------- pieces to learn from
-
-def make_piece(images, labels, rng):
-    """A piece of touching digits as reading/pages.py cuts one out of a page: ink 0..1 on 0, and its digits."""
-    count = int(rng.choice(COUNTS, p=COUNT_SHARE))
-    height, slant, pen = rng.uniform(40, 80), rng.uniform(-0.25, 0.35), rng.uniform(-0.4, 1.2)
-    slope = np.tan(np.radians(rng.uniform(-4, 4)))
-    chosen, placed = rng.integers(0, len(images), count), []
-    for k in chosen:
-        ink = digit_ink(images[k], height * rng.uniform(0.85, 1.15), slant + rng.uniform(-0.05, 0.05), pen)
-        x = placed[-1][1] + placed[-1][0].shape[1] if placed else 0
-        top = int(slope * x + rng.uniform(-0.06, 0.06) * height - ink.shape[0] / 2)
-        if placed:
-            way = rng.random()
-            if way < 0.6:  # touching, as reading/sheets.py presses a touching pair
-                x = contact(*placed[-1], ink, top) - rng.uniform(*TOUCHING) * height
-            elif way < 0.85:  # overlapping boxes, strokes that may cross
-                x -= rng.uniform(0.1, 0.25) * height
-            else:  # just apart or just touching: joined into one piece by a stroke's end
-                x += rng.uniform(-0.05, 0.05) * height
-        placed.append((ink, int(x), top))
-    x0, y0 = min(x for _, x, _ in placed), min(y for _, _, y in placed)
-    canvas = np.zeros((max(y + i.shape[0] for i, _, y in placed) - y0, max(x + i.shape[1] for i, x, _ in placed) - x0),
-                      np.float32)
-    for ink, x, y in placed:
-        region = canvas[y - y0:y - y0 + ink.shape[0], x - x0:x - x0 + ink.shape[1]]
-        np.maximum(region, ink, out=region)
-    # as a photo and reading/pages.py leave it: a little blur, uneven ink, noise, and nothing below the threshold
-    blur = rng.uniform(0, 1.2)
-    if blur > 0.3:
-        canvas = ndimage.gaussian_filter(canvas, blur)
-    canvas = np.clip(canvas * rng.uniform(0.7, 1.1) + rng.normal(0, 0.03, canvas.shape), 0, 1)
-    return canvas * (canvas > rng.uniform(0.2, 0.5)), "".join(str(int(labels[k])) for k in chosen)
-
+# ---------------------------------------------------------------- a piece as the reader reads it
 
 def reader_input(ink):
     """A piece's ink (float [h, w], 0 where there is none) as the reader reads it: cropped to the ink, scaled

@@ -1,5 +1,7 @@
-"""Pages of handwritten digits as a phone photographs them, made from MNIST test digits: what
-bench.py --pages measures reading/pages.py on, and what its tests read.
+"""Handwriting made from MNIST digits, written one way: pages of digits as a phone photographs them (what
+bench.py --pages measures reading/pages.py on, and what its tests read), and pieces of touching digits
+for the reader of touching digits to learn from (reading/reader.py, train_reader.py). Both are written
+by layout(): the same size, slant, pen, sloping lines and digits pressed together until their ink touches.
 
 A sheet holds 1-4 lines of 3-8 digits written with one spacing (SPACINGS: from wide apart to
 touching, and overlapping), and what a photo of a written page has: digits of varied size and slant,
@@ -23,6 +25,8 @@ SPACINGS = {"wide": (0.45, 0.8), "normal": (0.15, 0.35), "close": (0.03, 0.1), "
             "overlapping": (-0.25, -0.1)}
 CLOSE_TOO = {"touching": 0.5, "overlapping": 0.5}  # the share of a sheet's pairs written with "close" spacing instead
 TOUCHING = (0.0, 0.06)  # how far a touching pair's ink is pressed together, past where it meets
+COUNTS = (1, 2, 3, 4, 5)  # digits in a piece made to learn from ...
+COUNT_SHARE = (0.12, 0.38, 0.25, 0.15, 0.10)  # ... this often: most touching is two digits
 
 
 @dataclass
@@ -113,19 +117,12 @@ def make_sheet(digits, labels, rng, spacing, shape=None, gaps=None):
     28x28, used in order) and their labels; shape and gaps as for layout()."""
     lines, height = layout(digits, labels, rng, spacing, shape, gaps)
     margin = int(height * rng.uniform(0.6, 1.2))
-    placed = [(ink, x, y, d) for line in lines for ink, x, y, d in line]
-    x0, y0 = min(x for _, x, _, _ in placed), min(y for _, _, y, _ in placed)
-    w = max(x + ink.shape[1] for ink, x, _, _ in placed) - x0 + 2 * margin
-    h = max(y + ink.shape[0] for ink, _, y, _ in placed) - y0 + 2 * margin
-    canvas = np.zeros((h, w), np.float32)
+    canvas, placed = press([(ink, x, y) for line in lines for ink, x, y, _ in line], margin)
     boxes = []
-    for line in lines:
-        boxes.append([])
-        for ink, x, y, _ in line:
-            left, top = x - x0 + margin, y - y0 + margin
-            region = canvas[top:top + ink.shape[0], left:left + ink.shape[1]]
-            np.maximum(region, ink, out=region)  # where digits overlap, the ink is the darker of the two
-            boxes[-1].append((left, top, left + ink.shape[1], top + ink.shape[0]))
+    for line in lines:  # each line's boxes, in the order pressed
+        boxes.append(placed[:len(line)])
+        placed = placed[len(line):]
+    h, w = canvas.shape
     dirt = specks(canvas, height, rng)
     paper = np.array([rng.uniform(215, 250), rng.uniform(210, 245), rng.uniform(195, 235)])
     pen_colour = np.array([rng.uniform(10, 60), rng.uniform(10, 60), rng.uniform(30, 110)])
@@ -138,6 +135,24 @@ def make_sheet(digits, labels, rng, spacing, shape=None, gaps=None):
         image.save(out, "JPEG", quality=int(rng.integers(60, 92)))
         image = Image.open(out).convert("RGB")
     return Sheet(image, ["".join(d for *_, d in line) for line in lines], boxes, spacing, dirt, edge)
+
+
+def press(placed, margin=0):
+    """Digits' ink [(ink, left, top)] on one canvas with `margin` around them all, where they overlap the darker
+    of the two: the canvas and each one's box (left, top, right, bottom) on it."""
+    x0 = min(x for _, x, _ in placed)
+    y0 = min(y for _, _, y in placed)
+    w = max(x + ink.shape[1] for ink, x, _ in placed) - x0 + 2 * margin
+    h = max(y + ink.shape[0] for ink, _, y in placed) - y0 + 2 * margin
+    canvas = np.zeros((h, w), np.float32)
+    boxes = []
+    for ink, x, y in placed:
+        left = x - x0 + margin
+        top = y - y0 + margin
+        region = canvas[top:top + ink.shape[0], left:left + ink.shape[1]]
+        np.maximum(region, ink, out=region)
+        boxes.append((left, top, left + ink.shape[1], top + ink.shape[0]))
+    return canvas, boxes
 
 
 def specks(canvas, height, rng):
@@ -183,6 +198,35 @@ def make_sheets(images, labels, per_spacing, seed=0):
             k += sum(map(len, sheet.lines))
             sheets.append(sheet)
     return sheets
+
+
+# ---------------------------------------------------------------- pieces of touching digits, to learn from
+
+def piece_gap(rng):
+    """The gap after a digit in a piece to learn from, as a share of the height; None: the next one touches it."""
+    way = rng.random()
+    if way < 0.6:  # touching, pressed together as on a "touching" sheet
+        return None
+    if way < 0.85:  # overlapping boxes, strokes that may cross, as on an "overlapping" sheet
+        return rng.uniform(-0.25, -0.1)
+    return rng.uniform(-0.05, 0.05)  # just apart or just touching: joined into one piece by a stroke's end
+
+
+def make_piece(images, labels, rng):
+    """A piece of touching digits as reading/pages.py cuts one out of a page: ink 0..1 on 0, and its digits.
+    Written by layout() as a sheet's line of len(digits) is, from the MNIST digits `images` (uint8 [N, 28, 28])
+    and their `labels`."""
+    count = int(rng.choice(COUNTS, p=COUNT_SHARE))
+    chosen = rng.integers(0, len(images), count)
+    gaps = [piece_gap(rng) for _ in range(count)]
+    (line,), _ = layout(images[chosen], labels[chosen], rng, None, [count], gaps)
+    canvas, _ = press([(ink, x, y) for ink, x, y, _ in line])
+    # as a photo and reading/pages.py leave it: a little blur, uneven ink, noise, and nothing below the threshold
+    blur = rng.uniform(0, 1.2)
+    if blur > 0.3:
+        canvas = ndimage.gaussian_filter(canvas, blur)
+    canvas = np.clip(canvas * rng.uniform(0.7, 1.1) + rng.normal(0, 0.03, canvas.shape), 0, 1)
+    return canvas * (canvas > rng.uniform(0.2, 0.5)), "".join(d for *_, d in line)
 
 
 # ---------------------------------------------------------------- scoring a reading against the truth

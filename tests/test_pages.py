@@ -14,9 +14,11 @@ import torch
 from PIL import Image
 
 from conftest import run_each, run_py
+from reading import cutting
 from reading.images import load_image, preprocess
-from reading import pages
-from reading.pages import classifier, ink_map, ink_mask, not_edges, pieces, read_page
+from reading.ink import ink_map, ink_mask
+from reading.pages import classifier, read
+from reading.pieces import not_edges, pieces
 from reading.sheets import make_sheet, make_sheets, score
 from test_predict import user_photo
 
@@ -31,7 +33,7 @@ def mnist_test(data_dir):
 
 
 def unsure(pixels):
-    """A net that reads nothing surely: read_page() then never cuts a digit, whatever the page."""
+    """A net that reads nothing surely: read() then never cuts a digit, whatever the page."""
     return torch.full((len(pixels), 10), 0.1)
 
 
@@ -74,7 +76,7 @@ def test_one_digit_is_the_whole_image_as_before(mnist_test):
     rng = np.random.default_rng(3)
     for digit in images[:12]:
         photo = user_photo(digit, rng)
-        page = read_page(photo, unsure)
+        page = read(photo, unsure)
         assert len(page.digits) == 1 and page.digits[0].crop is photo
         assert torch.equal(page.digits[0].pixels, preprocess(photo))
 
@@ -89,7 +91,7 @@ def test_broken_strokes_make_one_digit_and_specks_none(mnist_test):
     sheets = [sheet_of(mnist_test, line, "wide", seed=seed) for seed in range(11)]  # pens, slants, shadows, dirt
     assert sum(s.specks for s in sheets) >= 5 and sum(s.edge is not None for s in sheets) >= 2  # they are there
     for seed, sheet in enumerate(sheets):
-        page = read_page(sheet.image, unsure)
+        page = read(sheet.image, unsure)
         assert len(page.digits) == len(line) and len(page.lines) == 1, (seed, page.lines)
         assert score(sheet, page.lines, [(d.line, d.box) for d in page.digits])[4]  # in order
         for (left, top, right, bottom), d in zip(sheet.boxes[0], page.digits):  # each box on its digit
@@ -101,7 +103,7 @@ def test_lines_top_to_bottom_even_sloping(mnist_test):
     images, labels = mnist_test
     for seed in range(4):
         sheet = make_sheet(images[:32], labels[:32], np.random.default_rng(seed), "wide", [5, 3, 6, 4])
-        page = read_page(sheet.image, unsure)
+        page = read(sheet.image, unsure)
         assert [len(line) for line in page.lines] == [5, 3, 6, 4], seed
         assert score(sheet, page.lines, [(d.line, d.box) for d in page.digits])[4], seed
 
@@ -113,33 +115,33 @@ def test_touching_pairs_are_cut_where_the_net_reads_both_sides(mnist_test, net, 
     one piece is cut only when wider than any digit); the 4 in two strokes is one."""
     images, labels = mnist_test
 
-    def read(seed):
+    def read_pair(seed):
         a, b = 40 + 2 * seed, 41 + 2 * seed
         sheet = sheet_of(mnist_test, [a, b, 3], "touching", gaps=[None, 0.6, 0], seed=seed)
         mask = ink_mask(ink_map(sheet.image)[0])
         _, found = pieces(mask)
         found = not_edges(found, mask.shape)
-        assert len([p for p in found if p[2] > 50]) == 2, seed  # the pair's ink touches: one piece (and specks)
-        page = read_page(sheet.image, net)
+        assert len([p for p in found if p.ink > 50]) == 2, seed  # the pair's ink touches: one piece (and specks)
+        page = read(sheet.image, net)
         return page.lines == [f"{labels[a]}{labels[b]}{labels[3]}"] and not page.notes
 
-    right = [read(seed) for seed in range(12)]
+    right = [read_pair(seed) for seed in range(12)]
     print(f"{sum(right)}/12 touching pairs read right")
     assert sum(right) >= 5, right  # the session's small net reads 7 here; docs/predict.md has the figures on 50 sheets
-    monkeypatch.setattr(pages, "MAY_CUT", float("inf"))  # no cut at all: each pair is read as one digit
-    assert not any(read(seed) for seed in range(3))
-    page = read_page(sheet_of(mnist_test, [3, TWO_STROKES[4][0], 1], "normal").image, net)
+    monkeypatch.setattr(cutting, "MAY_CUT", float("inf"))  # no cut at all: each pair is read as one digit
+    assert not any(read_pair(seed) for seed in range(3))
+    page = read(sheet_of(mnist_test, [3, TWO_STROKES[4][0], 1], "normal").image, net)
     assert page.lines == [f"{labels[3]}4{labels[1]}"]
 
 
 def test_digits_that_cannot_be_cut_are_said_to_touch(mnist_test, net, monkeypatch):
     """A piece that stays wider than any single digit once cut (here: cuts turned off, three touching
     digits beside one apart) is read as one, and a note says where, with about how many it holds."""
-    monkeypatch.setattr(pages, "MAY_CUT", float("inf"))
+    monkeypatch.setattr(cutting, "MAY_CUT", float("inf"))
     for seed in (17, 20, 25):
         idx = [3 * seed, 3 * seed + 1, 3 * seed + 2, 3]
         sheet = sheet_of(mnist_test, idx, "touching", gaps=[None, None, 0.6, 0], seed=seed)
-        page = read_page(sheet.image, net)
+        page = read(sheet.image, net)
         assert len(page.digits) == 2 and len(page.notes) == 1, (seed, page.lines)
         assert re.fullmatch(r"line 1: [2-4] digits seem to touch at x \d+-\d+, y \d+-\d+: read as one", page.notes[0])
 
@@ -153,7 +155,7 @@ def test_sheets_read_as_their_digits_in_order(mnist_test, net):
     images, labels = mnist_test
     totals = {}
     for sheet in make_sheets(images, labels, 6, seed=5):
-        page = read_page(sheet.image, net)
+        page = read(sheet.image, net)
         counts = score(sheet, page.lines, [(d.line, d.box) for d in page.digits])
         totals[sheet.spacing] = [a + b for a, b in zip(totals.get(sheet.spacing, [0] * 5), counts)]
     print({s: f"digits {100 * r / d:.1f}%, lines {100 * lr / n:.1f}%, order {o}/6"
@@ -220,11 +222,11 @@ def test_predict_reads_a_page_written_as_asked(trained, page_files, tmp_path):
                   cwd=tmp_path)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # no line refused: each holds its 10 digits
     first = proc.stdout.splitlines()[0]
-    read = re.fullmatch(r".*→  (\d{10}) (\d{10}) (\d{10})   \(30 digits on 3 lines\)", first)
-    assert read, first
+    lines = re.fullmatch(r".*→  (\d{10}) (\d{10}) (\d{10})   \(30 digits on 3 lines\)", first)
+    assert lines, first
     # Each digit as written, but for a few: MNIST's first three test digits of each kind, read at about 97.5% by
     # such a net, give no mistake 47% of the time and more than 3 in under 1% (binomial). Each one is counted.
-    wrong = sum(a != b for a, b in zip("".join(read.groups()), "0123456789" * 3))
+    wrong = sum(a != b for a, b in zip("".join(lines.groups()), "0123456789" * 3))
     assert wrong <= 3, first
     assert (f"{wrong} digits the net reads as another digit than expected" in proc.stdout) == (wrong > 0)
 
@@ -244,7 +246,7 @@ def test_save_digits_keeps_the_lines_written_as_expected(untrained, page_files, 
     assert (mine / "3" / "short-1-4.png").read_bytes() == b"already here"  # never written over
     assert "3/short-1-4-2.png" in saved and "3/short-3-4.png" in saved and not any("-2-" in s for s in saved)
     # each file is exactly what the net read: read back, the same 28x28 image
-    page = read_page(load_image(folder / "short.png"), unsure)
+    page = read(load_image(folder / "short.png"), unsure)
     first = [d for d in page.digits if d.line == 0]
     for k, d in enumerate(first):
         assert torch.equal(preprocess(load_image(mine / str(k) / f"short-1-{k + 1}{'-2' if k == 3 else ''}.png")),
@@ -262,6 +264,46 @@ def test_save_digits_mistakes_are_one_line(untrained, page_files, tmp_path):
     for (status, err), start in zip(results, expected):
         assert status == 2 and err.startswith(f"error: {start}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_one_image_gives_the_same_probabilities_every_way(trained, mnist_test, page_files, tmp_path):
+    """One image file read every way the lab reads one: read() itself; predict.py beside another photo and a page
+    (which once ran the net a second time on the digits alone, all in one batch); predict.py --save-digits, then
+    test.py --images on the file it saved; draw.py's /predict and /read. The same ten probabilities each time, to
+    the last digit: they all call reading/pages.read(), and a digit alone is a page of one digit."""
+    import draw
+    from lab.checkpoint import load_checkpoint
+    images, labels = mnist_test
+    folder, _ = page_files
+    one = folder / "one.png"
+    user_photo(images[1], np.random.default_rng(5)).save(tmp_path / "other.png")
+    model, ckpt = load_checkpoint(trained["checkpoint"])
+    page = read(one, classifier(model, ckpt))
+    assert len(page.digits) == 1 and page.image.size == Image.open(one).size
+    expected = page.digits[0].probabilities.tolist()
+    label = str(labels[0])  # one.png is MNIST's first test digit, photographed
+
+    def predicted(*args):
+        """predict.py's ten probabilities for the first file given, from --json with --topk 10."""
+        proc = run_py("predict.py", *args, "--checkpoint", trained["checkpoint"], "--topk", 10,
+                      "--json", tmp_path / "p.json", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        first = json.loads((tmp_path / "p.json").read_text())["predictions"][0]
+        return [p for _, p in sorted((t["digit"], t["probability"]) for t in first["topk"])]
+
+    assert predicted(one, tmp_path / "other.png", folder / "page.jpg") == expected
+    assert predicted(one, "--save-digits", tmp_path / "mine", "--expect", label) == expected
+    saved = tmp_path / "mine" / label / "one-1-1.png"
+    assert read(saved, classifier(model, ckpt)).digits[0].probabilities.tolist() == expected
+    proc = run_py("test.py", "--images", tmp_path / "mine", "--checkpoint", trained["checkpoint"], "--data-dir",
+                  trained["data_dir"], "--json", tmp_path / "t.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (tested,) = json.loads((tmp_path / "t.json").read_text())["files"]
+    assert tested["probability"] == max(expected) and tested["prediction"] == int(np.argmax(expected))
+    # draw.py's /predict and /read, called as the server calls them
+    reader = draw.DigitReader(trained["checkpoint"])
+    assert reader.read(one.read_bytes())["probabilities"] == expected
+    assert reader.read_all(one.read_bytes())["digits"][0]["probabilities"] == expected
 
 
 def test_bench_pages_quick(trained, data_dir, tmp_path):

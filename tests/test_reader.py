@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import run_each, run_py
-from reading.pages import read_page
-from reading.reader import Reader, decode, load_reader, make_piece, read_pieces, reader_input
-from reading.sheets import score
+from reading.pages import read
+from reading.reader import Reader, decode, load_reader, read_pieces, reader_input
+from reading.sheets import make_piece, score
 from test_pages import mnist_test, net, sheet_of  # noqa: F401 (fixtures)
 
 
@@ -55,10 +55,10 @@ def test_pieces_to_learn_from_touch_and_are_read_at_one_height(mnist_test):
 
 def knowing(truth):
     """A reader that reads every piece it is shown as `truth`, surely: what a perfect reader says of a pair."""
-    def read(inks):
+    def reads(inks):
         return [(truth, [torch.nn.functional.one_hot(torch.tensor(int(d)), 10).float() for d in truth])
                 for _ in inks]
-    return read
+    return reads
 
 
 def test_a_piece_is_cut_into_as_many_digits_as_the_reader_reads(mnist_test, net):
@@ -71,7 +71,7 @@ def test_a_piece_is_cut_into_as_many_digits_as_the_reader_reads(mnist_test, net)
         a, b = 40 + 2 * seed, 41 + 2 * seed
         sheet = sheet_of(mnist_test, [a, b, 2], "touching", gaps=[None, 0.6, 0], seed=seed)
         pair = f"{labels[a]}{labels[b]}"
-        page = read_page(sheet.image, net, knowing(pair))
+        page = read(sheet.image, net, knowing(pair))
         assert page.lines == [pair + "1"], (seed, page.lines)
         assert [d.by_reader for d in page.digits] == [True, True, False]
         right += score(sheet, page.lines, [(d.line, d.box) for d in page.digits])[4]
@@ -79,9 +79,9 @@ def test_a_piece_is_cut_into_as_many_digits_as_the_reader_reads(mnist_test, net)
             cx = (d.box[0] + d.box[2]) / 2
             assert left <= cx <= r, (seed, d.box)
         if seed < 3:
-            one = read_page(sheet.image, net, knowing(str(labels[a])))
+            one = read(sheet.image, net, knowing(str(labels[a])))
             assert len(one.digits) == 2 and not any(d.by_reader for d in one.digits)
-            three = read_page(sheet.image, net, knowing(pair + "7"))
+            three = read(sheet.image, net, knowing(pair + "7"))
             assert three.lines == [pair + "71"]
     assert right == 8
 
