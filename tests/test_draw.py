@@ -410,7 +410,7 @@ def test_shared_on_the_network_warns_and_ctrl_c_stops(trained, tmp_path):
     assert stderr.strip() == "interrupted" and "Traceback" not in stderr
 
 
-# ---------------------------------------------------------------- inside the networks, without a server
+# ---------------------------------------------------------------- inside the networks, without a server (inside/layers.py)
 
 EXPECTED = {"cnn": ([(32, 14, 14), (64, 7, 7), (64, 3, 3)], [128]),
             "mlp": ([], [128, 256, 128, 64]),
@@ -421,7 +421,7 @@ EXPECTED = {"cnn": ([(32, 14, 14), (64, 7, 7), (64, 3, 3)], [128]),
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_layer_outputs_of_every_network(name):
-    from draw import LayerOutputs, describe
+    from inside.layers import LayerOutputs, describe
     from net import build_model
     torch.manual_seed(0)
     model = build_model(name).eval()
@@ -443,7 +443,7 @@ def test_layer_outputs_of_every_network(name):
 
 def test_layer_outputs_are_kept_per_thread():
     """Threads sharing one model each get the maps of their own image (what the server relies on)."""
-    from draw import LayerOutputs
+    from inside.layers import LayerOutputs
     from net import build_model
     torch.manual_seed(0)
     layers = LayerOutputs(build_model("cnn").eval())
