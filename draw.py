@@ -83,9 +83,14 @@ PAGE = Path(__file__).resolve().parent / "draw"
 # Every file the server sends: request path -> (file in draw/, content type). The request path is
 # looked up here, never joined to a folder, so no path (/../net.pth, /%2e%2e/, /etc/passwd) reaches
 # another file. The files are read at each request: edit draw.js, reload the page, see the change.
+# The scripts are JavaScript modules (draw.js imports the others): a browser runs a module only when
+# it comes with a JavaScript content type.
+JS = "text/javascript; charset=utf-8"
 ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
-          "/draw.js": ("draw.js", "text/javascript; charset=utf-8"),
-          "/draw.css": ("draw.css", "text/css; charset=utf-8")}
+          "/draw.css": ("draw.css", "text/css; charset=utf-8"),
+          **{f"/{name}": (name, JS) for name in ("draw.js", "state.js", "hooks.js", "pad.js", "requests.js",
+                                                  "answer.js", "explain.js", "number.js", "photo.js", "collect.js",
+                                                  "paint.js")}}
 MAX_BODY = 10_000_000  # bytes: a larger body is refused from its Content-Length, before it is read
 QUEUE_S = 20.0  # seconds an explanation or attack may wait for its turn before it is answered 503
 # What /explain, /attack and /collect take besides the image (their body), as query parameters

@@ -137,6 +137,20 @@ def pngs(digits):
 
 # ---------------------------------------------------------------- the HTTP interface
 
+def scripts(server):
+    """The page's JavaScript modules: draw.js and every module it imports, and they import, as served."""
+    found, todo = [], ["/draw.js"]
+    while todo:
+        path = todo.pop()
+        found.append(path)
+        status, kind, body = request(server, "GET", path)
+        assert status == 200 and kind.startswith("text/javascript"), path  # a browser runs no module served otherwise
+        for name in re.findall(r'^import (?:.+ from )?"\./([\w-]+\.js)";$', body.decode(), re.M):
+            if f"/{name}" not in found + todo:
+                todo.append(f"/{name}")
+    return found
+
+
 @pytest.mark.quick
 def test_page_and_info(server, trained):
     assert re.fullmatch(r"Serving http://127\.0\.0\.1:\d+/  \(Ctrl-C to stop\)\n", server["lines"][-1])
@@ -144,8 +158,9 @@ def test_page_and_info(server, trained):
     assert server["lines"][0].startswith(f"Checkpoint net.pth: cnn, epoch {epoch}, validation accuracy")
     status, kind, page = request(server, "GET", "/")
     assert status == 200 and kind.startswith("text/html")
-    assert b'src="draw.js"' in page and b'href="draw.css"' in page
-    for path, kind_expected in (("/", "text/html"), ("/draw.js", "text/javascript"), ("/draw.css", "text/css")):
+    assert b'<script type="module" src="draw.js">' in page and b'href="draw.css"' in page
+    files = [("/", "text/html"), ("/draw.css", "text/css"), *((path, "text/javascript") for path in scripts(server))]
+    for path, kind_expected in files:
         status, kind, body = request(server, "GET", path)
         assert status == 200 and kind.startswith(kind_expected)
         assert b"http:" not in body and b"https:" not in body  # nothing from the internet: it works offline
@@ -262,6 +277,19 @@ def test_burst_of_concurrent_requests(server, digits, pngs):
     assert correct >= 190, f"{correct}/200"
     assert request(server, "GET", "/info")[0] == 200
     assert "Traceback" not in server["stderr"].read_text()
+
+
+@pytest.mark.quick
+def test_every_module_is_imported_by_the_page(server):
+    """draw.py serves exactly the modules the page imports, and each module says its job in its first line."""
+    import draw
+    served = {path for path, (_, kind) in draw.ASSETS.items() if kind.startswith("text/javascript")}
+    assert sorted(scripts(server)) == sorted(served) == sorted(f"/{p.name}" for p in draw.PAGE.glob("*.js"))
+    for path in served:
+        code = request(server, "GET", path)[2].decode()
+        assert code.startswith(f"// {path[1:]}: "), path
+        # the tests' hooks (attributes of <body>) are set in hooks.js only, so that one file lists them all
+        assert ("dataset" in code) == (path == "/hooks.js"), path
 
 
 # ---------------------------------------------------------------- why this digit, and attacks (POST /explain, /attack)
