@@ -438,7 +438,7 @@ def test_shared_on_the_network_warns_and_ctrl_c_stops(trained, tmp_path):
     assert stderr.strip() == "interrupted" and "Traceback" not in stderr
 
 
-# ---------------------------------------------------------------- inside the networks, without a server (inside/layers.py)
+# ---------------------------------------------------------------- inside the networks (inside/layers.py), no server
 
 EXPECTED = {"cnn": ([(32, 14, 14), (64, 7, 7), (64, 3, 3)], [128]),
             "mlp": ([], [128, 256, 128, 64]),
@@ -495,7 +495,8 @@ def test_bench_draw_quick(trained, data_dir, tmp_path):
                                                         proc.stdout).groups())
     assert answered == asked == threads * each == 10, proc.stdout
     for kind in ("/explain", "/explain?target=3", "/attack?eps=0.3&target=3&method=pgd"):
-        assert re.search(rf"POST {re.escape(kind)}: 10/10 answered one at a time, median [\d.]+ ms", proc.stdout), proc.stdout
+        line = rf"POST {re.escape(kind)}: 10/10 answered one at a time, median [\d.]+ ms"
+        assert re.search(line, proc.stdout), proc.stdout
 
 
 # ---------------------------------------------------------------- a real browser
@@ -527,7 +528,8 @@ def strokes(digit):
         p = min(left)  # the top-most, then left-most pixel not yet drawn
         left.remove(p)
         path, step = [p], (1, 0)
-        while near := [(p[0] + dy, p[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (p[0] + dy, p[1] + dx) in left]:
+        while near := [(p[0] + dy, p[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                       if (p[0] + dy, p[1] + dx) in left]:
             q = max(near, key=lambda q: (q[0] - p[0]) * step[0] + (q[1] - p[1]) * step[1])  # keep going the same way
             step, p = (q[0] - p[0], q[1] - p[1]), q
             left.remove(p)
@@ -551,6 +553,7 @@ def chromium(url, profile):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-first-run", f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for its errors
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
         # the page as a 1100x700 window shows it (the screenshot for README)
@@ -633,7 +636,8 @@ def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
                 bright(document.getElementById('dense0'))];""")
     assert painted[:2] == [32 + 64 + 64] * 2 and painted[2] >= 40 and painted[3:] == [True, 1, True], painted
     epoch = browser.execute_script("return fetch('/info').then(r => r.json()).then(i => i.epoch)")
-    assert f"cnn, 130,890 parameters · epoch {epoch} · validation accuracy" in browser.find_element(By.ID, "checkpoint").text
+    checkpoint = browser.find_element(By.ID, "checkpoint").text
+    assert f"cnn, 130,890 parameters · epoch {epoch} · validation accuracy" in checkpoint
     shot = (ROOT / "docs" / "draw.png") if os.environ.get("SAVE_SCREENSHOTS") == "1" else tmp_path / "draw.png"
     shot.parent.mkdir(exist_ok=True)
     browser.save_screenshot(str(shot))
@@ -643,6 +647,8 @@ def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
     with Image.open(shot) as im:
         pad = np.asarray(im.convert("L").crop((int(left), int(top), int(left + width), int(top + height))))
     assert (pad < 80).mean() > 0.02 and (pad > 200).mean() > 0.5, "the drawing is not in the screenshot"
+    # no module failed to load or threw, since the page opened and while it drew and read the digits
+    assert [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
 def test_browser_uploads_a_photo(browser, digits, tmp_path):
@@ -762,7 +768,8 @@ def test_browser_network_without_conv_blocks(browser, server, tmp_path):
         assert [h.split()[-2] for h in headings] == ["128", "256", "128", "64"], headings
         draw(browser, np.eye(28, dtype=np.uint8)[::-1] * 255, "mouse")  # a stroke: the page shows an answer
         host, port = re.match(r"http://([\d.]+):(\d+)/", url).groups()
-        assert browser.find_element(By.ID, "digit").text == reading_of_the_pad(browser, {"host": host, "port": int(port)})
+        mlp_server = {"host": host, "port": int(port)}
+        assert browser.find_element(By.ID, "digit").text == reading_of_the_pad(browser, mlp_server)
         # the map of the input pixels works for any network; Grad-CAM, which needs conv layers, is said to be absent
         v = browser.execute_script("return document.body.dataset.version")
         wait_for(browser, f"(document.body.dataset.why || '').startsWith('{v}:') && !document.body.dataset.explaining")
