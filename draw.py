@@ -6,14 +6,14 @@
     python draw.py --checkpoint a.pth b.pth c.pth   # an ensemble reads; the layers shown are the first net's
     python draw.py --collect my_digits/     # the page asks for digits in turn and saves each into my_digits/7/...
 
-The page is three plain files in draw/ (no internet needed). It sends the drawing, or a photo, to
+The page is plain files in draw/ (no internet needed, no build step). It sends the drawing, or a photo, to
 this server as an image file; the server reads it exactly as predict.py reads a file (reading/images.py),
 runs the net once, keeping what each layer hands on, and answers with JSON. Once the drawing is
 still, the page also asks why the net read that digit (or any other: click its bar) and shows how
 little change to the pixels makes it read another (docs/draw.md, docs/explain.md).
 Python's standard library serves it: no web framework.
 
-    GET  /            the page (and /draw.js, /draw.css)
+    GET  /            the page (and its scripts and style: ASSETS below)
     GET  /info        JSON: the checkpoint (file, model, epoch, validation accuracy), the layers shown, and
                       "explain": Grad-CAM's map size (null without conv layers), the steps, the largest ε
     POST /predict     body: an image file (Content-Type image/png, image/jpeg, ...)
@@ -38,6 +38,13 @@ Python's standard library serves it: no web framework.
                       in DIR/7/ under a name the server picks, never over another; 200 {"saved": "7/NAME.png",
                       "counts": {"0": n, ...}}; 400 for a digit that is not one of 0-9, another parameter, a body
                       that is not a PNG image with ink on it
+
+The server is a table of routes (ROUTES: path -> method and handler) over short handlers, one a path.
+Three things here read: DigitReader, this server's net reading an image (as predict.py does); read_page
+(reading/pages.py), which finds every digit of a page; and the reader of touching digits
+(reading/reader.py, --reader), which read_page asks about digits that touch. What the page shows of
+the layers comes from inside/layers.py, the explanations and attacks from inside/explain.py.
+
 Explanations and attacks cost more than a prediction (tens of passes through the net): at most
 half the cores work on them at once, so that predictions still flow while they run. Every kind of
 request decodes its image in one of as many slots as there are cores (an image can be 49 megapixels).
@@ -60,12 +67,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import torch
-from torch import nn
 
+from inside.explain import IG_STEPS, MAX_EPS, PGD_STEPS, Explainer
+from inside.layers import LayerOutputs, describe
 from lab import ensemble
 from lab.cli import UserError, add_checkpoint_flag, int_between, make_parser, positive_float, run_script
 from lab.device import cores
-from inside.explain import IG_STEPS, MAX_EPS, PGD_STEPS, Explainer
 from lab.files import make_folder, write_new
 from reading.images import ImageProblem, load_image, net_input, preprocess
 from reading.pages import classifier, read_page
@@ -76,95 +83,85 @@ PAGE = Path(__file__).resolve().parent / "draw"
 # Every file the server sends: request path -> (file in draw/, content type). The request path is
 # looked up here, never joined to a folder, so no path (/../net.pth, /%2e%2e/, /etc/passwd) reaches
 # another file. The files are read at each request: edit draw.js, reload the page, see the change.
+# The scripts are JavaScript modules (draw.js imports the others): a browser runs a module only when
+# it comes with a JavaScript content type.
+JS = "text/javascript; charset=utf-8"
 ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
-          "/draw.js": ("draw.js", "text/javascript; charset=utf-8"),
-          "/draw.css": ("draw.css", "text/css; charset=utf-8")}
+          "/draw.css": ("draw.css", "text/css; charset=utf-8"),
+          **{f"/{name}": (name, JS) for name in ("draw.js", "state.js", "hooks.js", "pad.js", "requests.js",
+                                                  "answer.js", "explain.js", "number.js", "photo.js", "collect.js",
+                                                  "paint.js")}}
 MAX_BODY = 10_000_000  # bytes: a larger body is refused from its Content-Length, before it is read
 QUEUE_S = 20.0  # seconds an explanation or attack may wait for its turn before it is answered 503
-SHORT = {"MaxPool2d": "MaxPool", "BatchNorm2d": "BatchNorm", "AvgPool2d": "AvgPool"}  # layer names on the page
-# What /explain and /attack take besides the image (their body), as query parameters
+# What /explain, /attack and /collect take besides the image (their body), as query parameters
 PARAMETERS = {"/explain": ("target",), "/attack": ("eps", "target", "method"), "/collect": ("digit",)}
-POSTS = ("/predict", "/read", "/explain", "/attack", "/collect")  # /collect only with --collect
 PNG = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file
 METHODS = ("pgd", "fgsm")
 
 
-# ---------------------------------------------------------------- what the net computes, layer by layer
+# ---------------------------------------------------------------- what a request may ask, and what is refused
 
-class LayerOutputs:
-    """Runs a model and keeps what each conv block and each hidden dense layer hands to the next layer.
+class Refused(Exception):
+    """A request answered with an error `status` and its one line: a parameter that cannot be used (400),
+    a body that cannot be read (400, 408, 411, 413), no explainer free in time (503)."""
 
-    Forward pre-hooks see each layer's input as the model's own forward() runs:
-    - a conv block's output is what enters the next Conv2d, or the Flatten after the last block
-      (for cnn, after each block's pool and ReLU: 32x14x14, 64x7x7, 64x3x3);
-    - a hidden dense layer's activations are what enters each Linear after the first (cnn: 128).
-    Hooks run in the thread that calls the model, so each thread keeps its own (threading.local):
-    one model serves all the server's requests at once, without a lock.
-    """
-
-    def __init__(self, model):
-        self.model, self.local = model, threading.local()
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Flatten, nn.Linear)):
-                m.register_forward_pre_hook(self._hook)
-
-    def _hook(self, module, inputs):
-        kept = getattr(self.local, "kept", None)
-        if kept is None:  # the model run by someone else: keep nothing
-            return
-        x = inputs[0]
-        if isinstance(module, nn.Linear):
-            if kept["linears"]:  # the first Linear's input is the flattened image or maps, not a hidden layer
-                kept["dense"].append(x[0].clone())
-            kept["linears"] += 1
-        else:
-            if kept["convs"] and x.dim() == 4:  # the first Conv2d's input is the image itself
-                kept["maps"].append(x[0].clone())
-            kept["convs"] += isinstance(module, nn.Conv2d)
-
-    def __call__(self, x):
-        """model(x) -> (logits, [first image's maps C x H x W per conv block], [its activations per hidden layer])."""
-        self.local.kept = {"maps": [], "dense": [], "convs": 0, "linears": 0}
-        try:
-            logits = self.model(x)
-            return logits, self.local.kept["maps"], self.local.kept["dense"]
-        finally:
-            self.local.kept = None
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
 
 
-def describe(model):
-    """The layers in each conv block and each hidden dense layer, e.g. 'Conv 3×3 → MaxPool → ReLU'.
+def target_parameter(text, any_digit):
+    """The target digit 0-9 from the query; None when absent, or "any" where `any_digit` allows it."""
+    if text is None or (any_digit and text == "any"):
+        return None
+    if len(text) != 1 or text not in "0123456789":
+        raise Refused(400, f"target must be a digit 0-9{' or any' if any_digit else ''}, not {text[:20]!r}")
+    return int(text)
 
-    Reads the modules in the order they were defined, which for every net in net.py is the order they run.
-    """
-    blocks, dense, current = [], [], None
-    for m in model.modules():
-        if list(m.children()) or isinstance(m, nn.Dropout):  # containers; dropout does nothing when reading
-            continue
-        if isinstance(m, nn.Conv2d):
-            current = [f"Conv {m.kernel_size[0]}×{m.kernel_size[1]}"]
-            blocks.append(current)
-        elif isinstance(m, nn.Linear):
-            current = [f"Linear {m.in_features}→{m.out_features}"]
-            dense.append(current)
-        elif isinstance(m, nn.Flatten):
-            current = None
-        elif current is not None:
-            current.append(SHORT.get(type(m).__name__, type(m).__name__))
-    return [" → ".join(b) for b in blocks], [" → ".join(d) for d in dense[:-1]]  # the last Linear gives the logits
 
+def eps_parameter(text):
+    """/attack's eps: a number from 0 to MAX_EPS."""
+    try:
+        eps = float(text)
+    except (TypeError, ValueError):
+        eps = math.nan
+    if not 0 <= eps <= MAX_EPS:  # NaN fails too
+        raise Refused(400, f"eps must be a number from 0 to {MAX_EPS:g} (how far each pixel, 0..1, may move), "
+                           f"not {str(text)[:20]!r}")
+    return eps
+
+
+def method_parameter(text):
+    """/attack's method: pgd or fgsm."""
+    if text not in METHODS:
+        raise Refused(400, f"method must be {' or '.join(METHODS)}, not {text[:20]!r}")
+    return text
+
+
+def parameters(path, url):
+    """The query parameters of /explain, /attack or /collect as a dict; Refused (400) for one unknown or given twice."""
+    fields = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    for name, values in fields.items():
+        if name not in PARAMETERS[path]:
+            raise Refused(400, f"unknown parameter {name[:20]!r}: {path} takes {', '.join(PARAMETERS[path])}")
+        if len(values) > 1:
+            raise Refused(400, f"{name} is given {len(values)} times")
+    return {name: values[0] for name, values in fields.items()}
+
+
+def digit_parameter(url):
+    """/collect's digit: exactly one of 0-9, and nothing else in the query."""
+    digit = parameters("/collect", url).get("digit")
+    if digit is None or len(digit) != 1 or digit not in "0123456789":
+        raise Refused(400, f"digit must be one of 0-9, not {str(digit)[:20]!r}: POST /collect?digit=7 with the PNG")
+    return digit
+
+
+# ---------------------------------------------------------------- reading, explaining, collecting
 
 def as_json(t, decimals=3):
     """A tensor as nested lists of short numbers (via float64, so 0.123 prints as 0.123)."""
     return t.double().round(decimals=decimals).tolist()
-
-
-class BadRequest(Exception):
-    """A request's parameter that cannot be used: answered 400 with its one line."""
-
-
-class Busy(Exception):
-    """No explainer came free in time: answered 503."""
 
 
 class Explainers:
@@ -184,43 +181,12 @@ class Explainers:
         try:
             explainer = self.idle.get(timeout=wait)
         except queue.Empty:
-            raise Busy(f"busy: explanations and attacks run {self.n} at a time here, and this one waited "
-                       f"{wait:g} s for its turn; try again in a moment") from None
+            raise Refused(503, f"busy: explanations and attacks run {self.n} at a time here, and this one "
+                               f"waited {wait:g} s for its turn; try again in a moment") from None
         try:
             yield explainer
         finally:
             self.idle.put(explainer)
-
-
-def target_parameter(text, any_digit):
-    """The target digit 0-9 from the query; None when absent, or "any" where `any_digit` allows it."""
-    if text is None or (any_digit and text == "any"):
-        return None
-    if len(text) != 1 or text not in "0123456789":
-        raise BadRequest(f"target must be a digit 0-9{' or any' if any_digit else ''}, not {text[:20]!r}")
-    return int(text)
-
-
-def eps_parameter(text):
-    try:
-        eps = float(text)
-    except (TypeError, ValueError):
-        eps = math.nan
-    if not 0 <= eps <= MAX_EPS:  # NaN fails too
-        raise BadRequest(f"eps must be a number from 0 to {MAX_EPS:g} (how far each pixel, 0..1, may move), "
-                         f"not {str(text)[:20]!r}")
-    return eps
-
-
-def parameters(path, url):
-    """/explain's and /attack's query parameters as a dict; BadRequest for one unknown or given twice."""
-    fields = parse_qs(urlsplit(url).query, keep_blank_values=True)
-    for name, values in fields.items():
-        if name not in PARAMETERS[path]:
-            raise BadRequest(f"unknown parameter {name[:20]!r}: {path} takes {', '.join(PARAMETERS[path])}")
-        if len(values) > 1:
-            raise BadRequest(f"{name} is given {len(values)} times")
-    return {name: values[0] for name, values in fields.items()}
 
 
 class DigitReader:
@@ -347,26 +313,80 @@ class Collector:
     def save(self, digit, data):
         """Save the PNG `data` as a drawing of `digit` (a str, checked); returns the answer as a dict."""
         if not data.startswith(PNG):
-            raise BadRequest("collect takes the PNG file the page makes: this body is not a PNG file")
+            raise Refused(400, "collect takes the PNG file the page makes: this body is not a PNG file")
         preprocess(load_image(data))  # an ImageProblem (400) for a PNG with no digit on it
         make_folder(self.folder / digit, "--collect")
         path = write_new(self.folder / digit, time.strftime("drawn-%Y%m%d-%H%M%S"), data)
         return {"saved": f"{digit}/{path.name}", "counts": self.counts()}
 
 
-def digit_parameter(url):
-    """/collect's digit: exactly one of 0-9, and nothing else in the query."""
-    digit = parameters("/collect", url).get("digit")
-    if digit is None or len(digit) != 1 or digit not in "0123456789":
-        raise BadRequest(f"digit must be one of 0-9, not {str(digit)[:20]!r}: POST /collect?digit=7 with the PNG")
-    return digit
+# ---------------------------------------------------------------- the routes: one short handler each
+
+# Each handler takes the request (Handler, below) and returns the answer as a dict, sent as JSON, or
+# None when it has answered itself. It reads the body with request.body(), which raises Refused where
+# the body is missing, too large or cut short: a handler checks what it can before that costs an upload.
+
+def page_file(request):
+    """GET /, /draw.js, ...: one of the page's files, found by its request path in ASSETS."""
+    name, content_type = ASSETS[request.route]
+    request.send_body(200, (PAGE / name).read_bytes(), content_type)
+
+
+def info(request):
+    """GET /info: the checkpoint, its layers, what the explanations take; collect mode's folder and counts."""
+    collector = request.server.collector
+    collecting = collector and {"folder": str(collector.folder), "counts": collector.counts()}
+    return {**request.server.reader.info, "collect": collecting}
+
+
+def predict(request):
+    """POST /predict: the digit read in the image, and what each layer computed."""
+    return request.server.reader.read(request.body())
+
+
+def read(request):
+    """POST /read: every digit in the image, in reading order."""
+    return request.server.reader.read_all(request.body())
+
+
+def explain(request):
+    """POST /explain?target=7: why the net gives the target its score."""
+    data = request.body()
+    target = target_parameter(parameters("/explain", request.path).get("target"), False)
+    return request.server.reader.explain(data, QUEUE_S, target)
+
+
+def attack(request):
+    """POST /attack?eps=0.1&target=any&method=pgd: the image changed to fool the net."""
+    data = request.body()
+    p = parameters("/attack", request.path)
+    method = method_parameter(p.get("method", "pgd"))
+    eps = eps_parameter(p.get("eps", "0.1"))
+    target = target_parameter(p.get("target"), True)
+    return request.server.reader.attack(data, QUEUE_S, eps, target, method)
+
+
+def collect(request):
+    """POST /collect?digit=7 (only with --collect): the drawing saved as a new file in DIR/7/."""
+    digit = digit_parameter(request.path)  # checked before the body is read: a bad label costs no upload
+    return request.server.collector.save(digit, request.body())
+
+
+# Every path the server answers: path -> (method, handler). Any other path is 404, another method 405.
+ROUTES = {"/info": ("GET", info),
+          "/predict": ("POST", predict),
+          "/read": ("POST", read),
+          "/explain": ("POST", explain),
+          "/attack": ("POST", attack),
+          "/collect": ("POST", collect),  # only with --collect: without it, no page at all (404)
+          **{path: ("GET", page_file) for path in ASSETS}}
 
 
 # ---------------------------------------------------------------- the server
 
 class Handler(BaseHTTPRequestHandler):
-    """GET the page and /info, POST an image to /predict, /read, /explain, /attack (and /collect with
-    --collect). HTTP/1.0: one request per connection, then it closes."""
+    """One request: its route's handler, and every error as JSON {"error": "one line"}.
+    HTTP/1.0: one request per connection, then it closes."""
     server_version = "draw.py"
 
     def setup(self):
@@ -376,85 +396,57 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
 
     def do_GET(self):
-        path = urlsplit(self.path).path
-        if path == "/info":
-            collector = self.server.collector
-            return self.send_json({**self.server.reader.info, "collect": collector and {
-                "folder": str(collector.folder), "counts": collector.counts()}})
-        if path in self.server.posts:
-            return self.send_error(405, f"POST the image file to {path}")
-        if path not in ASSETS:
-            return self.send_error(404, "no such page")
-        name, content_type = ASSETS[path]
-        self.send_body(200, (PAGE / name).read_bytes(), content_type)
+        self.answer("GET")
 
     def do_POST(self):
-        path = urlsplit(self.path).path
-        if path not in self.server.posts:  # /collect without --collect is no page at all
-            known = path in ASSETS or path == "/info"
-            return self.send_error(405 if known else 404, f"POST goes to {', '.join(self.server.posts)}" if known
-                                   else "no such page")
-        digit = None
-        if path == "/collect":  # the label is checked before the body is read: a bad one costs no upload
-            try:
-                digit = digit_parameter(self.path)
-            except BadRequest as e:
-                return self.send_error(400, str(e))
-        data = self.read_body()
-        if data is None:
-            return
-        reader, wait = self.server.reader, QUEUE_S
-        try:
-            if path == "/predict":
-                answer = reader.read(data)
-            elif path == "/read":
-                answer = reader.read_all(data)
-            elif path == "/collect":
-                answer = self.server.collector.save(digit, data)
-            elif path == "/explain":
-                answer = reader.explain(data, wait, target_parameter(parameters(path, self.path).get("target"), False))
-            else:
-                p = parameters(path, self.path)
-                if p.get("method", "pgd") not in METHODS:
-                    raise BadRequest(f"method must be {' or '.join(METHODS)}, not {p['method'][:20]!r}")
-                answer = reader.attack(data, wait, eps_parameter(p.get("eps", "0.1")),
-                                       target_parameter(p.get("target"), True), p.get("method", "pgd"))
-        except (ImageProblem, BadRequest) as e:
-            return self.send_error(400, str(e))
-        except Busy as e:
-            return self.send_error(503, str(e))
-        except UserError as e:  # /collect could not write its file (a full disk, a read-only folder)
-            return self.send_error(500, str(e))
-        except Exception as e:  # a bug: the page gets one line, the terminal the traceback
-            traceback.print_exc()
-            return self.send_error(500, f"internal error: {type(e).__name__}: {str(e)[:100]}")
-        self.send_json(answer)
+        self.answer("POST")
 
     def do_PUT(self):
         self.send_error(405, "only GET and POST")
 
     do_DELETE = do_PATCH = do_PUT
 
-    def read_body(self):
-        """The request body, or None once an error has been answered. Never reads more than MAX_BODY."""
+    def answer(self, method):
+        """Look the path up in the server's routes, run its handler, send what it answers."""
+        self.route = urlsplit(self.path).path
+        if self.route not in self.server.routes:
+            return self.send_error(404, "no such page")
+        allowed, handler = self.server.routes[self.route]
+        if method != allowed:
+            posts = ", ".join(p for p, (m, _) in self.server.routes.items() if m == "POST")
+            return self.send_error(405, f"POST the image file to {self.route}" if method == "GET"
+                                   else f"POST goes to {posts}")
+        try:
+            answer = handler(self)
+        except Refused as e:
+            return self.send_error(e.status, str(e))
+        except ImageProblem as e:
+            return self.send_error(400, str(e))
+        except UserError as e:  # /collect could not write its file (a full disk, a read-only folder)
+            return self.send_error(500, str(e))
+        except Exception as e:  # a bug: the page gets one line, the terminal the traceback
+            traceback.print_exc()
+            return self.send_error(500, f"internal error: {type(e).__name__}: {str(e)[:100]}")
+        if answer is not None:
+            self.send_json(answer)
+
+    def body(self):
+        """The request body; Refused where it cannot be read. Never reads more than MAX_BODY."""
         length = self.headers.get("Content-Length")
         if length is None:
-            self.send_error(411, "no Content-Length: send the image file itself as the body")
-        elif not length.strip().isdigit():
-            self.send_error(400, f"Content-Length is not a number: {length[:20]!r}")
-        elif int(length) > MAX_BODY:  # answered at once; a client still sending may see its upload cut
-            self.send_error(413, f"the file is {int(length) / 1e6:.1f} MB, over the limit of "
-                                 f"{MAX_BODY / 1e6:.0f} MB: crop or shrink it")
-        else:
-            try:
-                data = self.rfile.read(int(length))
-            except TimeoutError:
-                self.send_error(408, f"the body did not arrive within {self.timeout:g} s")
-                return None
-            if len(data) == int(length):
-                return data
-            self.send_error(400, f"the body is {len(data)} bytes, not the {int(length)} its Content-Length says")
-        return None
+            raise Refused(411, "no Content-Length: send the image file itself as the body")
+        if not length.strip().isdigit():
+            raise Refused(400, f"Content-Length is not a number: {length[:20]!r}")
+        if int(length) > MAX_BODY:  # answered at once; a client still sending may see its upload cut
+            raise Refused(413, f"the file is {int(length) / 1e6:.1f} MB, over the limit of "
+                               f"{MAX_BODY / 1e6:.0f} MB: crop or shrink it")
+        try:
+            data = self.rfile.read(int(length))
+        except TimeoutError:
+            raise Refused(408, f"the body did not arrive within {self.timeout:g} s") from None
+        if len(data) != int(length):
+            raise Refused(400, f"the body is {len(data)} bytes, not the {int(length)} its Content-Length says")
+        return data
 
     def send_error(self, code, message=None, explain=None):
         """Every error, ours and http.server's own (a malformed request...), as JSON {"error": "one line"}."""
@@ -487,7 +479,7 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, address, reader, request_timeout=10.0, collector=None):
         self.reader, self.request_timeout, self.collector = reader, request_timeout, collector
-        self.posts = POSTS if collector else tuple(p for p in POSTS if p != "/collect")
+        self.routes = {path: route for path, route in ROUTES.items() if collector or path != "/collect"}
         super().__init__(address, Handler)
 
     def handle_error(self, request, client_address):

@@ -137,6 +137,20 @@ def pngs(digits):
 
 # ---------------------------------------------------------------- the HTTP interface
 
+def scripts(server):
+    """The page's JavaScript modules: draw.js and every module it imports, and they import, as served."""
+    found, todo = [], ["/draw.js"]
+    while todo:
+        path = todo.pop()
+        found.append(path)
+        status, kind, body = request(server, "GET", path)
+        assert status == 200 and kind.startswith("text/javascript"), path  # a browser runs no module served otherwise
+        for name in re.findall(r'^import (?:.+ from )?"\./([\w-]+\.js)";$', body.decode(), re.M):
+            if f"/{name}" not in found + todo:
+                todo.append(f"/{name}")
+    return found
+
+
 @pytest.mark.quick
 def test_page_and_info(server, trained):
     assert re.fullmatch(r"Serving http://127\.0\.0\.1:\d+/  \(Ctrl-C to stop\)\n", server["lines"][-1])
@@ -144,8 +158,9 @@ def test_page_and_info(server, trained):
     assert server["lines"][0].startswith(f"Checkpoint net.pth: cnn, epoch {epoch}, validation accuracy")
     status, kind, page = request(server, "GET", "/")
     assert status == 200 and kind.startswith("text/html")
-    assert b'src="draw.js"' in page and b'href="draw.css"' in page
-    for path, kind_expected in (("/", "text/html"), ("/draw.js", "text/javascript"), ("/draw.css", "text/css")):
+    assert b'<script type="module" src="draw.js">' in page and b'href="draw.css"' in page
+    files = [("/", "text/html"), ("/draw.css", "text/css"), *((path, "text/javascript") for path in scripts(server))]
+    for path, kind_expected in files:
         status, kind, body = request(server, "GET", path)
         assert status == 200 and kind.startswith(kind_expected)
         assert b"http:" not in body and b"https:" not in body  # nothing from the internet: it works offline
@@ -262,6 +277,19 @@ def test_burst_of_concurrent_requests(server, digits, pngs):
     assert correct >= 190, f"{correct}/200"
     assert request(server, "GET", "/info")[0] == 200
     assert "Traceback" not in server["stderr"].read_text()
+
+
+@pytest.mark.quick
+def test_every_module_is_imported_by_the_page(server):
+    """draw.py serves exactly the modules the page imports, and each module says its job in its first line."""
+    import draw
+    served = {path for path, (_, kind) in draw.ASSETS.items() if kind.startswith("text/javascript")}
+    assert sorted(scripts(server)) == sorted(served) == sorted(f"/{p.name}" for p in draw.PAGE.glob("*.js"))
+    for path in served:
+        code = request(server, "GET", path)[2].decode()
+        assert code.startswith(f"// {path[1:]}: "), path
+        # the tests' hooks (attributes of <body>) are set in hooks.js only, so that one file lists them all
+        assert ("dataset" in code) == (path == "/hooks.js"), path
 
 
 # ---------------------------------------------------------------- why this digit, and attacks (POST /explain, /attack)
@@ -410,7 +438,7 @@ def test_shared_on_the_network_warns_and_ctrl_c_stops(trained, tmp_path):
     assert stderr.strip() == "interrupted" and "Traceback" not in stderr
 
 
-# ---------------------------------------------------------------- inside the networks, without a server
+# ---------------------------------------------------------------- inside the networks (inside/layers.py), no server
 
 EXPECTED = {"cnn": ([(32, 14, 14), (64, 7, 7), (64, 3, 3)], [128]),
             "mlp": ([], [128, 256, 128, 64]),
@@ -421,7 +449,7 @@ EXPECTED = {"cnn": ([(32, 14, 14), (64, 7, 7), (64, 3, 3)], [128]),
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_layer_outputs_of_every_network(name):
-    from draw import LayerOutputs, describe
+    from inside.layers import LayerOutputs, describe
     from net import build_model
     torch.manual_seed(0)
     model = build_model(name).eval()
@@ -443,7 +471,7 @@ def test_layer_outputs_of_every_network(name):
 
 def test_layer_outputs_are_kept_per_thread():
     """Threads sharing one model each get the maps of their own image (what the server relies on)."""
-    from draw import LayerOutputs
+    from inside.layers import LayerOutputs
     from net import build_model
     torch.manual_seed(0)
     layers = LayerOutputs(build_model("cnn").eval())
@@ -467,7 +495,8 @@ def test_bench_draw_quick(trained, data_dir, tmp_path):
                                                         proc.stdout).groups())
     assert answered == asked == threads * each == 10, proc.stdout
     for kind in ("/explain", "/explain?target=3", "/attack?eps=0.3&target=3&method=pgd"):
-        assert re.search(rf"POST {re.escape(kind)}: 10/10 answered one at a time, median [\d.]+ ms", proc.stdout), proc.stdout
+        line = rf"POST {re.escape(kind)}: 10/10 answered one at a time, median [\d.]+ ms"
+        assert re.search(line, proc.stdout), proc.stdout
 
 
 # ---------------------------------------------------------------- a real browser
@@ -499,7 +528,8 @@ def strokes(digit):
         p = min(left)  # the top-most, then left-most pixel not yet drawn
         left.remove(p)
         path, step = [p], (1, 0)
-        while near := [(p[0] + dy, p[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (p[0] + dy, p[1] + dx) in left]:
+        while near := [(p[0] + dy, p[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                       if (p[0] + dy, p[1] + dx) in left]:
             q = max(near, key=lambda q: (q[0] - p[0]) * step[0] + (q[1] - p[1]) * step[1])  # keep going the same way
             step, p = (q[0] - p[0], q[1] - p[1]), q
             left.remove(p)
@@ -523,6 +553,7 @@ def chromium(url, profile):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-first-run", f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for its errors
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
         # the page as a 1100x700 window shows it (the screenshot for README)
@@ -605,7 +636,8 @@ def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
                 bright(document.getElementById('dense0'))];""")
     assert painted[:2] == [32 + 64 + 64] * 2 and painted[2] >= 40 and painted[3:] == [True, 1, True], painted
     epoch = browser.execute_script("return fetch('/info').then(r => r.json()).then(i => i.epoch)")
-    assert f"cnn, 130,890 parameters · epoch {epoch} · validation accuracy" in browser.find_element(By.ID, "checkpoint").text
+    checkpoint = browser.find_element(By.ID, "checkpoint").text
+    assert f"cnn, 130,890 parameters · epoch {epoch} · validation accuracy" in checkpoint
     shot = (ROOT / "docs" / "draw.png") if os.environ.get("SAVE_SCREENSHOTS") == "1" else tmp_path / "draw.png"
     shot.parent.mkdir(exist_ok=True)
     browser.save_screenshot(str(shot))
@@ -615,6 +647,8 @@ def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
     with Image.open(shot) as im:
         pad = np.asarray(im.convert("L").crop((int(left), int(top), int(left + width), int(top + height))))
     assert (pad < 80).mean() > 0.02 and (pad > 200).mean() > 0.5, "the drawing is not in the screenshot"
+    # no module failed to load or threw, since the page opened and while it drew and read the digits
+    assert [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
 def test_browser_uploads_a_photo(browser, digits, tmp_path):
@@ -734,7 +768,8 @@ def test_browser_network_without_conv_blocks(browser, server, tmp_path):
         assert [h.split()[-2] for h in headings] == ["128", "256", "128", "64"], headings
         draw(browser, np.eye(28, dtype=np.uint8)[::-1] * 255, "mouse")  # a stroke: the page shows an answer
         host, port = re.match(r"http://([\d.]+):(\d+)/", url).groups()
-        assert browser.find_element(By.ID, "digit").text == reading_of_the_pad(browser, {"host": host, "port": int(port)})
+        mlp_server = {"host": host, "port": int(port)}
+        assert browser.find_element(By.ID, "digit").text == reading_of_the_pad(browser, mlp_server)
         # the map of the input pixels works for any network; Grad-CAM, which needs conv layers, is said to be absent
         v = browser.execute_script("return document.body.dataset.version")
         wait_for(browser, f"(document.body.dataset.why || '').startsWith('{v}:') && !document.body.dataset.explaining")
