@@ -172,14 +172,14 @@ def test_a_net_without_conv_layers_has_input_maps_and_no_grad_cam(digits):
 
 @pytest.mark.quick
 def test_explainers_are_lent_one_request_at_a_time(net):
-    from draw import Busy, Explainers
+    from draw import Explainers, Refused
     pool = Explainers(*net, 1)
     with pool.lend(wait=1) as first:
-        with pytest.raises(Busy, match=r"^busy: explanations and attacks run 1 at a time here, and this one "
+        with pytest.raises(Refused, match=r"^busy: explanations and attacks run 1 at a time here, and this one "
                                        r"waited 0.05 s for its turn; try again in a moment$") as e:
             with pool.lend(wait=0.05):
                 pass
-        assert "\n" not in str(e.value)
+        assert "\n" not in str(e.value) and e.value.status == 503
     with pool.lend(wait=0.05) as again:  # given back: the next request gets it
         assert again is first
 
