@@ -134,9 +134,8 @@ def labelled_files(folder):
 
 
 def read_labelled(folder, classify):
-    """Every labelled image read as predict.py reads a file (reading/pages.read, by `classify`): (originals,
-    28x28 images, their probabilities, labels, paths, failed). An image in which read() finds several digits
-    is not one digit's: it fails, as a file that cannot be read."""
+    """Every labelled image read as predict.py reads a file (reading/pages.read, by `classify`), as the one digit
+    its folder says it is: (originals, 28x28 images, their probabilities, labels, paths, failed)."""
     files, others = labelled_files(folder)
     if others:
         print(f"(ignoring the folders {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} in {folder}: "
@@ -144,9 +143,7 @@ def read_labelled(folder, classify):
     originals, seen, probabilities, labels, paths, failed = [], [], [], [], [], []
     for path, digit in files:
         try:
-            page = read(path, classify)
-            if len(page.digits) != 1:
-                raise ImageProblem(f"{len(page.digits)} digits found, 1 expected")
+            page = read(path, classify, one_digit=True)
         except ImageProblem as e:
             print(f"error: {path}: {e}", file=sys.stderr)
             failed.append({"file": str(path), "error": str(e)})

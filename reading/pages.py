@@ -113,21 +113,24 @@ def owners(mask, parts):
     return owner[nearest[0], nearest[1]]
 
 
-def read(image, classify, reader=None):
+def read(image, classify, reader=None, one_digit=False):
     """Every digit in `image`, in reading order: a Page. `image` is a PIL image or what load_image() opens (a
     path, a file's bytes). `classify` is the net, as classifier() makes it: a function from 28x28 images
     [N, 28, 28] to probabilities [N, 10]. Where digits touch, `reader` reads them when given (the reader of
     touching digits, as reading/reader.reader_from_flag gives it: a function from pieces of ink, float [h, w],
-    0 where there is none, to [(digits, [their 10 probabilities])]).
+    0 where there is none, to [(digits, [their 10 probabilities])]). `one_digit`: the caller knows that the
+    image holds one digit (a labelled file of test.py --images, a drawing sent to draw.py's /predict), and it is
+    read as a page of one digit is, whatever pieces of ink it holds (a digit drawn on a coarse grid is many).
 
     Raises ImageProblem (one line) for a file that cannot be read, or that holds no digit at all.
     """
     img = image if isinstance(image, Image.Image) else load_image(image)
+    if one_digit:
+        return alone(img, classify, (0, 0, img.width, img.height), [])
     lines, ink, mask, scale, notes, height = find_digits(img, classify, reader)
-    if sum(map(len, lines)) <= 1:  # one digit: the whole image, exactly as predict.py reads a single digit
-        pixels = preprocess(img)
+    if sum(map(len, lines)) <= 1:
         box = lines[0][0].box if lines else (0, 0, ink.shape[0], ink.shape[1])
-        return Page(img, [Digit(in_image(box, scale), 0, img, pixels, classify(pixels[None])[0])], notes)
+        return alone(img, classify, in_image(box, scale), notes)
     units = [(n, p) for n, line in enumerate(lines) for p in line]
     owner = owners(mask, [p for _, p in units])
     digits = []
@@ -143,6 +146,13 @@ def read(image, classify, reader=None):
         if d.probabilities is None:  # the reader's reading, where it read touching digits, is kept
             d.probabilities = p
     return Page(img, digits, notes)
+
+
+def alone(img, classify, box, notes):
+    """A page of one digit: the whole image, read by preprocess() exactly as predict.py has always read a digit
+    alone. `box`: where the digit is, (left, top, right, bottom) in the image's pixels."""
+    pixels = preprocess(img)
+    return Page(img, [Digit(box, 0, img, pixels, classify(pixels[None])[0])], notes)
 
 
 read_page = read  # the name draw.py still calls, until it calls read()

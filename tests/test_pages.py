@@ -81,6 +81,18 @@ def test_one_digit_is_the_whole_image_as_before(mnist_test):
         assert torch.equal(page.digits[0].pixels, preprocess(photo))
 
 
+@pytest.mark.quick
+def test_an_image_known_to_hold_one_digit_is_read_whole(mnist_test):
+    """read(one_digit=True), as test.py --images and draw.py's /predict ask: the whole image is the one digit,
+    read exactly as a page of one digit is, even where the page holds several pieces that are digits."""
+    sheet = sheet_of(mnist_test, [3, 4], "wide")
+    assert len(read(sheet.image, unsure).digits) == 2
+    page = read(sheet.image, unsure, one_digit=True)
+    assert len(page.digits) == 1 and page.digits[0].crop is sheet.image and page.image is sheet.image
+    assert torch.equal(page.digits[0].pixels, preprocess(sheet.image))
+    assert page.digits[0].box == (0, 0, sheet.image.width, sheet.image.height)
+
+
 def test_broken_strokes_make_one_digit_and_specks_none(mnist_test):
     """MNIST's own two-stroke 4s, 7 and 5 stay one digit each among others; the sheet's specks of dirt and,
     on some sheets, the table along an edge, are no digits."""
