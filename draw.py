@@ -40,9 +40,9 @@ Python's standard library serves it: no web framework.
                       that is not a PNG image with ink on it
 
 The server is a table of routes (ROUTES: path -> method and handler) over short handlers, one a path.
-Three things here read: DigitReader, this server's net reading an image (as predict.py does); read_page
-(reading/pages.py), which finds every digit of a page; and the reader of touching digits
-(reading/reader.py, --reader), which read_page asks about digits that touch. What the page shows of
+ServedNet is this server's net (a checkpoint, or an ensemble), and every image it is sent is read by
+reading/pages.read(), the one way the lab reads an image: /predict as one digit, /read as a page, where
+the reader of touching digits (reading/reader.py, --reader) reads the digits that touch. What the page shows of
 the layers comes from inside/layers.py, the explanations and attacks from inside/explain.py.
 
 Explanations and attacks cost more than a prediction (tens of passes through the net): at most
@@ -75,7 +75,7 @@ from lab.cli import UserError, add_checkpoint_flag, int_between, make_parser, po
 from lab.device import cores
 from lab.files import make_folder, write_new
 from reading.images import ImageProblem, load_image, net_input, preprocess
-from reading.pages import classifier, read_page
+from reading import pages  # pages.read: the one reading (this file's read() is /read's handler)
 from reading.reader import add_reader_flag, reader_from_flag
 from net import count_parameters
 
@@ -189,7 +189,7 @@ class Explainers:
             self.idle.put(explainer)
 
 
-class DigitReader:
+class ServedNet:
     """A checkpoint's net (or an ensemble's), reading image files for any number of threads at once."""
 
     def __init__(self, checkpoint, touching=None):
@@ -203,7 +203,7 @@ class DigitReader:
         # What the page shows inside: the layers of one net, the first of an ensemble, which reads as a whole
         first = ensemble.members(model)[0]
         self.layers, self.ensemble = LayerOutputs(first), model if model is not first else None
-        self.classify = classifier(model, self.ckpt)  # its passes keep nothing: LayerOutputs is not asked to
+        self.classify = pages.classifier(model, self.ckpt)  # its passes keep nothing: LayerOutputs is not asked to
         with torch.inference_mode():  # one run on a blank image: the layers' shapes, and a warm start
             _, maps, dense = self.layers(torch.zeros(1, 1, 28, 28))
         blocks, hidden = describe(first)
@@ -226,26 +226,31 @@ class DigitReader:
                 "at_once": self.explainers.n}
 
     def read(self, data):
-        """An image file's bytes -> the answer as a dict. Raises ImageProblem (one line) for unusable data."""
+        """/predict: an image file's bytes, read as one digit (reading/pages.read, as test.py --images reads a
+        file), with what the layers handed on. Raises ImageProblem (one line) for unusable data."""
         t0 = time.perf_counter()
-        with self.decoding:  # and the net's pass: a prediction is one core's work, as many at once as cores
-            seen = preprocess(load_image(data))  # exactly what predict.py does with a file
+        shown = {}
+
+        def classify(pixels):  # the net's one pass, keeping what the first net's layers hand on for the page
             with torch.inference_mode():
-                x = net_input([seen], self.ckpt)
-                logits, maps, dense = self.layers(x)
+                x = net_input(list(pixels), self.ckpt)
+                logits, shown["maps"], shown["dense"] = self.layers(x)
                 if self.ensemble is not None:  # the members' mean reads; the first member's layers are shown
                     logits = self.ensemble(x)
-                probs = logits.float().softmax(1)[0]
-        return {"digit": int(probs.argmax()), "probabilities": probs.tolist(), "input": as_json(seen),
-                "feature_maps": [as_json(m) for m in maps], "dense": [as_json(d) for d in dense],
+            return logits.float().softmax(1)
+
+        with self.decoding:  # and the net's pass: a prediction is one core's work, as many at once as cores
+            digit = pages.read(data, classify, one_digit=True).digits[0]
+        return {"digit": digit.digit, "probabilities": digit.probabilities.tolist(), "input": as_json(digit.pixels),
+                "feature_maps": [as_json(m) for m in shown["maps"]], "dense": [as_json(d) for d in shown["dense"]],
                 "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
 
     def read_all(self, data):
         """/read: every digit in an image file's bytes, in reading order, as predict.py reads a page."""
         t0 = time.perf_counter()
         with self.decoding:  # the page's pieces and cuts are read by the net too: a core's work, as a reading
-            img = load_image(data)
-            page = read_page(img, self.classify, self.touching)
+            page = pages.read(data, self.classify, self.touching)
+        img = page.image
         return {"lines": page.lines, "notes": page.notes, "width": img.width, "height": img.height,
                 "digits": [{"box": list(d.box), "line": d.line + 1, "digit": d.digit,
                             "probabilities": d.probabilities.tolist(), "input": as_json(d.pixels),
@@ -254,8 +259,9 @@ class DigitReader:
                 "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
 
     def pixels(self, data):
-        """An image file's bytes -> the 28x28 pixels the net sees, for /explain and /attack: decoded in
-        turn with the predictions' images, then the pixels wait for an explainer without holding a slot."""
+        """An image file's bytes -> the 28x28 pixels the net sees, for /explain and /attack: those of a digit
+        alone, as read() makes them (its one-digit path, without its pass of the net: the explainer makes its
+        own). Decoded in turn with the predictions' images, then they wait for an explainer without a slot."""
         with self.decoding:
             return preprocess(load_image(data))
 
@@ -336,24 +342,24 @@ def info(request):
     """GET /info: the checkpoint, its layers, what the explanations take; collect mode's folder and counts."""
     collector = request.server.collector
     collecting = collector and {"folder": str(collector.folder), "counts": collector.counts()}
-    return {**request.server.reader.info, "collect": collecting}
+    return {**request.server.net.info, "collect": collecting}
 
 
 def predict(request):
     """POST /predict: the digit read in the image, and what each layer computed."""
-    return request.server.reader.read(request.body())
+    return request.server.net.read(request.body())
 
 
 def read(request):
     """POST /read: every digit in the image, in reading order."""
-    return request.server.reader.read_all(request.body())
+    return request.server.net.read_all(request.body())
 
 
 def explain(request):
     """POST /explain?target=7: why the net gives the target its score."""
     data = request.body()
     target = target_parameter(parameters("/explain", request.path).get("target"), False)
-    return request.server.reader.explain(data, QUEUE_S, target)
+    return request.server.net.explain(data, QUEUE_S, target)
 
 
 def attack(request):
@@ -363,7 +369,7 @@ def attack(request):
     method = method_parameter(p.get("method", "pgd"))
     eps = eps_parameter(p.get("eps", "0.1"))
     target = target_parameter(p.get("target"), True)
-    return request.server.reader.attack(data, QUEUE_S, eps, target, method)
+    return request.server.net.attack(data, QUEUE_S, eps, target, method)
 
 
 def collect(request):
@@ -477,8 +483,10 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # Ctrl-C does not wait for open connections
 
-    def __init__(self, address, reader, request_timeout=10.0, collector=None):
-        self.reader, self.request_timeout, self.collector = reader, request_timeout, collector
+    def __init__(self, address, net, request_timeout=10.0, collector=None):
+        self.net = net  # the checkpoint's net, as this server reads with it (ServedNet)
+        self.request_timeout = request_timeout
+        self.collector = collector
         self.routes = {path: route for path, route in ROUTES.items() if collector or path != "/collect"}
         super().__init__(address, Handler)
 
@@ -488,10 +496,10 @@ class Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-def make_server(reader, host="127.0.0.1", port=8000, request_timeout=10.0, collector=None):
+def make_server(net, host="127.0.0.1", port=8000, request_timeout=10.0, collector=None):
     """Listen on host:port (0: any free port); a port in use or a wrong address is a UserError."""
     try:
-        return Server((host, port), reader, request_timeout, collector)
+        return Server((host, port), net, request_timeout, collector)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise UserError(f"port {port} is in use (another draw.py?): pick another with --port, "
@@ -536,17 +544,17 @@ def can_open_browser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    reader = DigitReader(args.checkpoint, reader_from_flag(args.reader))  # first: without a checkpoint nothing listens
+    net = ServedNet(args.checkpoint, reader_from_flag(args.reader))  # first: without a checkpoint nothing listens
     missing = [name for name, _ in ASSETS.values() if not (PAGE / name).is_file()]
     if missing:
         raise UserError(f"{PAGE / missing[0]} is missing: draw.py needs the draw/ folder that comes with it")
     # One image is a few small tensors: one thread each is fastest, and requests in parallel use the cores.
     torch.set_num_threads(1)
     collector = Collector(args.collect) if args.collect else None
-    server = make_server(reader, args.host, args.port, args.request_timeout, collector)
+    server = make_server(net, args.host, args.port, args.request_timeout, collector)
     host, port = server.server_address[:2]
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/"
-    i = reader.info
+    i = net.info
     if i["members"] == 1:
         print(f"Checkpoint {i['checkpoint']}: {i['model']}, epoch {i['epoch']}, "
               f"validation accuracy {100 * (i['val_acc'] or 0):.2f}%")

@@ -155,7 +155,6 @@ def alone(img, classify, box, notes):
     return Page(img, [Digit(box, 0, img, pixels, classify(pixels[None])[0])], notes)
 
 
-read_page = read  # the name draw.py still calls, until it calls read()
 
 
 def classifier(model, ckpt, device="cpu"):

@@ -383,24 +383,26 @@ def test_burst_of_explanations_and_attacks(server, pngs):
 
 
 def test_every_request_kind_decodes_its_image_within_the_bound(trained, pngs, monkeypatch):
-    """Images are decoded (up to 49 megapixels each) only while holding one of the reader's slots, for
+    """Images are decoded (up to 49 megapixels each) only while holding one of the server's slots, for
     /explain and /attack as for /predict; checked in this process, with one slot, whatever the timing."""
     import draw
-    reader = draw.DigitReader(trained["checkpoint"])
-    reader.decoding = threading.BoundedSemaphore(1)
+    import reading.pages
+    net = draw.ServedNet(trained["checkpoint"])
+    net.decoding = threading.BoundedSemaphore(1)
     held = []
 
-    def preprocess(image):  # the one slot must be taken while an image is decoded
-        held.append(not reader.decoding.acquire(blocking=False))
-        return real(image)
+    def load_image(data):  # the one slot must be taken while an image is decoded
+        held.append(not net.decoding.acquire(blocking=False))
+        return real(data)
 
-    real = draw.preprocess
-    monkeypatch.setattr(draw, "preprocess", preprocess)
-    assert reader.read(pngs[0])["digit"] in range(10)
-    assert reader.explain(pngs[0], wait=draw.QUEUE_S)["target"] in range(10)
-    assert reader.attack(pngs[0], wait=draw.QUEUE_S, eps=0.1)["eps"] == 0.1
+    real = draw.load_image
+    monkeypatch.setattr(draw, "load_image", load_image)  # /explain's and /attack's pixels
+    monkeypatch.setattr(reading.pages, "load_image", load_image)  # read(), /predict's
+    assert net.read(pngs[0])["digit"] in range(10)
+    assert net.explain(pngs[0], wait=draw.QUEUE_S)["target"] in range(10)
+    assert net.attack(pngs[0], wait=draw.QUEUE_S, eps=0.1)["eps"] == 0.1
     assert held == [True, True, True]
-    assert reader.decoding.acquire(blocking=False)  # and given back after each
+    assert net.decoding.acquire(blocking=False)  # and given back after each
 
 
 # ---------------------------------------------------------------- the command line

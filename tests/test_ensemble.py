@@ -120,15 +120,15 @@ def test_draw_py_reads_with_an_ensemble_and_shows_the_first_nets_layers(members)
 
     import draw
     from reading.images import load_image, net_input, preprocess
-    reader = draw.DigitReader(members[:2])
+    net = draw.ServedNet(members[:2])
     digit = Image.new("L", (120, 120), 255)
     digit.paste(0, (55, 15, 66, 105))  # a 1
     png = io.BytesIO()
     digit.save(png, "PNG")
-    answer = reader.read(png.getvalue())
+    answer = net.read(png.getvalue())
     x = net_input([preprocess(load_image(png.getvalue()))], {})
     assert answer["probabilities"] == pytest.approx(mean_probabilities(members[:2], x)[0].tolist(), abs=1e-5)
-    info = reader.info
+    info = net.info
     assert info["members"] == 2 and info["checkpoint"] == f"{members[0]} + {members[1]}"
     assert info["parameters"] == 2 * 130_890 and [m["shape"] for m in info["feature_maps"]] == [[32, 14, 14], [64, 7, 7],
                                                                                                 [64, 3, 3]]

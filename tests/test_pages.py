@@ -313,9 +313,9 @@ def test_one_image_gives_the_same_probabilities_every_way(trained, mnist_test, p
     (tested,) = json.loads((tmp_path / "t.json").read_text())["files"]
     assert tested["probability"] == max(expected) and tested["prediction"] == int(np.argmax(expected))
     # draw.py's /predict and /read, called as the server calls them
-    reader = draw.DigitReader(trained["checkpoint"])
-    assert reader.read(one.read_bytes())["probabilities"] == expected
-    assert reader.read_all(one.read_bytes())["digits"][0]["probabilities"] == expected
+    net = draw.ServedNet(trained["checkpoint"])
+    assert net.read(one.read_bytes())["probabilities"] == expected
+    assert net.read_all(one.read_bytes())["digits"][0]["probabilities"] == expected
 
 
 def test_bench_pages_quick(trained, data_dir, tmp_path):
