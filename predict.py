@@ -27,10 +27,11 @@ from PIL import Image
 from lab import ensemble
 from lab.cli import UserError, add_checkpoint_flag, add_device_flag, int_between, make_parser, run_script
 from lab.device import pick_device
-from lab.figures import maps_picture, page_picture, stack_pictures, written_picture
+from lab.figures import stack_pictures
 from lab.files import make_folder, png_bytes, save_png, write_json, write_new
 from reading.images import ImageProblem
 from reading.pages import classifier, read
+from reading.pictures import page_picture, written_picture
 from reading.reader import add_reader_flag, reader_from_flag
 
 SHOW_MAX = 64  # --show draws at most this many images
@@ -96,6 +97,7 @@ def save_show(path, shown, pages=()):
 def save_explain(path, model, ckpt, names, seen, probs):
     """The --explain picture: what each image's pixels did for the digit read and against the runner-up."""
     from inside.explain import Explainer, why_items  # here, not at the top: captum's import takes 0.7 s
+    from inside.pictures import maps_picture  # (with it: only --explain looks inside)
 
     n = min(len(seen), SHOW_MAX)
     pixels = torch.stack(seen[:n])

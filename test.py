@@ -31,12 +31,9 @@ from lab.cli import (UserError, add_checkpoint_flag, add_data_flags, add_device_
                      make_parser, markdown_table, non_negative_int, positive_int, run_script)
 from lab.data import MEAN, STD, load_split, normalize
 from lab.device import pick_device, pick_precision, use_all_cores
-from lab.figures import (confusion_picture, maps_picture, mistakes_picture, predictions_picture, reliability_picture,
-                         written_picture)
+from lab.figures import confusion_picture, mistakes_picture, predictions_picture, reliability_picture
 from lab.files import make_folder, save_png, write_json
 from lab.metrics import confusion_matrix, digit_tables, evaluate, per_digit_accuracy, result_of
-from reading.images import ImageProblem, net_input
-from reading.pages import classifier, read
 from net import count_parameters
 
 ATTACK_IMAGES = 1000
@@ -60,6 +57,7 @@ def attack_table(model, ckpt, images, labels, n):
 def explain_mistakes(path, model, ckpt, images, labels, res):
     """--report's explained.png: the most confident mistakes, what spoke for the digit read and against the true one."""
     from inside.explain import Explainer, why_items  # here: captum's import takes 0.7 s
+    from inside.pictures import maps_picture  # (looking inside a net: --report alone does)
 
     preds, probs = res["predictions"], res["probabilities"]
     wrong = (preds != labels).nonzero().flatten()
@@ -136,6 +134,9 @@ def labelled_files(folder):
 def read_labelled(folder, classify):
     """Every labelled image read as predict.py reads a file (reading/pages.read, by `classify`), as the one digit
     its folder says it is: (originals, 28x28 images, their probabilities, labels, paths, failed)."""
+    from reading.images import ImageProblem  # here: reading your handwriting is --images's alone
+    from reading.pages import read  # (and scipy's import takes 0.4 s)
+
     files, others = labelled_files(folder)
     if others:
         print(f"(ignoring the folders {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} in {folder}: "
@@ -188,6 +189,9 @@ def test_images(args, model, net, ckpt, device, precision):
     """test.py --images DIR: the same figures as for MNIST, on your own digits, with MNIST's beside them.
     `model` reads (the net, an ensemble, or either with --tta); `net` is the one without --tta. Each image is read
     exactly as predict.py reads it, in fp32 (the same probabilities); --precision is MNIST's figure's."""
+    from reading.images import net_input  # here: reading your handwriting is --images's alone
+    from reading.pages import classifier  # (and scipy's import takes 0.4 s)
+
     originals, seen, probs, labels, paths, failed = read_labelled(args.images, classifier(model, ckpt, device))
     x = net_input(seen, ckpt).to(device)  # for an ensemble's members, each read alone
     res = result_of(probs, labels, float(F.nll_loss(probs.clamp_min(1e-45).log(), labels)))
@@ -234,6 +238,8 @@ def test_images(args, model, net, ckpt, device, precision):
 
 def written_mistakes(originals, seen, labels, res, shown=48):
     """The mistakes picture of --images: each wrong digit as written and as the 28x28 image it became."""
+    from reading.pictures import written_picture  # here: reading your handwriting is --images's alone
+
     preds, probs = res["predictions"], res["probabilities"]
     wrong = (preds != labels).nonzero().flatten()
     wrong = wrong[probs[wrong].max(1).values.argsort(descending=True)]

@@ -170,7 +170,7 @@ def robust_accuracy(explainer, pixels, labels, eps_list=EPSILONS, methods=("fgsm
 
 
 def why_items(explainer, pixels, read, other, captions):
-    """What figures.maps_picture() draws for each digit: the image the net got, why it read `read` and
+    """What pictures.maps_picture() draws for each digit: the image the net got, why it read `read` and
     why not `other` (the true digit, or the runner-up) by Integrated Gradients, and Grad-CAM for `read`
     when the net has a conv layer. `pixels` [N, 28, 28] in 0..1; `read`, `other` [N] digits."""
     why, why_not = (explainer.integrated_gradients(pixels, t).cpu() for t in (read, other))

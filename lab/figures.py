@@ -1,10 +1,10 @@
-"""The lab's pictures, drawn once and used everywhere: TensorBoard's Images tab (board.py), the
-PNG files of test.py --report and predict.py --explain, and predict.py --show's digits and pages.
+"""The lesson's pictures: TensorBoard's Images tab (board.py) and the PNG files of test.py --report.
+reading/pictures.py draws the pages and handwriting read, inside/pictures.py the attribution maps, with
+this file's font and grid of digits.
 
-Drawn with Pillow straight into RGB arrays, a few milliseconds each: matplotlib would cost more
-to import than all of TensorBoard's pictures of a run cost to draw. Every picture of digits is drawn
-here, with Pillow alone (one library, one way to show an image: as_rgb); matplotlib is left to
-report.py's plotted curves, which are plots with axes, not pictures of digits.
+Every picture of digits is drawn with Pillow alone, straight into RGB arrays, a few milliseconds each:
+matplotlib would cost more to import than all of TensorBoard's pictures of a run cost to draw. It is left
+to report.py's plotted curves, which are plots with axes, not pictures of digits.
 """
 import numpy as np
 import torch
@@ -102,92 +102,6 @@ def samples_picture(images, labels, n=48):
                           f"The first {min(n, len(labels))} training images and their labels")
 
 
-# ---------------------------------------------------------------- attribution maps (inside/explain.py)
-
-RAISES, LOWERS = np.array([214.0, 39, 40]), np.array([31.0, 100, 200])  # red, blue: as on draw.py's page
-
-
-def map_scale(a):
-    """The value shown in full colour: the 99th percentile of |map| (the 8th strongest of 784 pixels), so that
-    one extreme pixel does not leave all the others pale."""
-    return max(float(np.quantile(np.abs(a), 0.99)), 1e-12)
-
-
-def signed_colours(a, image):
-    """A signed 28x28 map over its digit, as RGB: the digit in light grey on white, pixels red where the map
-    is positive (they raise the digit's score), blue where negative, stronger the larger |map|."""
-    a, image = np.asarray(a, np.float64), np.asarray(image, np.float64)
-    base = (255 - 80 * image)[..., None].repeat(3, -1)
-    w = np.clip(np.abs(a) / map_scale(a), 0, 1)[..., None]
-    colour = np.where(a[..., None] > 0, RAISES, LOWERS)
-    return (base * (1 - w) + colour * w).round().astype(np.uint8)
-
-
-def maps_picture(items, title, per_row=2, tile=84):
-    """Digits with their maps: items are (caption, [(label, 28x28 image in 0..1, 28x28 signed map or None)]).
-
-    A tile without a map is the image as the net got it, white on black; with one, signed_colours().
-    """
-    tiles = max((len(t) for _, t in items), default=1)
-    gap, caption, label = 8, 16, 14
-    item_w = tiles * (tile + 4) + 16
-    rows = max(1, -(-len(items) // per_row))
-    img = Image.new("RGB", (gap + per_row * item_w, 26 + rows * (caption + label + tile + gap)), (245, 245, 245))
-    draw, small = ImageDraw.Draw(img), font(11)
-    draw.text((gap, 5), title, fill="black", font=small)
-    for k, (text, row) in enumerate(items):
-        x, y = gap + (k % per_row) * item_w, 26 + (k // per_row) * (caption + label + tile + gap)
-        draw.text((x, y), text, fill=(140, 0, 0), font=small)
-        for j, (name, image, a) in enumerate(row):
-            pixels = (np.asarray(image) * 255).round().astype(np.uint8) if a is None else signed_colours(a, image)
-            picture = Image.fromarray(pixels).resize((tile, tile), Image.Resampling.NEAREST)
-            draw.text((x + j * (tile + 4), y + caption), name, fill="black", font=small)
-            img.paste(picture, (x + j * (tile + 4), y + caption + label))
-    return np.asarray(img)
-
-
-# ---------------------------------------------------------------- a page of digits (predict.py --show, reading/pages.py)
-
-LINE_COLOURS = [(214, 39, 40), (31, 100, 200), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
-
-
-def page_picture(image, page, name="", width=900):
-    """A page as read: the photo with each digit's box and reading (one colour per line), and beneath it each
-    digit as the 28x28 image the net received, with its reading and confidence, line by line."""
-    photo = as_rgb(image)
-    scale = min(1.0, width / photo.width, 700 / photo.height)
-    photo = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))))
-    tile, gap, label = 42, 6, 14
-    per_row = max(1, (max(photo.width, 420) - gap) // (tile + gap))
-    rows = sum(-(-sum(d.line == n for d in page.digits) // per_row) for n in range(len(page.lines)))
-    notes = page.notes[:6]
-    img = Image.new("RGB", (max(photo.width, 420) + 2 * gap, 22 + photo.height + gap + rows * (tile + label + gap)
-                            + 14 * len(notes) + gap), (245, 245, 245))
-    draw, small = ImageDraw.Draw(img), font(11)
-    draw.text((gap, 4), f"{name}  read: {' '.join(page.lines)}"[:140], fill="black", font=small)
-    img.paste(photo, (gap, 22))
-    for d in page.digits:
-        colour = LINE_COLOURS[d.line % len(LINE_COLOURS)]
-        l, t, r, b = gap + d.box[0] * scale, 22 + d.box[1] * scale, gap + d.box[2] * scale, 22 + d.box[3] * scale
-        draw.rectangle([l, t, r, b], outline=colour, width=2)
-        draw.text((l + 2, t + 1), str(d.digit), fill=colour, font=font(14))
-    y = 22 + photo.height + gap
-    for n in range(len(page.lines)):
-        line = [d for d in page.digits if d.line == n]
-        for k, d in enumerate(line):
-            if k and k % per_row == 0:
-                y += tile + label + gap
-            x = gap + (k % per_row) * (tile + gap)
-            draw.text((x, y), f"{d.digit} · {100 * float(d.probabilities.max()):.0f}%",
-                      fill=LINE_COLOURS[n % len(LINE_COLOURS)], font=small)
-            pixels = (d.pixels.clamp(0, 1) * 255).round().byte().numpy()
-            img.paste(Image.fromarray(pixels).resize((tile, tile), Image.Resampling.NEAREST), (x, y + label))
-        y += tile + label + gap
-    for k, note in enumerate(notes):
-        draw.text((gap, y + 14 * k), note[:150], fill=(160, 0, 0), font=small)
-    return img
-
-
 def stack_pictures(pictures, gap=8):
     """Pictures (Pillow images or RGB arrays) one above the other, on the pictures' light grey."""
     pictures = [p if isinstance(p, Image.Image) else Image.fromarray(p) for p in pictures]
@@ -197,39 +111,6 @@ def stack_pictures(pictures, gap=8):
         img.paste(p.convert("RGB"), (0, y))
         y += p.height + gap
     return img
-
-
-def as_rgb(image):
-    """Any Pillow image as the RGB picture of it: transparent pixels on white paper, 16-bit and float grey
-    (which RGB cannot hold) scaled to their brightest pixel."""
-    if image.mode.startswith("I") or image.mode == "F":
-        grey = np.asarray(image, np.float32)
-        return Image.fromarray((255 * grey / max(float(grey.max()), 1e-6)).clip(0, 255).astype(np.uint8)).convert("RGB")
-    paper = Image.new("RGBA", image.size, "white")
-    return Image.alpha_composite(paper, image.convert("RGBA")).convert("RGB")
-
-
-def written_picture(items, title, tile=56, cols=6, colour=(180, 0, 0)):
-    """Digits, each as it was written (the image file, fitted into a tile) beside the 28x28 image it became,
-    under its caption in `colour`: items are (original Pillow image, 28x28 tensor in 0..1, caption). test.py
-    --images shows its mistakes so, predict.py --show the digits it read."""
-    gap, caption, small = 10, 15, font(11)
-    cols = max(1, min(cols, len(items)))
-    rows = max(1, -(-len(items) // cols))
-    width = max(cols * (2 * tile + 2 + gap) + gap, int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=small)) + 2 * gap)
-    img = Image.new("RGB", (width, 22 + rows * (tile + caption + 6)), (245, 245, 245))
-    draw = ImageDraw.Draw(img)
-    draw.text((gap, 4), title, fill="black", font=small)
-    for k, (original, seen, text) in enumerate(items):
-        x, y = gap + (k % cols) * (2 * tile + 2 + gap), 22 + (k // cols) * (tile + caption + 6)
-        draw.text((x, y), text, fill=colour, font=small)
-        written = as_rgb(original)
-        written.thumbnail((tile, tile))
-        img.paste(Image.new("RGB", (tile, tile), "white"), (x, y + caption))
-        img.paste(written, (x + (tile - written.width) // 2, y + caption + (tile - written.height) // 2))
-        pixels = (seen.clamp(0, 1) * 255).round().byte().numpy()
-        img.paste(Image.fromarray(pixels).resize((tile, tile), Image.Resampling.NEAREST), (x + tile + 2, y + caption))
-    return np.asarray(img)
 
 
 def reliability_picture(calibration, title="reliability"):

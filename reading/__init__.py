@@ -9,4 +9,5 @@ An image is read by pages.read(), whose steps run in the order of this list:
     pages        read(): every digit in an image, in reading order, by the steps above; a digit alone is a page of one
     reader       the reader of touching digits: a small CRNN that says how many digits a piece of ink holds, and which
     sheets       handwriting from MNIST digits: photographed sheets (bench.py --pages), pieces for train_reader.py
+    pictures     what was read, drawn: a page with its boxes and readings, digits as written beside their 28x28
 """
