@@ -20,6 +20,7 @@ Cases of the table, each in its own process so that its peak memory is its own:
 and, below the table, "compute alone": our training step repeated on one batch in memory, the
 rate of the arithmetic by itself, to show how much of a loop's time is left to win.
 """
+
 import argparse
 import http.client
 import io
@@ -57,24 +58,48 @@ def parser():
     p = make_parser(__doc__)
     a = p.add_argument
     a("--quick", action="store_true", help="tiny cases only: checks that every path runs, not how fast")
-    a("--seeds", type=int, default=0, metavar="N",
-      help="instead of the table, run python train.py with seeds 1..N and report the medians")
-    a("--train-args", default="", help="flags for train.py in --seeds mode, e.g. \"--epochs 1\"")
+    a(
+        "--seeds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the table, run python train.py with seeds 1..N and report the medians",
+    )
+    a("--train-args", default="", help='flags for train.py in --seeds mode, e.g. "--epochs 1"')
     add_device_flag(p, "measure")
     add_data_flags(p)
-    a("--draw", nargs="?", const="net.pth", default=None, metavar="CHECKPOINT",
-      help="instead, draw.py's latency with CHECKPOINT (default: net.pth): 100 drawings one at a time, "
-           "then 8 threads x 25 at once; then each kind of /explain and /attack request, one at a time")
-    a("--pages", nargs="?", const="net.pth", default=None, metavar="CHECKPOINT",
-      help=f"instead, how well CHECKPOINT (default: net.pth) reads sheets of MNIST test digits photographed as a "
-           f"phone would (reading/sheets.py): {PAGE_SHEETS} sheets of each spacing ({PAGE_SHEETS_QUICK} with --quick), "
-           "digits and lines read right, and the reading order")
-    a("--reader", metavar="FILE", default=None,
-      help="with --pages: the reader of touching digits (train_reader.py); 'none' reads without "
-           "(default: reader.pth, if it is there)")
-    a("--parts", action="store_true",
-      help="instead, what each part of a training step of the default recipe costs, in ms per batch: the step "
-           "itself, batch norm, each part of the augmentation and the averaged weights")
+    a(
+        "--draw",
+        nargs="?",
+        const="net.pth",
+        default=None,
+        metavar="CHECKPOINT",
+        help="instead, draw.py's latency with CHECKPOINT (default: net.pth): 100 drawings one at a time, "
+        "then 8 threads x 25 at once; then each kind of /explain and /attack request, one at a time",
+    )
+    a(
+        "--pages",
+        nargs="?",
+        const="net.pth",
+        default=None,
+        metavar="CHECKPOINT",
+        help=f"instead, how well CHECKPOINT (default: net.pth) reads sheets of MNIST test digits photographed as a "
+        f"phone would (reading/sheets.py): {PAGE_SHEETS} sheets of each spacing ({PAGE_SHEETS_QUICK} with --quick), "
+        "digits and lines read right, and the reading order",
+    )
+    a(
+        "--reader",
+        metavar="FILE",
+        default=None,
+        help="with --pages: the reader of touching digits (train_reader.py); 'none' reads without "
+        "(default: reader.pth, if it is there)",
+    )
+    a(
+        "--parts",
+        action="store_true",
+        help="instead, what each part of a training step of the default recipe costs, in ms per batch: the step "
+        "itself, batch norm, each part of the augmentation and the averaged weights",
+    )
     a("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case in this process
     return p
 
@@ -108,6 +133,7 @@ def machine():
 
 
 # ---------------------------------------------------------------- the cases (run in a child process)
+
 
 def case_plain(args, device, n_train, n_eval):
     """The tutorial recipe, as the seed labs and PyTorch's example do it."""
@@ -146,10 +172,23 @@ def case_plain(args, device, n_train, n_eval):
 
 def case_ours(args, device, n_train, n_eval, precision, compile_model):
     """Our train.py path: a real one-epoch training run, then evaluation throughput."""
-    targs = settings.parse(["--epochs", "1", "--precision", precision, "--data-dir", args.data_dir,
-                            "--limit", str(n_train), "--device", device.type]
-                           + (["--mirror", args.mirror] if args.mirror else []) + (["--compile"] if compile_model else [])
-                           + (["--val-size", "500", "--test-limit", str(n_eval)] if args.quick else []))
+    targs = settings.parse(
+        [
+            "--epochs",
+            "1",
+            "--precision",
+            precision,
+            "--data-dir",
+            args.data_dir,
+            "--limit",
+            str(n_train),
+            "--device",
+            device.type,
+        ]
+        + (["--mirror", args.mirror] if args.mirror else [])
+        + (["--compile"] if compile_model else [])
+        + (["--val-size", "500", "--test-limit", str(n_eval)] if args.quick else [])
+    )
     # (--quick checks the path, not the speed: a part of the validation and test sets)
     data = load_data(targs, device)
 
@@ -187,14 +226,16 @@ def case_compute(args, device, steps, precision):
     """
     targs = settings.parse(["--device", device.type])
     images, labels = load_split(True, args.data_dir, args.mirror)
-    x = normalize(images[:targs.batch_size]).to(device)
-    y = labels[:targs.batch_size].to(device)
+    x = normalize(images[: targs.batch_size]).to(device)
+    y = labels[: targs.batch_size].to(device)
     torch.manual_seed(1)
     model = build_model("cnn").to(device).to(memory_format=torch.channels_last)
     optimizer = train.make_optimizer(targs, model.parameters(), device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     loss_fn = train.make_loss(targs)
-    step = lambda: train.train_step(model, optimizer, scaler, loss_fn, (x, y, 1.0), precision)
+
+    def step():
+        return train.train_step(model, optimizer, scaler, loss_fn, (x, y, 1.0), precision)
 
     for _ in range(3 if args.quick else 10):  # warm-up: first calls pick kernels and grow the allocator
         step()
@@ -239,12 +280,15 @@ def measure(args, name):
     its numbers mean nothing anyway, and each process would cost a start of Python and torch)."""
     if args.quick:
         return run_case(args, name)
-    common_flags = ["--device", args.device, "--data-dir", args.data_dir] + (["--mirror", args.mirror] if args.mirror else [])
+    common_flags = ["--device", args.device, "--data-dir", args.data_dir] + (
+        ["--mirror", args.mirror] if args.mirror else []
+    )
     out, _, _ = child(["bench.py", "--case", name, *common_flags])
     return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
 
 
 # ---------------------------------------------------------------- the parent: table and seeds
+
 
 def child(argv):
     """Run `python argv...`, return (stdout, peak RSS in MiB of that process alone, seconds)."""
@@ -266,34 +310,59 @@ def child(argv):
 def table(args):
     device = pick_device(args.device)
     auto = pick_precision("auto", device)
-    cases = [("plain", "plain DataLoader, batch 64, fp32"),
-             ("plain_malloc", "plain DataLoader + keep_freed_memory()"), ("fp32", "ours, fp32")]
+    cases = [
+        ("plain", "plain DataLoader, batch 64, fp32"),
+        ("plain_malloc", "plain DataLoader + keep_freed_memory()"),
+        ("fp32", "ours, fp32"),
+    ]
     if auto != "fp32":
         cases.append(("auto", f"ours, {auto} (--precision auto)"))
     if not args.quick:
         cases.append(("compiled", f"ours, {auto}, --compile"))
-    print(f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}, device {device}"
-          + ("  [--quick: 1,000-2,000 images per case, all in one process; the numbers mean nothing]" if args.quick else ""))
+    print(
+        f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}, device {device}"
+        + (
+            "  [--quick: 1,000-2,000 images per case, all in one process; the numbers mean nothing]"
+            if args.quick
+            else ""
+        )
+    )
     header = ["case", "train img/s", "eval img/s", "1-epoch s", "test acc", "peak RSS MiB"]
     rows = []
     for name, label in cases:
         r = measure(args, name)
-        rows.append([label, f"{r['train_ips']:,.0f}", f"{r['eval_ips']:,.0f}", f"{r['epoch_s']:.1f}",
-                     f"{100 * r['test_acc']:.2f}%", mib(r["peak_rss_mib"])])
+        rows.append(
+            [
+                label,
+                f"{r['train_ips']:,.0f}",
+                f"{r['eval_ips']:,.0f}",
+                f"{r['epoch_s']:.1f}",
+                f"{100 * r['test_acc']:.2f}%",
+                mib(r["peak_rss_mib"]),
+            ]
+        )
         print(f"  done: {label}", file=sys.stderr, flush=True)
     print(markdown_table(header, rows))
     ips = {name: float(r[1].replace(",", "")) for (name, _), r in zip(cases, rows)}
     best = max(v for name, v in ips.items() if not name.startswith("plain"))
-    print(f"Training throughput, best of ours / plain DataLoader: {best / ips['plain']:.1f}x "
-          f"(/ plain with the allocator setting: {best / ips['plain_malloc']:.1f}x)")
+    print(
+        f"Training throughput, best of ours / plain DataLoader: {best / ips['plain']:.1f}x "
+        f"(/ plain with the allocator setting: {best / ips['plain_malloc']:.1f}x)"
+    )
     r = measure(args, "compute")
-    print(f"Compute alone, ours in {r['precision']}: {r['train_ips']:,.0f} img/s = {r['train_ips'] / ips['plain']:.1f}x "
-          "plain (our training step repeated on one batch in memory: no data path, no logging). "
-          "A loop near this rate has no overhead left to remove at this precision.")
-    print("train img/s: one epoch's training loop over the same 55,000 images, first steps included "
-          "(and, compiled, the compiling).")
-    print("1-epoch s: plain = that training loop; ours = train.train() for one epoch "
-          "(model, training, validation and test evaluation, logging, checkpoint).")
+    print(
+        f"Compute alone, ours in {r['precision']}: {r['train_ips']:,.0f} img/s = {r['train_ips'] / ips['plain']:.1f}x "
+        "plain (our training step repeated on one batch in memory: no data path, no logging). "
+        "A loop near this rate has no overhead left to remove at this precision."
+    )
+    print(
+        "train img/s: one epoch's training loop over the same 55,000 images, first steps included "
+        "(and, compiled, the compiling)."
+    )
+    print(
+        "1-epoch s: plain = that training loop; ours = train.train() for one epoch "
+        "(model, training, validation and test evaluation, logging, checkpoint)."
+    )
 
 
 def seeds(args):
@@ -304,18 +373,41 @@ def seeds(args):
     rows, accs, walls, rss = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for s in range(1, args.seeds + 1):
-            argv = ["train.py", *extra, "--seed", str(s), "--device", args.device, "--data-dir", args.data_dir,
-                    "--logdir", os.path.join(tmp, "logs"), "--run-name", f"seed{s}",
-                    "--checkpoint", os.path.join(tmp, f"net{s}.pth")] + (["--mirror", args.mirror] if args.mirror else [])
+            argv = [
+                "train.py",
+                *extra,
+                "--seed",
+                str(s),
+                "--device",
+                args.device,
+                "--data-dir",
+                args.data_dir,
+                "--logdir",
+                os.path.join(tmp, "logs"),
+                "--run-name",
+                f"seed{s}",
+                "--checkpoint",
+                os.path.join(tmp, f"net{s}.pth"),
+            ] + (["--mirror", args.mirror] if args.mirror else [])
             out, peak, wall = child(argv)
             ckpt = torch.load(os.path.join(tmp, f"net{s}.pth"), weights_only=True)
             accs.append(ckpt["test_acc"]), walls.append(wall), rss.append(peak)
-            rows.append([s, f"{wall:.1f}", ckpt["epoch"], f"{100 * ckpt['val_acc']:.2f}%",
-                         f"{100 * ckpt['test_acc']:.2f}%", mib(peak)])
+            rows.append(
+                [
+                    s,
+                    f"{wall:.1f}",
+                    ckpt["epoch"],
+                    f"{100 * ckpt['val_acc']:.2f}%",
+                    f"{100 * ckpt['test_acc']:.2f}%",
+                    mib(peak),
+                ]
+            )
             print(f"  seed {s}: test {100 * ckpt['test_acc']:.2f}% in {wall:.1f} s", file=sys.stderr, flush=True)
     print(markdown_table(["seed", "wall s", "best epoch", "val acc", "test acc", "peak RSS MiB"], rows))
-    print(f"Median test accuracy {100 * statistics.median(accs):.2f}% (min {100 * min(accs):.2f}%), "
-          f"median wall time {statistics.median(walls):.1f} s, peak RSS {mib(None if None in rss else max(rss))} MiB")
+    print(
+        f"Median test accuracy {100 * statistics.median(accs):.2f}% (min {100 * min(accs):.2f}%), "
+        f"median wall time {statistics.median(walls):.1f} s, peak RSS {mib(None if None in rss else max(rss))} MiB"
+    )
 
 
 def draw_latency(args):
@@ -344,18 +436,26 @@ def draw_latency(args):
         conn.close()
         return response.status == 200, 1000 * (time.perf_counter() - t0)
 
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "draw.py"), "--checkpoint", args.draw, "--port", "0",
-                             "--no-browser"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "draw.py"), "--checkpoint", args.draw, "--port", "0", "--no-browser"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        port = next((int(m.group(1)) for line in proc.stdout if (m := re.match(r"Serving http://[\d.]+:(\d+)/", line))), None)
+        port = next(
+            (int(m.group(1)) for line in proc.stdout if (m := re.match(r"Serving http://[\d.]+:(\d+)/", line))), None
+        )
         if port is None:
             raise SystemExit(2)  # draw.py has said why, on stderr
         post(bodies[0])  # the first request pays for warming up
         alone = [post(b)[1] for b in bodies]
         t0 = time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:
-            burst = [r for rs in pool.map(lambda k: [post(bodies[(k * each + j) % n]) for j in range(each)],
-                                          range(threads)) for r in rs]
+            burst = [
+                r
+                for rs in pool.map(lambda k: [post(bodies[(k * each + j) % n]) for j in range(each)], range(threads))
+                for r in rs
+            ]
         seconds = time.perf_counter() - t0
         kinds = {}  # the requests of the page's explain and attack panels, each kind after a warm-up
         for path in EXPLAIN_REQUESTS:
@@ -364,27 +464,43 @@ def draw_latency(args):
     finally:
         proc.terminate()
         proc.wait()
-    p95 = lambda ms: statistics.quantiles(ms, n=20)[-1]
+
+    def p95(ms):
+        return statistics.quantiles(ms, n=20)[-1]
+
     ms = [m for _, m in burst]
     print(f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}; draw.py with {args.draw}")
-    print(f"one at a time: median {statistics.median(alone):.1f} ms, p95 {p95(alone):.1f} ms "
-          f"({n} drawings of 280x280 px, each a POST /predict answered with every layer's activations)")
-    print(f"{threads} threads x {each} at once: {sum(ok for ok, _ in burst)}/{len(burst)} answered in {seconds:.1f} s "
-          f"({len(burst) / seconds:.0f} per second), median {statistics.median(ms):.1f} ms, p95 {p95(ms):.1f} ms")
+    print(
+        f"one at a time: median {statistics.median(alone):.1f} ms, p95 {p95(alone):.1f} ms "
+        f"({n} drawings of 280x280 px, each a POST /predict answered with every layer's activations)"
+    )
+    print(
+        f"{threads} threads x {each} at once: {sum(ok for ok, _ in burst)}/{len(burst)} answered in {seconds:.1f} s "
+        f"({len(burst) / seconds:.0f} per second), median {statistics.median(ms):.1f} ms, p95 {p95(ms):.1f} ms"
+    )
     for path, results in kinds.items():
         ms = [m for _, m in results]
-        print(f"POST {path}: {sum(ok for ok, _ in results)}/{len(results)} answered one at a time, "
-              f"median {statistics.median(ms):.1f} ms, p95 {p95(ms):.1f} ms")
-    print(f"Load average while measuring (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_average())} "
-          f"on {use_all_cores()} cores")
+        print(
+            f"POST {path}: {sum(ok for ok, _ in results)}/{len(results)} answered one at a time, "
+            f"median {statistics.median(ms):.1f} ms, p95 {p95(ms):.1f} ms"
+        )
+    print(
+        f"Load average while measuring (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_average())} "
+        f"on {use_all_cores()} cores"
+    )
     return 0
 
 
 # What the page asks once a drawing is still: the map for the digit read, then for another digit (a
 # click on its bar), and the attack at the slider's start and end, towards any digit or a chosen one.
-EXPLAIN_REQUESTS = ("/explain", "/explain?target=3", "/attack?eps=0.1&target=any&method=pgd",
-                    "/attack?eps=0.3&target=any&method=pgd", "/attack?eps=0.3&target=3&method=pgd",
-                    "/attack?eps=0.1&target=any&method=fgsm")
+EXPLAIN_REQUESTS = (
+    "/explain",
+    "/explain?target=3",
+    "/attack?eps=0.1&target=any&method=pgd",
+    "/attack?eps=0.3&target=any&method=pgd",
+    "/attack?eps=0.3&target=3&method=pgd",
+    "/attack?eps=0.1&target=any&method=fgsm",
+)
 
 
 def parts(args):
@@ -399,8 +515,8 @@ def parts(args):
     precision = pick_precision("auto", device)
     targs = settings.parse(["--device", device.type])
     images, labels = load_split(True, args.data_dir, args.mirror)
-    x = normalize(images[:targs.batch_size]).to(device).contiguous(memory_format=torch.channels_last)
-    y = labels[:targs.batch_size].to(device)
+    x = normalize(images[: targs.batch_size]).to(device).contiguous(memory_format=torch.channels_last)
+    y = labels[: targs.batch_size].to(device)
     generator = torch.Generator(device=device).manual_seed(1)
     loss_fn = train.make_loss(targs)
 
@@ -439,10 +555,16 @@ def parts(args):
     ms = {name: statistics.median(r) for name, r in rounds.items()}
     ms[with_bn] -= ms[alone]
     step_ms = ms[alone]
-    print(f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}, device {device}, "
-          f"{precision}, batches of {targs.batch_size}")
-    print(markdown_table(["part", "ms per batch", "of the step"],
-                         [[name, f"{v:.2f}", f"{100 * v / step_ms:.0f}%"] for name, v in ms.items()]))
+    print(
+        f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}, device {device}, "
+        f"{precision}, batches of {targs.batch_size}"
+    )
+    print(
+        markdown_table(
+            ["part", "ms per batch", "of the step"],
+            [[name, f"{v:.2f}", f"{100 * v / step_ms:.0f}%"] for name, v in ms.items()],
+        )
+    )
     return 0
 
 
@@ -474,21 +596,46 @@ def pages(args):
         counts = score(sheet, page.lines, [(d.line, d.box) for d in page.digits])
         totals[sheet.spacing] = [a + b for a, b in zip(totals[sheet.spacing], (*counts, 1))]
     seconds = time.perf_counter() - t0
-    rows = [[spacing, f"{s:,}", f"{d:,}", f"{100 * r / d:.1f}%", f"{lines:,}", f"{100 * right / lines:.1f}%",
-             f"{int(o)}/{s}"] for spacing, (d, r, lines, right, o, s) in totals.items()]
+    rows = [
+        [
+            spacing,
+            f"{s:,}",
+            f"{d:,}",
+            f"{100 * r / d:.1f}%",
+            f"{lines:,}",
+            f"{100 * right / lines:.1f}%",
+            f"{int(o)}/{s}",
+        ]
+        for spacing, (d, r, lines, right, o, s) in totals.items()
+    ]
     d, r, lines, right, o, s = map(sum, zip(*[t for spacing, t in totals.items() if spacing != "overlapping"]))
-    rows.append(["wide to touching", f"{s:,}", f"{d:,}", f"{100 * r / d:.1f}%", f"{lines:,}", f"{100 * right / lines:.1f}%",
-                 f"{int(o)}/{s}"])
-    print(f"Machine: {machine()}, torch {torch.__version__}; {args.pages}: {ckpt['model']}, epoch {ckpt.get('epoch')}, "
-          f"MNIST test accuracy {100 * (ckpt.get('test_acc') or 0):.2f}%; reader of touching digits: "
-          + (args.reader or "reader.pth" if reader is not None else "none"))
-    print(f"Sheets of MNIST test digits as a phone photographs them (reading/sheets.py, seed 1): 1-4 lines of 3-8 "
-          f"digits, {n} sheets of each spacing" + ("  [--quick: too few to mean much]" if args.quick else ""))
+    rows.append(
+        [
+            "wide to touching",
+            f"{s:,}",
+            f"{d:,}",
+            f"{100 * r / d:.1f}%",
+            f"{lines:,}",
+            f"{100 * right / lines:.1f}%",
+            f"{int(o)}/{s}",
+        ]
+    )
+    print(
+        f"Machine: {machine()}, torch {torch.__version__}; {args.pages}: {ckpt['model']}, epoch {ckpt.get('epoch')}, "
+        f"MNIST test accuracy {100 * (ckpt.get('test_acc') or 0):.2f}%; reader of touching digits: "
+        + (args.reader or "reader.pth" if reader is not None else "none")
+    )
+    print(
+        f"Sheets of MNIST test digits as a phone photographs them (reading/sheets.py, seed 1): 1-4 lines of 3-8 "
+        f"digits, {n} sheets of each spacing" + ("  [--quick: too few to mean much]" if args.quick else "")
+    )
     print(markdown_table(["spacing", "sheets", "digits", "digits right", "lines", "lines right", "order right"], rows))
-    print(f"{seconds / s * 1000:.0f} ms a sheet, {seconds / d * 1000:.1f} ms a digit, on one core. Digits right: "
-          "the digits less the changes, additions and drops that make each line read into the truth; lines "
-          "right: read exactly; order right: the digits found come in reading order, line by line. 'wide to touching': the "
-          "goal's sheets; 'overlapping' (digits written over each other) is beyond it.")
+    print(
+        f"{seconds / s * 1000:.0f} ms a sheet, {seconds / d * 1000:.1f} ms a digit, on one core. Digits right: "
+        "the digits less the changes, additions and drops that make each line read into the truth; lines "
+        "right: read exactly; order right: the digits found come in reading order, line by line. "
+        "'wide to touching': the goal's sheets; 'overlapping' (digits written over each other) is beyond it."
+    )
     return 0
 
 

@@ -49,6 +49,7 @@ Explanations and attacks cost more than a prediction (tens of passes through the
 half the cores work on them at once, so that predictions still flow while they run. Every kind of
 request decodes its image in one of as many slots as there are cores (an image can be 49 megapixels).
 """
+
 import contextlib
 import errno
 import json
@@ -74,10 +75,10 @@ from lab import ensemble
 from lab.cli import UserError, add_checkpoint_flag, int_between, make_parser, positive_float, run_script
 from lab.device import cores
 from lab.files import make_folder, write_new
-from reading.images import ImageProblem, load_image, net_input, preprocess
-from reading import pages  # pages.read: the one reading (this file's read() is /read's handler)
-from reading.reader import add_reader_flag, reader_from_flag
 from net import count_parameters
+from reading import pages  # pages.read: the one reading (this file's read() is /read's handler)
+from reading.images import ImageProblem, load_image, net_input, preprocess
+from reading.reader import add_reader_flag, reader_from_flag
 
 PAGE = Path(__file__).resolve().parent / "draw"
 # Every file the server sends: request path -> (file in draw/, content type). The request path is
@@ -86,11 +87,26 @@ PAGE = Path(__file__).resolve().parent / "draw"
 # The scripts are JavaScript modules (draw.js imports the others): a browser runs a module only when
 # it comes with a JavaScript content type.
 JS = "text/javascript; charset=utf-8"
-ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
-          "/draw.css": ("draw.css", "text/css; charset=utf-8"),
-          **{f"/{name}": (name, JS) for name in ("draw.js", "state.js", "hooks.js", "pad.js", "requests.js",
-                                                  "answer.js", "explain.js", "number.js", "photo.js", "collect.js",
-                                                  "paint.js")}}
+ASSETS = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/draw.css": ("draw.css", "text/css; charset=utf-8"),
+    **{
+        f"/{name}": (name, JS)
+        for name in (
+            "draw.js",
+            "state.js",
+            "hooks.js",
+            "pad.js",
+            "requests.js",
+            "answer.js",
+            "explain.js",
+            "number.js",
+            "photo.js",
+            "collect.js",
+            "paint.js",
+        )
+    },
+}
 MAX_BODY = 10_000_000  # bytes: a larger body is refused from its Content-Length, before it is read
 QUEUE_S = 20.0  # seconds an explanation or attack may wait for its turn before it is answered 503
 # What /explain, /attack and /collect take besides the image (their body), as query parameters
@@ -100,6 +116,7 @@ METHODS = ("pgd", "fgsm")
 
 
 # ---------------------------------------------------------------- what a request may ask, and what is refused
+
 
 class Refused(Exception):
     """A request answered with an error `status` and its one line: a parameter that cannot be used (400),
@@ -126,8 +143,10 @@ def eps_parameter(text):
     except (TypeError, ValueError):
         eps = math.nan
     if not 0 <= eps <= MAX_EPS:  # NaN fails too
-        raise Refused(400, f"eps must be a number from 0 to {MAX_EPS:g} (how far each pixel, 0..1, may move), "
-                           f"not {str(text)[:20]!r}")
+        raise Refused(
+            400,
+            f"eps must be a number from 0 to {MAX_EPS:g} (how far each pixel, 0..1, may move), not {str(text)[:20]!r}",
+        )
     return eps
 
 
@@ -159,6 +178,7 @@ def digit_parameter(url):
 
 # ---------------------------------------------------------------- reading, explaining, collecting
 
+
 def as_json(t, decimals=3):
     """A tensor as nested lists of short numbers (via float64, so 0.123 prints as 0.123)."""
     return t.double().round(decimals=decimals).tolist()
@@ -181,8 +201,11 @@ class Explainers:
         try:
             explainer = self.idle.get(timeout=wait)
         except queue.Empty:
-            raise Refused(503, f"busy: explanations and attacks run {self.n} at a time here, and this one "
-                               f"waited {wait:g} s for its turn; try again in a moment") from None
+            raise Refused(
+                503,
+                f"busy: explanations and attacks run {self.n} at a time here, and this one "
+                f"waited {wait:g} s for its turn; try again in a moment",
+            ) from None
         try:
             yield explainer
         finally:
@@ -208,12 +231,19 @@ class ServedNet:
             _, maps, dense = self.layers(torch.zeros(1, 1, 28, 28))
         blocks, hidden = describe(first)
         paths = [str(c) for c in ([checkpoint] if isinstance(checkpoint, (str, Path)) else checkpoint)]
-        self.info = {"checkpoint": " + ".join(paths), "model": self.ckpt["model"], "members": len(paths),
-                     "parameters": count_parameters(model), "epoch": self.ckpt.get("epoch"),
-                     "val_acc": self.ckpt.get("val_acc"), "test_acc": self.ckpt.get("test_acc"),
-                     "feature_maps": [{"layers": b, "shape": list(m.shape)} for b, m in zip(blocks, maps)],
-                     "dense": [{"layers": h, "size": len(d)} for h, d in zip(hidden, dense)],
-                     "max_bytes": MAX_BODY, "explain": self.explain_info()}
+        self.info = {
+            "checkpoint": " + ".join(paths),
+            "model": self.ckpt["model"],
+            "members": len(paths),
+            "parameters": count_parameters(model),
+            "epoch": self.ckpt.get("epoch"),
+            "val_acc": self.ckpt.get("val_acc"),
+            "test_acc": self.ckpt.get("test_acc"),
+            "feature_maps": [{"layers": b, "shape": list(m.shape)} for b, m in zip(blocks, maps)],
+            "dense": [{"layers": h, "size": len(d)} for h, d in zip(hidden, dense)],
+            "max_bytes": MAX_BODY,
+            "explain": self.explain_info(),
+        }
 
     def explain_info(self):
         """What /info says of the explanations: Grad-CAM's layer and the size of its maps, or null without one."""
@@ -222,8 +252,13 @@ class ServedNet:
             cam = e.grad_cam(torch.zeros(28, 28), 0, upsample=False)
             if cam is not None:  # the size of its maps, before they are spread over 28x28
                 cam = {"size": list(cam.shape[1:])}
-        return {"grad_cam": cam, "ig_steps": IG_STEPS, "pgd_steps": PGD_STEPS, "max_eps": MAX_EPS,
-                "at_once": self.explainers.n}
+        return {
+            "grad_cam": cam,
+            "ig_steps": IG_STEPS,
+            "pgd_steps": PGD_STEPS,
+            "max_eps": MAX_EPS,
+            "at_once": self.explainers.n,
+        }
 
     def read(self, data):
         """/predict: an image file's bytes, read as one digit (reading/pages.read, as test.py --images reads a
@@ -241,9 +276,14 @@ class ServedNet:
 
         with self.decoding:  # and the net's pass: a prediction is one core's work, as many at once as cores
             digit = pages.read(data, classify, one_digit=True).digits[0]
-        return {"digit": digit.digit, "probabilities": digit.probabilities.tolist(), "input": as_json(digit.pixels),
-                "feature_maps": [as_json(m) for m in shown["maps"]], "dense": [as_json(d) for d in shown["dense"]],
-                "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
+        return {
+            "digit": digit.digit,
+            "probabilities": digit.probabilities.tolist(),
+            "input": as_json(digit.pixels),
+            "feature_maps": [as_json(m) for m in shown["maps"]],
+            "dense": [as_json(d) for d in shown["dense"]],
+            "milliseconds": round(1000 * (time.perf_counter() - t0), 1),
+        }
 
     def read_all(self, data):
         """/read: every digit in an image file's bytes, in reading order, as predict.py reads a page."""
@@ -251,12 +291,24 @@ class ServedNet:
         with self.decoding:  # the page's pieces and cuts are read by the net too: a core's work, as a reading
             page = pages.read(data, self.classify, self.touching)
         img = page.image
-        return {"lines": page.lines, "notes": page.notes, "width": img.width, "height": img.height,
-                "digits": [{"box": list(d.box), "line": d.line + 1, "digit": d.digit,
-                            "probabilities": d.probabilities.tolist(), "input": as_json(d.pixels),
-                            "read_by": "reader" if d.by_reader else "net"}
-                           for d in page.digits],
-                "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
+        return {
+            "lines": page.lines,
+            "notes": page.notes,
+            "width": img.width,
+            "height": img.height,
+            "digits": [
+                {
+                    "box": list(d.box),
+                    "line": d.line + 1,
+                    "digit": d.digit,
+                    "probabilities": d.probabilities.tolist(),
+                    "input": as_json(d.pixels),
+                    "read_by": "reader" if d.by_reader else "net",
+                }
+                for d in page.digits
+            ],
+            "milliseconds": round(1000 * (time.perf_counter() - t0), 1),
+        }
 
     def pixels(self, data):
         """An image file's bytes -> the 28x28 pixels the net sees, for /explain and /attack: those of a digit
@@ -276,10 +328,17 @@ class ServedNet:
             ig = e.integrated_gradients(seen, target)[0]
             cam = e.grad_cam(seen, target)
             blank = e.logits(torch.zeros(28, 28))[0, target]
-        return {"digit": digit, "probabilities": logits.softmax(0).tolist(), "input": as_json(seen),
-                "target": target, "score": round(float(logits[target]), 3), "blank_score": round(float(blank), 3),
-                "integrated_gradients": as_json(ig, 4), "grad_cam": None if cam is None else as_json(cam[0], 4),
-                "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
+        return {
+            "digit": digit,
+            "probabilities": logits.softmax(0).tolist(),
+            "input": as_json(seen),
+            "target": target,
+            "score": round(float(logits[target]), 3),
+            "blank_score": round(float(blank), 3),
+            "integrated_gradients": as_json(ig, 4),
+            "grad_cam": None if cam is None else as_json(cam[0], 4),
+            "milliseconds": round(1000 * (time.perf_counter() - t0), 1),
+        }
 
     def attack(self, data, wait, eps, target=None, method="pgd"):
         """/attack: the image changed by at most eps per pixel, away from the digit read or towards `target`."""
@@ -291,12 +350,20 @@ class ServedNet:
             changed = e.attack(seen, eps, digit, target, method)[0, 0]
             after = e.logits(changed)[0].softmax(0)
         new = int(after.argmax())
-        return {"digit": digit, "probabilities": before.tolist(), "input": as_json(seen),
-                "target": "any" if target is None else target, "eps": eps, "method": method,
-                "changed": as_json(changed, 4), "changed_digit": new, "changed_probabilities": after.tolist(),
-                "fooled": new != digit if target is None else new == target,
-                "largest_change": round(float((changed - seen).abs().max()), 4),
-                "milliseconds": round(1000 * (time.perf_counter() - t0), 1)}
+        return {
+            "digit": digit,
+            "probabilities": before.tolist(),
+            "input": as_json(seen),
+            "target": "any" if target is None else target,
+            "eps": eps,
+            "method": method,
+            "changed": as_json(changed, 4),
+            "changed_digit": new,
+            "changed_probabilities": after.tolist(),
+            "fooled": new != digit if target is None else new == target,
+            "largest_change": round(float((changed - seen).abs().max()), 4),
+            "milliseconds": round(1000 * (time.perf_counter() - t0), 1),
+        }
 
 
 class Collector:
@@ -313,8 +380,12 @@ class Collector:
 
     def counts(self):
         """How many drawings of each digit DIR holds (those saved before this run too)."""
-        return {str(d): sum(1 for f in (self.folder / str(d)).glob("*.png") if not f.name.startswith("."))
-                if (self.folder / str(d)).is_dir() else 0 for d in range(10)}
+        return {
+            str(d): sum(1 for f in (self.folder / str(d)).glob("*.png") if not f.name.startswith("."))
+            if (self.folder / str(d)).is_dir()
+            else 0
+            for d in range(10)
+        }
 
     def save(self, digit, data):
         """Save the PNG `data` as a drawing of `digit` (a str, checked); returns the answer as a dict."""
@@ -331,6 +402,7 @@ class Collector:
 # Each handler takes the request (Handler, below) and returns the answer as a dict, sent as JSON, or
 # None when it has answered itself. It reads the body with request.body(), which raises Refused where
 # the body is missing, too large or cut short: a handler checks what it can before that costs an upload.
+
 
 def page_file(request):
     """GET /, /draw.js, ...: one of the page's files, found by its request path in ASSETS."""
@@ -379,20 +451,24 @@ def collect(request):
 
 
 # Every path the server answers: path -> (method, handler). Any other path is 404, another method 405.
-ROUTES = {"/info": ("GET", info),
-          "/predict": ("POST", predict),
-          "/read": ("POST", read),
-          "/explain": ("POST", explain),
-          "/attack": ("POST", attack),
-          "/collect": ("POST", collect),  # only with --collect: without it, no page at all (404)
-          **{path: ("GET", page_file) for path in ASSETS}}
+ROUTES = {
+    "/info": ("GET", info),
+    "/predict": ("POST", predict),
+    "/read": ("POST", read),
+    "/explain": ("POST", explain),
+    "/attack": ("POST", attack),
+    "/collect": ("POST", collect),  # only with --collect: without it, no page at all (404)
+    **{path: ("GET", page_file) for path in ASSETS},
+}
 
 
 # ---------------------------------------------------------------- the server
 
+
 class Handler(BaseHTTPRequestHandler):
     """One request: its route's handler, and every error as JSON {"error": "one line"}.
     HTTP/1.0: one request per connection, then it closes."""
+
     server_version = "draw.py"
 
     def setup(self):
@@ -420,8 +496,9 @@ class Handler(BaseHTTPRequestHandler):
         allowed, handler = self.server.routes[self.route]
         if method != allowed:
             posts = ", ".join(p for p, (m, _) in self.server.routes.items() if m == "POST")
-            return self.send_error(405, f"POST the image file to {self.route}" if method == "GET"
-                                   else f"POST goes to {posts}")
+            return self.send_error(
+                405, f"POST the image file to {self.route}" if method == "GET" else f"POST goes to {posts}"
+            )
         try:
             answer = handler(self)
         except Refused as e:
@@ -444,8 +521,10 @@ class Handler(BaseHTTPRequestHandler):
         if not length.strip().isdigit():
             raise Refused(400, f"Content-Length is not a number: {length[:20]!r}")
         if int(length) > MAX_BODY:  # answered at once; a client still sending may see its upload cut
-            raise Refused(413, f"the file is {int(length) / 1e6:.1f} MB, over the limit of "
-                               f"{MAX_BODY / 1e6:.0f} MB: crop or shrink it")
+            raise Refused(
+                413,
+                f"the file is {int(length) / 1e6:.1f} MB, over the limit of {MAX_BODY / 1e6:.0f} MB: crop or shrink it",
+            )
         try:
             data = self.rfile.read(int(length))
         except TimeoutError:
@@ -502,27 +581,41 @@ def make_server(net, host="127.0.0.1", port=8000, request_timeout=10.0, collecto
         return Server((host, port), net, request_timeout, collector)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise UserError(f"port {port} is in use (another draw.py?): pick another with --port, "
-                            "or --port 0 for any free one") from None
+            raise UserError(
+                f"port {port} is in use (another draw.py?): pick another with --port, or --port 0 for any free one"
+            ) from None
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
 
 
 # ---------------------------------------------------------------- the script
+
 
 def parser():
     p = make_parser(__doc__)
     a = p.add_argument
     add_checkpoint_flag(p, several=True)
     add_reader_flag(p)
-    a("--host", default="127.0.0.1",
-      help="address to listen on (default: 127.0.0.1, this computer only; 0.0.0.0: your whole network)")
+    a(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this computer only; 0.0.0.0: your whole network)",
+    )
     a("--port", type=int_between(0, 65535, "a port number"), default=8000, help="(default: 8000; 0 picks a free one)")
     a("--no-browser", action="store_true", help="do not open the page in a browser")
-    a("--request-timeout", type=positive_float, default=10.0, metavar="S",
-      help="drop a client that sends nothing for S seconds mid-request (default: 10)")
-    a("--collect", metavar="DIR", default=None,
-      help="collect mode: the page asks for each digit in turn and saves your drawings as PNG files in "
-           "DIR/0/ ... DIR/9/, a labelled folder for python test.py --images DIR; without it nothing is written")
+    a(
+        "--request-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="S",
+        help="drop a client that sends nothing for S seconds mid-request (default: 10)",
+    )
+    a(
+        "--collect",
+        metavar="DIR",
+        default=None,
+        help="collect mode: the page asks for each digit in turn and saves your drawings as PNG files in "
+        "DIR/0/ ... DIR/9/, a labelled folder for python test.py --images DIR; without it nothing is written",
+    )
     return p
 
 
@@ -556,18 +649,27 @@ def main(argv=None):
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/"
     i = net.info
     if i["members"] == 1:
-        print(f"Checkpoint {i['checkpoint']}: {i['model']}, epoch {i['epoch']}, "
-              f"validation accuracy {100 * (i['val_acc'] or 0):.2f}%")
+        print(
+            f"Checkpoint {i['checkpoint']}: {i['model']}, epoch {i['epoch']}, "
+            f"validation accuracy {100 * (i['val_acc'] or 0):.2f}%"
+        )
     else:
-        print(f"Checkpoints {i['checkpoint']}: {i['model']}, reading with the mean of their probabilities "
-              "(the page shows the first one's layers)")
+        print(
+            f"Checkpoints {i['checkpoint']}: {i['model']}, reading with the mean of their probabilities "
+            "(the page shows the first one's layers)"
+        )
     if host == "0.0.0.0":
-        print(f"warning: --host 0.0.0.0: anyone on your network can use this page, at "
-              f"http://{lan_address()}:{port}/ (it serves the page and predictions, no files"
-              + (f"; and saves their drawings into {args.collect}" if collector else "") + ")")
+        print(
+            f"warning: --host 0.0.0.0: anyone on your network can use this page, at "
+            f"http://{lan_address()}:{port}/ (it serves the page and predictions, no files"
+            + (f"; and saves their drawings into {args.collect}" if collector else "")
+            + ")"
+        )
     if collector:
-        print(f"Collect mode: the page saves your drawings into {args.collect}/<digit>/ "
-              f"({sum(collector.counts().values())} there already)")
+        print(
+            f"Collect mode: the page saves your drawings into {args.collect}/<digit>/ "
+            f"({sum(collector.counts().values())} there already)"
+        )
     print(f"Serving {url}  (Ctrl-C to stop)", flush=True)
     if not args.no_browser:
         if can_open_browser():

@@ -18,6 +18,7 @@ digit is instead fitted into a square of 4N pixels, its ink counted in blocks of
 Everything is drawn from --seed: the same command makes the same files on any machine. Nothing of
 the fonts is kept in the lab's repository, only this script (docs/results.md: how the nets read it).
 """
+
 import io
 import tarfile
 import urllib.error
@@ -31,11 +32,35 @@ from lab.cli import UserError, make_parser, non_negative_int, positive_int, run_
 from lab.files import make_folder, write_atomic
 
 VERSION = "5.3.0"  # of every @fontsource package below: the registry keeps each version as it was published
-FONTS = ["caveat", "indie-flower", "kalam", "patrick-hand", "gochi-hand", "homemade-apple", "shadows-into-light",
-         "reenie-beanie", "nanum-pen-script", "long-cang", "zhi-mang-xing", "architects-daughter",
-         "covered-by-your-grace", "rock-salt", "permanent-marker", "gloria-hallelujah", "schoolbell",
-         "annie-use-your-telescope", "sue-ellen-francisco", "swanky-and-moo-moo", "handlee", "delius", "neucha",
-         "caveat-brush", "itim", "sriracha", "the-girl-next-door"]
+FONTS = [
+    "caveat",
+    "indie-flower",
+    "kalam",
+    "patrick-hand",
+    "gochi-hand",
+    "homemade-apple",
+    "shadows-into-light",
+    "reenie-beanie",
+    "nanum-pen-script",
+    "long-cang",
+    "zhi-mang-xing",
+    "architects-daughter",
+    "covered-by-your-grace",
+    "rock-salt",
+    "permanent-marker",
+    "gloria-hallelujah",
+    "schoolbell",
+    "annie-use-your-telescope",
+    "sue-ellen-francisco",
+    "swanky-and-moo-moo",
+    "handlee",
+    "delius",
+    "neucha",
+    "caveat-brush",
+    "itim",
+    "sriracha",
+    "the-girl-next-door",
+]
 REGISTRY = "https://registry.npmjs.org"
 
 
@@ -43,18 +68,34 @@ def parser():
     p = make_parser(__doc__)
     a = p.add_argument
     a("--out", default="handwriting", metavar="DIR", help="where the set goes, DIR/0 ... DIR/9 (default: handwriting)")
-    a("--fonts", nargs="+", default=FONTS, choices=FONTS, metavar="FONT",
-      help=f"the fonts to draw with (default: all {len(FONTS)}: {', '.join(FONTS)})")
+    a(
+        "--fonts",
+        nargs="+",
+        default=FONTS,
+        choices=FONTS,
+        metavar="FONT",
+        help=f"the fonts to draw with (default: all {len(FONTS)}: {', '.join(FONTS)})",
+    )
     a("--per-digit", type=positive_int, default=8, metavar="N", help="images of each digit in each font (default: 8)")
     a("--seed", type=non_negative_int, default=0, metavar="N", help="draws every variation (default: 0)")
-    a("--grid", type=positive_int, default=None, metavar="N",
-      help="instead of photos, each digit counted on an N x N grid and enlarged 8 times, e.g. 8 (default: photos)")
-    a("--font-cache", default=".fonts", metavar="DIR",
-      help="where the fonts are kept once fetched; offline, put the .woff2 files there (default: .fonts)")
+    a(
+        "--grid",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="instead of photos, each digit counted on an N x N grid and enlarged 8 times, e.g. 8 (default: photos)",
+    )
+    a(
+        "--font-cache",
+        default=".fonts",
+        metavar="DIR",
+        help="where the fonts are kept once fetched; offline, put the .woff2 files there (default: .fonts)",
+    )
     return p
 
 
 # ---------------------------------------------------------------- the fonts
+
 
 def font_file(name, cache):
     """The font's regular Latin .woff2 in `cache`, fetched from the npm registry the first time."""
@@ -68,8 +109,10 @@ def font_file(name, cache):
         with tarfile.open(fileobj=io.BytesIO(package)) as tar:  # read by its one known name: nothing is unpacked
             font = tar.extractfile(f"package/files/{path.name}").read()
     except (OSError, urllib.error.URLError, tarfile.TarError, KeyError, AttributeError) as e:
-        raise UserError(f"could not fetch the font {name} from {url} ({str(e)[:80] or type(e).__name__}); "
-                        f"offline, put {path.name} into {cache}/") from None
+        raise UserError(
+            f"could not fetch the font {name} from {url} ({str(e)[:80] or type(e).__name__}); "
+            f"offline, put {path.name} into {cache}/"
+        ) from None
     make_folder(cache, "--font-cache")
     write_atomic(path, font)
     return path
@@ -84,6 +127,7 @@ def load_font(path, size):
 
 # ---------------------------------------------------------------- one digit, as a phone photographs it
 
+
 def glyph(font_path, digit, rng, tags):
     """The digit in black on white, alone, at its size, pen width, slant and rotation: an 'L' image.
     What sets it apart is added to `tags` (a thick or a fine pen)."""
@@ -95,14 +139,20 @@ def glyph(font_path, digit, rng, tags):
     box = font.getbbox(str(digit), stroke_width=pen)
     w, h = box[2] - box[0], box[3] - box[1]
     img = Image.new("L", (w + 4 * height, h + 4 * height), 255)
-    ImageDraw.Draw(img).text((2 * height - box[0], 2 * height - box[1]), str(digit), font=font, fill=0,
-                             stroke_width=pen, stroke_fill=0)
+    ImageDraw.Draw(img).text(
+        (2 * height - box[0], 2 * height - box[1]), str(digit), font=font, fill=0, stroke_width=pen, stroke_fill=0
+    )
     if rng.random() < 0.25:  # a finer pen than the font's
         img = img.filter(ImageFilter.MaxFilter(3))
         tags.append("fine")
     slant, angle = rng.uniform(-0.3, 0.3), rng.uniform(-8, 8)
-    img = img.transform(img.size, Image.Transform.AFFINE, (1, slant, -slant * img.height / 2, 0, 1, 0),
-                        resample=Image.Resampling.BICUBIC, fillcolor=255)
+    img = img.transform(
+        img.size,
+        Image.Transform.AFFINE,
+        (1, slant, -slant * img.height / 2, 0, 1, 0),
+        resample=Image.Resampling.BICUBIC,
+        fillcolor=255,
+    )
     img = img.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=255)
     return img.crop(ImageOps.invert(img).getbbox() or (0, 0, img.width, img.height))  # the ink and no more
 
@@ -114,7 +164,7 @@ def photo(ink, rng, tags):
     W, H = w + 2 * margin_x, h + 2 * margin_y
     left, top = int(rng.integers(0, 2 * margin_x + 1)), int(rng.integers(0, 2 * margin_y + 1))
     page = np.ones((H, W), np.float32)
-    page[top:top + h, left:left + w] = np.asarray(ink, np.float32) / 255
+    page[top : top + h, left : left + w] = np.asarray(ink, np.float32) / 255
     darkness = 1 - page  # 1 where the pen was
     # paper: tinted, lit from one side (brightness falling by up to a fifth across the page), a little grain
     ys, xs = np.mgrid[0:H, 0:W] / max(H, W)
@@ -130,7 +180,9 @@ def photo(ink, rng, tags):
     if rng.random() < 0.4:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
         tags.append("blurred")
-    if rng.random() < 0.25:  # far away, or an old scan: the digit 7 to 16 pixels tall, enlarged again, smoothly or blocky
+    if (
+        rng.random() < 0.25
+    ):  # far away, or an old scan: the digit 7 to 16 pixels tall, enlarged again, smoothly or blocky
         tags.append("small")
         small = rng.uniform(7, 16) / h
         img = img.resize((max(2, round(W * small)), max(2, round(H * small))), Image.Resampling.BOX)
@@ -139,7 +191,8 @@ def photo(ink, rng, tags):
 
 
 def coarse(ink, n):
-    """Ink (black on white) fitted into a 4n x 4n square, its ink counted in 4x4 blocks, enlarged 8 times: an 'L' image."""
+    """Ink (black on white) fitted into a 4n x 4n square, its ink counted in 4x4 blocks, enlarged 8 times:
+    an 'L' image."""
     w, h = ink.size
     scale = 4 * n / max(w, h)
     ink = ink.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
@@ -181,8 +234,10 @@ def main(argv=None):
                 write_atomic(Path(args.out) / str(digit) / ("-".join([name, str(k), *tags]) + suffix), data)
                 written += 1
         print(f"{f + 1}/{len(paths)} {name}", flush=True)
-    print(f"Wrote {written:,} images of {len(paths)} fonts into {args.out}/0 ... {args.out}/9; "
-          f"read them with: python test.py --images {args.out}")
+    print(
+        f"Wrote {written:,} images of {len(paths)} fonts into {args.out}/0 ... {args.out}/9; "
+        f"read them with: python test.py --images {args.out}"
+    )
     return 0
 
 

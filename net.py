@@ -13,6 +13,7 @@ rebuild exactly the net that was trained, without guessing.
     python net.py            # every net's layers: output shape and parameters of each
     python net.py cnn4bn     # one of them
 """
+
 from torch import nn
 
 # The activations a lab report compares (--activation). Every one of them is monotonic: it never
@@ -38,7 +39,9 @@ class Net(nn.Module):
     def __init__(self, channels=(32, 64, 64), hidden=128, batchnorm=False, dropout=0.0, activation="relu"):
         super().__init__()
         if not 1 <= len(channels) <= 4:
-            raise ValueError(f"Net takes 1 to 4 conv blocks, not {len(channels)}: 28 pixels halve to 1 after four pools")
+            raise ValueError(
+                f"Net takes 1 to 4 conv blocks, not {len(channels)}: 28 pixels halve to 1 after four pools"
+            )
         layers = []
         c_in = 1  # channels in: a grey image
         size = 28  # its side, halved by each block's pooling
@@ -69,6 +72,7 @@ class Net(nn.Module):
 # batch norm), and their defaults are the reports' nets.
 # Every model takes [N, 1, 28, 28] (channels_last) and returns [N, 10] logits.
 
+
 def mlp(activation="sigmoid"):
     """The fully connected lab: 784 -> 128 -> 256 -> 128 -> 64 -> 10, sigmoid activations.
 
@@ -89,9 +93,15 @@ def cnn2(activation="relu"):
     The padding keeps 28x28 through each conv, so the pools give 14x14, then 7x7: 32*7*7 = 1568.
     """
     return nn.Sequential(
-        nn.Conv2d(1, 16, kernel_size=5, padding=2), ACTIVATIONS[activation](), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, kernel_size=5, padding=2), ACTIVATIONS[activation](), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+        nn.Conv2d(1, 16, kernel_size=5, padding=2),
+        ACTIVATIONS[activation](),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, kernel_size=5, padding=2),
+        ACTIVATIONS[activation](),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 7 * 7, 10),
+    )
 
 
 def cnn4bn(batchnorm=True, activation="relu"):
@@ -100,16 +110,27 @@ def cnn4bn(batchnorm=True, activation="relu"):
     Sizes: 28 -> 26 -> 24 -> pool 12 -> 10 -> 8 -> pool 4, so 128*4*4 = 2048 into 1024 -> 128 -> 10.
     batchnorm=False gives the same net without batch norm, for the lab's comparison.
     """
+
     def block(c_in, c_out):
         if not batchnorm:
             return [nn.Conv2d(c_in, c_out, kernel_size=3), ACTIVATIONS[activation]()]
         # No conv bias: batch norm subtracts the batch mean right after, which cancels any bias.
         return [nn.Conv2d(c_in, c_out, kernel_size=3, bias=False), nn.BatchNorm2d(c_out), ACTIVATIONS[activation]()]
+
     return nn.Sequential(
-        *block(1, 16), *block(16, 32), nn.MaxPool2d(2),
-        *block(32, 64), *block(64, 128), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(128 * 4 * 4, 1024), ACTIVATIONS[activation](),
-        nn.Linear(1024, 128), ACTIVATIONS[activation](), nn.Linear(128, 10))
+        *block(1, 16),
+        *block(16, 32),
+        nn.MaxPool2d(2),
+        *block(32, 64),
+        *block(64, 128),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(128 * 4 * 4, 1024),
+        ACTIVATIONS[activation](),
+        nn.Linear(1024, 128),
+        ACTIVATIONS[activation](),
+        nn.Linear(128, 10),
+    )
 
 
 def examples():
@@ -119,10 +140,18 @@ def examples():
     log_softmax with nll_loss; we return logits for cross_entropy, which is the same loss.
     """
     return nn.Sequential(
-        nn.Conv2d(1, 32, kernel_size=3), nn.ReLU(inplace=True),
-        nn.Conv2d(32, 64, kernel_size=3), nn.ReLU(inplace=True),
-        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-        nn.Linear(64 * 12 * 12, 128), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(128, 10))
+        nn.Conv2d(1, 32, kernel_size=3),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(32, 64, kernel_size=3),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.25),
+        nn.Flatten(),
+        nn.Linear(64 * 12 * 12, 128),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+        nn.Linear(128, 10),
+    )
 
 
 # name -> class or function that builds the net. Each takes only keyword options
@@ -150,15 +179,25 @@ if __name__ == "__main__":
 
     def main():
         parser = make_parser("Print each network's layers: their output shapes and parameters.")
-        parser.add_argument("names", nargs="*", metavar="NAME", help=f"networks to show (default: all of {', '.join(MODELS)})")
+        parser.add_argument(
+            "names", nargs="*", metavar="NAME", help=f"networks to show (default: all of {', '.join(MODELS)})"
+        )
         names = parser.parse_args().names or list(MODELS)
         for name in names:
             if name not in MODELS:
                 raise UserError(f"no network {name!r} in net.py: choose from {', '.join(MODELS)}")
         for name in names:
             print(f"{name}:")
-            print(summary(build_model(name), input_size=(1, 1, 28, 28), col_names=("output_size", "num_params"),
-                          depth=3, verbose=0), end="\n\n")
+            print(
+                summary(
+                    build_model(name),
+                    input_size=(1, 1, 28, 28),
+                    col_names=("output_size", "num_params"),
+                    depth=3,
+                    verbose=0,
+                ),
+                end="\n\n",
+            )
         return 0
 
     run_script(main)

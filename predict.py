@@ -18,6 +18,7 @@ labelled folder that test.py --images evaluates. --explain draws,
 over what it received, which pixels raised (red) or lowered (blue) the digit read and the runner-up
 (docs/explain.md says how these maps are made).
 """
+
 import sys
 from pathlib import Path
 
@@ -43,8 +44,9 @@ def image_files(inputs):
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(f for f in p.iterdir()
-                           if f.is_file() and f.suffix.lower() in known and not f.name.startswith("."))
+            files = sorted(
+                f for f in p.iterdir() if f.is_file() and f.suffix.lower() in known and not f.name.startswith(".")
+            )
             if not files:
                 yield str(p), None  # reported as a problem
             for f in files:
@@ -60,17 +62,34 @@ def parser():
     add_checkpoint_flag(p, several=True)
     a("--topk", type=int_between(1, 10), default=3, help="how many likeliest digits to list, 1 to 10 (default: 3)")
     a("--json", metavar="FILE", default=None, help="also write the predictions as JSON to FILE")
-    a("--show", metavar="FILE", default=None,
-      help=f"save a PNG with each original beside the 28x28 image the net saw (first {SHOW_MAX})")
-    a("--explain", metavar="FILE", default=None,
-      help=f"save a PNG with, for each image (first {SHOW_MAX}), the pixels that made the net read its digit "
-           "and those against the runner-up (Integrated Gradients: red raises the score, blue lowers it), "
-           "and Grad-CAM for nets with conv layers")
-    a("--save-digits", metavar="DIR", default=None,
-      help="save each digit found as a PNG into DIR/<digit>/, labelled by --expect (a folder test.py --images "
-           "reads); a line holding another count of digits than --expect says is reported and not saved")
-    a("--expect", metavar="DIGITS", default=None, type=expected_digits,
-      help="what each line of the page holds, e.g. 0123456789; with --save-digits, the labels")
+    a(
+        "--show",
+        metavar="FILE",
+        default=None,
+        help=f"save a PNG with each original beside the 28x28 image the net saw (first {SHOW_MAX})",
+    )
+    a(
+        "--explain",
+        metavar="FILE",
+        default=None,
+        help=f"save a PNG with, for each image (first {SHOW_MAX}), the pixels that made the net read its digit "
+        "and those against the runner-up (Integrated Gradients: red raises the score, blue lowers it), "
+        "and Grad-CAM for nets with conv layers",
+    )
+    a(
+        "--save-digits",
+        metavar="DIR",
+        default=None,
+        help="save each digit found as a PNG into DIR/<digit>/, labelled by --expect (a folder test.py --images "
+        "reads); a line holding another count of digits than --expect says is reported and not saved",
+    )
+    a(
+        "--expect",
+        metavar="DIGITS",
+        default=None,
+        type=expected_digits,
+        help="what each line of the page holds, e.g. 0123456789; with --save-digits, the labels",
+    )
     add_reader_flag(p)
     add_device_flag(p)
     return p
@@ -89,8 +108,9 @@ def save_show(path, shown, pages=()):
     pictures = [page_picture(page.image, page, name) for name, page in pages]
     if shown:
         items = [(original, seen, f"{Path(name).name[:20]}: {label}") for name, original, seen, label in shown]
-        pictures.insert(0, written_picture(items, "each image beside the 28x28 image the net saw", tile=140, cols=4,
-                                           colour="black"))
+        pictures.insert(
+            0, written_picture(items, "each image beside the 28x28 image the net saw", tile=140, cols=4, colour="black")
+        )
     save_png(path, stack_pictures(pictures))
 
 
@@ -103,22 +123,36 @@ def save_explain(path, model, ckpt, names, seen, probs):
     pixels = torch.stack(seen[:n])
     top_p, top_d = probs[:n].topk(2, dim=1)
     read, runner_up = top_d[:, 0], top_d[:, 1]
-    captions = [f"{Path(name).name[:24]}: {d} ({100 * p:.0f}%)"
-                for name, d, p in zip(names, read.tolist(), top_p[:, 0].tolist())]
+    captions = [
+        f"{Path(name).name[:24]}: {d} ({100 * p:.0f}%)"
+        for name, d, p in zip(names, read.tolist(), top_p[:, 0].tolist())
+    ]
     items = why_items(Explainer(model, ckpt), pixels, read, runner_up, captions)
-    save_png(path, maps_picture(items, "red: raises the digit's score, blue: lowers it "
-                                       "(Integrated Gradients from a blank image; Grad-CAM: the last conv block)"))
+    save_png(
+        path,
+        maps_picture(
+            items,
+            "red: raises the digit's score, blue: lowers it "
+            "(Integrated Gradients from a blank image; Grad-CAM: the last conv block)",
+        ),
+    )
 
 
 def page_lines(name, page, width):
     """What predict.py prints for an image holding several digits: the numbers read, then each line's
     number and its digits with their confidence, then the notes (digits that touch and were read as one)."""
-    out = [f"{name:<{width}}  →  {' '.join(page.lines)}   ({len(page.digits)} digits on {len(page.lines)} "
-           f"line{'s' if len(page.lines) > 1 else ''})"]
+    out = [
+        f"{name:<{width}}  →  {' '.join(page.lines)}   ({len(page.digits)} digits on {len(page.lines)} "
+        f"line{'s' if len(page.lines) > 1 else ''})"
+    ]
     for n, number in enumerate(page.lines):
         digits = [d for d in page.digits if d.line == n]
-        out.append(f"    line {n + 1}: {number}   " + " · ".join(
-            f"{d.digit} {100 * float(d.probabilities.max()):.1f}%" + ("ʳ" if d.by_reader else "") for d in digits))
+        out.append(
+            f"    line {n + 1}: {number}   "
+            + " · ".join(
+                f"{d.digit} {100 * float(d.probabilities.max()):.1f}%" + ("ʳ" if d.by_reader else "") for d in digits
+            )
+        )
     if any(d.by_reader for d in page.digits):
         out.append("    ʳ: digits that touch, counted and read by the reader of touching digits (train_reader.py)")
     return out + [f"    note: {note}" for note in page.notes]
@@ -130,10 +164,17 @@ def page_json(name, page, topk):
     digits = []
     for d in page.digits:
         p, k = d.probabilities.topk(topk)
-        digits.append({"box": list(d.box), "line": d.line + 1, "prediction": d.digit,
-                       "probability": float(p[0]), "probabilities": d.probabilities.tolist(),
-                       "read_by": "reader" if d.by_reader else "net",
-                       "topk": [{"digit": dd, "probability": pp} for dd, pp in zip(k.tolist(), p.tolist())]})
+        digits.append(
+            {
+                "box": list(d.box),
+                "line": d.line + 1,
+                "prediction": d.digit,
+                "probability": float(p[0]),
+                "probabilities": d.probabilities.tolist(),
+                "read_by": "reader" if d.by_reader else "net",
+                "topk": [{"digit": dd, "probability": pp} for dd, pp in zip(k.tolist(), p.tolist())],
+            }
+        )
     return {"file": name, "lines": page.lines, "digits": digits, "notes": page.notes}
 
 
@@ -195,8 +236,12 @@ def main(argv=None):
             if args.topk > 1:
                 line += f"   top {args.topk}: " + " · ".join(f"{dd} {100 * pp:.1f}%" for dd, pp in zip(d, p))
             printed[k] = [line]
-            entries[k] = {"file": name, "prediction": d[0], "probability": p[0],
-                          "topk": [{"digit": dd, "probability": pp} for dd, pp in zip(d, p)]}
+            entries[k] = {
+                "file": name,
+                "prediction": d[0],
+                "probability": p[0],
+                "topk": [{"digit": dd, "probability": pp} for dd, pp in zip(d, p)],
+            }
             results.append(entries[k])
     for k, (name, page) in enumerate(pages):
         if k not in printed:
@@ -206,12 +251,18 @@ def main(argv=None):
         failed += check_and_save(args, pages)
 
     if args.json:
-        out = {"checkpoint": args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint,
-               "model": ckpt.get("model"), "predictions": [entries[k] for k in range(len(pages))], "failed": failed}
+        out = {
+            "checkpoint": args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint,
+            "model": ckpt.get("model"),
+            "predictions": [entries[k] for k in range(len(pages))],
+            "failed": failed,
+        }
         write_json(args.json, out)
     if args.show and pages:
-        shown = [(r["file"], pages[k][1].image, x, f"{r['prediction']} ({100 * r['probability']:.0f}%)")
-                 for k, r, x in zip(single[:SHOW_MAX], results, seen)]
+        shown = [
+            (r["file"], pages[k][1].image, x, f"{r['prediction']} ({100 * r['probability']:.0f}%)")
+            for k, r, x in zip(single[:SHOW_MAX], results, seen)
+        ]
         save_show(args.show, shown, [(name, page) for name, page in pages if len(page.digits) > 1][:SHOW_MAX])
         print(f"Wrote {args.show}" + (f" (the first {SHOW_MAX} images)" if len(pages) > SHOW_MAX else ""))
     if args.explain and results:
@@ -228,8 +279,10 @@ def check_and_save(args, pages):
         s, o, r = save_digits(args.save_digits, name, page, args.expect)
         saved, otherwise, refused = saved + s, otherwise + o, refused + r
     if args.save_digits:
-        print(f"Saved {saved} digits into {args.save_digits}/<digit>/" + (
-            f"; {otherwise} of them the net reads as another digit than expected" if otherwise else ""))
+        print(
+            f"Saved {saved} digits into {args.save_digits}/<digit>/"
+            + (f"; {otherwise} of them the net reads as another digit than expected" if otherwise else "")
+        )
     elif otherwise:
         print(f"{otherwise} digits the net reads as another digit than expected")
     return refused

@@ -17,6 +17,7 @@ curves). The numbers come from the scalars train.py logs. The settings come from
 which train.py saves every epoch, so a run that crashed half way still has them; if last.pt is gone,
 from the hparams TensorBoard logged at the end of the run.
 """
+
 import logging
 import os
 import re
@@ -50,10 +51,12 @@ TARGETS = (0.98, 0.99)  # "how many steps to reach 98%, 99%?"
 
 def parser():
     p = make_parser(__doc__)
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="run folders, or folders holding runs (a sweep, or all of boardlog)")
-    p.add_argument("--out", default="report", metavar="DIR",
-                   help="folder for report.md and curves.png (default: report)")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="run folders, or folders holding runs (a sweep, or all of boardlog)"
+    )
+    p.add_argument(
+        "--out", default="report", metavar="DIR", help="folder for report.md and curves.png (default: report)"
+    )
     return p
 
 
@@ -64,8 +67,13 @@ def find_runs(paths):
         if not path.is_dir():
             note(f"{path}: no such folder, skipped")
             continue
-        found = sorted({f.parent for f in path.rglob("events.out.tfevents.*")
-                        if not (f.parent.name == STEPS and any(f.parent.parent.glob("events.out.tfevents.*")))})
+        found = sorted(
+            {
+                f.parent
+                for f in path.rglob("events.out.tfevents.*")
+                if not (f.parent.name == STEPS and any(f.parent.parent.glob("events.out.tfevents.*")))
+            }
+        )
         if not found:
             note(f"{path}: no TensorBoard event files in it (no runs yet?), skipped")
         runs += found
@@ -99,8 +107,13 @@ def read_settings(run_dir, events):
             logged = data.session_start_info.hparams
             order = settings.TRAINING + sorted(logged)  # train.py's order, not the file's
             kinds = {k: logged[k].WhichOneof("kind") for k in logged}  # number, string, bool or null
-            return clean({k: getattr(logged[k], kinds[k]) if kinds[k] not in (None, "null_value") else None
-                          for k in dict.fromkeys(order) if k in logged})
+            return clean(
+                {
+                    k: getattr(logged[k], kinds[k]) if kinds[k] not in (None, "null_value") else None
+                    for k in dict.fromkeys(order)
+                    if k in logged
+                }
+            )
     return {}
 
 
@@ -148,10 +161,21 @@ def read_run(run_dir):
     values = read_settings(run_dir, events)
     total = values.get("epochs")
     reached, steps_tag = steps_to(curves)
-    return {"dir": run_dir, "curves": curves, "settings": values, "params": count_params(values),
-            "secs": secs, "best_val": val[best], "best_epoch": best, "test": test.get(best),
-            "epochs": epochs[-1], "total": int(total) if total is not None else None,
-            "reached": reached, "steps_tag": steps_tag, "started": events.FirstEventTimestamp()}
+    return {
+        "dir": run_dir,
+        "curves": curves,
+        "settings": values,
+        "params": count_params(values),
+        "secs": secs,
+        "best_val": val[best],
+        "best_epoch": best,
+        "test": test.get(best),
+        "epochs": epochs[-1],
+        "total": int(total) if total is not None else None,
+        "reached": reached,
+        "steps_tag": steps_tag,
+        "started": events.FirstEventTimestamp(),
+    }
 
 
 def fmt(value):
@@ -173,8 +197,11 @@ def mean_sd(values, scale=100, decimals=2):
     known = [scale * v for v in values if v is not None]
     if not known:
         return "–"
-    text = f"{known[0]:.{decimals}f}" if len(known) == 1 else \
-        f"{statistics.mean(known):.{decimals}f} ± {statistics.stdev(known):.{decimals}f}"
+    text = (
+        f"{known[0]:.{decimals}f}"
+        if len(known) == 1
+        else f"{statistics.mean(known):.{decimals}f} ± {statistics.stdev(known):.{decimals}f}"
+    )
     return text if len(known) == len(values) else f"{text} ({len(known)} of {len(values)})"
 
 
@@ -206,14 +233,29 @@ def plot(series, path):
     axes = fig.subplots(2, 2)
     colors = colormaps["tab10"].colors if len(series) <= 10 else colormaps["tab20"].colors
     steps_tag = "accuracy/val_step" if any(c.get("accuracy/val_step") for _, c in series) else "accuracy/train_step"
-    panels = [(axes[0, 0], [("loss/train", "-", 1, "training"), ("loss/val", "--", 1, "validation")], "loss",
-               "Training (—) against validation (--) loss"),
-              (axes[0, 1], [("accuracy/val", "-", 100, "validation"), ("accuracy/test", ":", 100, "test")],
-               "accuracy (%)", "Validation (—) and test (···) accuracy"),
-              (axes[1, 0], [(steps_tag, "-", 100, "")], "accuracy (%)",
-               "Validation accuracy, step by step" if steps_tag == "accuracy/val_step"
-               else "Training accuracy, mean of each --log-every steps"),
-              (axes[1, 1], [("loss/train_step", "-", 1, "")], "training loss", "Training loss, step by step")]
+    panels = [
+        (
+            axes[0, 0],
+            [("loss/train", "-", 1, "training"), ("loss/val", "--", 1, "validation")],
+            "loss",
+            "Training (—) against validation (--) loss",
+        ),
+        (
+            axes[0, 1],
+            [("accuracy/val", "-", 100, "validation"), ("accuracy/test", ":", 100, "test")],
+            "accuracy (%)",
+            "Validation (—) and test (···) accuracy",
+        ),
+        (
+            axes[1, 0],
+            [(steps_tag, "-", 100, "")],
+            "accuracy (%)",
+            "Validation accuracy, step by step"
+            if steps_tag == "accuracy/val_step"
+            else "Training accuracy, mean of each --log-every steps",
+        ),
+        (axes[1, 1], [("loss/train_step", "-", 1, "")], "training loss", "Training loss, step by step"),
+    ]
     for i, (label, curves) in enumerate(series):
         colour = colors[i % len(colors)]
         for ax, lines, _, _ in panels:
@@ -224,11 +266,24 @@ def plot(series, path):
                 x = [s for s, _ in points]
                 mean = [scale * m for _, (m, _) in points]
                 sd = [scale * d for _, (_, d) in points]
-                ax.plot(x, mean, style, color=colour, label=label if (ax, tag) == (axes[0, 1], "accuracy/val") else None,
-                        marker="o" if ax in (axes[0, 0], axes[0, 1]) else None, markersize=3)
+                ax.plot(
+                    x,
+                    mean,
+                    style,
+                    color=colour,
+                    label=label if (ax, tag) == (axes[0, 1], "accuracy/val") else None,
+                    marker="o" if ax in (axes[0, 0], axes[0, 1]) else None,
+                    markersize=3,
+                )
                 if any(sd):
-                    ax.fill_between(x, [m - d for m, d in zip(mean, sd)], [m + d for m, d in zip(mean, sd)],
-                                    color=colour, alpha=0.15, linewidth=0)
+                    ax.fill_between(
+                        x,
+                        [m - d for m, d in zip(mean, sd)],
+                        [m + d for m, d in zip(mean, sd)],
+                        color=colour,
+                        alpha=0.15,
+                        linewidth=0,
+                    )
     last = max((max(c.get("accuracy/val", {0: 0})) for _, c in series), default=1)
     for ax, _, ylabel, title in panels:
         epochs = ax in (axes[0, 0], axes[0, 1])
@@ -251,7 +306,8 @@ def per_epoch_table(series, tag):
     last = max(max(curves.get("accuracy/val", {0: 0})) for _, curves in series)
     return markdown_table(
         ["epoch", *(label for label, _ in series)],
-        [[e, *(mean_sd_point(curves.get(tag, {}).get(e)) for _, curves in series)] for e in range(1, last + 1)])
+        [[e, *(mean_sd_point(curves.get(tag, {}).get(e)) for _, curves in series)] for e in range(1, last + 1)],
+    )
 
 
 def mean_sd_point(point):
@@ -274,8 +330,9 @@ def read_runs(paths):
         else:
             runs.append(run)
     if not runs:
-        raise UserError(f"no runs with a finished epoch in {' '.join(paths)}: "
-                        "train some with python sweep.py or python train.py")
+        raise UserError(
+            f"no runs with a finished epoch in {' '.join(paths)}: train some with python sweep.py or python train.py"
+        )
     return sorted(runs, key=lambda r: r["started"])
 
 
@@ -303,33 +360,66 @@ def name_runs(runs):
 
 def runs_table(runs, columns):
     """One row per run."""
+
     def reached(r, target):
         if r["reached"][target] is None:
             return "–"
         return f"{'~' if r['steps_tag'] == 'accuracy/train_step' else ''}{r['reached'][target]:,}"
+
     return markdown_table(
-        ["run", *columns, "params", "s/epoch", "best val (%)", "best epoch", "test (%)", "epochs",
-         *(f"steps to {100 * t:g}%" for t in TARGETS)],
-        [[r["name"], *(fmt(r["settings"].get(k)) for k in columns),
-          f"{r['params']:,}" if r["params"] is not None else "–", r["secs"] or "–",
-          f"{100 * r['best_val']:.2f}", r["best_epoch"],
-          f"{100 * r['test']:.2f}" if r["test"] is not None else "–",
-          r["epochs"] if not r["total"] or r["epochs"] >= r["total"] else f"{r['epochs']} of {r['total']}",
-          *(reached(r, t) for t in TARGETS)]
-         for r in runs])
+        [
+            "run",
+            *columns,
+            "params",
+            "s/epoch",
+            "best val (%)",
+            "best epoch",
+            "test (%)",
+            "epochs",
+            *(f"steps to {100 * t:g}%" for t in TARGETS),
+        ],
+        [
+            [
+                r["name"],
+                *(fmt(r["settings"].get(k)) for k in columns),
+                f"{r['params']:,}" if r["params"] is not None else "–",
+                r["secs"] or "–",
+                f"{100 * r['best_val']:.2f}",
+                r["best_epoch"],
+                f"{100 * r['test']:.2f}" if r["test"] is not None else "–",
+                r["epochs"] if not r["total"] or r["epochs"] >= r["total"] else f"{r['epochs']} of {r['total']}",
+                *(reached(r, t) for t in TARGETS),
+            ]
+            for r in runs
+        ],
+    )
 
 
 def seeds_table(groups, columns):
     """One row per group of runs that differ only by seed: mean ± sd of each figure, and n."""
     return markdown_table(
-        [*(columns or ["runs"]), "n", "seeds", "best val (%)", "best epoch", "test (%)",
-         *(f"steps to {100 * t:g}%" for t in TARGETS)],
-        [[*((fmt(g[0]["settings"].get(k)) for k in columns) if columns else [g[0]["group"]]),
-          len(g), " ".join(fmt(r["settings"].get("seed")) for r in g),
-          mean_sd(r["best_val"] for r in g), mean_sd([r["best_epoch"] for r in g], scale=1, decimals=1),
-          mean_sd(r["test"] for r in g),
-          *(estimated(g, t) + mean_sd([r["reached"][t] for r in g], scale=1, decimals=0) for t in TARGETS)]
-         for g in groups])
+        [
+            *(columns or ["runs"]),
+            "n",
+            "seeds",
+            "best val (%)",
+            "best epoch",
+            "test (%)",
+            *(f"steps to {100 * t:g}%" for t in TARGETS),
+        ],
+        [
+            [
+                *((fmt(g[0]["settings"].get(k)) for k in columns) if columns else [g[0]["group"]]),
+                len(g),
+                " ".join(fmt(r["settings"].get("seed")) for r in g),
+                mean_sd(r["best_val"] for r in g),
+                mean_sd([r["best_epoch"] for r in g], scale=1, decimals=1),
+                mean_sd(r["test"] for r in g),
+                *(estimated(g, t) + mean_sd([r["reached"][t] for r in g], scale=1, decimals=0) for t in TARGETS),
+            ]
+            for g in groups
+        ],
+    )
 
 
 def estimated(runs, target):
@@ -356,14 +446,17 @@ def main(argv=None):
         for r in g:
             r["group"] = g_label or (r["label"] if len(g) == 1 else "all runs")
     seeds = seeds_table(groups, group_columns) if grouped else ""
-    series = ([(g[0]["group"], mean_curves(g)) for g in groups] if grouped
-              else [(r["label"], mean_curves([r])) for r in runs])
+    series = (
+        [(g[0]["group"], mean_curves(g)) for g in groups] if grouped else [(r["label"], mean_curves([r])) for r in runs]
+    )
     val_table, test_table = per_epoch_table(series, "accuracy/val"), per_epoch_table(series, "accuracy/test")
 
     stopped = [r for r in runs if r["total"] and r["epochs"] < r["total"]]
     for r in stopped:
-        note(f"{r['dir']}: only {r['epochs']} of its {r['total']} epochs are logged "
-             "(crashed, interrupted or still running); its row covers those")
+        note(
+            f"{r['dir']}: only {r['epochs']} of its {r['total']} epochs are logged "
+            "(crashed, interrupted or still running); its row covers those"
+        )
     for r in runs:
         if not r["settings"]:
             note(f"{r['dir']}: no last.pt and no hparams, so its settings are unknown")
@@ -371,33 +464,72 @@ def main(argv=None):
     shared_line = f"Shared by all runs: {', '.join(shared)}." if shared else ""
     per = " (mean ± sd over seeds)" if grouped else ""
     sources = [p for p in args.paths if any(r["dir"].absolute().is_relative_to(Path(p).absolute()) for r in runs)]
-    text = "\n\n".join(filter(None, [
-        "# Experiment report",
-        " ".join(filter(None, [f"{len(runs)} run{'s' * (len(runs) != 1)} from {', '.join(sources)}, "
-                               f"{time.strftime('%Y-%m-%d %H:%M')}.", shared_line])),
-        "## Runs", table,
-        "*s/epoch*: seconds to train one epoch, evaluation excluded (mean over the epochs logged; "
-        "~ marks an estimate from the event times). *best val*: the best validation accuracy, whose "
-        "epoch's weights are the run's saved checkpoint; *test (%)*: that checkpoint's test accuracy. "
-        "*steps to 98%, 99%*: the first step at which the validation accuracy, measured every --eval-every "
-        "steps, reached it; ~ marks the training accuracy of each --log-every window instead, where the run "
-        "measured no validation between epochs; – never reached."
-        + (" *epochs* \"k of n\": the run stopped early." if stopped else ""),
-        grouped and "## Over seeds: mean ± standard deviation", seeds,
-        grouped and ("Runs that differ only by `--seed` differ by chance alone: the spread over seeds says how "
-                     "large a difference between settings must be before it means something. n: the runs."),
-        f"## Validation accuracy (%) per epoch{per}", val_table,
-        f"## Test accuracy (%) per epoch{per}", test_table,
-        "Watched, never used to choose: the best epoch is chosen on validation.",
-        "## Curves", "![Loss and accuracy per epoch and per step](curves.png)"])) + "\n"
+    text = (
+        "\n\n".join(
+            filter(
+                None,
+                [
+                    "# Experiment report",
+                    " ".join(
+                        filter(
+                            None,
+                            [
+                                f"{len(runs)} run{'s' * (len(runs) != 1)} from {', '.join(sources)}, "
+                                f"{time.strftime('%Y-%m-%d %H:%M')}.",
+                                shared_line,
+                            ],
+                        )
+                    ),
+                    "## Runs",
+                    table,
+                    "*s/epoch*: seconds to train one epoch, evaluation excluded (mean over the epochs logged; "
+                    "~ marks an estimate from the event times). *best val*: the best validation accuracy, whose "
+                    "epoch's weights are the run's saved checkpoint; *test (%)*: that checkpoint's test accuracy. "
+                    "*steps to 98%, 99%*: the first step at which the validation accuracy, measured every --eval-every "
+                    "steps, reached it; ~ marks the training accuracy of each --log-every window instead, where the "
+                    "run measured no validation between epochs; – never reached."
+                    + (' *epochs* "k of n": the run stopped early.' if stopped else ""),
+                    grouped and "## Over seeds: mean ± standard deviation",
+                    seeds,
+                    grouped
+                    and (
+                        "Runs that differ only by `--seed` differ by chance alone: the spread over seeds says how "
+                        "large a difference between settings must be before it means something. n: the runs."
+                    ),
+                    f"## Validation accuracy (%) per epoch{per}",
+                    val_table,
+                    f"## Test accuracy (%) per epoch{per}",
+                    test_table,
+                    "Watched, never used to choose: the best epoch is chosen on validation.",
+                    "## Curves",
+                    "![Loss and accuracy per epoch and per step](curves.png)",
+                ],
+            )
+        )
+        + "\n"
+    )
 
     out = Path(args.out)
     make_folder(out, "--out")
     plot(series, out / "curves.png")  # the larger file first: on a full disk, nothing has changed when it fails
     write_text(out / "report.md", text)
-    print("\n\n".join(filter(None, [shared_line, table, grouped and "Over seeds (mean ± sd):", seeds,
-                                     f"Validation accuracy (%) per epoch{per}:", val_table,
-                                     f"Test accuracy (%) per epoch{per}:", test_table])))
+    print(
+        "\n\n".join(
+            filter(
+                None,
+                [
+                    shared_line,
+                    table,
+                    grouped and "Over seeds (mean ± sd):",
+                    seeds,
+                    f"Validation accuracy (%) per epoch{per}:",
+                    val_table,
+                    f"Test accuracy (%) per epoch{per}:",
+                    test_table,
+                ],
+            )
+        )
+    )
     print(f"\nWrote {out / 'report.md'} and {out / 'curves.png'}")
     return 0
 

@@ -22,6 +22,7 @@ With --jobs N each run is a `python train.py` of its own, up to N at once, each 
 If the sweep stops (Ctrl-C, a crash), run it again with the --name it printed:
 finished runs are skipped and a run stopped half way carries on where it was.
 """
+
 import argparse
 import itertools
 import os
@@ -60,14 +61,23 @@ def parser():
         switch = dest in settings.SWITCHES
         # an on/off setting alone means on, as in train.py: sweep.py --augment --epochs 20
         metavar = "yes|no" if switch else action.metavar or "|".join(action.choices or ["V"])
-        grid.add_argument(settings.FLAG[dest], dest=dest, nargs="*" if switch else "+", metavar=metavar,
-                          help=action.help)
-    p.add_argument("--name", default=None,
-                   help="the sweep's folder under --logdir (default: sweep-<date>-<time>); "
-                        "give an existing sweep's name to continue it")
-    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                   help="runs at once, each a python train.py of its own: one per GPU where there are GPUs, "
-                        "else sharing the CPU cores (default: 1, one after the other in this process)")
+        grid.add_argument(
+            settings.FLAG[dest], dest=dest, nargs="*" if switch else "+", metavar=metavar, help=action.help
+        )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="the sweep's folder under --logdir (default: sweep-<date>-<time>); "
+        "give an existing sweep's name to continue it",
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="runs at once, each a python train.py of its own: one per GPU where there are GPUs, "
+        "else sharing the CPU cores (default: 1, one after the other in this process)",
+    )
     return p
 
 
@@ -123,12 +133,15 @@ def paired(dest, text):
     for pair in pairs:
         name, _, setting = pair.partition("=")
         if not value or not setting:
-            raise UserError(f"{settings.FLAG[dest]} {text}: pair other settings with a value as "
-                            f"VALUE:SETTING=VALUE, e.g. --optimizer sgd:lr=0.05 adam:lr=0.001")
+            raise UserError(
+                f"{settings.FLAG[dest]} {text}: pair other settings with a value as "
+                f"VALUE:SETTING=VALUE, e.g. --optimizer sgd:lr=0.05 adam:lr=0.001"
+            )
         other = BY_NAME.get(name.replace("_", "-"))
         if other is None or other == dest:
-            raise UserError(f"{settings.FLAG[dest]} {text}: {name!r} is not another training setting "
-                            "(see python train.py --help)")
+            raise UserError(
+                f"{settings.FLAG[dest]} {text}: {name!r} is not another training setting (see python train.py --help)"
+            )
         extras[other] = setting
     return value, extras
 
@@ -144,13 +157,18 @@ def plan_runs(args, rest, name, argv):
         if dest in base.given:
             raise UserError(f"--{dest.replace('_', '-')} is set by the sweep for each run: leave it out")
     # Values stay as typed (dicts keep order and drop repeats): "lr=1e-3" names the folder as the user wrote it.
-    grid = [(dest, [paired(dest, v) for v in dict.fromkeys(getattr(args, dest) or ["yes"])])
-            for dest in settings.TRAINING if getattr(args, dest) is not None]
+    grid = [
+        (dest, [paired(dest, v) for v in dict.fromkeys(getattr(args, dest) or ["yes"])])
+        for dest in settings.TRAINING
+        if getattr(args, dest) is not None
+    ]
     grid.sort(key=lambda option: given_at(option[0], argv))  # in the order typed: the first varies slowest
     for dest, values in grid:
         for other in {o for _, extras in values for o in extras} & {d for d, _ in grid}:
-            raise UserError(f"{settings.FLAG[other]} is paired with {settings.FLAG[dest]} values and is a grid "
-                            "option too: give it one way")
+            raise UserError(
+                f"{settings.FLAG[other]} is paired with {settings.FLAG[dest]} values and is a grid "
+                "option too: give it one way"
+            )
     varies = [dest for dest, values in grid if len(values) > 1]
     runs_ = []
     for values in itertools.product(*(vals for _, vals in grid)):
@@ -183,8 +201,10 @@ def state_of(run_dir, run_args):
     saved, wanted = state["settings"][0], settings.training(run_args)
     for key in wanted:
         if saved.get(key) != wanted[key]:
-            raise UserError(f"{run_dir} was trained with {key}={saved.get(key)}, but this sweep asks for "
-                            f"{key}={wanted[key]}: give the sweep another --name")
+            raise UserError(
+                f"{run_dir} was trained with {key}={saved.get(key)}, but this sweep asks for "
+                f"{key}={wanted[key]}: give the sweep another --name"
+            )
     return ("done" if state["epoch"] >= run_args.epochs else "resume"), state
 
 
@@ -194,7 +214,7 @@ def run_here(plan, base, sweep_dir, t_start):
     for i, (run, label, run_args, _, what, state) in enumerate(plan, 1):
         if what == "done":
             continue
-        left = sum(w != "done" for *_, w, _ in plan[i - 1:])
+        left = sum(w != "done" for *_, w, _ in plan[i - 1 :])
         eta = f", ~{fmt_time(sum(durations) / len(durations) * left)} left" if durations else ""
         print(f"\n[run {i}/{n}] {label}: {fmt_time(time.perf_counter() - t_start)} elapsed{eta}", flush=True)
         prepare(sweep_dir / run, what, run_args)
@@ -206,8 +226,11 @@ def run_here(plan, base, sweep_dir, t_start):
         durations.append(time.perf_counter() - t0)
         if summary["interrupted"]:
             raise KeyboardInterrupt
-        results[run] = {"val_acc": summary["best_val_acc"], "epoch": summary["best_epoch"],
-                        "test_acc": summary["test_acc"]}
+        results[run] = {
+            "val_acc": summary["best_val_acc"],
+            "epoch": summary["best_epoch"],
+            "test_acc": summary["test_acc"],
+        }
     return results
 
 
@@ -218,8 +241,9 @@ def prepare(run_dir, what, run_args):
         try:
             shutil.rmtree(run_dir)
         except OSError as e:  # e.g. a read-only disk
-            raise UserError(f"cannot clear {run_dir} ({e.strerror or e}): delete it, or give the sweep "
-                            "another --name") from None
+            raise UserError(
+                f"cannot clear {run_dir} ({e.strerror or e}): delete it, or give the sweep another --name"
+            ) from None
     if what == "resume":
         run_args.resume = str(run_dir)
 
@@ -249,9 +273,15 @@ def launch(argv, slot, prefix):
     """Start `python train.py ARGV` in `slot`'s environment. Returns it and the threads that copy
     its output line by line, each line under `prefix`: runs at once do not cut into each other's lines."""
     # Its own session: a Ctrl-C in the terminal reaches the sweep alone, which passes it on once (stop()).
-    proc = popen_hearing_ctrl_c(TRAIN + argv, env={**os.environ, **slot, "PYTHONUNBUFFERED": "1"}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = popen_hearing_ctrl_c(
+        TRAIN + argv,
+        env={**os.environ, **slot, "PYTHONUNBUFFERED": "1"},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
     def copy(stream, out):
         for line in stream:
@@ -259,8 +289,10 @@ def launch(argv, slot, prefix):
                 out.write(prefix + line)  # one write per line
                 out.flush()
 
-    threads = [threading.Thread(target=copy, args=pipes, daemon=True)
-               for pipes in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+    threads = [
+        threading.Thread(target=copy, args=pipes, daemon=True)
+        for pipes in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))
+    ]
     for t in threads:
         t.start()
     return proc, threads
@@ -293,12 +325,18 @@ def run_apart(plan, base, sweep_dir, jobs, t_start):
                 i, run, label, run_args, argv, what, _ = queue.pop(0)
                 prepare(sweep_dir / run, what, run_args)
                 slot = free.pop(0)
-                where = f"GPU {slot['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in slot else \
-                    f"{slot['OMP_NUM_THREADS']} threads"
-                print(f"[run {i}/{n}] {label}: started ({where}), {fmt_time(time.perf_counter() - t_start)} "
-                      "elapsed", flush=True)
-                proc, threads = launch(argv + (["--resume", run_args.resume] if run_args.resume else []),
-                                       slot, f"[run {i}/{n}] ")
+                where = (
+                    f"GPU {slot['CUDA_VISIBLE_DEVICES']}"
+                    if "CUDA_VISIBLE_DEVICES" in slot
+                    else f"{slot['OMP_NUM_THREADS']} threads"
+                )
+                print(
+                    f"[run {i}/{n}] {label}: started ({where}), {fmt_time(time.perf_counter() - t_start)} elapsed",
+                    flush=True,
+                )
+                proc, threads = launch(
+                    argv + (["--resume", run_args.resume] if run_args.resume else []), slot, f"[run {i}/{n}] "
+                )
                 running[proc] = (i, run, label, slot, time.perf_counter(), threads)
             time.sleep(0.2)  # then look for runs that have ended
             for proc in [p for p in running if p.poll() is not None]:
@@ -306,17 +344,22 @@ def run_apart(plan, base, sweep_dir, jobs, t_start):
                 for t in threads:
                     t.join()  # its last lines before ours
                 if proc.returncode != 0:
-                    print(f"[run {i}/{n}] {label}: stopped with exit status {proc.returncode}; stopping the others",
-                          file=sys.stderr)
+                    print(
+                        f"[run {i}/{n}] {label}: stopped with exit status {proc.returncode}; stopping the others",
+                        file=sys.stderr,
+                    )
                     stop(running)
                     return None
                 free.append(slot)
                 durations.append(time.perf_counter() - t0)
                 results[run] = runs.read_state(sweep_dir / run / runs.STATE_FILE)["best"]
                 left = time_left(durations, [time.perf_counter() - r[4] for r in running.values()], len(queue), jobs)
-                print(f"[run {i}/{n}] {label}: done in {fmt_time(durations[-1])}, best val "
-                      f"{100 * results[run]['val_acc']:.2f}%; {n - len(queue) - len(running)} of {n} done"
-                      + (f", ~{fmt_time(left)} left" if queue or running else ""), flush=True)
+                print(
+                    f"[run {i}/{n}] {label}: done in {fmt_time(durations[-1])}, best val "
+                    f"{100 * results[run]['val_acc']:.2f}%; {n - len(queue) - len(running)} of {n} done"
+                    + (f", ~{fmt_time(left)} left" if queue or running else ""),
+                    flush=True,
+                )
     except KeyboardInterrupt:
         stop(running)
         raise
@@ -331,13 +374,17 @@ def main(argv=None):
         raise UserError(f"--name {name!r} must be a plain folder name, without slashes")
     base, sweep_dir, runs = plan_runs(args, rest, name, argv)
     make_folder(sweep_dir, "--logdir")  # a read-only or mistyped --logdir: one line now, not one per run
-    plan = [(run, label, run_args, run_argv, *state_of(sweep_dir / run, run_args))
-            for run, label, run_args, run_argv in runs]
+    plan = [
+        (run, label, run_args, run_argv, *state_of(sweep_dir / run, run_args))
+        for run, label, run_args, run_argv in runs
+    ]
 
     again = "python sweep.py " + shlex.join(argv + ([] if args.name else ["--name", name]))
     n, todo = len(plan), sum(what != "done" for *_, what, _ in plan)
-    print(f"Sweep {sweep_dir}: {n} run{'s' * (n != 1)}, {todo} to train."
-          + (f" If it stops, continue with:\n  {again}" if todo else ""))
+    print(
+        f"Sweep {sweep_dir}: {n} run{'s' * (n != 1)}, {todo} to train."
+        + (f" If it stops, continue with:\n  {again}" if todo else "")
+    )
 
     for i, (run, label, *_, what, state) in enumerate(plan, 1):
         if what == "done":
@@ -357,9 +404,11 @@ def main(argv=None):
         return 1
     results = {run: state["best"] if what == "done" else results[run] for run, *_, what, state in plan}
 
-    print(f"\nSweep {sweep_dir} done: {n} run{'s' * (n != 1)}"
-          + (f" ({n - todo} finished before)" if todo < n else "")
-          + f" in {fmt_time(time.perf_counter() - t_start)}.")
+    print(
+        f"\nSweep {sweep_dir} done: {n} run{'s' * (n != 1)}"
+        + (f" ({n - todo} finished before)" if todo < n else "")
+        + f" in {fmt_time(time.perf_counter() - t_start)}."
+    )
     width = max(len(run) for run in results)
     print(f"  {'run':<{width}}  best val  epoch     test")
     for run, best in results.items():

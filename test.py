@@ -11,13 +11,14 @@ It needs only the checkpoint and the data: the network is rebuilt from the name 
 in the checkpoint, and the images are normalised with the mean and std stored there, as in training.
 The probabilities it shows are read at the temperature fitted on validation when the net was trained
 (lab/calibration.py), and it prints how well they match how often the net is right: the expected
-calibration error (ECE). The tables it prints are markdown: they paste into a lab report as they are. --attack moves every
-pixel of each test image by at most ε (0..1, black to white) in the direction that most hurts the net
-(FGSM: one step; PGD: 20 smaller steps) and prints what accuracy is left; docs/explain.md compares it
+calibration error (ECE). The tables it prints are markdown: they paste into a lab report as they are.
+--attack moves every pixel of each test image by at most ε (0..1, black to white) in the direction that
+most hurts the net (FGSM: one step; PGD: 20 smaller steps) and prints what accuracy is left; docs/explain.md compares it
 with PyTorch's FGSM tutorial. --images DIR evaluates the checkpoint on your own labelled images
 instead (torchvision's ImageFolder layout: DIR/7/ holds sevens), each read as predict.py reads a
 file, and prints the same tables with the MNIST test accuracy beside it: the gap is the question.
 """
+
 import sys
 from pathlib import Path
 
@@ -27,8 +28,18 @@ from PIL import Image
 from tqdm import tqdm
 
 from lab import calibration, ensemble
-from lab.cli import (UserError, add_checkpoint_flag, add_data_flags, add_device_flag, add_precision_flag,
-                     make_parser, markdown_table, non_negative_int, positive_int, run_script)
+from lab.cli import (
+    UserError,
+    add_checkpoint_flag,
+    add_data_flags,
+    add_device_flag,
+    add_precision_flag,
+    make_parser,
+    markdown_table,
+    non_negative_int,
+    positive_int,
+    run_script,
+)
 from lab.data import MEAN, STD, load_split, normalize
 from lab.device import pick_device, pick_precision, use_all_cores
 from lab.figures import confusion_picture, mistakes_picture, predictions_picture, reliability_picture
@@ -49,8 +60,10 @@ def attack_table(model, ckpt, images, labels, n):
     with tqdm(total=2 * n, desc="attacks", unit="image", leave=False, disable=not sys.stderr.isatty()) as bar:
         acc = robust_accuracy(Explainer(model, ckpt), images[:n].float() / 255, labels[:n], progress=bar.update)
     rows = [[f"{e:g}", f"{100 * f:.1f}%", f"{100 * p:.1f}%"] for e, f, p in zip(EPSILONS, acc["fgsm"], acc["pgd"])]
-    print(f"Accuracy under attack (each pixel moved by at most ε, pixels 0..1; an image counts only if read "
-          f"right before the attack too):\n\n{markdown_table(['ε', 'FGSM', f'PGD, {PGD_STEPS} steps'], rows)}")
+    print(
+        f"Accuracy under attack (each pixel moved by at most ε, pixels 0..1; an image counts only if read "
+        f"right before the attack too):\n\n{markdown_table(['ε', 'FGSM', f'PGD, {PGD_STEPS} steps'], rows)}"
+    )
     return {"images": n, "epsilons": list(EPSILONS), "pgd_steps": PGD_STEPS, "fgsm": acc["fgsm"], "pgd": acc["pgd"]}
 
 
@@ -63,21 +76,41 @@ def explain_mistakes(path, model, ckpt, images, labels, res):
     wrong = (preds != labels).nonzero().flatten()
     wrong = wrong[probs[wrong].max(1).values.argsort(descending=True)][:MISTAKES_EXPLAINED]
     captions = [f"{int(labels[i])} read as {int(preds[i])} ({100 * float(probs[i].max()):.0f}%)" for i in wrong]
-    items = why_items(Explainer(model, ckpt), images[wrong].float() / 255, preds[wrong], labels[wrong],
-                      captions) if len(wrong) else []
-    save_png(path, maps_picture(items, f"The {len(wrong)} most confident mistakes: red raises the digit's score, "
-                                       "blue lowers it (Integrated Gradients; Grad-CAM: the last conv block)"))
+    items = (
+        why_items(Explainer(model, ckpt), images[wrong].float() / 255, preds[wrong], labels[wrong], captions)
+        if len(wrong)
+        else []
+    )
+    save_png(
+        path,
+        maps_picture(
+            items,
+            f"The {len(wrong)} most confident mistakes: red raises the digit's score, "
+            "blue lowers it (Integrated Gradients; Grad-CAM: the last conv block)",
+        ),
+    )
 
 
 def members_table(ckpt, results, what="test acc"):
     """An ensemble's members, one row each: what each reads alone, to set beside what they read together."""
-    rows = [[m["path"], m["model"], f"{m['parameters']:,}", m.get("epoch"), f"{100 * m.get('val_acc', 0):.2f}%",
-             f"{100 * r['accuracy']:.2f}%"] for m, r in zip(ckpt["members"], results)]
+    rows = [
+        [
+            m["path"],
+            m["model"],
+            f"{m['parameters']:,}",
+            m.get("epoch"),
+            f"{100 * m.get('val_acc', 0):.2f}%",
+            f"{100 * r['accuracy']:.2f}%",
+        ]
+        for m, r in zip(ckpt["members"], results)
+    ]
     accs = [r["accuracy"] for r in results]
-    return (f"An ensemble of {len(results)} checkpoints, reading with the mean of their probabilities:\n\n"
-            + markdown_table(["checkpoint", "model", "parameters", "epoch", "val acc", what], rows)
-            + f"\n\nMembers alone: mean {100 * sum(accs) / len(accs):.2f}%, best {100 * max(accs):.2f}%; "
-              "together, below.")
+    return (
+        f"An ensemble of {len(results)} checkpoints, reading with the mean of their probabilities:\n\n"
+        + markdown_table(["checkpoint", "model", "parameters", "epoch", "val acc", what], rows)
+        + f"\n\nMembers alone: mean {100 * sum(accs) / len(accs):.2f}%, best {100 * max(accs):.2f}%; "
+        "together, below."
+    )
 
 
 def parser():
@@ -86,46 +119,75 @@ def parser():
     add_checkpoint_flag(p, several=True)
     add_data_flags(p)
     add_device_flag(p, "evaluate")
-    add_precision_flag(p, help="auto picks what training picks on this hardware, so the accuracy matches "
-                               "what train.py reported (default: auto)")
+    add_precision_flag(
+        p,
+        help="auto picks what training picks on this hardware, so the accuracy matches "
+        "what train.py reported (default: auto)",
+    )
     a("--batch-size", type=positive_int, default=256, metavar="N", help="images per evaluation batch (default: 256)")
     a("--json", metavar="FILE", default=None, help="also write the figures as JSON to FILE")
     a("--samples", type=non_negative_int, default=0, metavar="N", help="print N random test images' predictions")
-    a("--seed", type=non_negative_int, default=0, metavar="N",
-      help="which random images --samples and predictions.png show (default: 0)")
-    a("--report", metavar="DIR", default=None,
-      help="save pictures into DIR: confusion.png (the confusion matrix), misclassified.png (the digits "
-           "read wrong, most confident first), predictions.png (48 digits at random, right and wrong marked), "
-           "reliability.png (how often the net is right at each confidence: its calibration) "
-           "and explained.png (the most confident mistakes' maps: which pixels made the net read its digit, "
-           "and which spoke against the true one)")
-    a("--tta", action="store_true",
-      help="test-time augmentation: read each image as it is and moved by one pixel up, down, left and right, "
-           "and average the five readings' probabilities (five times the work; reported apart from the net's own)")
-    a("--attack", nargs="?", type=positive_int, const=ATTACK_IMAGES, default=None, metavar="N",
-      help="also print the accuracy left under FGSM and PGD attacks at ε from 0 to 0.3 (those of PyTorch's "
-           f"FGSM tutorial) on the first N test images (default N: {ATTACK_IMAGES:,}, two or three minutes on 2 "
-           "cores; 10000 for all); with --json, written there too")
-    a("--images", metavar="DIR", default=None,
-      help="evaluate on your own labelled images instead: DIR/0/ holds zeros, ..., DIR/9/ nines (torchvision's "
-           "ImageFolder layout, any image predict.py reads), each read as predict.py reads it; the MNIST test "
-           "accuracy is printed beside it. --report then saves confusion.png, misclassified.png (each "
-           "mistake as written beside the 28x28 image it became) and reliability.png")
+    a(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="which random images --samples and predictions.png show (default: 0)",
+    )
+    a(
+        "--report",
+        metavar="DIR",
+        default=None,
+        help="save pictures into DIR: confusion.png (the confusion matrix), misclassified.png (the digits "
+        "read wrong, most confident first), predictions.png (48 digits at random, right and wrong marked), "
+        "reliability.png (how often the net is right at each confidence: its calibration) "
+        "and explained.png (the most confident mistakes' maps: which pixels made the net read its digit, "
+        "and which spoke against the true one)",
+    )
+    a(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: read each image as it is and moved by one pixel up, down, left and right, "
+        "and average the five readings' probabilities (five times the work; reported apart from the net's own)",
+    )
+    a(
+        "--attack",
+        nargs="?",
+        type=positive_int,
+        const=ATTACK_IMAGES,
+        default=None,
+        metavar="N",
+        help="also print the accuracy left under FGSM and PGD attacks at ε from 0 to 0.3 (those of PyTorch's "
+        f"FGSM tutorial) on the first N test images (default N: {ATTACK_IMAGES:,}, two or three minutes on 2 "
+        "cores; 10000 for all); with --json, written there too",
+    )
+    a(
+        "--images",
+        metavar="DIR",
+        default=None,
+        help="evaluate on your own labelled images instead: DIR/0/ holds zeros, ..., DIR/9/ nines (torchvision's "
+        "ImageFolder layout, any image predict.py reads), each read as predict.py reads it; the MNIST test "
+        "accuracy is printed beside it. --report then saves confusion.png, misclassified.png (each "
+        "mistake as written beside the 28x28 image it became) and reliability.png",
+    )
     return p
 
 
 # ---------------------------------------------------------------- --images: your own digits as a test set
 
+
 def labelled_files(folder):
     """(path, digit) of every image file under folder/0/ ... folder/9/, as torchvision's ImageFolder finds
     them (sub-folders included, sorted), and the names of the other folders there (not digits: ignored)."""
-    from torchvision.datasets.folder import make_dataset  # here: torchvision's import takes 1.3 s, only --images needs it
+    from torchvision.datasets.folder import make_dataset  # here: its import takes 1.3 s; --images alone needs it
 
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"--images: no folder {folder}: make one with a folder per digit, {folder}/0 to {folder}/9")
     digits = {str(d): d for d in range(10) if (root / str(d)).is_dir()}
-    others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in digits and not p.name.startswith("."))
+    others = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and p.name not in digits and not p.name.startswith(".")
+    )
     known = tuple(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
     files = make_dataset(root, digits, extensions=known, allow_empty=True) if digits else []
     return [(Path(path), digit) for path, digit in files if not Path(path).name.startswith(".")], others
@@ -139,8 +201,10 @@ def read_labelled(folder, classify):
 
     files, others = labelled_files(folder)
     if others:
-        print(f"(ignoring the folders {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} in {folder}: "
-              "only 0 to 9 are labels)")
+        print(
+            f"(ignoring the folders {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} in {folder}: "
+            "only 0 to 9 are labels)"
+        )
     originals, seen, probabilities, labels, paths, failed = [], [], [], [], [], []
     for path, digit in files:
         try:
@@ -157,8 +221,10 @@ def read_labelled(folder, classify):
         labels.append(digit)
         paths.append(path)
     if not seen:
-        raise UserError(f"--images: no labelled image could be read in {folder}: put each digit's images in "
-                        f"{folder}/0 to {folder}/9 (python draw.py --collect {folder} makes them)")
+        raise UserError(
+            f"--images: no labelled image could be read in {folder}: put each digit's images in "
+            f"{folder}/0 to {folder}/9 (python draw.py --collect {folder} makes them)"
+        )
     return originals, seen, torch.stack(probabilities), torch.tensor(labels), paths, failed
 
 
@@ -166,8 +232,10 @@ def say_checkpoint(args, ckpt, net, x, labels, precision, what="test acc"):
     """The first lines: the checkpoint; for an ensemble, each member's own accuracy on (x, labels), which
     are returned, to set beside the ensemble's below. None for one net."""
     if "members" not in ckpt:
-        print(f"Checkpoint {args.checkpoint[0]}: {ckpt['model']} with {count_parameters(net):,} parameters, "
-              f"epoch {ckpt.get('epoch')}, validation accuracy {100 * ckpt.get('val_acc', 0):.2f}%")
+        print(
+            f"Checkpoint {args.checkpoint[0]}: {ckpt['model']} with {count_parameters(net):,} parameters, "
+            f"epoch {ckpt.get('epoch')}, validation accuracy {100 * ckpt.get('val_acc', 0):.2f}%"
+        )
         return None
     members = [evaluate(m, x, labels, batch_size=args.batch_size, precision=precision) for m in ensemble.members(net)]
     print(members_table(ckpt, members, what))
@@ -181,8 +249,12 @@ def temperature_of(ckpt):
 
 
 def calibration_json(calibrated, ckpt):
-    return {"ece": calibrated["ece"], "mean_confidence": calibrated["confidence"], "temperature": temperature_of(ckpt),
-            "reliability": [dict(zip(("low", "high", "count", "confidence", "accuracy"), b)) for b in calibrated["bins"]]}
+    return {
+        "ece": calibrated["ece"],
+        "mean_confidence": calibrated["confidence"],
+        "temperature": temperature_of(ckpt),
+        "reliability": [dict(zip(("low", "high", "count", "confidence", "accuracy"), b)) for b in calibrated["bins"]],
+    }
 
 
 def test_images(args, model, net, ckpt, device, precision):
@@ -198,35 +270,65 @@ def test_images(args, model, net, ckpt, device, precision):
     cm = confusion_matrix(labels, res["predictions"])
     norm = ckpt.get("normalization", {})
     images, mnist_labels = load_split(False, args.data_dir, args.mirror)
-    mnist = evaluate(model, normalize(images, norm.get("mean", MEAN), norm.get("std", STD)).to(device),
-                     mnist_labels.to(device), batch_size=args.batch_size, precision=precision)
+    mnist = evaluate(
+        model,
+        normalize(images, norm.get("mean", MEAN), norm.get("std", STD)).to(device),
+        mnist_labels.to(device),
+        batch_size=args.batch_size,
+        precision=precision,
+    )
     members = say_checkpoint(args, ckpt, net, x, labels.to(device), precision, "on your images")
-    print(f"Device {device}, {precision} precision" + (", test-time augmentation (each image read five times)"
-                                                         if args.tta else ""))
+    print(
+        f"Device {device}, {precision} precision"
+        + (", test-time augmentation (each image read five times)" if args.tta else "")
+    )
     counts = ", ".join(f"{d}: {int((labels == d).sum())}" for d in range(10))
     print(f"Images: {len(seen)} in {args.images} ({counts})" + (f"; {len(failed)} could not be read" if failed else ""))
     gap = 100 * (mnist["accuracy"] - res["accuracy"])
-    print(f"Accuracy: {100 * res['accuracy']:.2f}% ({res['correct']}/{res['total']}) on your images, "
-          f"{100 * mnist['accuracy']:.2f}% ({mnist['correct']}/{mnist['total']}) on MNIST's test set: "
-          f"{abs(gap):.2f} points {'lower' if gap >= 0 else 'higher'}")
+    print(
+        f"Accuracy: {100 * res['accuracy']:.2f}% ({res['correct']}/{res['total']}) on your images, "
+        f"{100 * mnist['accuracy']:.2f}% ({mnist['correct']}/{mnist['total']}) on MNIST's test set: "
+        f"{abs(gap):.2f} points {'lower' if gap >= 0 else 'higher'}"
+    )
     calibrated = calibration.calibration_error(res["probabilities"], labels)
     print(calibration.summary_line(calibrated, temperature_of(ckpt)) + " on your images\n")
     print(digit_tables(cm))
     if args.json:
         preds, probs = res["predictions"], res["probabilities"]
-        write_json(args.json, {
-            "checkpoint": args.checkpoint[0] if members is None else args.checkpoint, "model": ckpt["model"],
-            "images": str(args.images), "tta": args.tta,
-            **({} if members is None else {"members": [
-                {"checkpoint": m["path"], "accuracy": r["accuracy"], "correct": r["correct"]}
-                for m, r in zip(ckpt["members"], members)]}),
-            "accuracy": res["accuracy"], "correct": res["correct"], "total": res["total"],
-            "per_class_accuracy": {str(d): a for d, a in enumerate(per_digit_accuracy(cm))},
-            "confusion_matrix": cm.tolist(), "mnist_accuracy": mnist["accuracy"], "failed": failed,
-            "files": [{"file": str(p), "label": int(y), "prediction": int(d), "probability": float(q.max())}
-                      for p, y, d, q in zip(paths, labels, preds, probs)],
-            "checkpoint_epoch": ckpt.get("epoch"), "precision": precision, "device": str(device),
-            **calibration_json(calibrated, ckpt)})
+        write_json(
+            args.json,
+            {
+                "checkpoint": args.checkpoint[0] if members is None else args.checkpoint,
+                "model": ckpt["model"],
+                "images": str(args.images),
+                "tta": args.tta,
+                **(
+                    {}
+                    if members is None
+                    else {
+                        "members": [
+                            {"checkpoint": m["path"], "accuracy": r["accuracy"], "correct": r["correct"]}
+                            for m, r in zip(ckpt["members"], members)
+                        ]
+                    }
+                ),
+                "accuracy": res["accuracy"],
+                "correct": res["correct"],
+                "total": res["total"],
+                "per_class_accuracy": {str(d): a for d, a in enumerate(per_digit_accuracy(cm))},
+                "confusion_matrix": cm.tolist(),
+                "mnist_accuracy": mnist["accuracy"],
+                "failed": failed,
+                "files": [
+                    {"file": str(p), "label": int(y), "prediction": int(d), "probability": float(q.max())}
+                    for p, y, d, q in zip(paths, labels, preds, probs)
+                ],
+                "checkpoint_epoch": ckpt.get("epoch"),
+                "precision": precision,
+                "device": str(device),
+                **calibration_json(calibrated, ckpt),
+            },
+        )
         print(f"Wrote {args.json}")
     if args.report:
         save_png(f"{args.report}/confusion.png", confusion_picture(cm))
@@ -243,11 +345,16 @@ def written_mistakes(originals, seen, labels, res, shown=48):
     preds, probs = res["predictions"], res["probabilities"]
     wrong = (preds != labels).nonzero().flatten()
     wrong = wrong[probs[wrong].max(1).values.argsort(descending=True)]
-    items = [(originals[i], seen[i], f"{int(labels[i])} as {int(preds[i])} {100 * float(probs[i].max()):.0f}%")
-             for i in wrong[:shown].tolist()]
+    items = [
+        (originals[i], seen[i], f"{int(labels[i])} as {int(preds[i])} {100 * float(probs[i].max()):.0f}%")
+        for i in wrong[:shown].tolist()
+    ]
     more = f"; the {len(items)} most confident shown" if len(items) < len(wrong) else ""
-    return written_picture(items, f"{len(wrong)} of {len(labels)} read wrong{more} (true digit as read, "
-                                           "confidence): as written, and the 28x28 image the net received")
+    return written_picture(
+        items,
+        f"{len(wrong)} of {len(labels)} read wrong{more} (true digit as read, "
+        "confidence): as written, and the 28x28 image the net received",
+    )
 
 
 def main(argv=None):
@@ -283,8 +390,10 @@ def main(argv=None):
 
     print(f"Device {device}, {precision} precision")
     if alone is not None:
-        print(f"Test-time augmentation: each image read as it is and moved by one pixel each way; without it "
-              f"{100 * alone['accuracy']:.2f}% ({alone['correct']}/{alone['total']})")
+        print(
+            f"Test-time augmentation: each image read as it is and moved by one pixel each way; without it "
+            f"{100 * alone['accuracy']:.2f}% ({alone['correct']}/{alone['total']})"
+        )
     print(f"Accuracy: {100 * res['accuracy']:.2f}% ({res['correct']}/{res['total']})")
     print(f"Average loss: {res['loss']:.4f}")
     calibrated = calibration.calibration_error(probs, labels)
@@ -292,29 +401,53 @@ def main(argv=None):
     print(digit_tables(cm))
 
     if args.samples > 0:
-        pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(args.seed))[:args.samples]
+        pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(args.seed))[: args.samples]
         print(f"\n{len(pick)} random test images:")
         for i in pick.tolist():
             ok = "ok" if preds[i] == labels[i] else "WRONG"
-            print(f"  image {i:>5}: predicted {int(preds[i])} ({100 * probs[i].max():5.1f}%), "
-                  f"true {int(labels[i])}  {ok}")
+            print(
+                f"  image {i:>5}: predicted {int(preds[i])} ({100 * probs[i].max():5.1f}%), true {int(labels[i])}  {ok}"
+            )
 
     attack = attack_table(model, ckpt, images, labels, args.attack) if args.attack else None
 
     if args.json:
-        write_json(args.json, {
-            "checkpoint": args.checkpoint[0] if members is None else args.checkpoint, "model": ckpt["model"],
-            **({} if members is None else {"members": [
-                {"checkpoint": m["path"], "accuracy": r["accuracy"], "correct": r["correct"], "epoch": m.get("epoch"),
-                 "val_acc": m.get("val_acc")} for m, r in zip(ckpt["members"], members)]}),
-            "accuracy": res["accuracy"],
-            "correct": res["correct"], "total": res["total"], "loss": res["loss"],
-            "per_class_accuracy": {str(d): a for d, a in enumerate(per_digit_accuracy(cm))},
-            "confusion_matrix": cm.tolist(), "checkpoint_epoch": ckpt.get("epoch"),
-            "checkpoint_val_acc": ckpt.get("val_acc"), "precision": precision, "device": str(device),
-            **calibration_json(calibrated, ckpt),
-            **({} if alone is None else {"tta": True, "accuracy_without_tta": alone["accuracy"]}),
-            **({"attack": attack} if attack else {})})
+        write_json(
+            args.json,
+            {
+                "checkpoint": args.checkpoint[0] if members is None else args.checkpoint,
+                "model": ckpt["model"],
+                **(
+                    {}
+                    if members is None
+                    else {
+                        "members": [
+                            {
+                                "checkpoint": m["path"],
+                                "accuracy": r["accuracy"],
+                                "correct": r["correct"],
+                                "epoch": m.get("epoch"),
+                                "val_acc": m.get("val_acc"),
+                            }
+                            for m, r in zip(ckpt["members"], members)
+                        ]
+                    }
+                ),
+                "accuracy": res["accuracy"],
+                "correct": res["correct"],
+                "total": res["total"],
+                "loss": res["loss"],
+                "per_class_accuracy": {str(d): a for d, a in enumerate(per_digit_accuracy(cm))},
+                "confusion_matrix": cm.tolist(),
+                "checkpoint_epoch": ckpt.get("epoch"),
+                "checkpoint_val_acc": ckpt.get("val_acc"),
+                "precision": precision,
+                "device": str(device),
+                **calibration_json(calibrated, ckpt),
+                **({} if alone is None else {"tta": True, "accuracy_without_tta": alone["accuracy"]}),
+                **({"attack": attack} if attack else {}),
+            },
+        )
         print(f"Wrote {args.json}")
     if args.report:
         save_png(f"{args.report}/confusion.png", confusion_picture(cm))
@@ -322,8 +455,10 @@ def main(argv=None):
         save_png(f"{args.report}/predictions.png", predictions_picture(x, labels, res, seed=args.seed))
         save_png(f"{args.report}/reliability.png", reliability_picture(calibrated, "MNIST's test set"))
         explain_mistakes(f"{args.report}/explained.png", model, ckpt, images, labels, res)
-        print(f"Wrote confusion.png, misclassified.png, predictions.png, reliability.png and explained.png "
-              f"into {args.report}")
+        print(
+            f"Wrote confusion.png, misclassified.png, predictions.png, reliability.png and explained.png "
+            f"into {args.report}"
+        )
     return 0
 
 

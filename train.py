@@ -18,6 +18,7 @@ Read from the top: the optimiser, the schedule and the loss; one training step; 
 train(), which builds the model and runs the epochs. The machinery around it (resuming, torchrun,
 TensorBoard's pictures, saving safely) is one call each into the lab/ package.
 """
+
 import copy
 import functools
 import math
@@ -47,8 +48,14 @@ def make_optimizer(args, params, device):
         return torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay, fused=fused)
     if args.optimizer == "sgd":
         # Nesterov momentum looks one step ahead before it adds the gradient: a little faster, the same cost.
-        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov and args.momentum > 0,
-                               weight_decay=args.weight_decay, fused=fused)
+        return torch.optim.SGD(
+            params,
+            lr=args.lr,
+            momentum=args.momentum,
+            nesterov=args.nesterov and args.momentum > 0,
+            weight_decay=args.weight_decay,
+            fused=fused,
+        )
     if args.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     return torch.optim.Adadelta(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -62,9 +69,13 @@ def make_scheduler(args, optimizer, steps_per_epoch):
         # (At least 2 steps of warm-up: OneCycleLR divides by the warm-up's length less one.) It also
         # cycles the momentum the other way, where the optimiser has one (adadelta has none).
         momentum = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total,
-                                                   pct_start=0.25 if total <= 2 else max(0.25, 2 / total),
-                                                   cycle_momentum=momentum), True
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=args.lr,
+            total_steps=total,
+            pct_start=0.25 if total <= 2 else max(0.25, 2 / total),
+            cycle_momentum=momentum,
+        ), True
     if args.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True
     if args.scheduler == "step":
@@ -193,12 +204,23 @@ def keep_best(state, run, val, test):
     saved = val["accuracy"] > state.best["val_acc"]
     if saved:
         state.best = {"val_acc": val["accuracy"], "epoch": state.epoch, "test_acc": test["accuracy"]}
-        meta = {"epoch": state.epoch, "val_acc": val["accuracy"], "val_loss": val["loss"],
-                "test_acc": test["accuracy"], "temperature": test["temperature"]}
+        meta = {
+            "epoch": state.epoch,
+            "val_acc": val["accuracy"],
+            "val_loss": val["loss"],
+            "test_acc": test["accuracy"],
+            "temperature": test["temperature"],
+        }
         state.best_checkpoint = make_checkpoint(state.judged, run.args.model, state.options, run.record, meta)
         state.best_test = test
-    return {"val_loss": val["loss"], "val_acc": val["accuracy"], "test_acc": test["accuracy"],
-            "temperature": test["temperature"], "test_ece": test["calibration"]["ece"], "saved": saved}
+    return {
+        "val_loss": val["loss"],
+        "val_acc": val["accuracy"],
+        "test_acc": test["accuracy"],
+        "temperature": test["temperature"],
+        "test_ece": test["calibration"]["ece"],
+        "saved": saved,
+    }
 
 
 def train_step(model, optimizer, scaler, loss_fn, batch, precision):
@@ -255,11 +277,13 @@ def measure(state, run, data):
 
 def epoch_line(record, epochs):
     """The line printed after each epoch, from the same record that TensorBoard is given."""
-    return (f"epoch {record['epoch']:>2}/{epochs}  "
-            f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}%  "
-            f"val loss {record['val_loss']:.4f} acc {100 * record['val_acc']:.2f}%  "
-            f"test acc {100 * record['test_acc']:.2f}%  {record['wall_seconds']:.1f} s  "
-            f"{record['images_per_second']:,.0f} img/s" + ("  * saved" if record["saved"] else ""))
+    return (
+        f"epoch {record['epoch']:>2}/{epochs}  "
+        f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}%  "
+        f"val loss {record['val_loss']:.4f} acc {100 * record['val_acc']:.2f}%  "
+        f"test acc {100 * record['test_acc']:.2f}%  {record['wall_seconds']:.1f} s  "
+        f"{record['images_per_second']:,.0f} img/s" + ("  * saved" if record["saved"] else "")
+    )
 
 
 def train(args, data=None):
@@ -282,7 +306,9 @@ def train(args, data=None):
             for epoch in range(state.epoch + 1, args.epochs + 1):
                 t0 = time.perf_counter()
                 distributed.seed_epoch(args.seed, epoch, state.augment_rng)
-                batches = training_batches(data["train"], args.batch_size, state.shuffle, augmenter, run.rank, run.world)
+                batches = training_batches(
+                    data["train"], args.batch_size, state.shuffle, augmenter, run.rank, run.world
+                )
                 progress = EpochSteps(run, epoch, state, board_.steps, data["val"])
                 record = {"epoch": epoch, **train_one_epoch(model, state, loss_fn, batches, progress, run.precision)}
                 record["seconds"] = time.perf_counter() - t0 - progress.eval_seconds  # training alone

@@ -11,6 +11,7 @@ digits as one. This reader reads the whole piece, left to right, and says which 
 (a CRNN trained with CTC). It learns from pieces made from MNIST's training digits; the validation
 digits' pieces choose the best step, and it is measured on pieces of MNIST's test digits.
 """
+
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -31,9 +32,13 @@ def parser():
     a = p.add_argument
     a("--pieces", type=positive_int, default=60_000, help="pieces of touching digits to learn from (default: 60000)")
     a("--steps", type=positive_int, default=7000, help="training steps of --batch-size pieces (default: 7000)")
-    a("--check-pieces", type=positive_int, default=2000,
-      help="pieces made from the validation digits (which choose the best step), and as many from the test digits "
-           "(which measure it) (default: 2000)")
+    a(
+        "--check-pieces",
+        type=positive_int,
+        default=2000,
+        help="pieces made from the validation digits (which choose the best step), and as many from the test digits "
+        "(which measure it) (default: 2000)",
+    )
     a("--batch-size", type=positive_int, default=64, help="pieces per step (default: 64)")
     a("--lr", type=positive_float, default=3e-3, help="peak learning rate of the one-cycle schedule (default: 0.003)")
     a("--seed", type=int, default=0, help="seed of the pieces and of the training (default: 0)")
@@ -71,18 +76,24 @@ def main(argv=None):
     images, labels = load_split(True, args.data_dir, args.mirror)
     (train_x, train_y), (val_x, val_y) = split_train_val(images, labels, 5000)  # train.py's split: same seed
     test_x, test_y = load_split(False, args.data_dir, args.mirror)
-    splits = {"train": (train_x.numpy(), train_y.numpy()), "val": (val_x.numpy(), val_y.numpy()),
-              "test": (test_x.numpy(), test_y.numpy())}
+    splits = {
+        "train": (train_x.numpy(), train_y.numpy()),
+        "val": (val_x.numpy(), val_y.numpy()),
+        "test": (test_x.numpy(), test_y.numpy()),
+    }
     with ProcessPoolExecutor(max(1, min(torch.get_num_threads(), 8)), initializer=_start, initargs=(splits,)) as pool:
         train = make_pieces("train", args.pieces, args.seed, pool)
         val = make_pieces("val", args.check_pieces, 10_000 + args.seed, pool)
         test = make_pieces("test", args.check_pieces, 20_000 + args.seed, pool)
-    print(f"Made {len(train):,} pieces of touching digits from MNIST's training digits, {len(val):,} from the "
-          f"validation digits and {len(test):,} from the test digits in {fmt_time(time.perf_counter() - t0)}", flush=True)
+    print(
+        f"Made {len(train):,} pieces of touching digits from MNIST's training digits, {len(val):,} from the "
+        f"validation digits and {len(test):,} from the test digits in {fmt_time(time.perf_counter() - t0)}",
+        flush=True,
+    )
 
     # Pieces of alike widths train together: a batch pads less
     train.sort(key=lambda p: p[0].shape[1])
-    chunks = [train[i:i + args.batch_size] for i in range(0, len(train), args.batch_size)]
+    chunks = [train[i : i + args.batch_size] for i in range(0, len(train), args.batch_size)]
     model = Reader()
     opt = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.15)
@@ -105,15 +116,25 @@ def main(argv=None):
             if saved:
                 best = (exact, digits, step)
                 save_reader(model, args.out, step=step, val_exact=exact, val_digits=digits, settings=vars(args))
-            print(f"step {step:,}/{args.steps:,}  loss {loss.item():.4f}  validation pieces read exactly {100 * exact:.2f}% "
-                  f"digits {100 * digits:.2f}%  {fmt_time(time.perf_counter() - t1)}" + ("  * saved" if saved else ""),
-                  flush=True)
+            print(
+                f"step {step:,}/{args.steps:,}  loss {loss.item():.4f}  "
+                f"validation pieces read exactly {100 * exact:.2f}% digits {100 * digits:.2f}%  "
+                f"{fmt_time(time.perf_counter() - t1)}" + ("  * saved" if saved else ""),
+                flush=True,
+            )
     model, saved = load_reader(args.out)
     exact, digits = measure(model, test)
-    save_reader(model, args.out, **{k: v for k, v in saved.items() if k not in ("format", "version", "state_dict", "torch_version")},
-                test_exact=exact, test_digits=digits)
-    print(f"Saved to {args.out} (step {best[2]:,}): pieces of MNIST test digits read exactly {100 * exact:.2f}%, "
-          f"digits {100 * digits:.2f}%. Wall time {fmt_time(time.perf_counter() - t0)}.")
+    save_reader(
+        model,
+        args.out,
+        **{k: v for k, v in saved.items() if k not in ("format", "version", "state_dict", "torch_version")},
+        test_exact=exact,
+        test_digits=digits,
+    )
+    print(
+        f"Saved to {args.out} (step {best[2]:,}): pieces of MNIST test digits read exactly {100 * exact:.2f}%, "
+        f"digits {100 * digits:.2f}%. Wall time {fmt_time(time.perf_counter() - t0)}."
+    )
     return 0
 
 

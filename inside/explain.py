@@ -16,6 +16,7 @@ nn.Sequential(Normalize, net). So ε = 0.1 means "a tenth of the way from black 
 PyTorch's FGSM tutorial, and a blank image is all zeros (-MEAN/STD once normalised: the background
 the net saw in training, not the 0 of normalised space, which would be a grey page).
 """
+
 import copy
 import warnings
 
@@ -26,10 +27,10 @@ from torch import nn
 
 from lab.data import MEAN, STD
 
-IG_STEPS = 32      # points on the path from blank (Gauss-Legendre): the shares then add up to within ~1%
-PGD_STEPS = 20     # PGD's steps; each may move a pixel by 2.5 ε / PGD_STEPS (Madry et al.'s rule)
+IG_STEPS = 32  # points on the path from blank (Gauss-Legendre): the shares then add up to within ~1%
+PGD_STEPS = 20  # PGD's steps; each may move a pixel by 2.5 ε / PGD_STEPS (Madry et al.'s rule)
 EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)  # those of PyTorch's FGSM tutorial, to compare with it
-MAX_EPS = 1.0      # a larger ε than this allows any image at all
+MAX_EPS = 1.0  # a larger ε than this allows any image at all
 
 # Captum says so each time an input did not ask for gradients already; it asks for them itself, as it should.
 warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients", module="captum")
@@ -77,7 +78,7 @@ def grad_cam_layer(model):
     convs = [i for i, m in enumerate(modules) if isinstance(m, nn.Conv2d)]
     if not convs:
         return None, False
-    flatten = [m for m in modules[convs[-1]:] if isinstance(m, nn.Flatten)]
+    flatten = [m for m in modules[convs[-1] :] if isinstance(m, nn.Flatten)]
     return (flatten[0], True) if flatten else (modules[convs[-1]], False)
 
 
@@ -117,8 +118,13 @@ class Explainer:
     def integrated_gradients(self, pixels, target):
         """[N, 28, 28] signed maps: each pixel's share of `target`'s logit (a digit, or one per image)."""
         x = as_batch(pixels, self.device)
-        maps = self.ig.attribute(x, baselines=torch.zeros_like(x), target=as_target(target, self.device),
-                                 n_steps=IG_STEPS, internal_batch_size=512)  # 512 images at a time: bounded memory
+        maps = self.ig.attribute(
+            x,
+            baselines=torch.zeros_like(x),
+            target=as_target(target, self.device),
+            n_steps=IG_STEPS,
+            internal_batch_size=512,
+        )  # 512 images at a time: bounded memory
         return maps.detach()[:, 0]
 
     def grad_cam(self, pixels, target, upsample=True):
@@ -126,8 +132,11 @@ class Explainer:
         size), or None for a net without conv layers."""
         if self.gradcam is None:
             return None
-        maps = self.gradcam.attribute(as_batch(pixels, self.device), target=as_target(target, self.device),
-                                      attribute_to_layer_input=self.layer_input).detach()
+        maps = self.gradcam.attribute(
+            as_batch(pixels, self.device),
+            target=as_target(target, self.device),
+            attribute_to_layer_input=self.layer_input,
+        ).detach()
         return (LayerAttribution.interpolate(maps, (28, 28), interpolate_mode="bilinear") if upsample else maps)[:, 0]
 
     def attack(self, pixels, eps, label, target=None, method="pgd"):
@@ -142,13 +151,15 @@ class Explainer:
             if method == "fgsm":
                 out = self.fgsm.perturb(x, eps, goal, targeted=targeted)
             else:
-                out = self.pgd.perturb(x, radius=eps, step_size=2.5 * eps / PGD_STEPS, step_num=PGD_STEPS,
-                                       target=goal, targeted=targeted)
+                out = self.pgd.perturb(
+                    x, radius=eps, step_size=2.5 * eps / PGD_STEPS, step_num=PGD_STEPS, target=goal, targeted=targeted
+                )
         return out.detach()
 
 
-def robust_accuracy(explainer, pixels, labels, eps_list=EPSILONS, methods=("fgsm", "pgd"), batch_size=500,
-                    progress=None):
+def robust_accuracy(
+    explainer, pixels, labels, eps_list=EPSILONS, methods=("fgsm", "pgd"), batch_size=500, progress=None
+):
     """{method: [accuracy at each ε]}: the share of images read right before and after the attack.
 
     As in PyTorch's FGSM tutorial, an image counts as right only if the net read it right before the
@@ -158,7 +169,10 @@ def robust_accuracy(explainer, pixels, labels, eps_list=EPSILONS, methods=("fgsm
     for method in methods:
         correct = [0] * len(eps_list)
         for i in range(0, len(labels), batch_size):
-            x, y = as_batch(pixels[i:i + batch_size], explainer.device), labels[i:i + batch_size].to(explainer.device)
+            x, y = (
+                as_batch(pixels[i : i + batch_size], explainer.device),
+                labels[i : i + batch_size].to(explainer.device),
+            )
             right = explainer.logits(x).argmax(1) == y
             for k, eps in enumerate(eps_list):
                 attacked = explainer.attack(x, eps, y, method=method)

@@ -3,6 +3,7 @@ on, the activations of each hidden dense layer, and the names of the layers in e
 
 Works on every network of net.py (and the first member of an ensemble), for any number of threads at once.
 """
+
 import threading
 
 from torch import nn

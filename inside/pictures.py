@@ -2,6 +2,7 @@
 raises the digit's score, blue where it lowers it, the colours of draw.py's page. With Pillow, as every
 picture of digits is (lab/figures.py says why).
 """
+
 import numpy as np
 from PIL import Image, ImageDraw
 

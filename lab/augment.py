@@ -16,6 +16,7 @@ per call, so every image of a batch would get the same shift and the same field;
 would be the per-sample Python loop this lab avoids. The pieces below are torch's own affine_grid,
 grid_sample, max_pool2d and interpolate, one call each per batch.
 """
+
 import functools
 import math
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from lab.data import MEAN, STD
 
 BACKGROUND = -MEAN / STD  # a 0 pixel (paper), normalised
-ELASTIC_SIGMA = 4.0       # pixels: how smooth the field is (Simard et al.'s sigma)
+ELASTIC_SIGMA = 4.0  # pixels: how smooth the field is (Simard et al.'s sigma)
 LOWRES_SIZES = range(9, 17)  # the coarse grids --lowres draws a digit on (MNIST's digits fill 20 of 28 pixels)
 
 
@@ -33,8 +34,16 @@ def make(args, generator):
     """The augmentation a run's settings ask for, as a function of a batch of images; None without --augment."""
     if not args.augment:
         return None
-    return functools.partial(augment, generator=generator, degrees=args.rotate, shift=args.shift, scale=args.scale,
-                             elastic=args.elastic, thickness=args.thickness, lowres=args.lowres)
+    return functools.partial(
+        augment,
+        generator=generator,
+        degrees=args.rotate,
+        shift=args.shift,
+        scale=args.scale,
+        elastic=args.elastic,
+        thickness=args.thickness,
+        lowres=args.lowres,
+    )
 
 
 def augment(x, generator, degrees=10.0, shift=2.0, scale=0.1, elastic=0.0, thickness=0.0, lowres=0.0):
@@ -71,7 +80,7 @@ def affine_grid(n, x, generator, degrees, shift, scale):
 def gaussian_kernel(sigma, device, dtype):
     radius = math.ceil(3 * sigma)
     t = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
-    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    k = torch.exp(-(t**2) / (2 * sigma**2))
     return k / k.sum()
 
 
@@ -97,7 +106,7 @@ def some(n, share, generator, device):
     A fixed number, not a coin per image: the work below is then done on those images alone, with shapes
     known in advance, so a GPU never waits to learn how many there are.
     """
-    return torch.randperm(n, generator=generator, device=device)[:round(share * n)]
+    return torch.randperm(n, generator=generator, device=device)[: round(share * n)]
 
 
 def pen_width(x, generator, share):

@@ -20,6 +20,7 @@ from the best epoch's own test evaluation: no extra pass over the data (docs/ten
 A full disk or a read-only folder under TensorBoard's writer ends the run with one line naming the
 run's folder (events_written); what was saved before, net.pth and last.pt, stays as it was.
 """
+
 import contextlib
 import shlex
 import sys
@@ -39,7 +40,7 @@ from lab.files import why_not_written
 from lab.metrics import confusion_matrix, digit_tables, evaluate
 
 PROJECTED = 2000  # test digits in the projector: enough for clear clusters, a sprite of 1,260 px
-STEPS = "steps"   # the subfolder of a run that holds its per-step curves
+STEPS = "steps"  # the subfolder of a run that holds its per-step curves
 
 
 def command_line():
@@ -116,11 +117,13 @@ _thread_failures = []  # what TensorBoard's writer threads died of; events_writt
 def _keep_writer_failures(hook):
     """threading.excepthook, but a TensorBoard writer thread's OSError is kept for events_written()
     rather than printed as a traceback."""
+
     def excepthook(args):
         if type(args.thread).__module__.startswith("tensorboard.") and isinstance(args.exc_value, OSError):
             _thread_failures.append(args.exc_value)
         else:
             hook(args)
+
     excepthook.keeps_writer_failures = True
     return excepthook
 
@@ -147,8 +150,10 @@ def events_written(folder, finished=False):
         if finished:
             then = "the run itself is complete: its best model and last.pt are saved"
         elif (Path(folder) / "last.pt").is_file():
-            then = (f"the best model and last.pt saved so far are unchanged; carry on with "
-                    f"python train.py --resume {folder}")
+            then = (
+                f"the best model and last.pt saved so far are unchanged; carry on with "
+                f"python train.py --resume {folder}"
+            )
         else:
             then = "no epoch was saved yet"
         raise UserError(f"cannot write TensorBoard's files in {folder} {why_not_written(e)}; {then}") from None
@@ -168,11 +173,17 @@ def log_graph(writer, model, example):
 
 
 # The epoch record's scalars and their TensorBoard tags: the printed line shows the same record.
-EPOCH_TAGS = {"train_loss": "loss/train", "train_acc": "accuracy/train", "val_loss": "loss/val",
-              "val_acc": "accuracy/val", "test_acc": "accuracy/test", "lr": "lr",
-              "seconds": "time/epoch_seconds",  # training only, for report.py
-              "temperature": "calibration/temperature",  # fitted on validation
-              "test_ece": "calibration/test_ece"}
+EPOCH_TAGS = {
+    "train_loss": "loss/train",
+    "train_acc": "accuracy/train",
+    "val_loss": "loss/val",
+    "val_acc": "accuracy/val",
+    "test_acc": "accuracy/test",
+    "lr": "lr",
+    "seconds": "time/epoch_seconds",  # training only, for report.py
+    "temperature": "calibration/temperature",  # fitted on validation
+    "test_ece": "calibration/test_ece",
+}
 
 
 def log_epoch(writer, record, model, val_set, val):
@@ -185,8 +196,9 @@ def log_epoch(writer, record, model, val_set, val):
     with events_written(writer.log_dir):
         for key, tag in EPOCH_TAGS.items():
             writer.add_scalar(tag, record[key], epoch)
-        writer.add_image("val/confusion", confusion_picture(confusion_matrix(labels, val["predictions"])),
-                         epoch, dataformats="HWC")
+        writer.add_image(
+            "val/confusion", confusion_picture(confusion_matrix(labels, val["predictions"])), epoch, dataformats="HWC"
+        )
         writer.add_image("val/mistakes", mistakes_picture(images, labels, val), epoch, dataformats="HWC")
         for name, p in model.named_parameters():
             writer.add_histogram(f"weights/{name}", p.detach(), epoch)
@@ -218,32 +230,44 @@ def log_final(writer, run, state, test_set):
     features = hidden_features(model, images[:n], labels[:n], run.precision)
 
     cm = confusion_matrix(labels, best_test["predictions"])
-    hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.training(run.args).items()}
+    hparams = {
+        k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.training(run.args).items()
+    }
     with events_written(writer.log_dir, finished=True):
         writer.add_image("test/confusion", confusion_picture(cm), step, dataformats="HWC")
         writer.add_image("test/mistakes", mistakes_picture(images, labels, best_test), step, dataformats="HWC")
-        writer.add_image("test/reliability", reliability_picture(best_test["calibration"], "test set"), step,
-                         dataformats="HWC")
+        writer.add_image(
+            "test/reliability", reliability_picture(best_test["calibration"], "test set"), step, dataformats="HWC"
+        )
         truth = labels.cpu()
         for d in range(10):
             writer.add_pr_curve(f"pr/{d}", truth == d, best_test["probabilities"][:, d], step)
         pictures = (images[:n].float() * STD + MEAN).clamp(0, 1).cpu()
-        writer.add_embedding(features, metadata=truth[:n].tolist(), label_img=pictures, global_step=step,
-                             tag="test_digits")
+        writer.add_embedding(
+            features, metadata=truth[:n].tolist(), label_img=pictures, global_step=step, tag="test_digits"
+        )
         writer.add_text("test report", test_report(best_model.get("epoch"), best_test, cm), step)
-        writer.add_hparams({**hparams, "precision": run.precision},
-                           {"hparam/best_val_acc": best["val_acc"], "hparam/test_acc": best["test_acc"],
-                            "hparam/best_epoch": best["epoch"], "hparam/test_ece": best_test["calibration"]["ece"]},
-                           run_name=".")
+        writer.add_hparams(
+            {**hparams, "precision": run.precision},
+            {
+                "hparam/best_val_acc": best["val_acc"],
+                "hparam/test_acc": best["test_acc"],
+                "hparam/best_epoch": best["epoch"],
+                "hparam/test_ece": best_test["calibration"]["ece"],
+            },
+            run_name=".",
+        )
         writer.flush()  # here, so that a failure to write them is said here
 
 
 def test_report(epoch, result, cm):
     """The best checkpoint's test figures as markdown (TensorBoard's Text tab draws the tables)."""
-    return (f"**Test accuracy of the best checkpoint (epoch {epoch}, chosen on validation): "
-            f"{100 * result['accuracy']:.2f}% ({result['correct']}/{result['total']})**, "
-            f"average loss {result['loss']:.4f}\n\n{calibration.summary_line(result['calibration'], result['temperature'])}"
-            f"\n\n{digit_tables(cm)}")
+    return (
+        f"**Test accuracy of the best checkpoint (epoch {epoch}, chosen on validation): "
+        f"{100 * result['accuracy']:.2f}% ({result['correct']}/{result['total']})**, "
+        f"average loss {result['loss']:.4f}\n\n{calibration.summary_line(result['calibration'], result['temperature'])}"
+        f"\n\n{digit_tables(cm)}"
+    )
 
 
 def hidden_features(model, images, labels, precision):

@@ -12,6 +12,7 @@ the same positive number never changes which is largest, so the accuracy stays e
     calibration_error(probabilities, labels)  the expected calibration error (ECE) and its bins
     calibrate(model, T)                       a loaded net that gives calibrated logits from then on
 """
+
 import math
 
 import torch
@@ -86,13 +87,19 @@ def calibrate(model, temperature):
 def summary_line(calibration, temperature=None):
     """One line for a terminal: mean confidence against accuracy, and the ECE."""
     at = "" if temperature is None else f" at temperature {temperature:g}"
-    return (f"Calibration{at}: mean confidence {100 * calibration['confidence']:.2f}% for "
-            f"{100 * calibration['accuracy']:.2f}% right, ECE {100 * calibration['ece']:.2f}% ({BINS} bins)")
+    return (
+        f"Calibration{at}: mean confidence {100 * calibration['confidence']:.2f}% for "
+        f"{100 * calibration['accuracy']:.2f}% right, ECE {100 * calibration['ece']:.2f}% ({BINS} bins)"
+    )
 
 
 def at(result, labels, temperature):
     """An evaluation (lab/metrics.evaluate) read at `temperature`: its probabilities rescaled, with the
     temperature and the calibration they give. The predictions, and so the accuracy, stay as they were."""
     probabilities = rescale(result["probabilities"], temperature)
-    return {**result, "probabilities": probabilities, "temperature": temperature,
-            "calibration": calibration_error(probabilities, labels)}
+    return {
+        **result,
+        "probabilities": probabilities,
+        "temperature": temperature,
+        "calibration": calibration_error(probabilities, labels),
+    }

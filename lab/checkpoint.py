@@ -11,6 +11,7 @@ While a run trains, it holds its net.pth with the operating system's lock on a f
 of overwriting the first's best model with its own. The system frees the lock when the run ends,
 however it ends (kill -9, a crash): the next run takes it.
 """
+
 import json
 import os
 import pickle
@@ -36,9 +37,17 @@ VERSION = 2  # 1: the settings were the whole argparse Namespace ("args"); 2: a 
 def make_checkpoint(model, model_name, model_options, settings, meta=None):
     """The dict saved as net.pth. `settings` is settings.record(); `meta`, a dict: epoch, val_acc, test_acc..."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return {"format": FORMAT, "version": VERSION, "model": model_name, "model_options": dict(model_options),
-            "state_dict": state, "normalization": {"mean": MEAN, "std": STD}, "settings": settings,
-            "torch_version": str(torch.__version__), **(meta or {})}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model_name,
+        "model_options": dict(model_options),
+        "state_dict": state,
+        "normalization": {"mean": MEAN, "std": STD},
+        "settings": settings,
+        "torch_version": str(torch.__version__),
+        **(meta or {}),
+    }
 
 
 def save_checkpoint(ckpt, path):
@@ -51,12 +60,23 @@ def load_file(path, what="checkpoint", hint="run python train.py first"):
     if not path.is_file():
         raise UserError(f"no {what} at {path}: {hint}")
     if not zipfile.is_zipfile(path):  # every torch.save file since PyTorch 1.6 is a zip archive
-        raise UserError(f"{path} is not a readable {what} (not a PyTorch file: corrupt, truncated "
-                        f"or another format): {hint}")
+        raise UserError(
+            f"{path} is not a readable {what} (not a PyTorch file: corrupt, truncated or another format): {hint}"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
-            ValueError, KeyError, AttributeError, TypeError, UnicodeDecodeError) as e:
+    except (
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        AttributeError,
+        TypeError,
+        UnicodeDecodeError,
+    ) as e:
         text = str(e).strip()
         if "Weights only load failed" in text:
             why = "it holds Python objects, not only weights, and is refused for safety"
@@ -69,32 +89,37 @@ def check_version(obj, path, version, what):
     """Refuse, in one line, a file written by a newer version of the lab: it may mean what this code does not know."""
     found = obj.get("version", 1)
     if not isinstance(found, int) or found > version:
-        raise UserError(f"{path} is a {what} of format version {found}, newer than this code reads "
-                        f"(up to {version}): update the lab's code to use it")
+        raise UserError(
+            f"{path} is a {what} of format version {found}, newer than this code reads "
+            f"(up to {version}): update the lab's code to use it"
+        )
 
 
 def load_checkpoint(path):
     """Load net.pth and rebuild its model. Returns (model in eval mode on cpu, checkpoint dict)."""
     ckpt = load_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"{path} is not a checkpoint of this lab (no '{FORMAT}' marker): "
-                        "train one with python train.py")
+        raise UserError(
+            f"{path} is not a checkpoint of this lab (no '{FORMAT}' marker): train one with python train.py"
+        )
     check_version(ckpt, path, VERSION, "checkpoint")
     if ckpt.get("model") not in MODELS:
-        raise UserError(f"{path} holds an unknown model {ckpt.get('model')!r}; "
-                        f"this version knows {', '.join(MODELS)}")
+        raise UserError(f"{path} holds an unknown model {ckpt.get('model')!r}; this version knows {', '.join(MODELS)}")
     try:
         model = build_model(ckpt["model"], **ckpt.get("model_options", {}))
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, RuntimeError, KeyError, ValueError) as e:
-        raise UserError(f"{path} does not match the {ckpt['model']!r} network "
-                        f"({str(e).splitlines()[0][:120]}); retrain with python train.py") from None
+        raise UserError(
+            f"{path} does not match the {ckpt['model']!r} network "
+            f"({str(e).splitlines()[0][:120]}); retrain with python train.py"
+        ) from None
     # Read at the temperature fitted on validation (lab/calibration.py); an older checkpoint has none: 1, as before.
     calibrate(model, float(ckpt.get("temperature", 1.0)))
     return model.eval(), ckpt
 
 
 # ---------------------------------------------------------------- one run at a time on a net.pth
+
 
 def lock_file(path):
     return Path(f"{path}.lock")
@@ -122,8 +147,12 @@ def take_lock(path):
         print(f"(taking over {file}: it was left by process {left['pid']}, which has ended)")
     if os.name != "posix":
         return lock
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": sys.argv}
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": sys.argv,
+    }
     try:
         file.write_text(json.dumps(holder), encoding="utf-8")
     except BaseException as e:  # a full disk, Ctrl-C: give the lock back, and leave no file behind

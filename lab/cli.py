@@ -2,6 +2,7 @@
 
 Kept small on purpose; each function is a few lines a student can check.
 """
+
 import argparse
 import gc
 import os
@@ -60,6 +61,7 @@ def popen_hearing_ctrl_c(args, **kwargs):
 
 # ---------------------------------------------------------------- flags
 
+
 class _OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message):
         # argparse prints the whole usage before the error; one line is easier to read.
@@ -87,7 +89,7 @@ def positive_int(text):
 
 
 def non_negative_int(text):
-    return _number(text, int, lambda v: 0 <= v < 2 ** 63, "a whole number of at least 0")
+    return _number(text, int, lambda v: 0 <= v < 2**63, "a whole number of at least 0")
 
 
 def int_between(low, high, what="a whole number"):
@@ -113,35 +115,52 @@ def share(text):
 
 # The flags several scripts take, defined once so that their names, defaults and help agree.
 
+
 def add_checkpoint_flag(parser, help="the checkpoint train.py saved (default: net.pth)", several=False):
     """--checkpoint FILE; with several=True, --checkpoint FILE [FILE ...]: an ensemble (lab/ensemble.py)."""
     if several:
-        parser.add_argument("--checkpoint", nargs="+", default=["net.pth"], metavar="FILE",
-                            help="the checkpoint train.py saved, or several: an ensemble, which reads with the mean "
-                                 "of their probabilities (default: net.pth)")
+        parser.add_argument(
+            "--checkpoint",
+            nargs="+",
+            default=["net.pth"],
+            metavar="FILE",
+            help="the checkpoint train.py saved, or several: an ensemble, which reads with the mean "
+            "of their probabilities (default: net.pth)",
+        )
     else:
         parser.add_argument("--checkpoint", default="net.pth", metavar="FILE", help=help)
 
 
 def add_device_flag(parser, what="run"):
-    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
-                        help=f"where to {what}; auto tries cuda, then mps, then cpu (default: auto)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cuda", "mps", "cpu"],
+        help=f"where to {what}; auto tries cuda, then mps, then cpu (default: auto)",
+    )
 
 
-def add_precision_flag(parser, help="auto: bf16/fp16 mixed precision where the hardware does it fast, "
-                                    "else fp32 (default: auto)"):
+def add_precision_flag(
+    parser, help="auto: bf16/fp16 mixed precision where the hardware does it fast, else fp32 (default: auto)"
+):
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=help)
 
 
 def add_data_flags(parser):
-    parser.add_argument("--data-dir", default="mnist", metavar="DIR",
-                        help="where MNIST is stored or downloaded to (default: mnist)")
-    parser.add_argument("--mirror", default=None, metavar="DIR_OR_URL",
-                        help="a folder holding the four MNIST .gz files, or an http(s) URL prefix serving them, "
-                             "tried before the official mirrors (default: $MNIST_MIRROR)")
+    parser.add_argument(
+        "--data-dir", default="mnist", metavar="DIR", help="where MNIST is stored or downloaded to (default: mnist)"
+    )
+    parser.add_argument(
+        "--mirror",
+        default=None,
+        metavar="DIR_OR_URL",
+        help="a folder holding the four MNIST .gz files, or an http(s) URL prefix serving them, "
+        "tried before the official mirrors (default: $MNIST_MIRROR)",
+    )
 
 
 # ---------------------------------------------------------------- output
+
 
 def fmt_time(seconds):
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
@@ -159,5 +178,6 @@ def markdown_table(header, rows):
 
     def line(cells):
         return "| " + " | ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)) + " |"
+
     rule = "|" + "|".join("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1) for w, r in zip(widths, right)) + "|"
     return "\n".join([line(header), rule, *map(line, rows)])

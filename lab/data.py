@@ -5,6 +5,7 @@ split once into one tensor, move it to the device, and slice batches out of it.
 That replaces a DataLoader that builds every sample with a PIL image and
 ToTensor in Python, which is the bottleneck of most MNIST tutorials on a CPU.
 """
+
 import hashlib
 import math
 import os
@@ -20,8 +21,10 @@ from lab.files import make_folder
 # The four files of the official distribution, extracted: (images, labels) of each split.
 # torchvision (imported only when one is missing: its import alone takes 1.4 s) pins their
 # md5 sums and knows the mirrors; reading them once they are here is the few lines of read_idx.
-FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-         False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 # The mean and standard deviation of the 60,000 training pixels (scaled to 0..1).
 # They are stored in every checkpoint so that testing and prediction normalise
@@ -29,8 +32,10 @@ FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 MEAN, STD = 0.1307, 0.3081
 
 MIRROR_ENV = "MNIST_MIRROR"
-OFFLINE_HINT = ("offline? pass --mirror DIR (or set MNIST_MIRROR) to a folder holding the four "
-                "official .gz files, or copy them into {raw}/")
+OFFLINE_HINT = (
+    "offline? pass --mirror DIR (or set MNIST_MIRROR) to a folder holding the four "
+    "official .gz files, or copy them into {raw}/"
+)
 
 
 def _md5(path):
@@ -58,8 +63,9 @@ def _fetch(source, filename, md5, raw):
     extracted = raw / filename[: -len(".gz")]
     try:
         if source.startswith(("http://", "https://")):
-            download_and_extract_archive(source.rstrip("/") + "/" + filename, download_root=str(raw),
-                                         filename=filename, md5=md5)
+            download_and_extract_archive(
+                source.rstrip("/") + "/" + filename, download_root=str(raw), filename=filename, md5=md5
+            )
         else:
             src = Path(source).expanduser() / filename
             if not src.is_file():
@@ -100,8 +106,7 @@ def ensure_mnist(data_dir="mnist", mirror=None):
             except (OSError, ValueError, RuntimeError, urllib.error.URLError) as e:
                 errors.append(f"{source} ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
         else:
-            raise UserError(f"could not get {filename}; tried: {'; '.join(errors)}. "
-                            + OFFLINE_HINT.format(raw=raw))
+            raise UserError(f"could not get {filename}; tried: {'; '.join(errors)}. " + OFFLINE_HINT.format(raw=raw))
 
 
 def read_idx(path):
@@ -115,10 +120,11 @@ def read_idx(path):
     with open(path, "rb") as f:  # straight into one writable buffer: the tensor below is a view of it
         f.readinto(data)
     ndim = data[3] if len(data) > 3 and data[:3] == b"\0\0\x08" else 0
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     if not ndim or len(data) != 4 + 4 * ndim + math.prod(dims):
-        raise UserError(f"{path} is not a complete MNIST file (corrupt or truncated); "
-                        "delete it and run again to fetch it afresh")
+        raise UserError(
+            f"{path} is not a complete MNIST file (corrupt or truncated); delete it and run again to fetch it afresh"
+        )
     return torch.frombuffer(data, dtype=torch.uint8, offset=4 + 4 * ndim).view(dims)
 
 
@@ -128,8 +134,10 @@ def load_split(train, data_dir="mnist", mirror=None):
     raw = Path(data_dir) / "MNIST" / "raw"
     images, labels = (read_idx(raw / name) for name in FILES[train])
     if images.dim() != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
-        raise UserError(f"the MNIST files in {raw} do not match each other ({tuple(images.shape)} "
-                        f"images, {tuple(labels.shape)} labels); delete that folder and run again")
+        raise UserError(
+            f"the MNIST files in {raw} do not match each other ({tuple(images.shape)} "
+            f"images, {tuple(labels.shape)} labels); delete that folder and run again"
+        )
     return images, labels.long()
 
 
@@ -167,19 +175,22 @@ def load_data(args, device):
     images, labels = load_split(True, args.data_dir, args.mirror)
     (tx, ty), (vx, vy) = split_train_val(images, labels, args.val_size)
     if args.limit:
-        tx = tx[:args.limit]
-        ty = ty[:args.limit]
+        tx = tx[: args.limit]
+        ty = ty[: args.limit]
     test_x, test_y = load_split(False, args.data_dir, args.mirror)
-    test_x = test_x[:args.test_limit]
-    test_y = test_y[:args.test_limit]
-    return {name: (normalize(x).to(device), y.to(device))
-            for name, (x, y) in {"train": (tx, ty), "val": (vx, vy), "test": (test_x, test_y)}.items()}
+    test_x = test_x[: args.test_limit]
+    test_y = test_y[: args.test_limit]
+    return {
+        name: (normalize(x).to(device), y.to(device))
+        for name, (x, y) in {"train": (tx, ty), "val": (vx, vy), "test": (test_x, test_y)}.items()
+    }
 
 
 def batches(n, batch_size, generator=None, device="cpu"):
     """Index tensors covering range(n) in batches, shuffled when a generator is given."""
-    order = (torch.randperm(n, generator=generator).to(device) if generator is not None
-             else torch.arange(n, device=device))
+    order = (
+        torch.randperm(n, generator=generator).to(device) if generator is not None else torch.arange(n, device=device)
+    )
     return order.split(batch_size)
 
 

@@ -1,4 +1,5 @@
 """Where and how fast the arithmetic runs: the device (cuda -> mps -> cpu), mixed precision, threads."""
+
 import contextlib
 import ctypes
 import os

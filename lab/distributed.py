@@ -8,6 +8,7 @@ batch; DistributedDataParallel (DDP) averages the gradients across processes dur
 every copy of the model takes the same step. Rank 0 alone evaluates, prints, writes TensorBoard
 and saves; the others only train. Started without torchrun, none of this does anything.
 """
+
 import contextlib
 import datetime
 import os
@@ -33,12 +34,16 @@ def setup(device):
     local_rank = int(os.environ["LOCAL_RANK"])
     cuda = device.type == "cuda"
     if device.type == "mps":
-        raise UserError("torchrun needs CUDA GPUs or the CPU (Gloo cannot add up tensors on an Apple GPU): "
-                        "add --device cpu, or run python train.py")
+        raise UserError(
+            "torchrun needs CUDA GPUs or the CPU (Gloo cannot add up tensors on an Apple GPU): "
+            "add --device cpu, or run python train.py"
+        )
     if cuda:
         if local_rank >= torch.cuda.device_count():
-            raise UserError(f"torchrun started more processes than this machine has GPUs "
-                            f"({torch.cuda.device_count()}): use --nproc_per_node {torch.cuda.device_count()}")
+            raise UserError(
+                f"torchrun started more processes than this machine has GPUs "
+                f"({torch.cuda.device_count()}): use --nproc_per_node {torch.cuda.device_count()}"
+            )
         device = torch.device("cuda", local_rank)  # one GPU per process
         torch.cuda.set_device(device)
     # When one process fails, torchrun stops the others with SIGTERM: make that the same clean stop
@@ -47,8 +52,9 @@ def setup(device):
     # A peer that stops normally closes its connections, and the others' next collective fails at
     # once. The timeout is for one that vanishes silently (a machine that lost power): long enough
     # for rank 0 to evaluate and save while the others wait for it.
-    dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None,
-                            timeout=datetime.timedelta(minutes=10))
+    dist.init_process_group(
+        "nccl" if cuda else "gloo", device_id=device if cuda else None, timeout=datetime.timedelta(minutes=10)
+    )
     if rank != 0:
         sys.stdout = open(os.devnull, "w")  # rank 0 reports; the others' prints go nowhere
     return device, rank, dist.get_world_size()
@@ -72,8 +78,10 @@ def check_split(n, batch_size, world):
     """Every process needs at least one image of every batch, the last one included."""
     smallest = n if n < batch_size else (n % batch_size or batch_size)
     if smallest < world:
-        raise UserError(f"the smallest batch has {smallest} images, fewer than the {world} processes: "
-                        "change --batch-size or --limit")
+        raise UserError(
+            f"the smallest batch has {smallest} images, fewer than the {world} processes: "
+            "change --batch-size or --limit"
+        )
 
 
 def wrap(model, device):
@@ -119,7 +127,7 @@ def seed_epoch(seed, epoch, aug_generator):
     stream of random numbers goes on from epoch to epoch as it always has.
     """
     if launched():
-        s = (seed * 1_000_000 + epoch * 1_000 + dist.get_rank()) % 2 ** 63
+        s = (seed * 1_000_000 + epoch * 1_000 + dist.get_rank()) % 2**63
         aug_generator.manual_seed(s)
         torch.manual_seed(s)
 

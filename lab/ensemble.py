@@ -18,6 +18,7 @@ test.py --tta reads each image five times, as it is and moved by one pixel up, d
 (test-time augmentation: Shifted), and averages the same way; its figures are reported apart from
 the nets' own, since it costs five passes per image.
 """
+
 import math
 from pathlib import Path
 
@@ -63,8 +64,12 @@ class Shifted(nn.Module):
     def forward(self, x):
         padded = torch.nn.functional.pad(x - self.background, (1, 1, 1, 1)) + self.background
         h, w = x.shape[-2:]
-        log_p = torch.stack([self.model(padded[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]).float().log_softmax(1)
-                             for dy, dx in self.SHIFTS])
+        log_p = torch.stack(
+            [
+                self.model(padded[..., 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]).float().log_softmax(1)
+                for dy, dx in self.SHIFTS
+            ]
+        )
         return torch.logsumexp(log_p, 0) - math.log(len(self.SHIFTS))
 
 
@@ -88,16 +93,28 @@ def load(paths):
         model, ckpt = load_checkpoint(path)
         norm = ckpt.get("normalization")
         if members and norm != members[0].get("normalization"):
-            raise UserError(f"{path} was trained on other inputs (normalised with {norm}) than {paths[0]} "
-                            f"({members[0].get('normalization')}): an ensemble's nets must read the same images; "
-                            f"leave it out or retrain it")
+            raise UserError(
+                f"{path} was trained on other inputs (normalised with {norm}) than {paths[0]} "
+                f"({members[0].get('normalization')}): an ensemble's nets must read the same images; "
+                f"leave it out or retrain it"
+            )
         models.append(model)
-        members.append({**{k: v for k, v in ckpt.items() if k != "state_dict"}, "path": path,
-                        "parameters": count_parameters(model)})
+        members.append(
+            {
+                **{k: v for k, v in ckpt.items() if k != "state_dict"},
+                "path": path,
+                "parameters": count_parameters(model),
+            }
+        )
     names = sorted({m["model"] for m in members})
     return Ensemble(models).eval(), {
-        "format": members[0]["format"], "model": f"ensemble of {len(members)} ({', '.join(names)})",
-        "members": members, "normalization": members[0].get("normalization"), "epoch": None, "val_acc": None}
+        "format": members[0]["format"],
+        "model": f"ensemble of {len(members)} ({', '.join(names)})",
+        "members": members,
+        "normalization": members[0].get("normalization"),
+        "epoch": None,
+        "val_acc": None,
+    }
 
 
 def members(model):

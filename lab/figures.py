@@ -6,6 +6,7 @@ Every picture of digits is drawn with Pillow alone, straight into RGB arrays, a 
 matplotlib would cost more to import than all of TensorBoard's pictures of a run cost to draw. It is left
 to report.py's plotted curves, which are plots with axes, not pictures of digits.
 """
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -36,12 +37,21 @@ def confusion_picture(cm):
         draw.text((left + t * cell + cell // 2, top - 10), str(t), fill="black", font=small, anchor="mm")
         for p in range(10):
             s = shade[t][p]
-            colour = (int(255 - 200 * s), int(255 - 150 * s), 255) if t == p else (255, int(255 - 180 * s), int(255 - 180 * s))
+            colour = (
+                (int(255 - 200 * s), int(255 - 150 * s), 255)
+                if t == p
+                else (255, int(255 - 180 * s), int(255 - 180 * s))
+            )
             x, y = left + p * cell, top + t * cell
             draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour, outline=(225, 225, 225))
             if cm[t, p]:
-                draw.text((x + cell // 2, y + cell // 2), str(int(cm[t, p])), font=small, anchor="mm",
-                          fill="white" if s > 0.6 and t == p else "black")
+                draw.text(
+                    (x + cell // 2, y + cell // 2),
+                    str(int(cm[t, p])),
+                    font=small,
+                    anchor="mm",
+                    fill="white" if s > 0.6 and t == p else "black",
+                )
     draw.text((left, 4), "predicted digit", fill="black", font=small)  # Pillow's own font has no arrows
     draw.text((2, top - 24), "true", fill="black", font=small)
     return np.asarray(img)
@@ -76,10 +86,12 @@ def mistakes_picture(images, labels, result):
     order = confidence.argsort(descending=True)[:MISTAKES_SHOWN]
     wrong, confidence = every[order], confidence[order]
     shown = f"; the {len(wrong)} most confident shown" if len(wrong) < len(every) else ""
-    return digits_picture(images[wrong.to(images.device)],
-                          [f"{int(labels[i])} as {int(pred[i])} {100 * c:.0f}%" for i, c in zip(wrong.tolist(), confidence.tolist())],
-                          f"{len(every)} of {len(labels)} read wrong{shown} (true digit as read, confidence)",
-                          [(180, 0, 0)] * len(wrong))
+    return digits_picture(
+        images[wrong.to(images.device)],
+        [f"{int(labels[i])} as {int(pred[i])} {100 * c:.0f}%" for i, c in zip(wrong.tolist(), confidence.tolist())],
+        f"{len(every)} of {len(labels)} read wrong{shown} (true digit as read, confidence)",
+        [(180, 0, 0)] * len(wrong),
+    )
 
 
 def predictions_picture(images, labels, result, n=48, seed=0):
@@ -88,18 +100,26 @@ def predictions_picture(images, labels, result, n=48, seed=0):
     labels, pred, prob = labels.cpu(), result["predictions"], result["probabilities"]
     pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n]
     right = pred[pick] == labels[pick]
-    captions = [f"read {int(pred[i])} {100 * prob[i].max():.0f}%" if ok else f"read {int(pred[i])}, is {int(labels[i])}"
-                for i, ok in zip(pick.tolist(), right.tolist())]
-    return digits_picture(images[pick.to(images.device)], captions,
-                          f"{len(pick)} test digits at random: {int(right.sum())} read right (green), "
-                          f"{int((~right).sum())} wrong (red: what it read, what it is)",
-                          [(0, 120, 0) if ok else (190, 0, 0) for ok in right.tolist()])
+    captions = [
+        f"read {int(pred[i])} {100 * prob[i].max():.0f}%" if ok else f"read {int(pred[i])}, is {int(labels[i])}"
+        for i, ok in zip(pick.tolist(), right.tolist())
+    ]
+    return digits_picture(
+        images[pick.to(images.device)],
+        captions,
+        f"{len(pick)} test digits at random: {int(right.sum())} read right (green), "
+        f"{int((~right).sum())} wrong (red: what it read, what it is)",
+        [(0, 120, 0) if ok else (190, 0, 0) for ok in right.tolist()],
+    )
 
 
 def samples_picture(images, labels, n=48):
     """The first n images of a set with their labels: what the network is shown."""
-    return digits_picture(images[:n], [f"label {int(y)}" for y in labels[:n].tolist()],
-                          f"The first {min(n, len(labels))} training images and their labels")
+    return digits_picture(
+        images[:n],
+        [f"label {int(y)}" for y in labels[:n].tolist()],
+        f"The first {min(n, len(labels))} training images and their labels",
+    )
 
 
 def stack_pictures(pictures, gap=8):
@@ -130,10 +150,15 @@ def reliability_picture(calibration, title="reliability"):
     for v in (0, 0.5, 1):
         draw.text((left - 6, y_of(v)), f"{v:g}", fill="black", font=small, anchor="rm")
         draw.text((left + v * size, top + size + 10), f"{v:g}", fill="black", font=small, anchor="mm")
-    draw.text((left + size / 2, top + size + 26), "confidence (largest probability)", fill="black", font=small,
-              anchor="mm")
-    draw.text((4, 6), f"{title}: ECE {100 * calibration['ece']:.2f}%, mean confidence "
-              f"{100 * calibration['confidence']:.2f}%, right {100 * calibration['accuracy']:.2f}%",
-              fill="black", font=small)
+    draw.text(
+        (left + size / 2, top + size + 26), "confidence (largest probability)", fill="black", font=small, anchor="mm"
+    )
+    draw.text(
+        (4, 6),
+        f"{title}: ECE {100 * calibration['ece']:.2f}%, mean confidence "
+        f"{100 * calibration['confidence']:.2f}%, right {100 * calibration['accuracy']:.2f}%",
+        fill="black",
+        font=small,
+    )
     draw.text((4, top - 18), "share read right", fill="black", font=small)
     return np.asarray(img)

@@ -5,6 +5,7 @@ the bytes are made in memory first, written to a temporary file beside the targe
 disk, then renamed over it. A full disk, a read-only folder or Ctrl-C at any moment leaves either
 the old file or the whole new one, never a part; the failure is one line naming the file and why.
 """
+
 import errno
 import io
 import json

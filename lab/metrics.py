@@ -1,4 +1,5 @@
 """Evaluating a model on a whole split: loss, accuracy, predictions, the confusion matrix and its tables."""
+
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +27,7 @@ def evaluate(model, images, labels, batch_size=256, precision="fp32"):
     preds = []
     probs = []
     for i in range(0, len(images), batch_size):
-        x, y = images[i:i + batch_size], labels[i:i + batch_size]
+        x, y = images[i : i + batch_size], labels[i : i + batch_size]
         with autocast(device, precision):
             logits = model(x)
         logits = logits.float()
@@ -44,13 +45,21 @@ def result_of(probabilities, labels, loss, predictions=None):
         predictions = probabilities.argmax(dim=1)
     total = len(labels)
     correct = int((predictions == labels.cpu()).sum())
-    return {"loss": loss, "correct": correct, "total": total, "accuracy": correct / max(total, 1),
-            "predictions": predictions, "probabilities": probabilities}
+    return {
+        "loss": loss,
+        "correct": correct,
+        "total": total,
+        "accuracy": correct / max(total, 1),
+        "predictions": predictions,
+        "probabilities": probabilities,
+    }
 
 
 def confusion_matrix(labels, predictions, classes=10):
     """[true, predicted] counts as a classes x classes int64 tensor."""
-    return torch.bincount(labels.cpu() * classes + predictions.cpu(), minlength=classes * classes).view(classes, classes)
+    return torch.bincount(labels.cpu() * classes + predictions.cpu(), minlength=classes * classes).view(
+        classes, classes
+    )
 
 
 def per_digit_accuracy(cm):
@@ -62,10 +71,17 @@ def digit_tables(cm):
     """Accuracy per digit and the confusion matrix as markdown tables: for a terminal, a lab report and
     TensorBoard's Text tab alike."""
     digits = [str(d) for d in range(len(cm))]
-    per_digit = markdown_table(["digit", *digits], [
-        ["accuracy", *(f"{100 * a:.1f}%" for a in per_digit_accuracy(cm))],
-        ["right", *(f"{int(cm[d, d])}/{int(cm[d].sum())}" for d in range(len(cm)))]])
-    matrix = markdown_table(["true \\ predicted", *digits],
-                            [[f"**{d}**", *(str(int(n)) for n in cm[d])] for d in range(len(cm))])
-    return (f"Accuracy per digit:\n\n{per_digit}\n\n"
-            f"Confusion matrix (rows: true digit, columns: what the net read):\n\n{matrix}")
+    per_digit = markdown_table(
+        ["digit", *digits],
+        [
+            ["accuracy", *(f"{100 * a:.1f}%" for a in per_digit_accuracy(cm))],
+            ["right", *(f"{int(cm[d, d])}/{int(cm[d].sum())}" for d in range(len(cm)))],
+        ],
+    )
+    matrix = markdown_table(
+        ["true \\ predicted", *digits], [[f"**{d}**", *(str(int(n)) for n in cm[d])] for d in range(len(cm))]
+    )
+    return (
+        f"Accuracy per digit:\n\n{per_digit}\n\n"
+        f"Confusion matrix (rows: true digit, columns: what the net read):\n\n{matrix}"
+    )

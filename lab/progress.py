@@ -15,6 +15,7 @@ drops the epochs in the run's own folder.
 Reading a number off a GPU makes the CPU wait for the GPU's queue to drain, so the sums stay on
 the device and are read only every --log-every steps (every 20 for the bar).
 """
+
 import sys
 import time
 
@@ -42,8 +43,9 @@ class EpochSteps:
         self.eval_seconds = 0.0  # spent validating between steps: not training time
         self.bar = None
         if self.rank == 0 and sys.stderr.isatty():
-            self.bar = tqdm(total=state.steps, desc=f"epoch {epoch}/{self.epochs}", unit="batch", leave=False,
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=state.steps, desc=f"epoch {epoch}/{self.epochs}", unit="batch", leave=False, dynamic_ncols=True
+            )
 
     def step(self, step, loss_sum, correct, seen):
         """After training step `step` (from 0) of the epoch, with the epoch's sums so far (tensors, maybe on a GPU)."""
@@ -64,8 +66,11 @@ class EpochSteps:
             if self.writer is not None:
                 log_step(self.writer, done, {"loss/train_step": loss, "accuracy/train_step": accuracy})
             if self.bar is None:
-                print(f"step {step + 1}/{self.steps} of epoch {self.epoch}/{self.epochs}  "
-                      f"train loss {loss:.4f} acc {100 * accuracy:.2f}%", flush=True)
+                print(
+                    f"step {step + 1}/{self.steps} of epoch {self.epoch}/{self.epochs}  "
+                    f"train loss {loss:.4f} acc {100 * accuracy:.2f}%",
+                    flush=True,
+                )
         if self.eval_every and done % self.eval_every == 0:
             t0 = time.perf_counter()
             val = self.validate()

@@ -7,6 +7,7 @@ goes wherever --checkpoint says (lab/checkpoint.py), held by the run until it en
 
     with runs.start(args) as run:   # ... train; leaving the block, also by Ctrl-C or an error, frees net.pth
 """
+
 import argparse
 import contextlib
 import sys
@@ -32,12 +33,12 @@ VERSION = 2  # 1: no format marker, settings as the whole argparse Namespace ("a
 class Run:
     args: argparse.Namespace  # the settings it runs with: a resumed run's own, with this command's machine settings
     device: torch.device
-    precision: str            # what --precision resolved to: fp32, bf16 or fp16
-    rank: int                 # under torchrun, this process's number of `world`; else 0 of 1
+    precision: str  # what --precision resolved to: fp32, bf16 or fp16
+    rank: int  # under torchrun, this process's number of `world`; else 0 of 1
     world: int
-    dir: Path                 # its folder: TensorBoard events and last.pt
-    state: dict = None        # the saved state it resumes from, or None for a new run
-    lock: object = None       # net.pth's lock (a filelock.FileLock) while this process holds it (rank 0 alone)
+    dir: Path  # its folder: TensorBoard events and last.pt
+    state: dict = None  # the saved state it resumes from, or None for a new run
+    lock: object = None  # net.pth's lock (a filelock.FileLock) while this process holds it (rank 0 alone)
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -62,8 +63,10 @@ def start(args):
         state = read_state(run_dir / STATE_FILE)
         trained, kept, resolved = state["settings"]
         if typed := settings.overruled(args, trained, kept):
-            raise UserError(f"--resume continues {run_dir} with the settings it was started with: leave out "
-                            f"{', '.join(typed)}, or start a new run with them")
+            raise UserError(
+                f"--resume continues {run_dir} with the settings it was started with: leave out "
+                f"{', '.join(typed)}, or start a new run with them"
+            )
         # The run's own training and run settings; where it runs now (device, data) from this command.
         args = argparse.Namespace(**{**vars(args), **trained, **kept})
         args.precision = resolved.get("precision") or args.precision
@@ -80,11 +83,14 @@ def start(args):
         args.run_name = args.run_name or default_run_name(args)
         run_dir = Path(args.logdir) / args.run_name
         if (run_dir / STATE_FILE).exists():
-            raise UserError(f"run {run_dir} exists already: continue it with --resume {run_dir}, "
-                            "or pick another --run-name")
+            raise UserError(
+                f"run {run_dir} exists already: continue it with --resume {run_dir}, or pick another --run-name"
+            )
     elif state["epoch"] >= args.epochs:
-        raise UserError(f"run {run_dir} already finished all {args.epochs} epochs; its best model is in "
-                        f"{args.checkpoint} (to train longer, start a new run with more --epochs)")
+        raise UserError(
+            f"run {run_dir} already finished all {args.epochs} epochs; its best model is in "
+            f"{args.checkpoint} (to train longer, start a new run with more --epochs)"
+        )
     lock = None
     if rank == 0:  # it alone saves and logs
         lock = take_lock(args.checkpoint)  # only now: a run refused above leaves no lock behind
@@ -93,12 +99,18 @@ def start(args):
         except UserError:
             release_lock(lock)
             raise
-    print(f"Using {device} device" + (f" ({threads} threads)" if device.type == "cpu" else "")
-          + f", {precision} precision" + (f", {world} processes (torchrun)" if distributed.launched() else ""))
+    print(
+        f"Using {device} device"
+        + (f" ({threads} threads)" if device.type == "cpu" else "")
+        + f", {precision} precision"
+        + (f", {world} processes (torchrun)" if distributed.launched() else "")
+    )
     if state is not None:
         best = state["best"]
-        print(f"Resuming {run_dir} after epoch {state['epoch']} (best so far: epoch {best['epoch']}, "
-              f"val {100 * best['val_acc']:.2f}%)")
+        print(
+            f"Resuming {run_dir} after epoch {state['epoch']} (best so far: epoch {best['epoch']}, "
+            f"val {100 * best['val_acc']:.2f}%)"
+        )
     return Run(args, device, precision, rank, world, run_dir, state, lock)
 
 
@@ -121,10 +133,12 @@ def find_run(logdir, resume):
 
 # ---------------------------------------------------------------- last.pt: what is saved, and how it comes back
 
+
 def save_state(run, state):
     """last.pt: the training state (train.py's TrainingState), with the run's settings record, after every epoch."""
-    save_torch({"format": STATE_FORMAT, "version": VERSION, "settings": run.record, **state.state_dict()},
-               run.dir / STATE_FILE)
+    save_torch(
+        {"format": STATE_FORMAT, "version": VERSION, "settings": run.record, **state.state_dict()}, run.dir / STATE_FILE
+    )
 
 
 def read_state(path, hint="start a new run instead"):
@@ -138,6 +152,7 @@ def read_state(path, hint="start a new run instead"):
 
 
 # ---------------------------------------------------------------- the end of a run
+
 
 @contextlib.contextmanager
 def stoppable():
@@ -156,17 +171,27 @@ def stoppable():
 
 def say_start(run, model, data):
     n = {name: len(images) for name, (images, _) in data.items()}
-    print(f"{run.args.model}: {count_parameters(model):,} parameters; training on {n['train']:,} images, "
-          f"validating on {n['val']:,}, testing on {n['test']:,}; logging to {run.dir}")
+    print(
+        f"{run.args.model}: {count_parameters(model):,} parameters; training on {n['train']:,} images, "
+        f"validating on {n['val']:,}, testing on {n['test']:,}; logging to {run.dir}"
+    )
 
 
 def summary(run, state, interrupted):
     """What train() returns: where things are, the best epoch and its accuracies, and timings."""
     best = state.best
-    return {"run_dir": str(run.dir), "checkpoint": run.args.checkpoint, "best_epoch": best["epoch"],
-            "best_val_acc": best["val_acc"], "test_acc": best["test_acc"],
-            "seconds": time.perf_counter() - run.started, "interrupted": interrupted, "epochs": run.args.epochs,
-            "train_seconds": state.train_seconds, "train_images": state.images_trained()}
+    return {
+        "run_dir": str(run.dir),
+        "checkpoint": run.args.checkpoint,
+        "best_epoch": best["epoch"],
+        "best_val_acc": best["val_acc"],
+        "test_acc": best["test_acc"],
+        "seconds": time.perf_counter() - run.started,
+        "interrupted": interrupted,
+        "epochs": run.args.epochs,
+        "train_seconds": state.train_seconds,
+        "train_images": state.images_trained(),
+    }
 
 
 def say_end(run, state, interrupted):
@@ -179,8 +204,11 @@ def say_end(run, state, interrupted):
 def say_interrupted(run, best, done):
     print(f"\nInterrupted during epoch {done + 1}.", file=sys.stderr)
     if best["epoch"]:
-        print(f"The best model so far (epoch {best['epoch']}, val {100 * best['val_acc']:.2f}%) "
-              f"is kept in {run.args.checkpoint}; logs are in {run.dir}.", file=sys.stderr)
+        print(
+            f"The best model so far (epoch {best['epoch']}, val {100 * best['val_acc']:.2f}%) "
+            f"is kept in {run.args.checkpoint}; logs are in {run.dir}.",
+            file=sys.stderr,
+        )
     if done > 0:
         print(f"Resume from epoch {done + 1} with: python train.py --resume {run.dir}", file=sys.stderr)
     else:
@@ -188,8 +216,10 @@ def say_interrupted(run, best, done):
 
 
 def say_done(run, best):
-    print(f"\nBest validation accuracy {100 * best['val_acc']:.2f}% at epoch {best['epoch']}; "
-          f"test accuracy of that model {100 * best['test_acc']:.2f}%.")
+    print(
+        f"\nBest validation accuracy {100 * best['val_acc']:.2f}% at epoch {best['epoch']}; "
+        f"test accuracy of that model {100 * best['test_acc']:.2f}%."
+    )
     print(f"Saved to {run.args.checkpoint}. Wall time {fmt_time(time.perf_counter() - run.started)}.")
     print(f"Evaluate it:  python test.py --checkpoint {run.args.checkpoint}")
     print(f"Curves:       tensorboard --logdir {run.args.logdir}")

@@ -11,11 +11,24 @@ To add a training setting, add one flag to the training group below with a defau
 the old behaviour, and use it where it acts (train.py, or net.py for a model option). The record
 in checkpoints, HParams, sweep.py and report.py follow by themselves.
 """
+
 import argparse
 import inspect
 
-from lab.cli import (UserError, add_checkpoint_flag, add_data_flags, add_device_flag, add_precision_flag, fraction,
-                     make_parser, non_negative_float, non_negative_int, positive_float, positive_int, share)
+from lab.cli import (
+    UserError,
+    add_checkpoint_flag,
+    add_data_flags,
+    add_device_flag,
+    add_precision_flag,
+    fraction,
+    make_parser,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    share,
+)
 from net import ACTIVATIONS, MODELS
 
 # The defaults of the settings that make a recipe; a flag given on the command line wins.
@@ -36,12 +49,23 @@ DEFAULT_RECIPE = "robust"
 # A record written before a setting existed, or before robust was the default, means the recipe of its day.
 OLD_RECIPE = "ours"
 # The defaults of the settings that only some recipes change (the others' defaults are in the parser).
-DEFAULTS = {"epochs": 6, "augment": False, "rotate": 10.0, "shift": 2.0, "scale": 0.1, "elastic": 0.0,
-            "thickness": 0.0, "lowres": 0.0, "ema": 0.0}
+DEFAULTS = {
+    "epochs": 6,
+    "augment": False,
+    "rotate": 10.0,
+    "shift": 2.0,
+    "scale": 0.1,
+    "elastic": 0.0,
+    "thickness": 0.0,
+    "lowres": 0.0,
+    "ema": 0.0,
+}
 VERSION = 2  # of the settings record in net.pth and last.pt; version 1 stored the whole argparse Namespace
-GROUPS = {"training": "training settings (recorded with the run; each is also a sweep.py flag)",
-          "run": "how the run is kept (a resumed run keeps its own)",
-          "machine": "where it runs (a resumed run takes these from the command line)"}
+GROUPS = {
+    "training": "training settings (recorded with the run; each is also a sweep.py flag)",
+    "run": "how the run is kept (a resumed run keeps its own)",
+    "machine": "where it runs (a resumed run takes these from the command line)",
+}
 
 
 def widths(text):
@@ -51,8 +75,9 @@ def widths(text):
     except ValueError:
         values = []
     if not 1 <= len(values) <= 4 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 to 4 widths of at least 1 separated by commas, "
-                                         f"e.g. 32,64,64, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to 4 widths of at least 1 separated by commas, e.g. 32,64,64, got {text!r}"
+        )
     return values
 
 
@@ -87,94 +112,241 @@ def parser(description=None, actions=None):
     g = {name: Recorded(p.add_argument_group(title), name, actions) for name, title in GROUPS.items()}
     a = g["training"].add_argument
     a("--model", choices=list(MODELS), default="cnn", help="a network of net.py (default: cnn)")
-    a("--channels", metavar="C,C,...", type=widths, default=None,
-      help="cnn's conv blocks, one width each, 1 to 4 blocks: 32,64 (two), 32,64,64,128 (four) (default: 32,64,64)")
+    a(
+        "--channels",
+        metavar="C,C,...",
+        type=widths,
+        default=None,
+        help="cnn's conv blocks, one width each, 1 to 4 blocks: 32,64 (two), 32,64,64,128 (four) (default: 32,64,64)",
+    )
     a("--hidden", metavar="N", type=positive_int, default=None, help="the width of cnn's dense layer (default: 128)")
-    a("--activation", choices=list(ACTIVATIONS), default=None,
-      help="the activation of cnn, mlp, cnn2 and cnn4bn (default: each net's own: sigmoid for mlp, else relu)")
+    a(
+        "--activation",
+        choices=list(ACTIVATIONS),
+        default=None,
+        help="the activation of cnn, mlp, cnn2 and cnn4bn (default: each net's own: sigmoid for mlp, else relu)",
+    )
     a("--dropout", metavar="P", type=fraction, default=None, help="dropout in the dense head of cnn (default: none)")
-    a("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
-      help="batch norm in the conv blocks of cnn (default: on with --augment) and cnn4bn (default: on)")
-    a("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
-      help="the defaults of the settings below that say 'recipe': robust (the default) is ours on harder images "
-           "(--augment, --thickness, --lowres) judged by its averaged weights (--ema), and reads handwriting that is "
-           "not MNIST's; ours (adamw, 0.006, onecycle, label smoothing 0.1) on MNIST's images as they are, the "
-           "quickest; plain is the lab reports' textbook setup (sgd with momentum 0.9, no nesterov, a constant lr "
-           "of 0.01, no label smoothing, no augmentation); best is robust for 30 epochs, the lab's most accurate "
-           "single net. A flag given wins (default: robust)")
-    a("--epochs", metavar="N", type=positive_int, default=None,
-      help=f"passes over the training images (default: {default_text('epochs')})")
+    a(
+        "--batchnorm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batch norm in the conv blocks of cnn (default: on with --augment) and cnn4bn (default: on)",
+    )
+    a(
+        "--recipe",
+        choices=list(RECIPES),
+        default=DEFAULT_RECIPE,
+        help="the defaults of the settings below that say 'recipe': robust (the default) is ours on harder images "
+        "(--augment, --thickness, --lowres) judged by its averaged weights (--ema), and reads handwriting that is "
+        "not MNIST's; ours (adamw, 0.006, onecycle, label smoothing 0.1) on MNIST's images as they are, the "
+        "quickest; plain is the lab reports' textbook setup (sgd with momentum 0.9, no nesterov, a constant lr "
+        "of 0.01, no label smoothing, no augmentation); best is robust for 30 epochs, the lab's most accurate "
+        "single net. A flag given wins (default: robust)",
+    )
+    a(
+        "--epochs",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help=f"passes over the training images (default: {default_text('epochs')})",
+    )
     a("--batch-size", metavar="N", type=positive_int, default=128, help="images per training step (default: 128)")
     a("--lr", metavar="X", type=positive_float, default=None, help="(peak) learning rate (default: the recipe's)")
-    a("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"], default=None,
-      help="optimiser (default: the recipe's)")
-    a("--momentum", metavar="X", type=non_negative_float, default=0.9, help="momentum for sgd and rmsprop (default: 0.9)")
-    a("--nesterov", action=argparse.BooleanOptionalAction, default=None,
-      help="Nesterov momentum for sgd, else plain momentum (default: the recipe's)")
-    a("--weight-decay", metavar="X", type=non_negative_float, default=None,
-      help="decoupled decay for adamw, an L2 penalty for the others (default: 0.05 for adamw, else 0)")
-    a("--scheduler", choices=["onecycle", "step", "cosine", "none"], default=None,
-      help="learning-rate schedule: onecycle warms up for 25%% of the steps, then anneals to ~0; step "
-           "multiplies by --gamma every --step-size epochs; cosine anneals from --lr; none keeps --lr "
-           "(default: the recipe's)")
-    a("--step-size", metavar="N", type=positive_int, default=3, help="epochs between lr drops for --scheduler step (default: 3)")
-    a("--gamma", metavar="X", type=positive_float, default=0.1, help="lr factor at each drop for --scheduler step (default: 0.1)")
-    a("--loss", choices=["cross-entropy", "mse"], default="cross-entropy",
-      help="the training loss: cross-entropy, or mse between the softmax probabilities and the one-hot label "
-           "(validation and test always report cross-entropy) (default: cross-entropy)")
-    a("--label-smoothing", metavar="X", type=fraction, default=None,
-      help="label smoothing of the training targets: the training loss then never reaches 0 (default: the recipe's)")
-    a("--augment", action=argparse.BooleanOptionalAction, default=None,
-      help="random shifts, rotations and scaling of every batch (--shift, --rotate, --scale), made on the device; "
-           f"use with ~20 epochs (default: {default_text('augment')})")
-    a("--shift", metavar="PX", type=non_negative_float, default=None,
-      help=f"with --augment: shifts of up to ±PX pixels (default: {default_text('shift')})")
-    a("--rotate", metavar="DEG", type=non_negative_float, default=None,
-      help=f"with --augment: rotations of up to ±DEG degrees (default: {default_text('rotate')})")
-    a("--scale", metavar="X", type=fraction, default=None,
-      help=f"with --augment: sizes from 1-X to 1+X times (default: {default_text('scale')})")
-    a("--elastic", metavar="PX", type=non_negative_float, default=None,
-      help="with --augment: elastic distortion, a smooth random field moving each pixel by PX pixels on average "
-           f"(Simard et al.'s sigma 4, alpha 34 is about 1.4); 0: none (default: {default_text('elastic')})")
-    a("--thickness", metavar="P", type=share, default=None,
-      help="with --augment: a thicker or thinner pen, by up to a pixel on each side of the stroke, for a share P "
-           f"of the images (default: {default_text('thickness')})")
-    a("--lowres", metavar="P", type=share, default=None,
-      help="with --augment: for a share P of the images, the digit drawn on a coarser grid (9 to 16 pixels) and "
-           f"enlarged again, as a small or blurred photo gives it (default: {default_text('lowres')})")
-    a("--ema", metavar="DECAY", type=fraction, default=None,
-      help="validate, test and save an exponential moving average of the weights (and of batch norm's "
-           "statistics), updated after every step: each step moves it 1-DECAY of the way to the weights. "
-           f"0: the weights themselves (default: {default_text('ema')})")
-    a("--seed", metavar="N", type=non_negative_int, default=1, help="seed for initialisation, shuffling and augmentation (default: 1)")
-    a("--val-size", metavar="N", type=positive_int, default=5000,
-      help="training images held out to validate on: they pick the best epoch (default: 5000)")
-    a("--limit", metavar="N", type=positive_int, default=None, help="train on the first N training images only (quick checks)")
-    a("--test-limit", metavar="N", type=positive_int, default=None,
-      help="test on the first N of the 10,000 test images only, each epoch and at the end (quick checks: on a "
-           "small run, testing takes longer than training; test.py always reads all 10,000)")
+    a(
+        "--optimizer",
+        choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"],
+        default=None,
+        help="optimiser (default: the recipe's)",
+    )
+    a(
+        "--momentum",
+        metavar="X",
+        type=non_negative_float,
+        default=0.9,
+        help="momentum for sgd and rmsprop (default: 0.9)",
+    )
+    a(
+        "--nesterov",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Nesterov momentum for sgd, else plain momentum (default: the recipe's)",
+    )
+    a(
+        "--weight-decay",
+        metavar="X",
+        type=non_negative_float,
+        default=None,
+        help="decoupled decay for adamw, an L2 penalty for the others (default: 0.05 for adamw, else 0)",
+    )
+    a(
+        "--scheduler",
+        choices=["onecycle", "step", "cosine", "none"],
+        default=None,
+        help="learning-rate schedule: onecycle warms up for 25%% of the steps, then anneals to ~0; step "
+        "multiplies by --gamma every --step-size epochs; cosine anneals from --lr; none keeps --lr "
+        "(default: the recipe's)",
+    )
+    a(
+        "--step-size",
+        metavar="N",
+        type=positive_int,
+        default=3,
+        help="epochs between lr drops for --scheduler step (default: 3)",
+    )
+    a(
+        "--gamma",
+        metavar="X",
+        type=positive_float,
+        default=0.1,
+        help="lr factor at each drop for --scheduler step (default: 0.1)",
+    )
+    a(
+        "--loss",
+        choices=["cross-entropy", "mse"],
+        default="cross-entropy",
+        help="the training loss: cross-entropy, or mse between the softmax probabilities and the one-hot label "
+        "(validation and test always report cross-entropy) (default: cross-entropy)",
+    )
+    a(
+        "--label-smoothing",
+        metavar="X",
+        type=fraction,
+        default=None,
+        help="label smoothing of the training targets: the training loss then never reaches 0 (default: the recipe's)",
+    )
+    a(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random shifts, rotations and scaling of every batch (--shift, --rotate, --scale), made on the device; "
+        f"use with ~20 epochs (default: {default_text('augment')})",
+    )
+    a(
+        "--shift",
+        metavar="PX",
+        type=non_negative_float,
+        default=None,
+        help=f"with --augment: shifts of up to ±PX pixels (default: {default_text('shift')})",
+    )
+    a(
+        "--rotate",
+        metavar="DEG",
+        type=non_negative_float,
+        default=None,
+        help=f"with --augment: rotations of up to ±DEG degrees (default: {default_text('rotate')})",
+    )
+    a(
+        "--scale",
+        metavar="X",
+        type=fraction,
+        default=None,
+        help=f"with --augment: sizes from 1-X to 1+X times (default: {default_text('scale')})",
+    )
+    a(
+        "--elastic",
+        metavar="PX",
+        type=non_negative_float,
+        default=None,
+        help="with --augment: elastic distortion, a smooth random field moving each pixel by PX pixels on average "
+        f"(Simard et al.'s sigma 4, alpha 34 is about 1.4); 0: none (default: {default_text('elastic')})",
+    )
+    a(
+        "--thickness",
+        metavar="P",
+        type=share,
+        default=None,
+        help="with --augment: a thicker or thinner pen, by up to a pixel on each side of the stroke, for a share P "
+        f"of the images (default: {default_text('thickness')})",
+    )
+    a(
+        "--lowres",
+        metavar="P",
+        type=share,
+        default=None,
+        help="with --augment: for a share P of the images, the digit drawn on a coarser grid (9 to 16 pixels) and "
+        f"enlarged again, as a small or blurred photo gives it (default: {default_text('lowres')})",
+    )
+    a(
+        "--ema",
+        metavar="DECAY",
+        type=fraction,
+        default=None,
+        help="validate, test and save an exponential moving average of the weights (and of batch norm's "
+        "statistics), updated after every step: each step moves it 1-DECAY of the way to the weights. "
+        f"0: the weights themselves (default: {default_text('ema')})",
+    )
+    a(
+        "--seed",
+        metavar="N",
+        type=non_negative_int,
+        default=1,
+        help="seed for initialisation, shuffling and augmentation (default: 1)",
+    )
+    a(
+        "--val-size",
+        metavar="N",
+        type=positive_int,
+        default=5000,
+        help="training images held out to validate on: they pick the best epoch (default: 5000)",
+    )
+    a(
+        "--limit",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="train on the first N training images only (quick checks)",
+    )
+    a(
+        "--test-limit",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="test on the first N of the 10,000 test images only, each epoch and at the end (quick checks: on a "
+        "small run, testing takes longer than training; test.py always reads all 10,000)",
+    )
 
     a = g["run"].add_argument
     add_precision_flag(g["run"])
     a("--compile", action="store_true", help="torch.compile the model (slower start; see docs/results.md)")
-    a("--log-every", metavar="N", type=positive_int, default=100,
-      help="every N steps, the mean training loss and accuracy of those steps to TensorBoard (tags loss/train_step "
-           "and accuracy/train_step, in the run's steps/ folder), and a line on the screen where there is no "
-           "progress bar (an IDE, a notebook, a pipe) (default: 100)")
-    a("--eval-every", metavar="N", type=positive_int, default=None,
-      help="also measure the validation accuracy every N steps (accuracy/val_step): how many steps to 99%%? "
-           "(default: once an epoch only)")
+    a(
+        "--log-every",
+        metavar="N",
+        type=positive_int,
+        default=100,
+        help="every N steps, the mean training loss and accuracy of those steps to TensorBoard (tags loss/train_step "
+        "and accuracy/train_step, in the run's steps/ folder), and a line on the screen where there is no "
+        "progress bar (an IDE, a notebook, a pipe) (default: 100)",
+    )
+    a(
+        "--eval-every",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="also measure the validation accuracy every N steps (accuracy/val_step): how many steps to 99%%? "
+        "(default: once an epoch only)",
+    )
     a("--logdir", default="boardlog", metavar="DIR", help="TensorBoard folder (default: boardlog)")
-    a("--run-name", default=None, metavar="NAME",
-      help="this run's subfolder of --logdir (default: date, time and settings)")
+    a(
+        "--run-name",
+        default=None,
+        metavar="NAME",
+        help="this run's subfolder of --logdir (default: date, time and settings)",
+    )
     add_checkpoint_flag(g["run"], help="where the best model is saved (default: net.pth)")
 
     a = g["machine"].add_argument
     add_device_flag(g["machine"], "train")
     add_data_flags(g["machine"])
-    a("--resume", nargs="?", const="latest", default=None, metavar="RUN",
-      help="continue an interrupted run: its folder or name (alone: the latest run in --logdir); "
-           "it keeps its own training and run settings (typed ones that differ are refused)")
+    a(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="RUN",
+        help="continue an interrupted run: its folder or name (alone: the latest run in --logdir); "
+        "it keeps its own training and run settings (typed ones that differ are refused)",
+    )
     return p
 
 
@@ -228,10 +400,13 @@ def overruled(args, trained, kept):
         value = takes[dest].default if value is None and dest in takes else value
         return list(value) if isinstance(value, tuple) else value
 
-    return [f"{FLAG[dest]} {getattr(args, dest)} (the run's: {own[dest]})"
-            for dest in sorted(getattr(args, "given", ()))
-            if dest in own and dest not in ("logdir", "run_name", "checkpoint")
-            and plain(dest, getattr(args, dest)) != plain(dest, own[dest])]
+    return [
+        f"{FLAG[dest]} {getattr(args, dest)} (the run's: {own[dest]})"
+        for dest in sorted(getattr(args, "given", ()))
+        if dest in own
+        and dest not in ("logdir", "run_name", "checkpoint")
+        and plain(dest, getattr(args, dest)) != plain(dest, own[dest])
+    ]
 
 
 def defaults(recipe=DEFAULT_RECIPE):
@@ -257,7 +432,8 @@ def resolve(args, given):
 
 
 def training(args):
-    """The training settings of `args` (a Namespace or a dict): TensorBoard's HParams, sweep.py's and report.py's keys."""
+    """The training settings of `args` (a Namespace or a dict): TensorBoard's HParams, sweep.py's and report.py's
+    keys."""
     values = vars(args) if isinstance(args, argparse.Namespace) else args
     return {dest: values.get(dest) for dest in TRAINING}
 
@@ -286,11 +462,16 @@ def model_options(settings):
 
 # ---------------------------------------------------------------- the record kept in net.pth and last.pt
 
+
 def record(args, **resolved):
     """The versioned settings record of a run: its training settings, its run settings, and what was
     resolved when it ran (e.g. precision='bf16' for --precision auto), kept apart from what the user said."""
-    return {"version": VERSION, "training": training(args), "run": {dest: getattr(args, dest) for dest in RUN},
-            "resolved": resolved}
+    return {
+        "version": VERSION,
+        "training": training(args),
+        "run": {dest: getattr(args, dest) for dest in RUN},
+        "resolved": resolved,
+    }
 
 
 def read_record(saved, where):
@@ -307,12 +488,19 @@ def read_record(saved, where):
         trained = {k: (None if k in MODEL_OPTIONS and not saved.get(k) else saved[k]) for k in TRAINING if k in saved}
         saved = {"version": 1, "training": trained, "run": run, "resolved": {"precision": saved.get("precision")}}
     if saved["version"] > VERSION:
-        raise UserError(f"{where} was written by a newer version of this lab (settings version {saved['version']}; "
-                        f"this code reads up to {VERSION}): update the lab's code to use it")
+        raise UserError(
+            f"{where} was written by a newer version of this lab (settings version {saved['version']}; "
+            f"this code reads up to {VERSION}): update the lab's code to use it"
+        )
     recipe = saved["training"].get("recipe", OLD_RECIPE)
     if recipe not in RECIPES:
-        raise UserError(f"{where} names a recipe this code does not know ({recipe!r}; it knows "
-                        f"{', '.join(RECIPES)}): update the lab's code to use it")
+        raise UserError(
+            f"{where} names a recipe this code does not know ({recipe!r}; it knows "
+            f"{', '.join(RECIPES)}): update the lab's code to use it"
+        )
     base = defaults(recipe)
-    return ({**training(base), **saved["training"]}, {**{k: getattr(base, k) for k in RUN}, **saved["run"]},
-            dict(saved.get("resolved") or {}))
+    return (
+        {**training(base), **saved["training"]},
+        {**{k: getattr(base, k) for k in RUN}, **saved["run"]},
+        dict(saved.get("resolved") or {}),
+    )

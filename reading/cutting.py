@@ -12,6 +12,7 @@ and those digits keep the reader's probabilities.
 A Part is one digit's ink: its mask within its box, and where that box is. cut_out() gives a part alone as
 the image preprocess() reads (reading/images.py), as the page's digits are read in the end.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,17 +24,18 @@ from reading.images import ImageProblem, preprocess
 from reading.pieces import Box
 
 # Each constant: what it measures, and where it was chosen (docs/predict.md, "The constants").
-MAY_CUT = 0.75       # a piece wider than this share of its line's height, once upright, may be two digits: try cuts
-ALONE = 1.3          # ... or this wide, on a page of one piece (most often a photo of one digit, as predict.py read)
-READER_WIDTH = 0.5   # with the reader of touching digits, a piece this wide is shown to it (two touching 1s are)
-NARROWEST = 0.15     # a digit's upright width as a share of its line's height: a 1 ...
-WIDEST = 1.3         # ... to a wide 0 or 2
-WIDTH_SPREAD = 0.3   # how fast a width outside that range becomes unlikely
-CROSSING = 0.5       # what a cut costs, in log-probability, for each stroke it goes through (touching: about one)
-TOUCH_NOTE = 1.4     # a part this wide once cut is said to be two or more digits, in a note (few single digits are)
+MAY_CUT = 0.75  # a piece wider than this share of its line's height, once upright, may be two digits: try cuts
+ALONE = 1.3  # ... or this wide, on a page of one piece (most often a photo of one digit, as predict.py read)
+READER_WIDTH = 0.5  # with the reader of touching digits, a piece this wide is shown to it (two touching 1s are)
+NARROWEST = 0.15  # a digit's upright width as a share of its line's height: a 1 ...
+WIDEST = 1.3  # ... to a wide 0 or 2
+WIDTH_SPREAD = 0.3  # how fast a width outside that range becomes unlikely
+CROSSING = 0.5  # what a cut costs, in log-probability, for each stroke it goes through (touching: about one)
+TOUCH_NOTE = 1.4  # a part this wide once cut is said to be two or more digits, in a note (few single digits are)
 
 
 # ---------------------------------------------------------------- where to cut
+
 
 def least_ink_path(mask, column, reach, shear=0.0):
     """The path from top to bottom of `mask` (a piece's ink) that crosses the least ink, moving at most a pixel
@@ -67,8 +69,11 @@ def cut_columns(mask, height, shear, most):
     profile = ndimage.uniform_filter1d(np.bincount(upright - low).astype(np.float64), max(1, int(0.06 * height)))
     end = max(2, int(0.05 * height))  # no cut within this of either end
     apart = 0.08 * height  # cuts at least this far apart: a 1 beside a digit is a tenth of a height wide
-    minima = [c for c in range(end, len(profile) - end)
-              if profile[c] <= profile[max(c - 1, 0)] and profile[c] <= profile[min(c + 1, len(profile) - 1)]]
+    minima = [
+        c
+        for c in range(end, len(profile) - end)
+        if profile[c] <= profile[max(c - 1, 0)] and profile[c] <= profile[min(c + 1, len(profile) - 1)]
+    ]
     chosen = []
     for c in sorted(minima, key=lambda c: profile[c]):
         if all(abs(c - d) >= apart for d in chosen):
@@ -82,7 +87,7 @@ def width_prior(ratio):
     """How likely a digit is to be `ratio` of its line's height wide, upright, as a log: 0 within the range of
     single digits' widths, falling quadratically outside it (two touching digits are wider than any one)."""
     outside = max(NARROWEST - ratio, ratio - WIDEST, 0.0)
-    return -(outside / WIDTH_SPREAD) ** 2
+    return -((outside / WIDTH_SPREAD) ** 2)
 
 
 def stroke_width(mask):
@@ -95,9 +100,11 @@ def stroke_width(mask):
 
 # ---------------------------------------------------------------- a digit's ink, cut out and read
 
+
 @dataclass
 class Part:
     """One digit's ink on the page: the mask of its pixels within its box, and where that box is."""
+
     top: int
     left: int
     mask: np.ndarray
@@ -111,8 +118,9 @@ class Part:
     def tight(self):
         """The same ink in the smallest box around it."""
         rows, cols = np.nonzero(self.mask.any(1))[0], np.nonzero(self.mask.any(0))[0]
-        return Part(self.top + int(rows[0]), self.left + int(cols[0]),
-                    self.mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+        return Part(
+            self.top + int(rows[0]), self.left + int(cols[0]), self.mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        )
 
     def upright_width(self, shear):
         """Its width once the writing's lean is taken off: each ink pixel moved back by `shear` columns per row
@@ -149,11 +157,11 @@ def cut_out(ink, part, height, owner=None, unit=0):
     col = max(0, left - m)
     if owner is None:
         keep = np.zeros((bottom + m - row, right + m - col), bool)
-        keep[top - row:bottom - row, left - col:right - col] = part.mask
-        keep = keep[:ink.shape[0] - row, :ink.shape[1] - col]
+        keep[top - row : bottom - row, left - col : right - col] = part.mask
+        keep = keep[: ink.shape[0] - row, : ink.shape[1] - col]
     else:
-        keep = owner[row:bottom + m, col:right + m] == unit
-    region = ink[row:bottom + m, col:right + m] * keep
+        keep = owner[row : bottom + m, col : right + m] == unit
+    region = ink[row : bottom + m, col : right + m] * keep
     return Image.fromarray((np.clip(region, 0, 1) * 255).round().astype(np.uint8), "L")
 
 
@@ -239,6 +247,7 @@ class Cutter:
             cut on its left."""
             sure = logp[(i, j)].max() if text is None else logp[(i, j)][int(text[n])]
             return float(sure) + width_prior(spans[(i, j)][1]) - crossing[i]
+
         count = None if text is None else len(text)
         best = {(0, 0): (0.0, [])}  # (boundary, parts so far; always 0 without a count) -> (best score, its spans)
         for j in range(1, last + 1):

@@ -6,6 +6,7 @@ mass is at the centre. preprocess() does exactly that; without it a network that
 MNIST gets your digits wrong (docs/predict.md has each step). Its grey levels and Otsu's threshold are
 reading/ink.py's, as a page's are.
 """
+
 import io
 import math
 import warnings
@@ -25,6 +26,7 @@ MAX_PIXELS = 50_000_000  # larger images are refused (a photo of one digit needs
 
 # ---------------------------------------------------------------- reading an image
 
+
 def load_image(source):
     """Open an image: a path, the file's bytes, or a binary file object (draw.py passes the bytes it was sent).
 
@@ -43,10 +45,12 @@ def load_image(source):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we refuse large images ourselves
             with Image.open(source) as img:  # reads the header only
                 if img.width * img.height > MAX_PIXELS:
-                    raise ImageProblem(f"image too large ({img.width}x{img.height} pixels, over "
-                                       f"{MAX_PIXELS // 1_000_000} megapixels): crop or shrink it")
+                    raise ImageProblem(
+                        f"image too large ({img.width}x{img.height} pixels, over "
+                        f"{MAX_PIXELS // 1_000_000} megapixels): crop or shrink it"
+                    )
                 img.seek(0)  # the first frame of a GIF or WebP animation
-                img.load()   # decodes now, so a truncated file fails here
+                img.load()  # decodes now, so a truncated file fails here
                 return ImageOps.exif_transpose(img)  # a copy, upright as the camera meant it
     except Image.DecompressionBombError:
         raise ImageProblem(f"image too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
@@ -57,6 +61,7 @@ def load_image(source):
 
 
 # ---------------------------------------------------------------- preprocessing, as MNIST was made
+
 
 def flatten_paper(x, paper):
     """Subtract the plane a + b*row + c*col fitted to the paper pixels: removes uneven lighting."""
@@ -117,7 +122,7 @@ def preprocess(img):
     near = torch.from_numpy(ndimage.maximum_filter(ink.numpy().view(np.uint8), size=2 * r + 1, mode="constant") > 0)
     keep = near & (x > 0.05)
     rows, cols = keep.any(1).nonzero().flatten(), keep.any(0).nonzero().flatten()
-    x = x[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    x = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     h, w = x.shape
     scale = 20 / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -133,7 +138,7 @@ def preprocess(img):
     top = min(max(round(14 - float(cy)), 0), 28 - size[0])
     left = min(max(round(14 - float(cx)), 0), 28 - size[1])
     out = torch.zeros(28, 28)
-    out[top:top + size[0], left:left + size[1]] = x
+    out[top : top + size[0], left : left + size[1]] = x
     return out
 
 

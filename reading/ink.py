@@ -7,15 +7,16 @@ paper is what surrounds the writing, and the paper's own light, shadows and the 
 included, is a grey opening of the page larger than any stroke; what stands out from it by Otsu's
 threshold is ink (ink_map, ink_mask).
 """
+
 import numpy as np
 import torch
 from PIL import Image
 from scipy import ndimage
 
 # Each constant: what it measures, and where it was chosen (docs/predict.md, "The constants").
-WORK_SIZE = 1024      # images are shrunk to this longest side first: 20 px is the goal
-MIN_CONTRAST = 0.15   # ink must differ from the paper by 15% of the grey range
-PAPER = 0.25          # the grey opening's size, as a share of the page's shorter side: wider than any stroke
+WORK_SIZE = 1024  # images are shrunk to this longest side first: 20 px is the goal
+MIN_CONTRAST = 0.15  # ink must differ from the paper by 15% of the grey range
+PAPER = 0.25  # the grey opening's size, as a share of the page's shorter side: wider than any stroke
 
 
 class ImageProblem(Exception):
@@ -60,6 +61,7 @@ def otsu(x):
 
 # ---------------------------------------------------------------- a page's ink
 
+
 def ink_map(img):
     """The page as ink over blank paper: float [H, W], 0 on the paper, towards 1 on the darkest ink, at
     reading/images.py's working size; and the scale back to the image's own pixels."""
@@ -91,8 +93,13 @@ def dark_ink(x):
     border = np.concatenate([x[:band].ravel(), x[-band:].ravel(), x[:, :band].ravel(), x[:, -band:].ravel()])
     low, middle, high = np.quantile(x, [0.01, 0.5, 0.99])
     rows, cols = np.linspace(0, h, 4).astype(int), np.linspace(0, w, 4).astype(int)
-    residual = np.concatenate([(x[r0:r1, c0:c1] - np.median(x[r0:r1, c0:c1])).ravel()
-                               for r0, r1 in zip(rows, rows[1:]) for c0, c1 in zip(cols, cols[1:])])
+    residual = np.concatenate(
+        [
+            (x[r0:r1, c0:c1] - np.median(x[r0:r1, c0:c1])).ravel()
+            for r0, r1 in zip(rows, rows[1:])
+            for c0, c1 in zip(cols, cols[1:])
+        ]
+    )
     near_low, near_high = np.quantile(residual, [0.01, 0.99])
     if not 0.5 * near_high <= -near_low <= 2 * near_high:  # a clear answer
         return -near_low > near_high

@@ -19,6 +19,7 @@ scipy.ndimage does the image work (connected components and their boxes, grey mo
 maps): the field's well-kept library for it, in C, already beside numpy; OpenCV would do the same
 at ten times the download, and hand-written labelling would be slow Python or subtle code to check.
 """
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from reading.cutting import Cutter, Part, TOUCH_NOTE, cut_out, slant, touch_note
+from reading.cutting import TOUCH_NOTE, Cutter, Part, cut_out, slant, touch_note
 from reading.images import ImageProblem, load_image, net_input, preprocess
 from reading.ink import ink_map, ink_mask
 from reading.pieces import digit_height, into_lines, join_pieces, not_edges, not_specks, pieces, without_crumbs
@@ -34,12 +35,12 @@ from reading.pieces import digit_height, into_lines, join_pieces, not_edges, not
 
 @dataclass
 class Digit:
-    box: tuple          # (left, top, right, bottom) in the image's own pixels
-    line: int           # 0: the top line
-    crop: Image.Image   # what preprocess() read: this digit alone, white on black (the image itself for one digit)
-    pixels: torch.Tensor = None          # the 28x28 image it became
-    probabilities: torch.Tensor = None   # the net's 10 probabilities (or the reader's)
-    by_reader: bool = False              # read by the reader of touching digits, not the net
+    box: tuple  # (left, top, right, bottom) in the image's own pixels
+    line: int  # 0: the top line
+    crop: Image.Image  # what preprocess() read: this digit alone, white on black (the image itself for one digit)
+    pixels: torch.Tensor = None  # the 28x28 image it became
+    probabilities: torch.Tensor = None  # the net's 10 probabilities (or the reader's)
+    by_reader: bool = False  # read by the reader of touching digits, not the net
 
     @property
     def digit(self):
@@ -48,9 +49,9 @@ class Digit:
 
 @dataclass
 class Page:
-    image: Image.Image                          # the image read, as load_image() opened it
-    digits: list                                # in reading order
-    notes: list = field(default_factory=list)   # one line each: what could not be done ("2 digits touch at ...")
+    image: Image.Image  # the image read, as load_image() opened it
+    digits: list  # in reading order
+    notes: list = field(default_factory=list)  # one line each: what could not be done ("2 digits touch at ...")
 
     @property
     def lines(self):
@@ -95,8 +96,11 @@ def find_digits(img, classify, reader=None):
         lines.append([])
         for part in parts:
             cut = cutter.split(part, line_height)
-            notes.extend(touch_note(n, p, line_height, cutter.shear, scale) for p in cut
-                         if p.upright_width(cutter.shear) > TOUCH_NOTE * line_height)
+            notes.extend(
+                touch_note(n, p, line_height, cutter.shear, scale)
+                for p in cut
+                if p.upright_width(cutter.shear) > TOUCH_NOTE * line_height
+            )
             lines[-1].extend(cut)
     return lines, ink, mask, scale, notes, height
 
@@ -155,11 +159,11 @@ def alone(img, classify, box, notes):
     return Page(img, [Digit(box, 0, img, pixels, classify(pixels[None])[0])], notes)
 
 
-
-
 def classifier(model, ckpt, device="cpu"):
     """The net as read() asks for it: 28x28 images [N, 28, 28] -> probabilities [N, 10] on the CPU."""
+
     def classify(pixels):
         with torch.inference_mode():
             return model(net_input(list(pixels), ckpt).to(device)).float().softmax(1).cpu()
+
     return classify

@@ -2,6 +2,7 @@
 were written beside the 28x28 images they became (predict.py --show, test.py --images). With Pillow, as
 every picture of digits is (lab/figures.py says why).
 """
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -20,16 +21,25 @@ def page_picture(image, page, name="", width=900):
     per_row = max(1, (max(photo.width, 420) - gap) // (tile + gap))
     rows = sum(-(-sum(d.line == n for d in page.digits) // per_row) for n in range(len(page.lines)))
     notes = page.notes[:6]
-    img = Image.new("RGB", (max(photo.width, 420) + 2 * gap, 22 + photo.height + gap + rows * (tile + label + gap)
-                            + 14 * len(notes) + gap), (245, 245, 245))
+    img = Image.new(
+        "RGB",
+        (
+            max(photo.width, 420) + 2 * gap,
+            22 + photo.height + gap + rows * (tile + label + gap) + 14 * len(notes) + gap,
+        ),
+        (245, 245, 245),
+    )
     draw, small = ImageDraw.Draw(img), font(11)
     draw.text((gap, 4), f"{name}  read: {' '.join(page.lines)}"[:140], fill="black", font=small)
     img.paste(photo, (gap, 22))
     for d in page.digits:
         colour = LINE_COLOURS[d.line % len(LINE_COLOURS)]
-        l, t, r, b = gap + d.box[0] * scale, 22 + d.box[1] * scale, gap + d.box[2] * scale, 22 + d.box[3] * scale
-        draw.rectangle([l, t, r, b], outline=colour, width=2)
-        draw.text((l + 2, t + 1), str(d.digit), fill=colour, font=font(14))
+        left = gap + d.box[0] * scale
+        top = 22 + d.box[1] * scale
+        right = gap + d.box[2] * scale
+        bottom = 22 + d.box[3] * scale
+        draw.rectangle([left, top, right, bottom], outline=colour, width=2)
+        draw.text((left + 2, top + 1), str(d.digit), fill=colour, font=font(14))
     y = 22 + photo.height + gap
     for n in range(len(page.lines)):
         line = [d for d in page.digits if d.line == n]
@@ -37,8 +47,12 @@ def page_picture(image, page, name="", width=900):
             if k and k % per_row == 0:
                 y += tile + label + gap
             x = gap + (k % per_row) * (tile + gap)
-            draw.text((x, y), f"{d.digit} · {100 * float(d.probabilities.max()):.0f}%",
-                      fill=LINE_COLOURS[n % len(LINE_COLOURS)], font=small)
+            draw.text(
+                (x, y),
+                f"{d.digit} · {100 * float(d.probabilities.max()):.0f}%",
+                fill=LINE_COLOURS[n % len(LINE_COLOURS)],
+                font=small,
+            )
             pixels = (d.pixels.clamp(0, 1) * 255).round().byte().numpy()
             img.paste(Image.fromarray(pixels).resize((tile, tile), Image.Resampling.NEAREST), (x, y + label))
         y += tile + label + gap
@@ -64,7 +78,10 @@ def written_picture(items, title, tile=56, cols=6, colour=(180, 0, 0)):
     gap, caption, small = 10, 15, font(11)
     cols = max(1, min(cols, len(items)))
     rows = max(1, -(-len(items) // cols))
-    width = max(cols * (2 * tile + 2 + gap) + gap, int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=small)) + 2 * gap)
+    width = max(
+        cols * (2 * tile + 2 + gap) + gap,
+        int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=small)) + 2 * gap,
+    )
     img = Image.new("RGB", (width, 22 + rows * (tile + caption + 6)), (245, 245, 245))
     draw = ImageDraw.Draw(img)
     draw.text((gap, 4), title, fill="black", font=small)

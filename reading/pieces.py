@@ -8,28 +8,30 @@
 
 A Piece is its labels in ndimage.label's map, its Box and how many pixels of ink it holds.
 """
+
 from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
 
 # Each constant: what it measures, and where it was chosen (docs/predict.md, "The constants").
-FAINT = 0.5          # a piece whose ink is fainter than this share of the page's usual ink is a shadow's edge
-CRUMB = 0.02         # a piece with less ink than this share of the largest is noise: dropped before joining
-MAX_PIECES = 400     # the largest pieces kept: a page of digits has far fewer
-SPECK = 0.35         # a piece lower and narrower than this share of the digits' height is dirt, not a digit
-SPECK_INK = 0.1      # ... as is one with this share of the largest piece's ink or less (a hair-thin line, a dot)
-JOIN = 0.5           # pieces whose boxes overlap horizontally by this share of the narrower join
+FAINT = 0.5  # a piece whose ink is fainter than this share of the page's usual ink is a shadow's edge
+CRUMB = 0.02  # a piece with less ink than this share of the largest is noise: dropped before joining
+MAX_PIECES = 400  # the largest pieces kept: a page of digits has far fewer
+SPECK = 0.35  # a piece lower and narrower than this share of the digits' height is dirt, not a digit
+SPECK_INK = 0.1  # ... as is one with this share of the largest piece's ink or less (a hair-thin line, a dot)
+JOIN = 0.5  # pieces whose boxes overlap horizontally by this share of the narrower join
 JOIN_STACKED = 0.05  # ... or at all, when one is above the other (a 5's flag, a 7's bar)
 STACKED_DIGIT = 0.6  # ... unless both are this share of a digit's height or taller: one digit above another
-TALLEST = 1.45       # joined pieces are never taller than this many digit heights
-BROKEN = 1.7         # ... or, for pieces that meet, than this many times the taller (one digit broken in two)
-LINE_REACH = 4       # a digit joins a line whose last digit ends less than this many heights to its left
-LINE_HEIGHT = 0.6    # ... and whose middle is within this share of a height of its own
+TALLEST = 1.45  # joined pieces are never taller than this many digit heights
+BROKEN = 1.7  # ... or, for pieces that meet, than this many times the taller (one digit broken in two)
+LINE_REACH = 4  # a digit joins a line whose last digit ends less than this many heights to its left
+LINE_HEIGHT = 0.6  # ... and whose middle is within this share of a height of its own
 
 
 class Box(NamedTuple):
     """Where a piece is, in the ink map's pixels: rows top..bottom, columns left..right (bottom, right excluded)."""
+
     top: int
     left: int
     bottom: int
@@ -51,6 +53,7 @@ class Box(NamedTuple):
 
 class Piece(NamedTuple):
     """Ink that may be a digit: the labels of its connected pieces, its box, how many pixels of ink it holds."""
+
     labels: frozenset
     box: Box
     ink: int
@@ -63,8 +66,11 @@ def pieces(mask, ink=None):
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     counts = np.bincount(labels.ravel(), minlength=n + 1)
     # a piece's strength: its darkest ink, smoothed over 3x3 pixels so that no single noisy pixel counts
-    strength = (ndimage.maximum(ndimage.uniform_filter(ink, 3), labels, np.arange(1, n + 1))
-                if ink is not None and n else np.ones(n))
+    strength = (
+        ndimage.maximum(ndimage.uniform_filter(ink, 3), labels, np.arange(1, n + 1))
+        if ink is not None and n
+        else np.ones(n)
+    )
     usual = np.median(np.repeat(strength, counts[1:])) if n else 1.0  # over the ink's pixels: big pieces weigh more
     found = []
     for i, s in enumerate(ndimage.find_objects(labels), start=1):
@@ -139,9 +145,10 @@ def not_edges(found, shape):
         tall = p.box.height
         wide = p.box.width
         along_side = (left == 0 or right == w) and tall >= 3 * wide  # a strip down the left or right side
-        along_top = (top == 0 or bottom == h) and wide >= 3 * tall   # ... or along the top or the bottom
+        along_top = (top == 0 or bottom == h) and wide >= 3 * tall  # ... or along the top or the bottom
         touches = top == 0 or left == 0 or bottom == h or right == w
         return along_side or along_top or touches and (tall >= 0.9 * h or wide >= 0.9 * w)
+
     return [p for p in found if not edge(p)]
 
 
@@ -153,6 +160,7 @@ def not_specks(found, height):
 
     def small(p):
         return p.box.height < SPECK * height and p.box.width < SPECK * height
+
     return [p for p in found if not small(p) and p.ink >= SPECK_INK * most]
 
 
@@ -161,8 +169,11 @@ def into_lines(found, height):
     bottom and digits left to right. Returns a list of lines, each a list of pieces."""
     lines = []
     for p in sorted(found, key=lambda p: p.box.left):
-        near = [(abs(p.box.middle - line[-1].box.middle), i) for i, line in enumerate(lines)
-                if p.box.left - line[-1].box.right < LINE_REACH * height]
+        near = [
+            (abs(p.box.middle - line[-1].box.middle), i)
+            for i, line in enumerate(lines)
+            if p.box.left - line[-1].box.right < LINE_REACH * height
+        ]
         near = [n for n in near if n[0] < LINE_HEIGHT * height]
         if near:
             lines[min(near)[1]].append(p)

@@ -15,6 +15,7 @@ as a sheet's line is, now and then one digit alone, with the slant, size and pen
 validation digits make the pieces that choose the best step; MNIST's test digits make those it is
 measured on, and the sheets of bench.py --pages.
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,13 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from lab.cli import UserError
 from lab.checkpoint import check_version, load_file
+from lab.cli import UserError
 from lab.files import save_torch
 from reading.sheets import edit_distance
 
 FORMAT, VERSION = "mnist-lab/reader", 1
-HEIGHT = 28           # a piece is read at this height, its ink 24 pixels tall as an MNIST digit's 20 in 28, or so
+HEIGHT = 28  # a piece is read at this height, its ink 24 pixels tall as an MNIST digit's 20 in 28, or so
 HINT = "train one with python train_reader.py"
 
 
@@ -41,28 +42,33 @@ class Reader(nn.Module):
 
         def block(cin, cout, pool):
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(pool)]
+
         c = channels
-        self.conv = nn.Sequential(*block(1, c[0], 2), *block(c[0], c[1], 2), *block(c[1], c[2], (2, 1)),
-                                  *block(c[2], c[3], (3, 1)))
+        self.conv = nn.Sequential(
+            *block(1, c[0], 2), *block(c[0], c[1], 2), *block(c[1], c[2], (2, 1)), *block(c[2], c[3], (3, 1))
+        )
         self.rnn = nn.GRU(c[3], hidden, bidirectional=True, batch_first=True)
         self.out = nn.Linear(2 * hidden, 11)
 
-    def forward(self, x):                       # [B, 1, 28, W]
-        f = self.conv(x).flatten(1, 2)          # [B, C, W/4]: the height is pooled to 1
+    def forward(self, x):  # [B, 1, 28, W]
+        f = self.conv(x).flatten(1, 2)  # [B, C, W/4]: the height is pooled to 1
         return self.out(self.rnn(f.transpose(1, 2))[0])  # [B, W/4, 11]
 
 
 # ---------------------------------------------------------------- a piece as the reader reads it
 
+
 def reader_input(ink):
     """A piece's ink (float [h, w], 0 where there is none) as the reader reads it: cropped to the ink, scaled
     to 24 pixels tall (its width in proportion) and framed by 2 pixels above and below, 4 at the sides."""
     rows, cols = np.nonzero(ink.any(1))[0], np.nonzero(ink.any(0))[0]
-    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     width = max(1, round(ink.shape[1] * (HEIGHT - 4) / ink.shape[0]))
-    small = Image.fromarray((np.clip(ink, 0, 1) * 255).astype(np.uint8)).resize((width, HEIGHT - 4), Image.Resampling.BILINEAR)
+    small = Image.fromarray((np.clip(ink, 0, 1) * 255).astype(np.uint8)).resize(
+        (width, HEIGHT - 4), Image.Resampling.BILINEAR
+    )
     out = np.zeros((HEIGHT, width + 8), np.float32)
-    out[2:HEIGHT - 2, 4:4 + width] = np.asarray(small, np.float32) / 255
+    out[2 : HEIGHT - 2, 4 : 4 + width] = np.asarray(small, np.float32) / 255
     return out
 
 
@@ -71,7 +77,7 @@ def batch(inputs):
     width = -(-max(a.shape[1] for a in inputs) // 4) * 4
     x = torch.zeros(len(inputs), 1, HEIGHT, width)
     for i, a in enumerate(inputs):
-        x[i, 0, :, :a.shape[1]] = torch.from_numpy(a)
+        x[i, 0, :, : a.shape[1]] = torch.from_numpy(a)
     return x, torch.tensor([a.shape[1] // 4 for a in inputs])
 
 
@@ -108,13 +114,14 @@ def read_inputs(model, inputs):
 
 # ---------------------------------------------------------------- training, saving, loading
 
+
 def measure(model, pieces, batch_size=200):
     """(pieces read exactly, digits right as an OCR counts them) of [(reader input, digits)], as shares."""
     model.eval()
     exact = right = total = 0
     order = sorted(range(len(pieces)), key=lambda i: pieces[i][0].shape[1])
     for i in range(0, len(order), batch_size):
-        chunk = [pieces[k] for k in order[i:i + batch_size]]
+        chunk = [pieces[k] for k in order[i : i + batch_size]]
         for (text, _), (_, truth) in zip(read_inputs(model, [a for a, _ in chunk]), chunk):
             exact += text == truth
             right += max(0, len(truth) - edit_distance(text, truth))
@@ -127,9 +134,13 @@ DEFAULT = "reader.pth"
 
 
 def add_reader_flag(parser):
-    parser.add_argument("--reader", metavar="FILE", default=None,
-                        help="the reader of touching digits that train_reader.py saved, for digits that touch on a "
-                             f"page: 'none' reads without (default: {DEFAULT}, if it is there)")
+    parser.add_argument(
+        "--reader",
+        metavar="FILE",
+        default=None,
+        help="the reader of touching digits that train_reader.py saved, for digits that touch on a "
+        f"page: 'none' reads without (default: {DEFAULT}, if it is there)",
+    )
 
 
 def reader_from_flag(value):
@@ -143,8 +154,10 @@ def reader_from_flag(value):
 
 def save_reader(model, path, **meta):
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    save_torch({"format": FORMAT, "version": VERSION, "state_dict": state, "torch_version": str(torch.__version__),
-                **meta}, path)
+    save_torch(
+        {"format": FORMAT, "version": VERSION, "state_dict": state, "torch_version": str(torch.__version__), **meta},
+        path,
+    )
 
 
 def load_reader(path):

@@ -8,6 +8,7 @@ touching, and overlapping), and what a photo of a written page has: digits of va
 a thinner or thicker pen, lines that slope, tinted paper, a soft shadow, specks of dirt, sometimes
 the table at an edge, often JPEG. The truth comes with it: each line's digits and each digit's box.
 """
+
 import io
 from dataclasses import dataclass
 
@@ -21,8 +22,13 @@ from scipy import ndimage
 # the height (TOUCHING). On an "overlapping" sheet the other half overlap their boxes by a tenth to a
 # quarter of the height instead, so that the digits' ink often crosses: beyond what a written number
 # usually has, and reported apart from the others.
-SPACINGS = {"wide": (0.45, 0.8), "normal": (0.15, 0.35), "close": (0.03, 0.1), "touching": None,
-            "overlapping": (-0.25, -0.1)}
+SPACINGS = {
+    "wide": (0.45, 0.8),
+    "normal": (0.15, 0.35),
+    "close": (0.03, 0.1),
+    "touching": None,
+    "overlapping": (-0.25, -0.1),
+}
 CLOSE_TOO = {"touching": 0.5, "overlapping": 0.5}  # the share of a sheet's pairs written with "close" spacing instead
 TOUCHING = (0.0, 0.06)  # how far a touching pair's ink is pressed together, past where it meets
 COUNTS = (1, 2, 3, 4, 5)  # digits in a piece made to learn from ...
@@ -32,32 +38,36 @@ COUNT_SHARE = (0.12, 0.38, 0.25, 0.15, 0.10)  # ... this often: most touching is
 @dataclass
 class Sheet:
     image: Image.Image  # RGB, as a phone would save it
-    lines: list         # each line's digits, top to bottom: ["00568", "2501"]
-    boxes: list         # each line's digit boxes (left, top, right, bottom) in the image's pixels
+    lines: list  # each line's digits, top to bottom: ["00568", "2501"]
+    boxes: list  # each line's digit boxes (left, top, right, bottom) in the image's pixels
     spacing: str
-    specks: int = 0     # specks of dirt on it
-    edge: int = None    # where the table shows beyond the paper: 0 above, 1 left, 2 below, 3 right; None: nowhere
+    specks: int = 0  # specks of dirt on it
+    edge: int = None  # where the table shows beyond the paper: 0 above, 1 left, 2 below, 3 right; None: nowhere
 
 
 def digit_ink(digit, height, slant, pen):
     """A 28x28 MNIST digit (uint8, white ink) -> ink 0..1 about `height` px tall, leaning by `slant`
     (x moves slant px per px up), its strokes grown (pen > 0) or thinned (pen < 0) by |pen| MNIST pixels."""
     rows, cols = np.nonzero(digit > 30)
-    crop = digit[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    crop = digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     scale = height / crop.shape[0]
     pad = int(abs(pen) * scale) + 2
     img = Image.fromarray(np.pad(crop, pad))
     img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BICUBIC)
     w, h = img.size
-    img = img.transform((w + int(abs(slant) * h) + 1, h), Image.Transform.AFFINE,
-                        (1, slant, -max(slant, 0) * h, 0, 1, 0), Image.Resampling.BILINEAR)
+    img = img.transform(
+        (w + int(abs(slant) * h) + 1, h),
+        Image.Transform.AFFINE,
+        (1, slant, -max(slant, 0) * h, 0, 1, 0),
+        Image.Resampling.BILINEAR,
+    )
     ink = np.asarray(img, np.float32) / 255
     k = int(round(abs(pen) * scale))
     if k:  # a round pen of k px more or less
-        disk = np.hypot(*np.mgrid[-k:k + 1, -k:k + 1]) <= k
+        disk = np.hypot(*np.mgrid[-k : k + 1, -k : k + 1]) <= k
         ink = (ndimage.grey_dilation if pen > 0 else ndimage.grey_erosion)(ink, footprint=disk)
     rows, cols = np.nonzero(ink > 0.1)
-    return ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    return ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
 
 def layout(digits, labels, rng, spacing, shape=None, gaps=None):
@@ -120,8 +130,8 @@ def make_sheet(digits, labels, rng, spacing, shape=None, gaps=None):
     canvas, placed = press([(ink, x, y) for line in lines for ink, x, y, _ in line], margin)
     boxes = []
     for line in lines:  # each line's boxes, in the order pressed
-        boxes.append(placed[:len(line)])
-        placed = placed[len(line):]
+        boxes.append(placed[: len(line)])
+        placed = placed[len(line) :]
     h, w = canvas.shape
     dirt = specks(canvas, height, rng)
     paper = np.array([rng.uniform(215, 250), rng.uniform(210, 245), rng.uniform(195, 235)])
@@ -149,7 +159,7 @@ def press(placed, margin=0):
     for ink, x, y in placed:
         left = x - x0 + margin
         top = y - y0 + margin
-        region = canvas[top:top + ink.shape[0], left:left + ink.shape[1]]
+        region = canvas[top : top + ink.shape[0], left : left + ink.shape[1]]
         np.maximum(region, ink, out=region)
         boxes.append((left, top, left + ink.shape[1], top + ink.shape[0]))
     return canvas, boxes
@@ -181,7 +191,7 @@ def table_edge(rgb, boxes, rng):
     grown = np.empty((h + band * (side % 2 == 0), w + band * (side % 2 == 1), 3))
     grown[...] = table + rng.normal(0, 4, grown.shape)
     top, left = band * (side == 0), band * (side == 1)  # 0: above, 1: left, 2: below, 3: right
-    grown[top:top + h, left:left + w] = rgb
+    grown[top : top + h, left : left + w] = rgb
     return grown, [[(a + left, b + top, c + left, d + top) for a, b, c, d in line] for line in boxes], side
 
 
@@ -194,13 +204,14 @@ def make_sheets(images, labels, per_spacing, seed=0):
     sheets, k = [], 0
     for spacing in SPACINGS:
         for _ in range(per_spacing):
-            sheet = make_sheet(images[k:k + 32], labels[k:k + 32], rng, spacing)
+            sheet = make_sheet(images[k : k + 32], labels[k : k + 32], rng, spacing)
             k += sum(map(len, sheet.lines))
             sheets.append(sheet)
     return sheets
 
 
 # ---------------------------------------------------------------- pieces of touching digits, to learn from
+
 
 def piece_gap(rng):
     """The gap after a digit in a piece to learn from, as a share of the height; None: the next one touches it."""
@@ -231,6 +242,7 @@ def make_piece(images, labels, rng):
 
 # ---------------------------------------------------------------- scoring a reading against the truth
 
+
 def edit_distance(a, b):
     """Levenshtein distance: the fewest digits to change, add or drop to make string a into b."""
     row = list(range(len(b) + 1))
@@ -250,12 +262,17 @@ def order_right(sheet, boxes_read):
     found = []
     for line, boxes in enumerate(sheet.boxes):
         for a, b, c, d in boxes:
-            hits = [k for k, (_, (x0, y0, x1, y1)) in enumerate(boxes_read)
-                    if a <= (x0 + x1) / 2 <= c and b <= (y0 + y1) / 2 <= d]
+            hits = [
+                k
+                for k, (_, (x0, y0, x1, y1)) in enumerate(boxes_read)
+                if a <= (x0 + x1) / 2 <= c and b <= (y0 + y1) / 2 <= d
+            ]
             if hits:
                 found.append((line, hits[0], boxes_read[hits[0]][0]))
-    return all(k1 <= k2 and (l2 - l1 == 0) == (r2 - r1 == 0) and r2 >= r1
-               for (l1, k1, r1), (l2, k2, r2) in zip(found, found[1:]))
+    return all(
+        k1 <= k2 and (l2 - l1 == 0) == (r2 - r1 == 0) and r2 >= r1
+        for (l1, k1, r1), (l2, k2, r2) in zip(found, found[1:])
+    )
 
 
 def score(sheet, lines_read, boxes_read):
@@ -267,6 +284,6 @@ def score(sheet, lines_read, boxes_read):
     n = sum(map(len, sheet.lines))
     lines_read = lines_read + [""] * (len(sheet.lines) - len(lines_read))
     errors = sum(edit_distance(r, t) for r, t in zip(lines_read, sheet.lines))
-    errors += sum(map(len, lines_read[len(sheet.lines):]))
+    errors += sum(map(len, lines_read[len(sheet.lines) :]))
     right_lines = sum(r == t for r, t in zip(lines_read, sheet.lines))
     return n, max(0, n - errors), len(sheet.lines), right_lines, order_right(sheet, boxes_read)

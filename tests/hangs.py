@@ -1,4 +1,5 @@
 """A script that hangs before its first training step, for tests/test_harness.py: it says so, then sleeps."""
+
 import sys
 import time
 
