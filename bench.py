@@ -576,6 +576,19 @@ def load_average():
         return (float("nan"),) * 3
 
 
+def page_row(spacing, digits, right, lines, lines_right, in_order, sheets):
+    """One row of --pages's table, from the counts of its sheets."""
+    return [
+        spacing,
+        f"{sheets:,}",
+        f"{digits:,}",
+        f"{100 * right / digits:.1f}%",
+        f"{lines:,}",
+        f"{100 * lines_right / lines:.1f}%",
+        f"{int(in_order)}/{sheets}",
+    ]
+
+
 def pages(args):
     """How well a checkpoint reads pages: sheets of MNIST test digits (reading/sheets.py), each spacing apart."""
     from reading.pages import classifier, read  # here: only --pages needs them (scipy's import takes 0.4 s)
@@ -596,30 +609,12 @@ def pages(args):
         counts = score(sheet, page.lines, [(d.line, d.box) for d in page.digits])
         totals[sheet.spacing] = [a + b for a, b in zip(totals[sheet.spacing], (*counts, 1))]
     seconds = time.perf_counter() - t0
-    rows = [
-        [
-            spacing,
-            f"{s:,}",
-            f"{d:,}",
-            f"{100 * r / d:.1f}%",
-            f"{lines:,}",
-            f"{100 * right / lines:.1f}%",
-            f"{int(o)}/{s}",
-        ]
-        for spacing, (d, r, lines, right, o, s) in totals.items()
-    ]
-    d, r, lines, right, o, s = map(sum, zip(*[t for spacing, t in totals.items() if spacing != "overlapping"]))
-    rows.append(
-        [
-            "wide to touching",
-            f"{s:,}",
-            f"{d:,}",
-            f"{100 * r / d:.1f}%",
-            f"{lines:,}",
-            f"{100 * right / lines:.1f}%",
-            f"{int(o)}/{s}",
-        ]
-    )
+    rows = [page_row(spacing, *counts) for spacing, counts in totals.items()]
+    goal = [counts for spacing, counts in totals.items() if spacing != "overlapping"]
+    goal_counts = [sum(counts) for counts in zip(*goal)]
+    rows.append(page_row("wide to touching", *goal_counts))
+    digits = goal_counts[0]
+    sheets = goal_counts[5]
     print(
         f"Machine: {machine()}, torch {torch.__version__}; {args.pages}: {ckpt['model']}, epoch {ckpt.get('epoch')}, "
         f"MNIST test accuracy {100 * (ckpt.get('test_acc') or 0):.2f}%; reader of touching digits: "
@@ -631,7 +626,8 @@ def pages(args):
     )
     print(markdown_table(["spacing", "sheets", "digits", "digits right", "lines", "lines right", "order right"], rows))
     print(
-        f"{seconds / s * 1000:.0f} ms a sheet, {seconds / d * 1000:.1f} ms a digit, on one core. Digits right: "
+        f"{seconds / sheets * 1000:.0f} ms a sheet, {seconds / digits * 1000:.1f} ms a digit, on one core. "
+        "Digits right: "
         "the digits less the changes, additions and drops that make each line read into the truth; lines "
         "right: read exactly; order right: the digits found come in reading order, line by line. "
         "'wide to touching': the goal's sheets; 'overlapping' (digits written over each other) is beyond it."

@@ -4,7 +4,6 @@ paused at a known step for Ctrl-C, and small or read-only disks.
 The data comes from $MNIST_MIRROR, or ../shared/mnist beside the project (as in CI).
 No test touches the network.
 """
-
 import json
 import os
 import shutil
@@ -57,7 +56,6 @@ def data_dir(mirror, tmp_path_factory):
     from filelock import FileLock
 
     from lab.data import ensure_mnist
-
     folder = session_root(tmp_path_factory) / "mnist"
     with FileLock(str(folder) + ".lock", timeout=TRAIN_BOUND_S):
         ensure_mnist(folder, mirror=str(mirror))  # at once where the files are there
@@ -100,7 +98,6 @@ def start_warm_server(env=None):
     import tempfile
 
     from warm import Server
-
     return Server(tempfile.mkdtemp(prefix="warm-"), env)
 
 
@@ -117,17 +114,9 @@ def start(argv, cwd, env=None, launcher=None, stderr=None, nice=None):
     niceness, TESTS_NICE unless given."""
     if launcher is None:
         from warm import WarmChild
-
         return WarmChild(warm_socket(), argv, cwd, script_env(env), stderr, TESTS_NICE if nice is None else nice)
-    return popen_hearing_ctrl_c(
-        [*launcher, *map(str, argv)],
-        cwd=cwd,
-        env=script_env(env),
-        stdout=subprocess.PIPE,
-        stderr=stderr or subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    return popen_hearing_ctrl_c([*launcher, *map(str, argv)], cwd=cwd, env=script_env(env), stdout=subprocess.PIPE,
+                                stderr=stderr or subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
 def finish(proc, timeout, what):
@@ -167,9 +156,8 @@ def run_each(script, cases, cwd, timeout=600):
     """[(exit status, stderr)] of `python SCRIPT ARGS` for each ARGS in `cases`, all in one child process
     (tests/each.py): one start of a script's imports instead of one per case. For cases that end early,
     like the one-line errors; a run that trains works too, one after the other."""
-    proc = run_py(
-        "tests/each.py", ROOT / script, json.dumps([list(map(str, c)) for c in cases]), cwd=cwd, timeout=timeout
-    )
+    proc = run_py("tests/each.py", ROOT / script, json.dumps([list(map(str, c)) for c in cases]), cwd=cwd,
+                  timeout=timeout)
     assert proc.returncode == 0, proc.stderr
     return [tuple(r) for r in json.loads(proc.stdout)]
 
@@ -220,9 +208,8 @@ def start_paused(step, script, *args, cwd, launcher=None, pauses=1, env=None):
         watchdog.cancel()
     proc.kill()
     out, err = proc.communicate(timeout=60)
-    raise AssertionError(
-        f"{script} ended (or hung for {PAUSE_BOUND_S} s) before pausing at step {step}:\n{out}{''.join(early)}{err}"
-    )
+    raise AssertionError(f"{script} ended (or hung for {PAUSE_BOUND_S} s) before pausing at step {step}:\n"
+                         f"{out}{''.join(early)}{err}")
 
 
 def put_back_v1_run(run):
@@ -257,14 +244,12 @@ class SharedTraining:
 
     def lock(self, name, timeout):
         from filelock import FileLock
-
         return FileLock(str(self.root / name), timeout=timeout, thread_local=False)
 
     def start(self, data_dir):
         """Start the training unless a process of this session already has: claimed under a lock, started in a
         thread (its first request to the warm server waits until the server has imported all)."""
         from lab.files import write_json  # here: it imports torch, which pytest's controller never needs
-
         with self.lock("trained.start.lock", timeout=TRAIN_BOUND_S):
             if (self.root / "trained.started").exists():
                 return
@@ -272,16 +257,8 @@ class SharedTraining:
             held.acquire()  # released by the thread below, once the result is saved
             (self.root / "trained.started").touch()
         self.work.mkdir()
-        argv = [
-            ROOT / "train.py",
-            *TRAINED_ARGS,
-            "--data-dir",
-            data_dir,
-            "--logdir",
-            self.work / "boardlog",
-            "--checkpoint",
-            self.work / "net.pth",
-        ]
+        argv = [ROOT / "train.py", *TRAINED_ARGS, "--data-dir", data_dir, "--logdir", self.work / "boardlog",
+                "--checkpoint", self.work / "net.pth"]
 
         def in_background():
             try:
@@ -345,19 +322,12 @@ def trained(data_dir):
     Returns a dict with the folder, checkpoint path, log dir, run dir and the finished process.
     """
     result = _training.wait()
-    proc = subprocess.CompletedProcess(
-        ["train.py", *TRAINED_ARGS], result["returncode"], result["stdout"], result["stderr"]
-    )
+    proc = subprocess.CompletedProcess(["train.py", *TRAINED_ARGS], result["returncode"], result["stdout"],
+                                       result["stderr"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     work = _training.work
-    return {
-        "dir": work,
-        "checkpoint": work / "net.pth",
-        "logdir": work / "boardlog",
-        "run_dir": work / "boardlog" / "r1",
-        "proc": proc,
-        "data_dir": data_dir,
-    }
+    return {"dir": work, "checkpoint": work / "net.pth", "logdir": work / "boardlog",
+            "run_dir": work / "boardlog" / "r1", "proc": proc, "data_dir": data_dir}
 
 
 # ---------------------------------------------------------------- small and read-only disks
@@ -386,7 +356,6 @@ class SmallDisk:
             st = os.statvfs(self.folder)
             return st.f_bavail * st.f_frsize
         from small_disk import used  # here: only the simulated disk needs it
-
         return self.size - used(self.folder)
 
     def fill(self, leave=0):
@@ -408,12 +377,8 @@ def _mount(folder, size):
     """Mount a tmpfs of `size` bytes on `folder`; False where this machine does not let us."""
     if SIMULATE or os.name != "posix" or os.geteuid() != 0 or not shutil.which("mount"):
         return False
-    return (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
-        ).returncode
-        == 0
-    )
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True).returncode == 0
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@
 Each case runs as `python SCRIPT ARGS` would (its main through run_script, with its exit status);
 printed on stdout at the end: [[exit status, what it wrote on stderr], ...] as JSON.
 """
-
 import contextlib
 import io
 import json

@@ -1,5 +1,4 @@
 """A script that hangs before its first training step, for tests/test_harness.py: it says so, then sleeps."""
-
 import sys
 import time
 

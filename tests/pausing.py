@@ -13,7 +13,6 @@ the test send the signal, which lands in that step, whatever the machine's speed
 Nothing in the lab knows about this: it wraps train.train_step from outside, and runs the
 script's main() as `python SCRIPT` would (through lab.cli.run_script).
 """
-
 import importlib
 import os
 import sys
@@ -50,7 +49,6 @@ if __name__ == "__main__":
     pause_after(int(step))
     if Path(script).stem == "sweep":  # with --jobs N its runs are processes of their own: they pause too
         import sweep
-
         sweep.TRAIN = [sys.executable, str(Path(__file__).resolve()), step, *sweep.TRAIN[1:]]
     sys.argv = [script, *rest]
     run_script(importlib.import_module(Path(script).stem).main)

@@ -13,7 +13,6 @@ TensorBoard write (lab/files.py, tensorboard's gfile):
     ro  opening a file for writing, making a folder, renaming or deleting under FOLDER fails with
         EROFS, as on a read-only mount
 """
-
 import builtins
 import errno
 import importlib
@@ -67,11 +66,8 @@ def simulate(folder, size, mode):
     real_open = builtins.open
 
     def inside(path):
-        return (
-            isinstance(path, (str, bytes, os.PathLike))
-            and not isinstance(path, int)
-            and os.path.realpath(os.fsdecode(path)).startswith(folder + os.sep)
-        )
+        return isinstance(path, (str, bytes, os.PathLike)) and not isinstance(path, int) and \
+            os.path.realpath(os.fsdecode(path)).startswith(folder + os.sep)
 
     def read_only(path):
         return OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))
@@ -90,7 +86,6 @@ def simulate(folder, size, mode):
                     raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fsdecode(path))
                 raise read_only(path)
             return real(path, *args, **kwargs)
-
         return call
 
     size_or_ro = "ro" if mode == "ro" else size
@@ -104,6 +99,5 @@ if __name__ == "__main__":
     folder, size, mode, script, *rest = sys.argv[1:]
     simulate(folder, int(size), mode)
     from lab.cli import run_script  # after simulate(): nothing the lab opens escapes it
-
     sys.argv = [script, *rest]
     run_script(importlib.import_module(Path(script).stem).main)

@@ -1,5 +1,4 @@
 """bench.py runs every case and prints one well-formed table. No timing is asserted."""
-
 import re
 
 import pytest
@@ -16,13 +15,7 @@ def test_bench_quick_prints_the_table(data_dir, tmp_path):
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     header, body = rows[0], rows[1:]
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "case",
-        "train img/s",
-        "eval img/s",
-        "1-epoch s",
-        "test acc",
-        "peak RSS MiB",
-    ]
+        "case", "train img/s", "eval img/s", "1-epoch s", "test acc", "peak RSS MiB"]
     assert body[0].startswith("| plain DataLoader, batch 64") and body[1].startswith("| plain DataLoader +")
     assert body[2].startswith("| ours, fp32")
     accuracy = {}
@@ -46,17 +39,13 @@ def test_bench_quick_prints_the_table(data_dir, tmp_path):
 def test_bench_parts_prints_each_part_of_a_step(data_dir, tmp_path):
     proc = run_py("bench.py", "--parts", "--quick", "--data-dir", data_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    rows = [
-        [c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines() if line.startswith("| ")
-    ]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table]
     assert rows[0] == ["part", "ms per batch", "of the step"]
     parts = {name: float(ms) for name, ms, _ in rows[1:]}
-    assert list(parts) == [
-        "the step itself (forward, backward, optimiser)",
-        "batch norm (added to the step)",
-        "augmentation, all of it (--rotate 12 --scale 0.12 --shift 2.5 --thickness 0.3 --lowres 0.2)",
-        "of which the pen (--thickness)",
-        "of which the coarse grid (--lowres)",
-        "the averaged weights (--ema 0.999)",
-    ]  # the default recipe's settings, each part once
+    assert list(parts) == ["the step itself (forward, backward, optimiser)", "batch norm (added to the step)",
+                           "augmentation, all of it (--rotate 12 --scale 0.12 --shift 2.5 --thickness 0.3 "
+                           "--lowres 0.2)",
+                           "of which the pen (--thickness)", "of which the coarse grid (--lowres)",
+                           "the averaged weights (--ema 0.999)"]  # the default recipe's settings, each part once
     assert parts["the step itself (forward, backward, optimiser)"] > 0 and rows[1][2] == "100%"

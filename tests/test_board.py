@@ -2,7 +2,6 @@
 
 Both use the session's real training run (2 epochs on 12,000 images, tests/conftest.py).
 """
-
 import io
 import json
 import os
@@ -25,7 +24,6 @@ EVERYTHING = {"images": 0, "histograms": 0, "tensors": 0, "scalars": 0}  # size 
 
 def events(run_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     acc = EventAccumulator(str(run_dir), size_guidance=EVERYTHING)
     acc.Reload()
     return acc
@@ -37,11 +35,8 @@ def text(acc, tag):
 
 def markdown_rows(md, first_cell):
     """The cells of the markdown table rows whose first cell matches."""
-    return [
-        [c.strip() for c in line.strip("|").split("|")]
-        for line in md.splitlines()
-        if re.match(rf"\| {first_cell} +\|", line)
-    ]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()
+            if re.match(rf"\| {first_cell} +\|", line)]
 
 
 @pytest.mark.quick
@@ -50,23 +45,16 @@ def test_every_tab_is_written_at_the_right_steps(trained):
     ckpt = torch.load(trained["checkpoint"], weights_only=True)
 
     # Images: the validation pictures every epoch, the test pictures of the best checkpoint at the end
-    for tag, steps in [
-        ("val/confusion", [1, 2]),
-        ("val/mistakes", [1, 2]),
-        ("test/confusion", [2]),
-        ("test/mistakes", [2]),
-        ("train/samples", [0]),
-    ]:
+    for tag, steps in [("val/confusion", [1, 2]), ("val/mistakes", [1, 2]), ("test/confusion", [2]),
+                       ("test/mistakes", [2]), ("train/samples", [0])]:
         pictures = acc.Images(tag)
         assert [e.step for e in pictures] == steps, tag
         with Image.open(io.BytesIO(pictures[-1].encoded_image_string)) as im:
-            assert (
-                im.width > 300 and im.height > 100 and len(im.getcolors(im.width * im.height)) > 10
-            )  # drawn, not blank
+            assert im.width > 300 and im.height > 100
+            assert len(im.getcolors(im.width * im.height)) > 10  # drawn, not blank
 
     # Histograms: every weight and its gradient, every epoch
     from net import Net
-
     names = [name for name, _ in Net().named_parameters()]
     for kind in ("weights", "grads"):
         for name in names:
@@ -88,14 +76,12 @@ def test_every_tab_is_written_at_the_right_steps(trained):
     assert matrix.trace() == round(ckpt["test_acc"] * 10000)
     [per_digit] = markdown_rows(report, "accuracy")
     assert [float(c.rstrip("%")) for c in per_digit[1:]] == pytest.approx(
-        [100 * matrix[d, d].item() / matrix[d].sum().item() for d in range(10)], abs=0.051
-    )
+        [100 * matrix[d, d].item() / matrix[d].sum().item() for d in range(10)], abs=0.051)
 
 
 @pytest.mark.quick
 def test_projector_holds_2000_test_digits_with_labels_and_pictures(trained):
     from lab.data import load_split
-
     run = trained["run_dir"]
     config = (run / "projector_config.pbtxt").read_text()
     assert "test_digits" in config and "sprite.png" in config
@@ -125,25 +111,9 @@ TABS = ("scalars", "images", "histograms", "distributions", "pr_curves", "projec
 def test_real_tensorboard_serves_every_tab(trained, tmp_path):
     """The real server, asked through its HTTP data API which runs and tags each plugin has."""
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(trained["logdir"]),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--load_fast",
-            "false",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(trained["logdir"]),
+                             "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
         # Poll until the server answers, has read the run and found every plugin's data (the projector
@@ -161,9 +131,8 @@ def test_real_tensorboard_serves_every_tab(trained, tmp_path):
         assert proc.poll() is None, proc.stderr.read()
         assert {p: listing.get(p, {}).get("enabled") for p in TABS} == dict.fromkeys(TABS, True)
         assert "accuracy/val" in get_json(f"{base}/data/plugin/scalars/tags")["r1"]
-        assert {"val/confusion", "val/mistakes", "test/confusion", "test/mistakes"} <= set(
-            get_json(f"{base}/data/plugin/images/tags")["r1"]
-        )
+        assert {"val/confusion", "val/mistakes", "test/confusion", "test/mistakes"} <= \
+            set(get_json(f"{base}/data/plugin/images/tags")["r1"])
         assert "grads/features.0.weight" in get_json(f"{base}/data/plugin/histograms/tags")["r1"]
         assert {f"pr/{d}" for d in range(10)} <= set(get_json(f"{base}/data/plugin/pr_curves/tags")["r1"])
         assert {"command/text_summary", "test report/text_summary"} <= set(tags["r1"])
@@ -183,20 +152,10 @@ def screenshots(base, folder):
     """The Images and Projector tabs in headless Chromium, as small PNGs."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-
     options = webdriver.ChromeOptions()
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,860",
-        "--use-angle=swiftshader",
-        "--enable-unsafe-swiftshader",
-    ):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,860",
+                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     try:

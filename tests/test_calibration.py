@@ -1,5 +1,4 @@
 """Temperature scaling and the calibration error (lab/calibration.py), and the temperature a checkpoint keeps."""
-
 import json
 
 import pytest
@@ -20,7 +19,6 @@ def sample(n=20000, temperature=0.5, seed=0):
 @pytest.mark.quick
 def test_the_temperature_fitted_is_the_one_the_digits_were_drawn_at():
     from lab.calibration import calibration_error, fit_temperature, rescale
-
     logits, labels = sample()
     probabilities = logits.softmax(1)
     temperature = fit_temperature(probabilities, labels)
@@ -37,7 +35,6 @@ def test_the_temperature_fitted_is_the_one_the_digits_were_drawn_at():
 @pytest.mark.quick
 def test_the_calibration_error_of_a_few_images_by_hand():
     from lab.calibration import calibration_error
-
     probabilities = torch.tensor([[0.95, 0.05], [0.95, 0.05], [0.55, 0.45], [0.45, 0.55]])
     labels = torch.tensor([0, 1, 0, 1])  # sure and right, sure and wrong; unsure and right twice
     result = calibration_error(probabilities, labels)
@@ -51,7 +48,6 @@ def test_the_calibration_error_of_a_few_images_by_hand():
 def test_a_loaded_net_reads_at_its_temperature_and_an_older_one_as_before(tmp_path):
     from lab.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
     from net import Net
-
     torch.manual_seed(0)
     net = Net().eval()
     x = torch.randn(16, 1, 28, 28)
@@ -74,23 +70,10 @@ def test_training_saves_a_temperature_that_makes_test_py_honest(trained, data_di
     from lab.checkpoint import load_checkpoint
     from lab.data import load_split, normalize
     from lab.metrics import evaluate
-
     ckpt = torch.load(trained["checkpoint"], weights_only=True)
     assert 0.2 < ckpt["temperature"] < 1.0  # label smoothing made the net too unsure: a temperature under 1
-    proc = run_py(
-        "test.py",
-        "--checkpoint",
-        trained["checkpoint"],
-        "--data-dir",
-        data_dir,
-        "--precision",
-        "fp32",
-        "--json",
-        tmp_path / "t.json",
-        "--report",
-        tmp_path / "report",
-        cwd=tmp_path,
-    )
+    proc = run_py("test.py", "--checkpoint", trained["checkpoint"], "--data-dir", data_dir, "--precision", "fp32",
+                  "--json", tmp_path / "t.json", "--report", tmp_path / "report", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "t.json").read_text())
     assert result["temperature"] == ckpt["temperature"]

@@ -2,7 +2,6 @@
 (a real server on a free port, and its page in the real headless Chromium), POST /read, and what the
 collect mode refuses. MNIST test digits stand in for the user's, as photos and as drawings.
 """
-
 import io
 import json
 import re
@@ -24,7 +23,6 @@ from reading.sheets import make_sheet
 @pytest.fixture(scope="module")
 def mnist_test(data_dir):
     from lab.data import load_split
-
     images, labels = load_split(False, data_dir)
     return images.numpy(), labels.numpy()
 
@@ -45,7 +43,6 @@ def files_under(folder):
 
 # ---------------------------------------------------------------- test.py --images
 
-
 @pytest.fixture(scope="module")
 def labelled(mnist_test, tmp_path_factory):
     """A folder as a student makes it: 3 photos of each digit (and a fourth 5 in a sub-folder, which
@@ -61,49 +58,30 @@ def labelled(mnist_test, tmp_path_factory):
     user_photo(images[first_of(labels, 5, 3)], rng).save(folder / "5" / "more" / "p3.png")
     (folder / "7" / "notes.png").write_text("not a picture\n")
     whole = (folder / "3" / "p1.png").read_bytes()
-    (folder / "3" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    (folder / "3" / "cut.png").write_bytes(whole[:len(whole) // 2])
     (folder / "misc").mkdir()
     user_photo(images[0], rng).save(folder / "misc" / "x.png")
     return folder
 
 
 def test_images_gives_the_counts_beside_mnist(trained, labelled, data_dir, tmp_path):
-    proc = run_py(
-        "test.py",
-        "--images",
-        labelled,
-        "--checkpoint",
-        trained["checkpoint"],
-        "--data-dir",
-        data_dir,
-        "--json",
-        tmp_path / "mine.json",
-        "--report",
-        tmp_path / "report",
-        cwd=tmp_path,
-    )
+    proc = run_py("test.py", "--images", labelled, "--checkpoint", trained["checkpoint"], "--data-dir", data_dir,
+                  "--json", tmp_path / "mine.json", "--report", tmp_path / "report", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr  # every readable file counted, but two could not be read
     assert sorted(proc.stderr.splitlines()) == [
         f"error: {labelled / '3' / 'cut.png'}: cannot decode the image (truncated or corrupt: image file is truncated)",
-        f"error: {labelled / '7' / 'notes.png'}: not an image Pillow can read",
-    ]
+        f"error: {labelled / '7' / 'notes.png'}: not an image Pillow can read"]
     out = proc.stdout
     assert out.startswith(f"(ignoring the folders misc in {labelled}: only 0 to 9 are labels)\n")
-    assert (
-        f"Images: 31 in {labelled} (0: 3, 1: 3, 2: 3, 3: 3, 4: 3, 5: 4, 6: 3, 7: 3, 8: 3, 9: 3); 2 could not be read"
-        in out
-    )
+    counts = "0: 3, 1: 3, 2: 3, 3: 3, 4: 3, 5: 4, 6: 3, 7: 3, 8: 3, 9: 3"
+    assert f"Images: 31 in {labelled} ({counts}); 2 could not be read" in out
     result = json.loads((tmp_path / "mine.json").read_text())
     assert result["total"] == 31 and [sum(row) for row in result["confusion_matrix"]] == [3] * 5 + [4] + [3] * 4
     assert result["correct"] == sum(result["confusion_matrix"][d][d] for d in range(10)) >= 28
     assert len(result["files"]) == 31 and len(result["failed"]) == 2
     mine, mnist = 100 * result["accuracy"], 100 * result["mnist_accuracy"]
-    assert re.search(
-        rf"^Accuracy: {mine:.2f}% \({result['correct']}/31\) on your images, {mnist:.2f}% \(\d+/10000\) "
-        rf"on MNIST's test set: {abs(mnist - mine):.2f} points (lower|higher)$",
-        out,
-        re.M,
-    )
+    assert re.search(rf"^Accuracy: {mine:.2f}% \({result['correct']}/31\) on your images, {mnist:.2f}% \(\d+/10000\) "
+                     rf"on MNIST's test set: {abs(mnist - mine):.2f} points (lower|higher)$", out, re.M)
     assert mnist == pytest.approx(100 * trained_test_acc(trained), abs=0.3)  # the checkpoint's own figure
     assert "Confusion matrix (rows: true digit" in out
     for name in ("confusion.png", "misclassified.png"):
@@ -113,7 +91,6 @@ def test_images_gives_the_counts_beside_mnist(trained, labelled, data_dir, tmp_p
 
 def trained_test_acc(trained):
     import torch
-
     return torch.load(trained["checkpoint"], weights_only=True)["test_acc"]
 
 
@@ -125,19 +102,15 @@ def test_images_without_labelled_images_is_one_line(untrained, tmp_path):
     (tmp_path / "bad" / "4" / "a.png").write_text("no picture\n")
     cases = [[tmp_path / "none"], [tmp_path / "empty"], [tmp_path / "bad"], [tmp_path / "bad", "--attack"]]
     results = run_each("test.py", [["--images", *c, "--checkpoint", untrained] for c in cases], cwd=tmp_path)
-    starts = [
-        f"error: --images: no folder {tmp_path / 'none'}",
-        f"error: --images: no labelled image could be read in {tmp_path / 'empty'}",
-        "error: --images: no labelled image could be read",
-        "error: --attack and --samples",
-    ]
+    starts = [f"error: --images: no folder {tmp_path / 'none'}",
+              f"error: --images: no labelled image could be read in {tmp_path / 'empty'}",
+              "error: --images: no labelled image could be read", "error: --attack and --samples"]
     for (status, err), start in zip(results, starts):
         assert status == 2 and err.splitlines()[-1].startswith(start) and "Traceback" not in err, err
     assert results[2][1].splitlines()[0] == f"error: {tmp_path / 'bad' / '4' / 'a.png'}: not an image Pillow can read"
 
 
 # ---------------------------------------------------------------- draw.py --collect and POST /read
-
 
 @pytest.fixture(scope="module")
 def collecting(untrained, tmp_path_factory):
@@ -177,20 +150,13 @@ def test_collect_saves_the_page_png_only_under_its_folder(collecting, pngs):
 
 
 @pytest.mark.quick
-@pytest.mark.parametrize(
-    "query, error",
-    [
-        ("", "digit must be one of 0-9, not 'None'"),
-        ("?digit=", "digit must be one of 0-9, not ''"),
-        ("?digit=10", "digit must be one of 0-9, not '10'"),
-        ("?digit=seven", "digit must be one of 0-9, not 'seven'"),
-        ("?digit=../../x", "digit must be one of 0-9, not '../../x'"),
-        ("?digit=%2Fetc", "digit must be one of 0-9, not '/etc'"),
-        ("?digit=7&digit=8", "digit is given 2 times"),
-        ("?digit=7&name=x.png", "unknown parameter 'name'"),
-        ("?digit=7&folder=/tmp", "unknown parameter 'folder'"),
-    ],
-)
+@pytest.mark.parametrize("query, error", [
+    ("", "digit must be one of 0-9, not 'None'"), ("?digit=", "digit must be one of 0-9, not ''"),
+    ("?digit=10", "digit must be one of 0-9, not '10'"), ("?digit=seven", "digit must be one of 0-9, not 'seven'"),
+    ("?digit=../../x", "digit must be one of 0-9, not '../../x'"),
+    ("?digit=%2Fetc", "digit must be one of 0-9, not '/etc'"),
+    ("?digit=7&digit=8", "digit is given 2 times"), ("?digit=7&name=x.png", "unknown parameter 'name'"),
+    ("?digit=7&folder=/tmp", "unknown parameter 'folder'")])
 def test_collect_refuses_a_label_that_is_not_one_digit(collecting, pngs, query, error):
     before = files_under(collecting["work"])
     status, a = post(collecting, f"/collect{query}", pngs[1])
@@ -204,17 +170,12 @@ def test_collect_refuses_bodies_and_paths(collecting, pngs):
     jpeg, blank = io.BytesIO(), io.BytesIO()
     Image.open(io.BytesIO(pngs[1])).convert("RGB").save(jpeg, "JPEG")
     Image.new("RGB", (280, 280), "white").save(blank, "PNG")
-    for body, reason in (
-        (jpeg.getvalue(), "not a PNG file"),
-        (b"hello", "not a PNG file"),
-        (blank.getvalue(), "no digit"),
-        (pngs[1][: len(pngs[1]) // 2], "truncated"),
-    ):
+    for body, reason in ((jpeg.getvalue(), "not a PNG file"), (b"hello", "not a PNG file"),
+                         (blank.getvalue(), "no digit"), (pngs[1][:len(pngs[1]) // 2], "truncated")):
         status, a = post(collecting, "/collect?digit=3", body)
         assert status == 400 and reason in a["error"] and "\n" not in a["error"], a
-    status, a = raw(
-        collecting, b"POST /collect?digit=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n" + bytes(4096)
-    )
+    status, a = raw(collecting, b"POST /collect?digit=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n"
+                                + bytes(4096))
     assert status == 413 and "limit of 10 MB" in a["error"]
     for path in ("/collect/7", "/collect/../mine/7", "/../collect?digit=7", "/collect%2F7?digit=7", "/mine/7/x.png"):
         assert post(collecting, path, pngs[1]) == (404, {"error": "no such page"}), path
@@ -235,21 +196,11 @@ def test_without_collect_nothing_can_be_written(untrained, pngs, tmp_path):
         stop(proc)
     assert files_under(tmp_path) == ["draw-stderr.txt"]
     (tmp_path / "file").write_text("in the way\n")
-    proc = run_py(
-        "draw.py",
-        "--checkpoint",
-        untrained,
-        "--collect",
-        tmp_path / "file" / "mine",
-        "--port",
-        0,
-        "--no-browser",
-        cwd=tmp_path,
-    )
+    proc = run_py("draw.py", "--checkpoint", untrained, "--collect", tmp_path / "file" / "mine", "--port", 0,
+                  "--no-browser", cwd=tmp_path)
     assert proc.returncode == 2 and "Serving" not in proc.stdout
-    assert (
-        proc.stderr == f"error: --collect: cannot make the folder {tmp_path / 'file' / 'mine'} (a file is in the way)\n"
-    )
+    folder = tmp_path / "file" / "mine"
+    assert proc.stderr == f"error: --collect: cannot make the folder {folder} (a file is in the way)\n"
 
 
 @pytest.mark.quick
@@ -286,7 +237,6 @@ def test_read_answers_every_digit(collecting, mnist_test):
 
 # ---------------------------------------------------------------- the page, in headless Chromium
 
-
 @pytest.fixture(scope="module")
 def page(trained, tmp_path_factory):
     """draw.py --collect on the trained net, and its page in Chromium."""
@@ -304,18 +254,15 @@ def draw_on_pad(driver, digits):
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.actions.pointer_input import PointerInput
     from selenium.webdriver.common.by import By
-
     driver.find_element(By.ID, "clear").click()
     left, top, width, height = driver.execute_script(
-        "const r = document.getElementById('pad').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]"
-    )
+        "const r = document.getElementById('pad').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]")
     actions = ActionBuilder(driver, mouse=PointerInput("mouse", "mouse"), duration=10)
     for k, digit in enumerate(digits):
         for path in strokes(digit):
             for i, (y, x) in enumerate(path):
-                actions.pointer_action.move_to_location(
-                    left + (28 * k + x + 0.5) * width / (28 * len(digits)), top + (y + 0.5) * height / 28
-                )
+                actions.pointer_action.move_to_location(left + (28 * k + x + 0.5) * width / (28 * len(digits)),
+                                                        top + (y + 0.5) * height / 28)
                 if i == 0:
                     actions.pointer_action.pointer_down()
             actions.pointer_action.pointer_up()
@@ -325,7 +272,6 @@ def draw_on_pad(driver, digits):
 
 def test_browser_collects_each_digit_in_turn(page, mnist_test, trained, data_dir, tmp_path):
     from selenium.webdriver.common.by import By
-
     driver, folder = page
     images, labels = mnist_test
     assert driver.find_element(By.ID, "collect").is_displayed()
@@ -344,9 +290,8 @@ def test_browser_collects_each_digit_in_turn(page, mnist_test, trained, data_dir
     assert saved == ["1"] * 10
     files = files_under(folder)
     assert [f.split("/")[0] for f in files] == [str(d) for d in range(10)] and all(f.endswith(".png") for f in files)
-    proc = run_py(
-        "test.py", "--images", folder, "--checkpoint", trained["checkpoint"], "--data-dir", data_dir, cwd=tmp_path
-    )
+    proc = run_py("test.py", "--images", folder, "--checkpoint", trained["checkpoint"], "--data-dir", data_dir,
+                  cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     right = int(re.search(r"Accuracy: [\d.]+% \((\d+)/10\) on your images", proc.stdout).group(1))
     assert right >= 8, proc.stdout  # drawn on the page as test_draw.py's drawings, read as well
@@ -354,7 +299,6 @@ def test_browser_collects_each_digit_in_turn(page, mnist_test, trained, data_dir
 
 def test_browser_number_mode_boxes_each_digit(page, mnist_test):
     from selenium.webdriver.common.by import By
-
     driver, _ = page
     images, labels = mnist_test
     driver.find_element(By.ID, "number").click()
@@ -384,7 +328,6 @@ def test_browser_photo_of_a_number_is_read_digit_by_digit(page, mnist_test, trai
     from lab.checkpoint import load_checkpoint
     from reading.images import load_image
     from reading.pages import classifier, read
-
     driver, _ = page
     images, labels = mnist_test
     picks = [first_of(labels, d, 40) for d in (2, 0, 4, 7)]

@@ -4,7 +4,6 @@ torchrun starts 2 processes on whatever cores there are; each torchrun start and
 costs a few seconds, so the runs are small. Every run here names --device cpu: on a GPU machine
 it is the Gloo path that is tested, with the same numbers.
 """
-
 import re
 import signal
 import sys
@@ -21,7 +20,6 @@ def scalar_files(run_dir):
     """{event file: {tag: [steps]}} for each event file of a run that holds per-epoch scalars
     (add_hparams writes its summary into a file of its own)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     found = {}
     for f in sorted(run_dir.glob("events.out.tfevents.*")):
         acc = EventAccumulator(str(f))
@@ -56,14 +54,12 @@ GRADIENT_GAP = 1e-3
 
 # ---------------------------------------------------------------- the pieces, in this process
 
-
 @pytest.mark.quick
 def test_shares_of_a_batch_give_exactly_its_gradient(monkeypatch):
     """Each process's weighted loss on its share, averaged as DDP does, is the whole batch's gradient."""
     import train
     from lab import settings
     from net import Net
-
     torch.manual_seed(0)
     model = Net()
     x, y = torch.randn(13, 1, 28, 28), torch.randint(0, 10, (13,))  # 13 splits unevenly: 7 + 6, 5 + 4 + 4
@@ -87,7 +83,6 @@ def test_shares_of_a_batch_give_exactly_its_gradient(monkeypatch):
 def test_without_torchrun_nothing_changes(monkeypatch):
     from lab import distributed
     from net import Net
-
     monkeypatch.delenv("RANK", raising=False)
     model = Net()
     assert distributed.setup(torch.device("cpu")) == (torch.device("cpu"), 0, 1)
@@ -98,7 +93,6 @@ def test_without_torchrun_nothing_changes(monkeypatch):
 @pytest.mark.quick
 def test_threads_are_shared_between_processes(monkeypatch):
     from lab import device as common
-
     chosen = []
     monkeypatch.setattr(common, "cores", lambda: 8)
     monkeypatch.setattr(common.torch, "set_num_threads", chosen.append)
@@ -116,7 +110,6 @@ def test_threads_are_shared_between_processes(monkeypatch):
 def test_a_batch_too_small_to_share_is_a_one_line_error():
     from lab.cli import UserError
     from lab.distributed import check_split
-
     check_split(6000, 128, 2)  # 6000 = 46 x 128 + 112: every batch splits
     with pytest.raises(UserError, match="smallest batch has 1 images, fewer than the 2 processes"):
         check_split(257, 128, 2)
@@ -125,7 +118,6 @@ def test_a_batch_too_small_to_share_is_a_one_line_error():
 @pytest.mark.quick
 def test_sweep_places_runs_on_gpus_or_shares_of_the_cores(monkeypatch):
     import sweep
-
     monkeypatch.setattr(sweep, "cores", lambda: 8)
     monkeypatch.setattr(sweep.torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -139,14 +131,12 @@ def test_sweep_places_runs_on_gpus_or_shares_of_the_cores(monkeypatch):
 @pytest.mark.quick
 def test_sweep_time_left_counts_what_runs_and_what_waits():
     import sweep
-
     # runs take 10 s; one has run 4 s, three wait, 2 at once: 6 s + 10 s on one side, 10 + 10 on the other
     assert sweep.time_left([10.0], [4.0], 3, 2) == 20.0
     assert sweep.time_left([10.0], [], 0, 2) == 0.0
 
 
 # ---------------------------------------------------------------- torchrun, for real
-
 
 def test_torchrun_trains_like_one_process_stops_on_ctrl_c_and_each_resumes_as_the_other(data_dir, tmp_path):
     """The same run in one process and under torchrun with two, each stopped by Ctrl-C in epoch 2. Its first
@@ -155,50 +145,16 @@ def test_torchrun_trains_like_one_process_stops_on_ctrl_c_and_each_resumes_as_th
     # 128 images in one batch: one step an epoch, so step 2 is epoch 2's. SGD with momentum keeps, after its
     # first step, that step's gradient as its momentum buffer: last.pt holds it.
     # --recipe ours: no augmentation, batch norm or averaging, which each process would do to its own share.
-    flags = [
-        "--recipe",
-        "ours",
-        "--epochs",
-        2,
-        "--limit",
-        128,
-        "--val-size",
-        500,
-        "--test-limit",
-        1000,
-        "--seed",
-        1,
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--optimizer",
-        "sgd",
-        "--lr",
-        0.05,
-        "--data-dir",
-        data_dir,
-        "--run-name",
-        "r",
-    ]
-    proc = start_paused(
-        2, "train.py", *flags, "--logdir", tmp_path / "one", "--checkpoint", tmp_path / "one.pth", cwd=tmp_path
-    )
+    flags = ["--recipe", "ours", "--epochs", 2, "--limit", 128, "--val-size", 500, "--test-limit", 1000, "--seed", 1,
+             "--device", "cpu",
+             "--precision", "fp32", "--optimizer", "sgd", "--lr", 0.05, "--data-dir", data_dir, "--run-name", "r"]
+    proc = start_paused(2, "train.py", *flags, "--logdir", tmp_path / "one", "--checkpoint", tmp_path / "one.pth",
+                        cwd=tmp_path)
     proc.send_signal(signal.SIGINT)
     one, err = finish(proc, 300, "the run")
     assert proc.returncode == 130, one + err
-    proc = start_paused(
-        2,
-        "train.py",
-        *flags,
-        "--logdir",
-        tmp_path / "two",
-        "--checkpoint",
-        tmp_path / "two.pth",
-        cwd=tmp_path,
-        launcher=TORCHRUN,
-        pauses=2,
-    )
+    proc = start_paused(2, "train.py", *flags, "--logdir", tmp_path / "two", "--checkpoint", tmp_path / "two.pth",
+                        cwd=tmp_path, launcher=TORCHRUN, pauses=2)
     proc.send_signal(signal.SIGINT)  # to torchrun, as a terminal's Ctrl-C: it passes it on to both processes
     two, err = finish(proc, 30, "the run")  # the issue's bound; it takes about a second
     assert proc.returncode != 0
@@ -206,7 +162,7 @@ def test_torchrun_trains_like_one_process_stops_on_ctrl_c_and_each_resumes_as_th
     assert len(re.findall(r"^Using cpu device .*2 processes \(torchrun\)$", two, re.M)) == 1
     assert two.count("epoch  1/2") == 1 and "epoch  2/2" not in two
     assert err.count("Interrupted during epoch 2.") == 1 and "--resume" in err
-    assert "[rank" not in err and 'train.py", line' not in err, err
+    assert "[rank" not in err and "train.py\", line" not in err, err
     # What DDP promises: the gradient that both processes stepped with is the whole batch's.
     states = [torch.load(tmp_path / run / "r" / "last.pt", weights_only=True) for run in ("one", "two")]
     assert states[0]["epoch"] == states[1]["epoch"] == 1
@@ -225,9 +181,8 @@ def test_torchrun_trains_like_one_process_stops_on_ctrl_c_and_each_resumes_as_th
     # each finished the other way: the torchrun run in one process, the one-process run under torchrun
     alone = run_py("train.py", "--resume", tmp_path / "two" / "r", "--data-dir", data_dir, cwd=tmp_path)
     assert alone.returncode == 0 and "after epoch 1" in alone.stdout and "epoch  2/2" in alone.stdout, alone.stderr
-    done = run_py(
-        "train.py", "--resume", tmp_path / "one" / "r", "--data-dir", data_dir, cwd=tmp_path, launcher=TORCHRUN
-    )
+    done = run_py("train.py", "--resume", tmp_path / "one" / "r", "--data-dir", data_dir, cwd=tmp_path,
+                  launcher=TORCHRUN)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "after epoch 1" in done.stdout and done.stdout.count("epoch  2/2") == 1 and "epoch  1/2" not in done.stdout
     assert done.stdout.count("Best validation accuracy") == 1 and "Traceback" not in done.stderr
@@ -240,29 +195,13 @@ def test_torchrun_trains_like_one_process_stops_on_ctrl_c_and_each_resumes_as_th
         assert torch.load(tmp_path / run / "r" / "last.pt", weights_only=True)["epoch"] == 2
     # a checkpoint of the plain model (no "module." prefix), which test.py and predict.py load as any other
     from net import Net
-
     assert set(torch.load(tmp_path / "one.pth", weights_only=True)["state_dict"]) == set(Net().state_dict())
 
 
 # ---------------------------------------------------------------- sweep.py --jobs
 
-GRID = [
-    "--model",
-    "mlp",
-    "cnn2",
-    "--lr",
-    "0.01",
-    "--epochs",
-    2,
-    "--limit",
-    2000,
-    "--val-size",
-    500,
-    "--test-limit",
-    1000,
-    "--device",
-    "cpu",
-]
+GRID = ["--model", "mlp", "cnn2", "--lr", "0.01", "--epochs", 2, "--limit", 2000, "--val-size", 500,
+        "--test-limit", 1000, "--device", "cpu"]
 RUNS = ["model=mlp", "model=cnn2"]  # both at once under --jobs 2
 
 
@@ -272,7 +211,6 @@ def best_of(sweep_dir):
 
 def test_sweep_jobs_2_stopped_and_continued_gives_the_runs_of_jobs_1(data_dir, tmp_path, monkeypatch, capsys):
     from lab import device as common
-
     args = [*GRID, "--data-dir", data_dir]
     # 2,000 images in batches of 128: 16 steps an epoch, so step 18 is the second step of epoch 2.
     proc = start_paused(18, "sweep.py", *args, "--name", "g", "--jobs", 2, cwd=tmp_path, pauses=2)  # runs 1 and 2
@@ -288,14 +226,12 @@ def test_sweep_jobs_2_stopped_and_continued_gives_the_runs_of_jobs_1(data_dir, t
     assert "left" in again.stdout  # the time estimate once a run has finished
 
     # --jobs 1, in one process, with the threads each run had under --jobs 2: the very same numbers
-    one = run_py(
-        "sweep.py", *args, "--name", "one", cwd=tmp_path, env={"OMP_NUM_THREADS": str(max(1, common.cores() // 2))}
-    )
+    one = run_py("sweep.py", *args, "--name", "one", cwd=tmp_path,
+                 env={"OMP_NUM_THREADS": str(max(1, common.cores() // 2))})
     assert one.returncode == 0, one.stdout + one.stderr
     assert best_of(tmp_path / "boardlog" / "g") == best_of(tmp_path / "boardlog" / "one")
 
     import sweep
-
     monkeypatch.chdir(tmp_path)  # run again: every run is finished, nothing starts
     assert sweep.main([*map(str, args), "--name", "g", "--jobs", "2"]) == 0
     assert capsys.readouterr().out.count("finished already, skipped") == 2

@@ -6,7 +6,6 @@ prints once it listens. Nothing waits on a clock: timeouts are only safety nets.
 drive headless Chromium (Debian's chromium and chromium-driver) with Selenium, and are skipped with the
 reason where either is missing.
 """
-
 import base64
 import contextlib
 import http.client
@@ -33,15 +32,13 @@ SAFETY_S = 120  # only for a server or browser that hangs: no test waits this lo
 
 # ---------------------------------------------------------------- a real server, and digits to send it
 
-
 def start_server(checkpoint, *flags, cwd):
     """python draw.py on a free port; returns (process, URL, lines printed) once it says where it listens."""
     # forked from the warm server (conftest.start): stop() sends it Ctrl-C, which it hears even where pytest
     # runs with SIGINT ignored
     with open(Path(cwd) / "draw-stderr.txt", "w") as stderr:
-        proc = start(
-            [ROOT / "draw.py", "--checkpoint", checkpoint, "--port", "0", "--no-browser", *flags], cwd, stderr=stderr
-        )
+        proc = start([ROOT / "draw.py", "--checkpoint", checkpoint, "--port", "0", "--no-browser", *flags], cwd,
+                     stderr=stderr)
     watchdog = threading.Timer(SAFETY_S, proc.kill)  # a server that never prints: end it, and fail below
     watchdog.start()
     lines = []
@@ -71,13 +68,8 @@ def server(trained):
     """One draw.py for the module, on the session's trained checkpoint, with a 2 s timeout for silent clients."""
     proc, url, lines = start_server("net.pth", "--request-timeout", "2", cwd=trained["dir"])
     host, port = re.match(r"http://([\d.]+):(\d+)/", url).groups()
-    yield {
-        "url": url,
-        "host": host,
-        "port": int(port),
-        "lines": lines,
-        "stderr": Path(trained["dir"]) / "draw-stderr.txt",
-    }
+    yield {"url": url, "host": host, "port": int(port), "lines": lines,
+           "stderr": Path(trained["dir"]) / "draw-stderr.txt"}
     stop(proc)
 
 
@@ -121,7 +113,6 @@ def parse(response):
 def digits(data_dir):
     """100 MNIST test digits (a fixed random choice) as uint8 numpy arrays, with their labels."""
     from lab.data import load_split
-
     images, labels = load_split(False, data_dir)
     pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(11))[:100]
     return images[pick].numpy(), labels[pick].tolist()
@@ -145,7 +136,6 @@ def pngs(digits):
 
 
 # ---------------------------------------------------------------- the HTTP interface
-
 
 def scripts(server):
     """The page's JavaScript modules: draw.js and every module it imports, and they import, as served."""
@@ -187,7 +177,6 @@ def test_page_and_info(server, trained):
 @pytest.mark.quick
 def test_predict_reads_drawn_mnist_digits(server, digits, pngs):
     from reading.images import load_image, preprocess
-
     labels = digits[1]
     correct = 0
     for i, (png, label) in enumerate(zip(pngs, labels)):
@@ -210,12 +199,8 @@ def test_bad_bodies_get_one_line_errors(server, pngs):
     good = pngs[0]
     blank = io.BytesIO()
     Image.new("RGB", (280, 280), "white").save(blank, "PNG")
-    cases = [
-        (b"", "not an image"),
-        (b"hello, I am not an image", "not an image"),
-        (good[: len(good) // 2], "truncated"),
-        (blank.getvalue(), "no digit"),
-    ]
+    cases = [(b"", "not an image"), (b"hello, I am not an image", "not an image"),
+             (good[:len(good) // 2], "truncated"), (blank.getvalue(), "no digit")]
     for body, reason in cases:
         status, a = predict(server, body)
         assert status == 400 and list(a) == ["error"], a
@@ -226,11 +211,8 @@ def test_bad_bodies_get_one_line_errors(server, pngs):
 @pytest.mark.quick
 def test_size_limit_and_content_length(server):
     # 20 MB announced, 4 KB sent: refused from the header, without waiting for the rest
-    status, a = raw(
-        server,
-        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-        b"Content-Length: 20000000\r\n\r\n" + bytes(4096),
-    )
+    status, a = raw(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                            b"Content-Length: 20000000\r\n\r\n" + bytes(4096))
     assert status == 413 and "20.0 MB" in a["error"] and "limit of 10 MB" in a["error"]
     status, a = raw(server, b"POST /predict HTTP/1.0\r\nContent-Type: image/png\r\n\r\n", shut=True)
     assert status == 411 and "Content-Length" in a["error"]
@@ -242,26 +224,10 @@ def test_size_limit_and_content_length(server):
     assert status == 400 and "10 bytes, not the 1000" in a["error"]
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/../net.pth",
-        "/%2e%2e/net.pth",
-        "/..%2fnet.pth",
-        "/draw/../draw.py",
-        "/draw.py",
-        "/net.pth",
-        "/etc/passwd",
-        "//etc/passwd",
-        "/draw/index.html",
-        "/draw.js/../../checkpoint.py",
-        "/%2Fetc%2Fpasswd",
-        "/C:/Windows/win.ini",
-        "http://x/../net.pth",
-        "/index.html",
-        "/favicon.ico",
-    ],
-)
+@pytest.mark.parametrize("path", [
+    "/../net.pth", "/%2e%2e/net.pth", "/..%2fnet.pth", "/draw/../draw.py", "/draw.py", "/net.pth", "/etc/passwd",
+    "//etc/passwd", "/draw/index.html", "/draw.js/../../checkpoint.py", "/%2Fetc%2Fpasswd", "/C:/Windows/win.ini",
+    "http://x/../net.pth", "/index.html", "/favicon.ico"])
 @pytest.mark.quick
 def test_no_path_reaches_another_file(server, path):
     status, _, a = request(server, "GET", path)
@@ -317,7 +283,6 @@ def test_burst_of_concurrent_requests(server, digits, pngs):
 def test_every_module_is_imported_by_the_page(server):
     """draw.py serves exactly the modules the page imports, and each module says its job in its first line."""
     import draw
-
     served = {path for path, (_, kind) in draw.ASSETS.items() if kind.startswith("text/javascript")}
     assert sorted(scripts(server)) == sorted(served) == sorted(f"/{p.name}" for p in draw.PAGE.glob("*.js"))
     for path in served:
@@ -328,7 +293,6 @@ def test_every_module_is_imported_by_the_page(server):
 
 
 # ---------------------------------------------------------------- why this digit, and attacks (POST /explain, /attack)
-
 
 def post(server, path, png):
     status, _, answer = request(server, "POST", path, png, {"Content-Type": "image/png"})
@@ -372,23 +336,19 @@ def test_attack_changes_each_pixel_by_at_most_eps(server, pngs):
     assert fooled >= 3  # PGD at 0.25 fools this net on nearly every digit
 
 
-@pytest.mark.parametrize(
-    "query, error",
-    [
-        ("/explain?target=10", "target must be a digit 0-9, not '10'"),
-        ("/explain?target=any", "target must be a digit 0-9, not 'any'"),
-        ("/explain?target=", "target must be a digit 0-9, not ''"),
-        ("/explain?eps=0.1", "unknown parameter 'eps': /explain takes target"),
-        ("/attack?eps=2", "eps must be a number from 0 to 1"),
-        ("/attack?eps=-0.1", "eps must be a number from 0 to 1"),
-        ("/attack?eps=nan", "eps must be a number from 0 to 1"),
-        ("/attack?eps=abc", "eps must be a number from 0 to 1"),
-        ("/attack?target=seven", "target must be a digit 0-9 or any, not 'seven'"),
-        ("/attack?target=1&target=2", "target is given 2 times"),
-        ("/attack?method=cw", "method must be pgd or fgsm, not 'cw'"),
-        ("/attack?epsilon=0.1", "unknown parameter 'epsilon': /attack takes eps, target, method"),
-    ],
-)
+@pytest.mark.parametrize("query, error", [
+    ("/explain?target=10", "target must be a digit 0-9, not '10'"),
+    ("/explain?target=any", "target must be a digit 0-9, not 'any'"),
+    ("/explain?target=", "target must be a digit 0-9, not ''"),
+    ("/explain?eps=0.1", "unknown parameter 'eps': /explain takes target"),
+    ("/attack?eps=2", "eps must be a number from 0 to 1"),
+    ("/attack?eps=-0.1", "eps must be a number from 0 to 1"),
+    ("/attack?eps=nan", "eps must be a number from 0 to 1"),
+    ("/attack?eps=abc", "eps must be a number from 0 to 1"),
+    ("/attack?target=seven", "target must be a digit 0-9 or any, not 'seven'"),
+    ("/attack?target=1&target=2", "target is given 2 times"),
+    ("/attack?method=cw", "method must be pgd or fgsm, not 'cw'"),
+    ("/attack?epsilon=0.1", "unknown parameter 'epsilon': /attack takes eps, target, method")])
 @pytest.mark.quick
 def test_bad_parameters_get_one_line_errors(server, pngs, query, error):
     status, a = post(server, query, pngs[0])
@@ -410,7 +370,6 @@ def test_explain_and_attack_refuse_what_predict_refuses(server):
 
 def test_burst_of_explanations_and_attacks(server, pngs):
     """More at once than the server lends explainers: they wait their turn, predictions go on meanwhile."""
-
     def client(k):
         path = "/explain" if k % 2 else f"/attack?eps=0.1&target={k % 10}"
         return [post(server, path, pngs[(3 * k + j) % 100])[0] for j in range(3)]
@@ -428,7 +387,6 @@ def test_every_request_kind_decodes_its_image_within_the_bound(trained, pngs, mo
     /explain and /attack as for /predict; checked in this process, with one slot, whatever the timing."""
     import draw
     import reading.pages
-
     net = draw.ServedNet(trained["checkpoint"])
     net.decoding = threading.BoundedSemaphore(1)
     held = []
@@ -449,7 +407,6 @@ def test_every_request_kind_decodes_its_image_within_the_bound(trained, pngs, mo
 
 # ---------------------------------------------------------------- the command line
 
-
 @pytest.mark.quick
 def test_no_checkpoint_is_one_line_before_listening(tmp_path):
     proc = run_py("draw.py", "--checkpoint", tmp_path / "none.pth", "--port", 0, "--no-browser", cwd=tmp_path)
@@ -461,22 +418,18 @@ def test_no_checkpoint_is_one_line_before_listening(tmp_path):
 
 @pytest.mark.quick
 def test_port_in_use_is_one_line(server, trained, tmp_path):
-    proc = run_py(
-        "draw.py", "--checkpoint", trained["checkpoint"], "--port", server["port"], "--no-browser", cwd=tmp_path
-    )
+    proc = run_py("draw.py", "--checkpoint", trained["checkpoint"], "--port", server["port"], "--no-browser",
+                  cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr == (
-        f"error: port {server['port']} is in use (another draw.py?): pick another with --port, "
-        "or --port 0 for any free one\n"
-    )
+    assert proc.stderr == (f"error: port {server['port']} is in use (another draw.py?): pick another with --port, "
+                           "or --port 0 for any free one\n")
 
 
 def test_shared_on_the_network_warns_and_ctrl_c_stops(trained, tmp_path):
     proc, url, lines = start_server(trained["checkpoint"], "--host", "0.0.0.0", cwd=tmp_path)
     try:
-        assert any(
-            line.startswith("warning: --host 0.0.0.0: anyone on your network can use this page") for line in lines
-        )
+        assert any(line.startswith("warning: --host 0.0.0.0: anyone on your network can use this page")
+                   for line in lines)
         host, port = re.match(r"http://([\d.]+):(\d+)/", url).groups()
         assert host == "127.0.0.1"
         assert request({"host": host, "port": int(port)}, "GET", "/info")[0] == 200
@@ -489,20 +442,17 @@ def test_shared_on_the_network_warns_and_ctrl_c_stops(trained, tmp_path):
 
 # ---------------------------------------------------------------- inside the networks (inside/layers.py), no server
 
-EXPECTED = {
-    "cnn": ([(32, 14, 14), (64, 7, 7), (64, 3, 3)], [128]),
-    "mlp": ([], [128, 256, 128, 64]),
-    "cnn2": ([(16, 14, 14), (32, 7, 7)], []),
-    "cnn4bn": ([(16, 26, 26), (32, 12, 12), (64, 10, 10), (128, 4, 4)], [1024, 128]),
-    "examples": ([(32, 26, 26), (64, 12, 12)], [128]),
-}
+EXPECTED = {"cnn": ([(32, 14, 14), (64, 7, 7), (64, 3, 3)], [128]),
+            "mlp": ([], [128, 256, 128, 64]),
+            "cnn2": ([(16, 14, 14), (32, 7, 7)], []),
+            "cnn4bn": ([(16, 26, 26), (32, 12, 12), (64, 10, 10), (128, 4, 4)], [1024, 128]),
+            "examples": ([(32, 26, 26), (64, 12, 12)], [128])}
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_layer_outputs_of_every_network(name):
     from inside.layers import LayerOutputs, describe
     from net import build_model
-
     torch.manual_seed(0)
     model = build_model(name).eval()
     layers = LayerOutputs(model)
@@ -525,7 +475,6 @@ def test_layer_outputs_are_kept_per_thread():
     """Threads sharing one model each get the maps of their own image (what the server relies on)."""
     from inside.layers import LayerOutputs
     from net import build_model
-
     torch.manual_seed(0)
     layers = LayerOutputs(build_model("cnn").eval())
     images = torch.rand(8, 1, 1, 28, 28)
@@ -544,9 +493,8 @@ def test_bench_draw_quick(trained, data_dir, tmp_path):
     proc = run_py("bench.py", "--draw", trained["checkpoint"], "--quick", "--data-dir", data_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"one at a time: median [\d.]+ ms, p95 [\d.]+ ms", proc.stdout)
-    threads, each, answered, asked = map(
-        int, re.search(r"(\d+) threads x (\d+) at once: (\d+)/(\d+) answered", proc.stdout).groups()
-    )
+    threads, each, answered, asked = map(int, re.search(r"(\d+) threads x (\d+) at once: (\d+)/(\d+) answered",
+                                                        proc.stdout).groups())
     assert answered == asked == threads * each == 10, proc.stdout
     for kind in ("/explain", "/explain?target=3", "/attack?eps=0.3&target=3&method=pgd"):
         line = rf"POST {re.escape(kind)}: 10/10 answered one at a time, median [\d.]+ ms"
@@ -554,7 +502,6 @@ def test_bench_draw_quick(trained, data_dir, tmp_path):
 
 
 # ---------------------------------------------------------------- a real browser
-
 
 def thin(mask):
     """Zhang and Suen's thinning: the one-pixel skeleton of a digit's ink, the path a pen took."""
@@ -566,11 +513,8 @@ def thin(mask):
             p = [np.roll(m, (-dy, -dx), (0, 1)) for dy, dx in ring]
             b = sum(p)
             a = sum((p[i] == 0) & (p[(i + 1) % 8] == 1) for i in range(8))
-            c = (
-                (p[0] * p[2] * p[4] == 0) & (p[2] * p[4] * p[6] == 0)
-                if step == 0
-                else (p[0] * p[2] * p[6] == 0) & (p[0] * p[4] * p[6] == 0)
-            )
+            c = ((p[0] * p[2] * p[4] == 0) & (p[2] * p[4] * p[6] == 0) if step == 0 else
+                 (p[0] * p[2] * p[6] == 0) & (p[0] * p[4] * p[6] == 0))
             drop = (m == 1) & (b >= 2) & (b <= 6) & (a == 1) & c
             if drop.any():
                 m[drop], changed = 0, True
@@ -586,9 +530,8 @@ def strokes(digit):
         p = min(left)  # the top-most, then left-most pixel not yet drawn
         left.remove(p)
         path, step = [p], (1, 0)
-        while near := [
-            (p[0] + dy, p[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (p[0] + dy, p[1] + dx) in left
-        ]:
+        while near := [(p[0] + dy, p[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                       if (p[0] + dy, p[1] + dx) in left]:
             q = max(near, key=lambda q: (q[0] - p[0]) * step[0] + (q[1] - p[1]) * step[1])  # keep going the same way
             step, p = (q[0] - p[0], q[1] - p[1]), q
             left.remove(p)
@@ -606,29 +549,18 @@ def chromium(url, profile):
         pytest.skip("no Chromium here (Debian: apt-get install chromium chromium-driver): browser tests skipped")
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
     from selenium.webdriver.chrome.service import Service
-
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-    ):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for its errors
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
         # the page as a 1100x700 window shows it (the screenshot for README)
-        driver.execute_cdp_cmd(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": 1100, "height": 700, "deviceScaleFactor": 1, "mobile": False},
-        )
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 1100, "height": 700, "deviceScaleFactor": 1, "mobile": False})
         driver.set_script_timeout(SAFETY_S)
         driver.get(url)
         wait_for(driver, "document.body.dataset.ready === '1'")
@@ -646,7 +578,6 @@ def browser(server, tmp_path_factory):
 def wait_for(driver, condition):
     """Wait until a JavaScript condition holds on the page (polled; the timeout is only a safety net)."""
     from selenium.webdriver.support.ui import WebDriverWait
-
     WebDriverWait(driver, SAFETY_S, poll_frequency=0.05).until(lambda d: d.execute_script(f"return {condition}"))
 
 
@@ -661,11 +592,9 @@ def draw(driver, digit, pointer):
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.actions.pointer_input import PointerInput
     from selenium.webdriver.common.by import By
-
     driver.find_element(By.ID, "clear").click()
     left, top, width, height = driver.execute_script(
-        "const r = document.getElementById('pad').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]"
-    )
+        "const r = document.getElementById('pad').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]")
     actions = ActionBuilder(driver, mouse=PointerInput(pointer, pointer), duration=10)  # 10 ms per move
     for path in strokes(digit):
         for i, (y, x) in enumerate(path):
@@ -681,7 +610,6 @@ def draw(driver, digit, pointer):
 
 def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
     from selenium.webdriver.common.by import By
-
     images, labels = digits
     seen = []
     for k, pointer in enumerate(["mouse", "pen", "touch", "mouse", "pen"]):  # a mouse, a pen, a finger
@@ -689,15 +617,12 @@ def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
         seen.append((labels[k], browser.find_element(By.ID, "digit").text, pointer, answers))
         assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
         assert answers >= 2  # answers to the drawing in progress are shown too, not only the final one
-    print(
-        "browser: drawn digit -> page shows: "
-        + ", ".join(f"{y} -> {shown} ({p}, {n} answers while drawing)" for y, shown, p, n in seen)
-    )
+    print("browser: drawn digit -> page shows: "
+          + ", ".join(f"{y} -> {shown} ({p}, {n} answers while drawing)" for y, shown, p, n in seen))
     assert sum(str(y) == shown for y, shown, _, _ in seen) >= 4, seen
     # ten bars whose widths are the probabilities, the tallest the digit shown
     widths = browser.execute_script(
-        "return [...document.querySelectorAll('#bars .bar .fill')].map(f => parseFloat(f.style.width))"
-    )
+        "return [...document.querySelectorAll('#bars .bar .fill')].map(f => parseFloat(f.style.width))")
     assert len(widths) == 10 and sum(widths) == pytest.approx(100, abs=0.5)
     assert str(int(np.argmax(widths))) == seen[-1][1]
     assert re.fullmatch(r"\d+(\.\d)?% sure", browser.find_element(By.ID, "confidence").text)
@@ -720,8 +645,7 @@ def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
     browser.save_screenshot(str(shot))
     # the screenshot shows the drawing: dark ink on the pad, where the page drew the last digit
     left, top, width, height = browser.execute_script(
-        "const r = document.getElementById('pad').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]"
-    )
+        "const r = document.getElementById('pad').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]")
     with Image.open(shot) as im:
         pad = np.asarray(im.convert("L").crop((int(left), int(top), int(left + width), int(top + height))))
     assert (pad < 80).mean() > 0.02 and (pad > 200).mean() > 0.5, "the drawing is not in the screenshot"
@@ -731,7 +655,6 @@ def test_browser_draws_digits_and_sees_them_read(browser, digits, tmp_path):
 
 def test_browser_uploads_a_photo(browser, digits, tmp_path):
     from selenium.webdriver.common.by import By
-
     images, labels = digits
     k = 7
     paper = Image.new("RGB", (420, 330), (228, 222, 205))  # a photo: dark ink on cream paper, off-centre
@@ -749,14 +672,12 @@ def test_browser_uploads_a_photo(browser, digits, tmp_path):
     status = browser.find_element(By.ID, "status")
     assert status.get_attribute("class") == "error" and status.text == "not an image Pillow can read"
     # a photo dropped on the page (a drop event carrying the file, as a drag from the desktop ends)
-    browser.execute_script(
-        """
+    browser.execute_script("""
         const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
         const files = new DataTransfer();
         files.items.add(new File([bytes], "dropped.jpg", {type: "image/jpeg"}));
         document.getElementById("pad").dispatchEvent(new DragEvent("drop", {dataTransfer: files, bubbles: true}));""",
-        base64.b64encode((tmp_path / "photo.jpg").read_bytes()).decode(),
-    )
+        base64.b64encode((tmp_path / "photo.jpg").read_bytes()).decode())
     wait_for(browser, ANSWERED)
     assert browser.find_element(By.ID, "digit").text == str(labels[k])
     assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
@@ -782,23 +703,17 @@ def test_browser_why_maps_and_attack(browser, server, digits, tmp_path):
     """Clicking a digit's bar shows its map; moving ε's slider changes what the attacked image reads as."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-
     images, labels = digits
     draw(browser, images[1], "mouse")
     v, read = browser.execute_script("return document.body.dataset.version"), browser.find_element(By.ID, "digit").text
     still = "!document.body.dataset.explaining && !document.body.dataset.attacking"
-    wait_for(
-        browser,
-        f"document.body.dataset.why === '{v}:{read}' && "
-        f"document.body.dataset.attacked === '{v}:0.1:any:pgd' && {still}",
-    )
+    wait_for(browser, f"document.body.dataset.why === '{v}:{read}' && "
+                      f"document.body.dataset.attacked === '{v}:0.1:any:pgd' && {still}")
     assert browser.find_element(By.ID, "why-title").text == f"Why {read}?"
     mine = canvas_pixels(browser, "why")
     assert canvas_pixels(browser, "cam") != canvas_pixels(browser, "seen")  # Grad-CAM painted too
-    assert re.fullmatch(
-        rf"{read}'s score: -?[\d.]+, -?[\d.]+ for a blank page; .+ \([\d.]+ ms\)",
-        browser.find_element(By.ID, "why-status").text,
-    )
+    assert re.fullmatch(rf"{read}'s score: -?[\d.]+, -?[\d.]+ for a blank page; .+ \([\d.]+ ms\)",
+                        browser.find_element(By.ID, "why-status").text)
     other = (int(read) + 5) % 10
     browser.find_elements(By.CSS_SELECTOR, "#bars .bar")[other].click()  # why not that one?
     wait_for(browser, f"document.body.dataset.why === '{v}:{other}' && {still}")
@@ -843,10 +758,8 @@ def test_browser_network_without_conv_blocks(browser, server, tmp_path):
 
     from lab.checkpoint import make_checkpoint, save_checkpoint
     from net import build_model
-
-    save_checkpoint(
-        make_checkpoint(build_model("mlp"), "mlp", {}, {}, {"epoch": 0, "val_acc": 0.1}), tmp_path / "mlp.pth"
-    )
+    mlp = make_checkpoint(build_model("mlp"), "mlp", {}, {}, {"epoch": 0, "val_acc": 0.1})
+    save_checkpoint(mlp, tmp_path / "mlp.pth")
     proc, url, _ = start_server(tmp_path / "mlp.pth", cwd=tmp_path)
     try:
         browser.get(url)

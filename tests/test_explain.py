@@ -8,7 +8,6 @@
 - the scripts: test.py --attack/--report/--json, predict.py --explain, draw.py's bounded explainers.
 The numbers are printed (pytest -s) and quoted in docs/explain.md.
 """
-
 import json
 import re
 
@@ -37,14 +36,12 @@ def one_thread():
 @pytest.fixture(scope="module")
 def net(trained):
     from lab.checkpoint import load_checkpoint
-
     return load_checkpoint(trained["checkpoint"])
 
 
 @pytest.fixture(scope="module")
 def explainer(net):
     from inside.explain import Explainer
-
     return Explainer(*net)
 
 
@@ -52,7 +49,6 @@ def explainer(net):
 def digits(data_dir):
     """N test digits (a fixed random choice) as pixels 0..1 [N, 28, 28], with their labels."""
     from lab.data import load_split
-
     images, labels = load_split(False, data_dir)
     pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(5))[:N]
     return images[pick].float() / 255, labels[pick]
@@ -101,16 +97,12 @@ def test_deletion_removing_the_top_pixels_hurts_most(explainer, digits, maps):
         lowest[i].view(-1)[ink[order[-k:]]] = 0
         at_random[i].view(-1)[ink[torch.randperm(len(ink), generator=g)[:k]]] = 0
     before = score(explainer, pixels, read)
-    drop = {
-        name: float((before - score(explainer, x, read)).mean())
-        for name, x in (("map", by_map), ("random", at_random), ("lowest", lowest))
-    }
+    drop = {name: float((before - score(explainer, x, read)).mean())
+            for name, x in (("map", by_map), ("random", at_random), ("lowest", lowest))}
     still = int((explainer.logits(by_map).argmax(1) == read).sum())
-    print(
-        f"deletion of 10% of the ink over {N} test digits: the read digit's probability drops by "
-        f"{drop['map']:.3f} (top of the map), {drop['random']:.3f} (random), {drop['lowest']:+.3f} "
-        f"(bottom of the map); {still}/{N} still read the same after the top is removed"
-    )
+    print(f"deletion of 10% of the ink over {N} test digits: the read digit's probability drops by "
+          f"{drop['map']:.3f} (top of the map), {drop['random']:.3f} (random), {drop['lowest']:+.3f} "
+          f"(bottom of the map); {still}/{N} still read the same after the top is removed")
     assert drop["map"] > 0.05 and drop["map"] > 4 * max(drop["random"], 0.001), drop
     assert drop["lowest"] < drop["random"], drop  # removing the blue pixels helps the digit: the sign means something
 
@@ -119,7 +111,6 @@ def test_randomised_weights_give_other_maps(net, explainer, digits, maps):
     """Maps of the trained net and of the same net with random weights, ranked pixel by pixel."""
     from inside.explain import Explainer
     from net import build_model
-
     model, ckpt = net
     pixels, _ = digits
     read, ig = maps
@@ -133,30 +124,22 @@ def test_randomised_weights_give_other_maps(net, explainer, digits, maps):
     # a control: gradient x input, another map of the same trained net, agrees with it: a low
     # correlation above means the weights matter, not that the measure cannot see agreement
     from captum.attr import InputXGradient  # here: only this test compares with a second method
-
     gxi = InputXGradient(explainer.net).attribute(pixels.unsqueeze(1).requires_grad_(), target=read).detach()[:, 0]
     control = [spearman(ig[i][ink[i]], gxi[i][ink[i]]) for i in range(N)]
     med = {name: float(np.median(v)) for name, v in (("ig", ig_rho), ("cam", cam_rho), ("control", control))}
-    print(
-        f"randomisation over {N} test digits, median Spearman rank correlation: trained vs random weights "
-        f"{med['ig']:.2f} (Integrated Gradients, ink pixels), {med['cam']:.2f} (Grad-CAM); "
-        f"control, IG vs gradient x input of the trained net: {med['control']:.2f}"
-    )
+    print(f"randomisation over {N} test digits, median Spearman rank correlation: trained vs random weights "
+          f"{med['ig']:.2f} (Integrated Gradients, ink pixels), {med['cam']:.2f} (Grad-CAM); "
+          f"control, IG vs gradient x input of the trained net: {med['control']:.2f}")
     assert med["ig"] < 0.3 and med["cam"] < 0.5 and med["control"] > 0.5, med
 
 
 def test_attacks_lower_accuracy_as_eps_grows(explainer, digits):
     from inside.explain import robust_accuracy
-
     pixels, labels = (t[:ATTACKED] for t in digits)
     eps = (0.0, 0.15, 0.3)
     acc = robust_accuracy(explainer, pixels, labels, eps)
-    print(
-        f"accuracy under attack, {ATTACKED} test digits: "
-        + ", ".join(
-            f"ε {e:g}: FGSM {100 * f:.1f}%, PGD {100 * p:.1f}%" for e, f, p in zip(eps, acc["fgsm"], acc["pgd"])
-        )
-    )
+    print(f"accuracy under attack, {ATTACKED} test digits: " + ", ".join(
+        f"ε {e:g}: FGSM {100 * f:.1f}%, PGD {100 * p:.1f}%" for e, f, p in zip(eps, acc["fgsm"], acc["pgd"])))
     fgsm, pgd = acc["fgsm"], acc["pgd"]
     assert fgsm[0] == pgd[0] > 0.9  # ε = 0: the plain accuracy
     assert all(a > b for a, b in zip(fgsm, fgsm[1:])) and all(a >= b for a, b in zip(pgd, pgd[1:]))
@@ -180,7 +163,6 @@ def test_targeted_pgd_reaches_its_target_within_the_pages_largest_eps(explainer,
 def test_a_net_without_conv_layers_has_input_maps_and_no_grad_cam(digits):
     from inside.explain import Explainer
     from net import build_model
-
     torch.manual_seed(0)
     e = Explainer(build_model("mlp").eval(), {})
     pixels, labels = digits
@@ -191,14 +173,10 @@ def test_a_net_without_conv_layers_has_input_maps_and_no_grad_cam(digits):
 @pytest.mark.quick
 def test_explainers_are_lent_one_request_at_a_time(net):
     from draw import Explainers, Refused
-
     pool = Explainers(*net, 1)
     with pool.lend(wait=1) as first:
-        with pytest.raises(
-            Refused,
-            match=r"^busy: explanations and attacks run 1 at a time here, and this one "
-            r"waited 0.05 s for its turn; try again in a moment$",
-        ) as e:
+        with pytest.raises(Refused, match=r"^busy: explanations and attacks run 1 at a time here, and this one "
+                                       r"waited 0.05 s for its turn; try again in a moment$") as e:
             with pool.lend(wait=0.05):
                 pass
         assert "\n" not in str(e.value) and e.value.status == 503
@@ -208,23 +186,10 @@ def test_explainers_are_lent_one_request_at_a_time(net):
 
 # ---------------------------------------------------------------- the scripts
 
-
 def test_test_py_attack_report_and_json(trained, data_dir, tmp_path):
-    proc = run_py(
-        "test.py",
-        "--checkpoint",
-        trained["checkpoint"],
-        "--data-dir",
-        data_dir,
-        "--attack",
-        20,
-        "--json",
-        tmp_path / "r.json",
-        "--report",
-        tmp_path / "report",
-        cwd=tmp_path,
-        env={"OMP_NUM_THREADS": "1"},
-    )  # as above: 20 images at a time need no second thread
+    proc = run_py("test.py", "--checkpoint", trained["checkpoint"], "--data-dir", data_dir, "--attack", 20,
+                  "--json", tmp_path / "r.json", "--report", tmp_path / "report", cwd=tmp_path,
+                  env={"OMP_NUM_THREADS": "1"})  # as above: 20 images at a time need no second thread
     assert proc.returncode == 0, proc.stderr
     assert "Attacking the first 20 test images" in proc.stdout
     rows = re.findall(r"^\| ([\d.]+) +\| +([\d.]+)% \| +([\d.]+)% \|$", proc.stdout, re.M)
@@ -239,21 +204,11 @@ def test_test_py_attack_report_and_json(trained, data_dir, tmp_path):
 
 def test_predict_py_explain(trained, data_dir, tmp_path):
     from lab.data import load_split
-
     images, _ = load_split(False, data_dir)
     for i in range(3):
         Image.fromarray(255 - images[i].numpy()).resize((140, 140)).save(tmp_path / f"d{i}.png")
-    proc = run_py(
-        "predict.py",
-        *(tmp_path / f"d{i}.png" for i in range(3)),
-        "--checkpoint",
-        trained["checkpoint"],
-        "--explain",
-        tmp_path / "why.png",
-        "--topk",
-        1,
-        cwd=tmp_path,
-    )
+    proc = run_py("predict.py", *(tmp_path / f"d{i}.png" for i in range(3)), "--checkpoint", trained["checkpoint"],
+                  "--explain", tmp_path / "why.png", "--topk", 1, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"Wrote {tmp_path / 'why.png'}" in proc.stdout
     with Image.open(tmp_path / "why.png") as im:

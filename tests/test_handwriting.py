@@ -3,7 +3,6 @@
 The fonts come from the npm registry into .fonts/, fetched before the tests (.ci/run does), never by
 them: where .fonts/ lacks the two used here, these tests are skipped with the reason.
 """
-
 import hashlib
 import re
 
@@ -19,10 +18,8 @@ CACHE = ROOT / ".fonts"
 def fonts():
     missing = [name for name in FONTS if not (CACHE / f"{name}-latin-400-normal.woff2").is_file()]
     if missing:
-        pytest.skip(
-            f"no {', '.join(missing)} font in .fonts/: fetch them with "
-            f"python handwriting.py --fonts {' '.join(FONTS)} --per-digit 1 --out /tmp/fonts-check"
-        )
+        pytest.skip(f"no {', '.join(missing)} font in .fonts/: fetch them with "
+                    f"python handwriting.py --fonts {' '.join(FONTS)} --per-digit 1 --out /tmp/fonts-check")
     return CACHE
 
 
@@ -33,9 +30,8 @@ def digest(folder):
 @pytest.fixture(scope="module")
 def made(fonts, tmp_path_factory):
     folder = tmp_path_factory.mktemp("hw") / "set"
-    proc = run_py(
-        "handwriting.py", "--fonts", *FONTS, "--per-digit", 3, "--out", folder, "--font-cache", fonts, cwd=folder.parent
-    )
+    proc = run_py("handwriting.py", "--fonts", *FONTS, "--per-digit", 3, "--out", folder, "--font-cache", fonts,
+                  cwd=folder.parent)
     assert proc.returncode == 0, proc.stderr
     return folder, proc
 
@@ -53,14 +49,9 @@ def test_the_set_is_the_same_each_time(made, fonts, tmp_path):
     folder, _ = made
     again = tmp_path / "again"  # the same seed: the same bytes; another seed: other images
     other = tmp_path / "other"
-    results = run_each(
-        "handwriting.py",
-        [
-            ["--fonts", *FONTS, "--per-digit", 3, "--out", again, "--font-cache", fonts],
-            ["--fonts", FONTS[0], "--per-digit", 3, "--out", other, "--seed", 1, "--font-cache", fonts],
-        ],
-        cwd=tmp_path,
-    )
+    results = run_each("handwriting.py", [["--fonts", *FONTS, "--per-digit", 3, "--out", again, "--font-cache", fonts],
+                                          ["--fonts", FONTS[0], "--per-digit", 3, "--out", other, "--seed", 1,
+                                           "--font-cache", fonts]], cwd=tmp_path)
     assert [status for status, _ in results] == [0, 0], results
     assert digest(again) == digest(folder)
     mine = {k: v for k, v in digest(folder).items() if "caveat" in k}
@@ -74,7 +65,6 @@ def test_every_image_is_one_digit_the_net_reads(made, trained):
 
     from lab.checkpoint import load_checkpoint
     from reading.images import load_image, net_input, preprocess
-
     folder, _ = made
     files = sorted(folder.glob("*/*"))
     seen = [preprocess(load_image(f)) for f in files]
@@ -89,27 +79,19 @@ def test_every_image_is_one_digit_the_net_reads(made, trained):
 def test_a_font_that_cannot_be_had_is_one_line(tmp_path):
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "caveat-latin-400-normal.woff2").write_bytes(b"not a font")
-    ((status, stderr),) = run_each(
-        "handwriting.py",
-        [["--fonts", "caveat", "--out", tmp_path / "o", "--font-cache", tmp_path / "cache"]],
-        cwd=tmp_path,
-    )
+    (status, stderr), = run_each("handwriting.py", [["--fonts", "caveat", "--out", tmp_path / "o",
+                                                      "--font-cache", tmp_path / "cache"]], cwd=tmp_path)
     assert status == 2 and stderr.strip().splitlines() == [
         f"error: {tmp_path / 'cache' / 'caveat-latin-400-normal.woff2'} is not a font Pillow can read "
-        "(unknown file format): delete it to fetch it again"
-    ], stderr
+        "(unknown file format): delete it to fetch it again"], stderr
 
 
 @pytest.mark.quick
 def test_grid_draws_each_digit_on_a_coarse_grid(fonts, tmp_path):
     import numpy as np
     from PIL import Image
-
-    ((status, stderr),) = run_each(
-        "handwriting.py",
-        [["--fonts", "patrick-hand", "--per-digit", 1, "--grid", 8, "--out", tmp_path / "g", "--font-cache", fonts]],
-        cwd=tmp_path,
-    )
+    (status, stderr), = run_each("handwriting.py", [["--fonts", "patrick-hand", "--per-digit", 1, "--grid", 8,
+                                                      "--out", tmp_path / "g", "--font-cache", fonts]], cwd=tmp_path)
     assert status == 0, stderr
     files = sorted((tmp_path / "g").glob("*/*.png"))
     assert len(files) == 10

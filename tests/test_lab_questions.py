@@ -1,6 +1,5 @@
 """What a lab report asks, one command each: per-step curves, the reports' choices as flags, fair
 sweeps, seeds grouped into mean ± sd, the figures and tables they paste. Real MNIST, small runs."""
-
 import re
 import statistics
 
@@ -15,7 +14,6 @@ SMALL = ["--epochs", 2, "--limit", 1000, "--val-size", 500, "--test-limit", 1000
 
 def scalars(folder):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
@@ -23,40 +21,16 @@ def scalars(folder):
 
 # ---------------------------------------------------------------- curves within an epoch
 
-
 def test_log_every_and_eval_every_add_step_curves_and_change_nothing_else(data_dir, tmp_path):
     common = [*SMALL, "--data-dir", data_dir, "--logdir", tmp_path / "logs", "--seed", 2]
-    plain = run_py(
-        "train.py",
-        *common,
-        "--run-name",
-        "plain",
-        "--checkpoint",
-        tmp_path / "plain.pth",
-        "--log-every",
-        1000,
-        cwd=tmp_path,
-    )
-    steps = run_py(
-        "train.py",
-        *common,
-        "--run-name",
-        "steps",
-        "--checkpoint",
-        tmp_path / "steps.pth",
-        "--log-every",
-        5,
-        "--eval-every",
-        4,
-        cwd=tmp_path,
-    )
+    plain = run_py("train.py", *common, "--run-name", "plain", "--checkpoint", tmp_path / "plain.pth",
+                   "--log-every", 1000, cwd=tmp_path)
+    steps = run_py("train.py", *common, "--run-name", "steps", "--checkpoint", tmp_path / "steps.pth",
+                   "--log-every", 5, "--eval-every", 4, cwd=tmp_path)
     assert plain.returncode == 0 and steps.returncode == 0, plain.stderr + steps.stderr
     # Not a terminal (a pipe): a plain line every 5 steps, counted over the run (5, 10, 15 of 16)
-    assert re.findall(r"^step (\d+)/8 of epoch (\d)/2  train loss [\d.]+ acc [\d.]+%$", steps.stdout, re.M) == [
-        ("5", "1"),
-        ("2", "2"),
-        ("7", "2"),
-    ]
+    assert re.findall(r"^step (\d+)/8 of epoch (\d)/2  train loss [\d.]+ acc [\d.]+%$", steps.stdout, re.M) == \
+        [("5", "1"), ("2", "2"), ("7", "2")]
     assert "step " not in plain.stdout
     curves = scalars(tmp_path / "logs" / "steps" / "steps")
     assert [s for s, _ in curves["loss/train_step"]] == [5, 10, 15]
@@ -76,27 +50,18 @@ def test_log_every_and_eval_every_add_step_curves_and_change_nothing_else(data_d
 
 @pytest.mark.quick
 def test_bad_lab_flags_are_one_line_errors(data_dir, tmp_path):
-    cases = [
-        (["--log-every", 0], "--log-every"),
-        (["--eval-every", "-1"], "--eval-every"),
-        (["--model", "examples", "--activation", "tanh"], "--activation"),
-        (["--model", "mlp", "--channels", "8"], "--channels"),
-        (["--channels", "1,2,3,4,5"], "--channels"),
-        (["--loss", "hinge"], "--loss"),
-        (["--model", "cnn2", "--hidden", "64"], "--hidden"),
-    ]
-    results = run_each(
-        "train.py",
-        [[*flags, "--epochs", 1, "--limit", 200, "--data-dir", data_dir] for flags, _ in cases],
-        cwd=tmp_path,
-    )
+    cases = [(["--log-every", 0], "--log-every"), (["--eval-every", "-1"], "--eval-every"),
+             (["--model", "examples", "--activation", "tanh"], "--activation"),
+             (["--model", "mlp", "--channels", "8"], "--channels"), (["--channels", "1,2,3,4,5"], "--channels"),
+             (["--loss", "hinge"], "--loss"), (["--model", "cnn2", "--hidden", "64"], "--hidden")]
+    tiny = ["--epochs", 1, "--limit", 200, "--data-dir", data_dir]
+    results = run_each("train.py", [[*flags, *tiny] for flags, _ in cases], cwd=tmp_path)
     for (flags, named), (status, stderr) in zip(cases, results):
         assert status == 2 and "Traceback" not in stderr, (flags, stderr)
         assert len(stderr.strip().splitlines()) == 1 and named in stderr, (flags, stderr)
 
 
 # ---------------------------------------------------------------- the reports' choices as flags
-
 
 @pytest.mark.quick
 def test_the_reports_choices_build_the_nets_they_describe():
@@ -117,34 +82,24 @@ def test_the_reports_choices_build_the_nets_they_describe():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
     assert all(m.bias is not None for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
     tanh = build_model("mlp", activation="tanh")
-    assert sum(isinstance(m, torch.nn.Tanh) for m in tanh.modules()) == 4 and not any(
-        isinstance(m, torch.nn.Sigmoid) for m in tanh.modules()
-    )
+    assert sum(isinstance(m, torch.nn.Tanh) for m in tanh.modules()) == 4 and \
+        not any(isinstance(m, torch.nn.Sigmoid) for m in tanh.modules())
 
 
 @pytest.mark.quick
 def test_recipes_and_nesterov():
     import train
     from lab import settings
-
     plain = settings.parse(["--recipe", "plain"])
-    assert (plain.optimizer, plain.lr, plain.scheduler, plain.label_smoothing, plain.nesterov, plain.weight_decay) == (
-        "sgd",
-        0.01,
-        "none",
-        0.0,
-        False,
-        0.0,
-    )
+    assert (plain.optimizer, plain.lr, plain.scheduler, plain.label_smoothing, plain.nesterov, plain.weight_decay) == \
+        ("sgd", 0.01, "none", 0.0, False, 0.0)
     assert settings.parse(["--recipe", "plain", "--lr", "0.05", "--nesterov"]).lr == 0.05  # a flag given wins
     ours = settings.parse([])
     assert (ours.optimizer, ours.lr, ours.scheduler, ours.label_smoothing) == ("adamw", 0.006, "onecycle", 0.1)
     model = torch.nn.Linear(2, 2)
     device = torch.device("cpu")
-
     def sgd(*argv):
         return train.make_optimizer(settings.parse(["--optimizer", "sgd", *argv]), model.parameters(), device)
-
     assert sgd().param_groups[0]["nesterov"] is True  # ours: Nesterov, as before
     assert sgd("--no-nesterov").param_groups[0]["nesterov"] is False
     assert sgd("--momentum", "0").param_groups[0]["nesterov"] is False  # torch refuses Nesterov without momentum
@@ -154,34 +109,16 @@ def test_recipes_and_nesterov():
 def test_mse_loss_is_the_distance_to_the_one_hot_label():
     import train
     from lab import settings
-
     logits, y = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])
     p = logits.softmax(1)[0]
     expected = ((p[0] - 1) ** 2 + p[1] ** 2 + p[2] ** 2) / 3
-    assert train.make_loss(settings.parse(["--loss", "mse", "--label-smoothing", "0"]))(logits, y) == pytest.approx(
-        expected.item()
-    )
+    assert train.make_loss(settings.parse(["--loss", "mse", "--label-smoothing", "0"]))(logits, y) == \
+        pytest.approx(expected.item())
 
 
 def test_a_net_with_the_reports_choices_trains_and_test_py_rebuilds_it(data_dir, tmp_path):
-    flags = [
-        "--recipe",
-        "ours",
-        "--channels",
-        "16,32,32,64",
-        "--hidden",
-        64,
-        "--activation",
-        "tanh",
-        "--loss",
-        "mse",
-        "--epochs",
-        2,
-        "--limit",
-        2000,
-        "--val-size",
-        500,
-    ]
+    flags = ["--recipe", "ours", "--channels", "16,32,32,64", "--hidden", 64, "--activation", "tanh", "--loss", "mse",
+             "--epochs", 2, "--limit", 2000, "--val-size", 500]
     proc = run_py("train.py", *flags, "--data-dir", data_dir, "--checkpoint", tmp_path / "net.pth", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     ckpt = torch.load(tmp_path / "net.pth", weights_only=True)
@@ -205,41 +142,18 @@ def test_net_py_prints_each_layers_shape_and_parameters():
 
 # ---------------------------------------------------------------- fair comparisons and chance
 
-
 @pytest.mark.quick
 def test_a_sweep_pairs_each_optimiser_with_its_own_learning_rate(data_dir, tmp_path):
-    proc = run_py(
-        "sweep.py",
-        "--optimizer",
-        "sgd:lr=0.05",
-        "adam:lr=0.001:weight-decay=0",
-        "--recipe",
-        "plain",
-        "--epochs",
-        1,
-        "--limit",
-        500,
-        "--val-size",
-        200,
-        "--test-limit",
-        1000,
-        "--name",
-        "pairs",
-        "--data-dir",
-        data_dir,
-        "--log-every",
-        1000,
-        cwd=tmp_path,
-    )
+    proc = run_py("sweep.py", "--optimizer", "sgd:lr=0.05", "adam:lr=0.001:weight-decay=0", "--recipe", "plain",
+                  "--epochs", 1, "--limit", 500, "--val-size", 200, "--test-limit", 1000, "--name", "pairs",
+                  "--data-dir", data_dir,
+                  "--log-every", 1000, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     sweep = tmp_path / "boardlog" / "pairs"
-    assert sorted(p.name for p in sweep.iterdir()) == [
-        "optimizer=adam_lr=0.001_weight-decay=0",
-        "optimizer=sgd_lr=0.05",
-    ]
-    trained = {
-        run.name: torch.load(run / "last.pt", weights_only=True)["settings"]["training"] for run in sweep.iterdir()
-    }
+    assert sorted(p.name for p in sweep.iterdir()) == ["optimizer=adam_lr=0.001_weight-decay=0",
+                                                       "optimizer=sgd_lr=0.05"]
+    states = {run.name: torch.load(run / "last.pt", weights_only=True) for run in sweep.iterdir()}
+    trained = {name: state["settings"]["training"] for name, state in states.items()}
     assert (trained["optimizer=sgd_lr=0.05"]["optimizer"], trained["optimizer=sgd_lr=0.05"]["lr"]) == ("sgd", 0.05)
     adam = trained["optimizer=adam_lr=0.001_weight-decay=0"]
     assert (adam["optimizer"], adam["lr"], adam["weight_decay"]) == ("adam", 0.001, 0.0)
@@ -252,42 +166,20 @@ def test_a_sweep_pairs_each_optimiser_with_its_own_learning_rate(data_dir, tmp_p
         saved = torch.load(sweep / row[0] / "net.pth", weights_only=True)["test_acc"]
         assert float(row[column]) == pytest.approx(100 * saved, abs=0.006), row
     assert sorted(row[0] for row in runs[1:]) == sorted(p.name for p in sweep.iterdir())
-    bad = [
-        (["--optimizer", "sgd:0.05"], "--optimizer sgd:0.05: pair other settings"),
-        (["--optimizer", "sgd:speed=2"], "'speed' is not another training setting"),
-        (["--optimizer", "sgd:lr=0.1", "--lr", "0.1", "0.2"], "--lr is paired with --optimizer"),
-        (["--augment", "maybe"], "--augment takes yes or no"),
-    ]
-    for (_, words), (status, stderr) in zip(
-        bad, run_each("sweep.py", [[*a, "--name", "bad"] for a, _ in bad], cwd=tmp_path)
-    ):
+    bad = [(["--optimizer", "sgd:0.05"], "--optimizer sgd:0.05: pair other settings"),
+           (["--optimizer", "sgd:speed=2"], "'speed' is not another training setting"),
+           (["--optimizer", "sgd:lr=0.1", "--lr", "0.1", "0.2"], "--lr is paired with --optimizer"),
+           (["--augment", "maybe"], "--augment takes yes or no")]
+    results = run_each("sweep.py", [[*a, "--name", "bad"] for a, _ in bad], cwd=tmp_path)
+    for (_, words), (status, stderr) in zip(bad, results):
         assert status == 2 and stderr.strip().splitlines() == [stderr.strip()], stderr
         assert words in stderr and "Traceback" not in stderr
     assert not (tmp_path / "boardlog" / "bad").exists()
 
 
 def test_report_groups_seeds_into_mean_and_sd(data_dir, tmp_path):
-    proc = run_py(
-        "sweep.py",
-        "--lr",
-        "0.01",
-        "0.003",
-        "--seed",
-        1,
-        2,
-        "--model",
-        "mlp",
-        *SMALL,
-        "--name",
-        "s",
-        "--log-every",
-        4,
-        "--eval-every",
-        4,
-        "--data-dir",
-        data_dir,
-        cwd=tmp_path,
-    )
+    proc = run_py("sweep.py", "--lr", "0.01", "0.003", "--seed", 1, 2, "--model", "mlp", *SMALL, "--name", "s",
+                  "--log-every", 4, "--eval-every", 4, "--data-dir", data_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = run_py("report.py", tmp_path / "boardlog" / "s", "--out", tmp_path / "r", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -297,10 +189,8 @@ def test_report_groups_seeds_into_mean_and_sd(data_dir, tmp_path):
     assert seeds[0] == ["lr", "n", "seeds", "best val (%)", "best epoch", "test (%)", "steps to 98%", "steps to 99%"]
     assert [row[:3] for row in seeds[1:]] == [["0.01", "2", "1 2"], ["0.003", "2", "1 2"]]
     for row in seeds[1:]:  # the mean and sd of the runs' own numbers, from their saved state
-        best = [
-            torch.load(tmp_path / "boardlog" / "s" / f"lr={row[0]}_seed={s}" / "last.pt", weights_only=True)["best"]
-            for s in (1, 2)
-        ]
+        best = [torch.load(tmp_path / "boardlog" / "s" / f"lr={row[0]}_seed={s}" / "last.pt", weights_only=True)["best"]
+                for s in (1, 2)]
         values = [100 * b["val_acc"] for b in best]
         assert row[3] == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
         tests = [100 * b["test_acc"] for b in best]
@@ -316,7 +206,6 @@ def test_report_groups_seeds_into_mean_and_sd(data_dir, tmp_path):
             first = next((s for s, v in points if v >= target), None)
             assert cell == ("–" if first is None else f"{first:,}")
     from PIL import Image
-
     with Image.open(tmp_path / "r" / "curves.png") as image:
         assert image.size[0] > 1000 and image.size[1] > 800  # four panels
 
@@ -324,7 +213,6 @@ def test_report_groups_seeds_into_mean_and_sd(data_dir, tmp_path):
 @pytest.mark.quick
 def test_steps_to_reads_the_first_step_at_or_over_the_target():
     import importlib.util
-
     spec = importlib.util.spec_from_file_location("report_script", ROOT / "report.py")
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)

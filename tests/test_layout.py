@@ -1,6 +1,5 @@
 """The shape of the lab: scripts on top, machinery in lab/, one list of settings, docs that match the
 flags, and files written by an older version that still load, test, predict and resume."""
-
 import ast
 import importlib.util
 import re
@@ -30,18 +29,8 @@ def imports(path):
 
 @pytest.mark.quick
 def test_the_top_level_holds_the_scripts_and_net_py():
-    assert SCRIPTS == [
-        "bench.py",
-        "draw.py",
-        "handwriting.py",
-        "net.py",
-        "predict.py",
-        "report.py",
-        "sweep.py",
-        "test.py",
-        "train.py",
-        "train_reader.py",
-    ]
+    assert SCRIPTS == ["bench.py", "draw.py", "handwriting.py", "net.py", "predict.py", "report.py", "sweep.py",
+                       "test.py", "train.py", "train_reader.py"]
     for wing in WINGS:
         docstring = ast.get_docstring(ast.parse((ROOT / wing / "__init__.py").read_text()))
         listed = {line.split()[0] for line in docstring.splitlines() if line.startswith("    ")}
@@ -63,9 +52,8 @@ def test_no_script_imports_another_script(script):
 def test_an_import_inside_a_function_says_why(source):
     lines = (ROOT / source).read_text().splitlines()
     for line, module, inside in imports(ROOT / source):
-        assert not inside or "#" in lines[line - 1], (
-            f"{source}:{line}: import {module} inside a function, without a comment"
-        )
+        why = f"{source}:{line}: import {module} inside a function, without a comment"
+        assert not inside or "#" in lines[line - 1], why
 
 
 @pytest.mark.quick
@@ -83,13 +71,24 @@ def test_the_lesson_never_imports_reading_or_looking_inside():
             assert module.split(".")[0] not in {"reading", "inside"}, f"{name}:{line} imports {module}"
 
 
-# ---------------------------------------------------------------- settings: one parser, the rest derived
+@pytest.mark.quick
+def test_train_py_reads_as_a_page():
+    """train() is about forty lines, and no call in train.py passes more than 6 arguments: the training state
+    travels as one object (TrainingState), what an epoch measured as one record."""
+    tree = ast.parse((ROOT / "train.py").read_text())
+    (train,) = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "train"]
+    assert train.end_lineno - train.lineno + 1 <= 45
+    for call in [n for n in ast.walk(tree) if isinstance(n, ast.Call)]:
+        assert len(call.args) + len(call.keywords) <= 6, f"train.py:{call.lineno} passes more than 6 arguments"
+    state = [c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "TrainingState"]
+    assert {"state_dict", "load_state_dict"} <= {f.name for f in state[0].body if isinstance(f, ast.FunctionDef)}
 
+
+# ---------------------------------------------------------------- settings: one parser, the rest derived
 
 @pytest.mark.quick
 def test_settings_groups_and_what_follows_from_them():
     from lab import settings
-
     assert settings.TRAINING[0] == "model" and {"lr", "epochs", "dropout", "augment", "seed"} <= set(settings.TRAINING)
     assert set(settings.RUN) == {"precision", "compile", "logdir", "run_name", "checkpoint", "log_every", "eval_every"}
     machine = [d for d, g in settings.GROUP_OF.items() if g == "machine"]
@@ -106,20 +105,10 @@ def test_settings_groups_and_what_follows_from_them():
 def test_every_training_setting_is_a_sweep_flag():
     import sweep
     from lab import settings
-
     flags = {opt for a in sweep.parser()._actions for opt in a.option_strings}
     assert {settings.FLAG[d] for d in settings.TRAINING} <= flags
-    assert {
-        "--dropout",
-        "--batchnorm",
-        "--step-size",
-        "--gamma",
-        "--label-smoothing",
-        "--weight-decay",
-        "--momentum",
-        "--augment",
-        "--epochs",
-    } <= flags
+    assert {"--dropout", "--batchnorm", "--step-size", "--gamma", "--label-smoothing", "--weight-decay",
+            "--momentum", "--augment", "--epochs"} <= flags
 
 
 @pytest.mark.quick
@@ -129,7 +118,6 @@ def test_a_newer_settings_record_or_file_is_refused(tmp_path):
     from lab.cli import UserError
     from lab.runs import read_state
     from net import build_model
-
     record = {**settings.record(settings.parse([])), "version": settings.VERSION + 1}
     with pytest.raises(UserError, match="newer version of this lab"):
         settings.read_record(record, "x")
@@ -145,7 +133,6 @@ def test_a_newer_settings_record_or_file_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------- what 1903fea wrote still works
-
 
 @pytest.fixture
 def v1_run(tmp_path):
@@ -168,7 +155,6 @@ def test_a_v1_checkpoint_tests_and_predicts(v1_run, data_dir, tmp_path):
     from PIL import Image
 
     from lab.data import load_split
-
     images, labels = load_split(False, data_dir)
     Image.fromarray(255 - images[0].numpy()).resize((140, 140)).save(tmp_path / "digit.png")  # dark ink on white
     proc = run_py("predict.py", tmp_path / "digit.png", "--checkpoint", v1_run / "net.pth", cwd=tmp_path)
@@ -196,7 +182,6 @@ def test_a_v1_run_resumes_and_reports(v1_run, data_dir, tmp_path):
 
 # ---------------------------------------------------------------- the docs name only flags that exist
 
-
 def load_script(name):
     spec = importlib.util.spec_from_file_location(f"script_{name[:-3]}", ROOT / name)
     module = importlib.util.module_from_spec(spec)
@@ -206,7 +191,6 @@ def load_script(name):
 
 def flags_of(script):
     from lab import settings
-
     if script == "train.py":
         parser = settings.parser()
     else:
@@ -219,13 +203,9 @@ def flags_of(script):
 
 DOCS = sorted([ROOT / "README.md", *ROOT.glob("README.*.md"), *(ROOT / "docs").glob("*.md")])
 RUNNABLE = [name for name in SCRIPTS if name != "net.py"]
-TOOLS = {
-    "torchrun": {"--standalone", "--nproc_per_node", "--nnodes", "--rdzv-endpoint", "--node_rank"},
-    "tensorboard": {"--logdir", "--port", "--bind_all"},
-    "pip": {"--index-url", "--upgrade", "--no-deps", "-r"},
-    "pytest": set(),
-    "curl": {"--data-binary"},
-}
+TOOLS = {"torchrun": {"--standalone", "--nproc_per_node", "--nnodes", "--rdzv-endpoint", "--node_rank"},
+         "tensorboard": {"--logdir", "--port", "--bind_all"}, "pip": {"--index-url", "--upgrade", "--no-deps", "-r"},
+         "pytest": set(), "curl": {"--data-binary"}}
 
 
 def mentions(text):

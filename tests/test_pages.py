@@ -5,7 +5,6 @@ The segmentation asks the net only when it weighs a cut between touching digits,
 what it finds on a page without touching digits (one digit, broken strokes, specks, the paper's edge)
 run with an untrained net, in a second or two.
 """
-
 import json
 import re
 
@@ -29,7 +28,6 @@ TWO_STROKES = {4: [9669, 6543], 7: [7267], 5: [59]}  # MNIST test digits whose i
 @pytest.fixture(scope="module")
 def mnist_test(data_dir):
     from lab.data import load_split
-
     images, labels = load_split(False, data_dir)
     return images.numpy(), labels.numpy()
 
@@ -45,7 +43,6 @@ def untrained(tmp_path_factory):
     output without a training, and pages found as `unsure` finds them (no cut is ever surer)."""
     from lab.checkpoint import make_checkpoint, save_checkpoint
     from net import build_model
-
     torch.manual_seed(0)
     model = build_model("cnn")
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
@@ -59,7 +56,6 @@ def untrained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def net(trained):
     from lab.checkpoint import load_checkpoint
-
     model, ckpt = load_checkpoint(trained["checkpoint"])
     return classifier(model, ckpt)
 
@@ -71,7 +67,6 @@ def sheet_of(mnist_test, indices, spacing="normal", gaps=None, seed=0):
 
 
 # ---------------------------------------------------------------- what is found, without a trained net
-
 
 @pytest.mark.quick
 def test_one_digit_is_the_whole_image_as_before(mnist_test):
@@ -102,10 +97,8 @@ def test_broken_strokes_make_one_digit_and_specks_none(mnist_test):
     """MNIST's own two-stroke 4s, 7 and 5 stay one digit each among others; the sheet's specks of dirt and,
     on some sheets, the table along an edge, are no digits."""
     images, labels = mnist_test
-
     def pieces_of(i):
         return pieces(images[i] > 100)[1]
-
     assert all(len(pieces_of(i)) >= 2 for ids in TWO_STROKES.values() for i in ids)  # really two strokes
     line = [3, *TWO_STROKES[4], 2, *TWO_STROKES[7], *TWO_STROKES[5]]
     sheets = [sheet_of(mnist_test, line, "wide", seed=seed) for seed in range(11)]  # pens, slants, shadows, dirt
@@ -129,7 +122,6 @@ def test_lines_top_to_bottom_even_sloping(mnist_test):
 
 
 # ---------------------------------------------------------------- read by the trained net
-
 
 def test_touching_pairs_are_cut_where_the_net_reads_both_sides(mnist_test, net, monkeypatch):
     """Digits written so close that their ink is one piece are cut in two (beside a digit apart: a page of
@@ -179,12 +171,8 @@ def test_sheets_read_as_their_digits_in_order(mnist_test, net):
         page = read(sheet.image, net)
         counts = score(sheet, page.lines, [(d.line, d.box) for d in page.digits])
         totals[sheet.spacing] = [a + b for a, b in zip(totals.get(sheet.spacing, [0] * 5), counts)]
-    print(
-        {
-            s: f"digits {100 * r / d:.1f}%, lines {100 * lr / n:.1f}%, order {o}/6"
-            for s, (d, r, n, lr, o) in totals.items()
-        }
-    )
+    print({s: f"digits {100 * r / d:.1f}%, lines {100 * lr / n:.1f}%, order {o}/6"
+           for s, (d, r, n, lr, o) in totals.items()})
     assert all(o == 6 for *_, o in totals.values()), totals  # the reading order, always
     d, r, n, lr, _ = map(sum, zip(*[t for s, t in totals.items() if s != "overlapping"]))
     # The floors stand 3 binomial standard deviations under what such a net reads, so that another CPU's net (bf16
@@ -198,7 +186,6 @@ def test_sheets_read_as_their_digits_in_order(mnist_test, net):
 
 
 # ---------------------------------------------------------------- predict.py on a page
-
 
 @pytest.fixture(scope="module")
 def page_files(mnist_test, tmp_path_factory):
@@ -219,32 +206,19 @@ def page_files(mnist_test, tmp_path_factory):
 def test_predict_prints_each_line_then_each_digit(untrained, page_files, tmp_path):
     """The output's form, with an untrained net: what it reads is the next test's."""
     folder, sheet = page_files
-    proc = run_py(
-        "predict.py",
-        folder / "one.png",
-        folder / "page.jpg",
-        "--checkpoint",
-        untrained,
-        "--json",
-        tmp_path / "p.json",
-        "--show",
-        tmp_path / "seen.png",
-        cwd=tmp_path,
-    )
+    proc = run_py("predict.py", folder / "one.png", folder / "page.jpg", "--checkpoint", untrained,
+                  "--json", tmp_path / "p.json", "--show", tmp_path / "seen.png", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
-    one, page = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    one, page = (json.loads((tmp_path / "p.json").read_text())["predictions"])
     # one digit: the line it always was; then the page: the numbers, a line each, the notes
-    assert out[0] == (
-        f"{folder / 'one.png'}   →  {one['prediction']}  ({100 * one['probability']:.1f}%)   top 3: "
-        + " · ".join(f"{t['digit']} {100 * t['probability']:.1f}%" for t in one["topk"])
-    )
+    assert out[0] == (f"{folder / 'one.png'}   →  {one['prediction']}  ({100 * one['probability']:.1f}%)   top 3: "
+                      + " · ".join(f"{t['digit']} {100 * t['probability']:.1f}%" for t in one["topk"]))
     assert out[1] == f"{folder / 'page.jpg'}  →  {' '.join(page['lines'])}   (30 digits on 3 lines)"
     for n in range(3):
         digits = [d for d in page["digits"] if d["line"] == n + 1]
         assert out[2 + n] == f"    line {n + 1}: {page['lines'][n]}   " + " · ".join(
-            f"{d['prediction']} {100 * d['probability']:.1f}%" for d in digits
-        )
+            f"{d['prediction']} {100 * d['probability']:.1f}%" for d in digits)
     assert out[5] == f"Wrote {tmp_path / 'seen.png'}" and len(out) == 6
     assert [len(line) for line in page["lines"]] == [10, 10, 10]
     for d, truth in zip(page["digits"], [b for line in sheet.boxes for b in line]):
@@ -257,9 +231,8 @@ def test_predict_prints_each_line_then_each_digit(untrained, page_files, tmp_pat
 
 def test_predict_reads_a_page_written_as_asked(trained, page_files, tmp_path):
     folder, sheet = page_files
-    proc = run_py(
-        "predict.py", folder / "page.jpg", "--checkpoint", trained["checkpoint"], "--expect", "0123456789", cwd=tmp_path
-    )
+    proc = run_py("predict.py", folder / "page.jpg", "--checkpoint", trained["checkpoint"], "--expect", "0123456789",
+                  cwd=tmp_path)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # no line refused: each holds its 10 digits
     first = proc.stdout.splitlines()[0]
     lines = re.fullmatch(r".*→  (\d{10}) (\d{10}) (\d{10})   \(30 digits on 3 lines\)", first)
@@ -276,17 +249,8 @@ def test_save_digits_keeps_the_lines_written_as_expected(untrained, page_files, 
     mine = tmp_path / "mine"
     (mine / "3").mkdir(parents=True)
     (mine / "3" / "short-1-4.png").write_bytes(b"already here")  # a name the new files would take
-    proc = run_py(
-        "predict.py",
-        folder / "short.png",
-        "--checkpoint",
-        untrained,
-        "--save-digits",
-        mine,
-        "--expect",
-        "0123456789",
-        cwd=tmp_path,
-    )
+    proc = run_py("predict.py", folder / "short.png", "--checkpoint", untrained, "--save-digits", mine,
+                  "--expect", "0123456789", cwd=tmp_path)
     assert proc.returncode == 1  # a line was refused
     assert proc.stderr == f"{folder / 'short.png'}: line 2: 9 digits found, 10 expected: none of them saved\n"
     assert proc.stdout.splitlines()[-1].startswith(f"Saved 20 digits into {mine}/<digit>/")
@@ -298,20 +262,16 @@ def test_save_digits_keeps_the_lines_written_as_expected(untrained, page_files, 
     page = read(load_image(folder / "short.png"), unsure)
     first = [d for d in page.digits if d.line == 0]
     for k, d in enumerate(first):
-        assert torch.equal(
-            preprocess(load_image(mine / str(k) / f"short-1-{k + 1}{'-2' if k == 3 else ''}.png")), d.pixels
-        )
+        assert torch.equal(preprocess(load_image(mine / str(k) / f"short-1-{k + 1}{'-2' if k == 3 else ''}.png")),
+                           d.pixels)
 
 
 @pytest.mark.quick
 def test_save_digits_mistakes_are_one_line(untrained, page_files, tmp_path):
     (tmp_path / "file").write_text("in the way\n")
     page = page_files[0] / "page.jpg"
-    cases = [
-        [page, "--save-digits", tmp_path / "out"],
-        [page, "--expect", "12a"],
-        [page, "--save-digits", tmp_path / "file" / "x", "--expect", "0123456789"],
-    ]
+    cases = [[page, "--save-digits", tmp_path / "out"], [page, "--expect", "12a"],
+             [page, "--save-digits", tmp_path / "file" / "x", "--expect", "0123456789"]]
     results = run_each("predict.py", [[*c, "--checkpoint", untrained] for c in cases], cwd=tmp_path)
     expected = ["--save-digits needs --expect DIGITS", "argument --expect: invalid", "--save-digits: cannot make"]
     for (status, err), start in zip(results, expected):
@@ -326,7 +286,6 @@ def test_one_image_gives_the_same_probabilities_every_way(trained, mnist_test, p
     the last digit: they all call reading/pages.read(), and a digit alone is a page of one digit."""
     import draw
     from lab.checkpoint import load_checkpoint
-
     images, labels = mnist_test
     folder, _ = page_files
     one = folder / "one.png"
@@ -339,17 +298,8 @@ def test_one_image_gives_the_same_probabilities_every_way(trained, mnist_test, p
 
     def predicted(*args):
         """predict.py's ten probabilities for the first file given, from --json with --topk 10."""
-        proc = run_py(
-            "predict.py",
-            *args,
-            "--checkpoint",
-            trained["checkpoint"],
-            "--topk",
-            10,
-            "--json",
-            tmp_path / "p.json",
-            cwd=tmp_path,
-        )
+        proc = run_py("predict.py", *args, "--checkpoint", trained["checkpoint"], "--topk", 10,
+                      "--json", tmp_path / "p.json", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         first = json.loads((tmp_path / "p.json").read_text())["predictions"][0]
         return [p for _, p in sorted((t["digit"], t["probability"]) for t in first["topk"])]
@@ -358,18 +308,8 @@ def test_one_image_gives_the_same_probabilities_every_way(trained, mnist_test, p
     assert predicted(one, "--save-digits", tmp_path / "mine", "--expect", label) == expected
     saved = tmp_path / "mine" / label / "one-1-1.png"
     assert read(saved, classifier(model, ckpt)).digits[0].probabilities.tolist() == expected
-    proc = run_py(
-        "test.py",
-        "--images",
-        tmp_path / "mine",
-        "--checkpoint",
-        trained["checkpoint"],
-        "--data-dir",
-        trained["data_dir"],
-        "--json",
-        tmp_path / "t.json",
-        cwd=tmp_path,
-    )
+    proc = run_py("test.py", "--images", tmp_path / "mine", "--checkpoint", trained["checkpoint"], "--data-dir",
+                  trained["data_dir"], "--json", tmp_path / "t.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (tested,) = json.loads((tmp_path / "t.json").read_text())["files"]
     assert tested["probability"] == max(expected) and tested["prediction"] == int(np.argmax(expected))
@@ -384,22 +324,9 @@ def test_bench_pages_quick(trained, data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert [c.strip() for c in rows[0].strip("|").split("|")] == [
-        "spacing",
-        "sheets",
-        "digits",
-        "digits right",
-        "lines",
-        "lines right",
-        "order right",
-    ]
-    assert [r.split("|")[1].strip() for r in rows[1:]] == [
-        "wide",
-        "normal",
-        "close",
-        "touching",
-        "overlapping",
-        "wide to touching",
-    ]
+        "spacing", "sheets", "digits", "digits right", "lines", "lines right", "order right"]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["wide", "normal", "close", "touching", "overlapping",
+                                                         "wide to touching"]
     for row in rows[1:4]:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == "3" and cells[6] == "3/3" and float(cells[3].rstrip("%")) >= 80, row

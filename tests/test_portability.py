@@ -7,7 +7,6 @@ It cannot run them on Windows: os.name stays "posix" here, so the branches for W
   os.sched_getaffinity, os.fork and glibc (the lab's mallopt call);
 - bench.py without getrusage says n/a; output in a code page without our arrows does not fail.
 """
-
 import ast
 import sys
 
@@ -15,27 +14,11 @@ import pytest
 
 from conftest import ROOT, run_bounded
 
-POSIX_ONLY = {
-    "resource",
-    "fcntl",
-    "termios",
-    "tty",
-    "pty",
-    "pwd",
-    "grp",
-    "crypt",
-    "syslog",
-    "readline",
-    "curses",
-    "nis",
-    "spwd",
-    "ossaudiodev",
-}
+POSIX_ONLY = {"resource", "fcntl", "termios", "tty", "pty", "pwd", "grp", "crypt", "syslog",
+              "readline", "curses", "nis", "spwd", "ossaudiodev"}
 SCRIPTS = sorted(p.name for p in ROOT.glob("*.py") if "run_script(" in (text := p.read_text()) and "__main__" in text)
-SOURCES = sorted(
-    str(p.relative_to(ROOT))
-    for p in [*ROOT.glob("*.py"), *ROOT.glob("lab/*.py"), *ROOT.glob("reading/*.py"), *ROOT.glob("inside/*.py")]
-)
+SOURCES = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("*.py"), *ROOT.glob("lab/*.py"),
+                                                        *ROOT.glob("reading/*.py"), *ROOT.glob("inside/*.py")])
 
 
 def top_level_imports(path):
@@ -99,7 +82,6 @@ def test_help_works_without_posix_parts(tmp_path):
 @pytest.mark.quick
 def test_bench_without_getrusage_says_n_a():
     import bench
-
     assert bench.mib(None) == "n/a" and bench.mib(1234.4) == "1,234"
     saved = sys.modules.get("resource")
     sys.modules["resource"] = None
@@ -115,10 +97,9 @@ def test_bench_without_getrusage_says_n_a():
 @pytest.mark.quick
 def test_output_in_a_code_page_without_our_arrows_does_not_fail(tmp_path):
     """predict.py prints '→' and '·'; a Windows pipe in cp1252 has neither. run_script replaces them."""
-    code = (
-        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from lab.cli import run_script; "
-        "run_script(lambda: print('digit.png  →  7 · 3') or 0)"
-    )
-    proc = run_bounded([sys.executable, "-c", code], 60, cwd=tmp_path, env={"PYTHONIOENCODING": "cp1252", "PATH": ""})
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from lab.cli import run_script; " \
+           "run_script(lambda: print('digit.png  →  7 · 3') or 0)"
+    proc = run_bounded([sys.executable, "-c", code], 60, cwd=tmp_path,
+                          env={"PYTHONIOENCODING": "cp1252", "PATH": ""})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode("cp1252").strip() == "digit.png  ?  7 · 3"  # · exists in cp1252, → does not

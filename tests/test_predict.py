@@ -4,7 +4,6 @@ The "user photos" are made from real MNIST test digits: inverted to dark ink on 
 enlarged to a few hundred pixels, moved off-centre, in colour, on paper with a grey gradient,
 some saved as JPEG. Nothing is committed: images and checkpoints live in pytest's tmp folders.
 """
-
 import json
 
 import numpy as np
@@ -20,7 +19,6 @@ from reading.images import ImageProblem, load_image, preprocess
 def digits(data_dir):
     """200 MNIST test digits (a fixed random choice) as uint8 numpy arrays, with their labels."""
     from lab.data import load_split
-
     images, labels = load_split(False, data_dir)
     pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(7))[:200]
     return images[pick].numpy(), labels[pick].tolist()
@@ -33,7 +31,7 @@ def user_photo(digit, rng):
     h, w = size + int(rng.integers(60, 200)), size + int(rng.integers(60, 200))
     top, left = int(rng.integers(0, h - size)), int(rng.integers(0, w - size))  # off-centre
     canvas = np.zeros((h, w), np.float32)
-    canvas[top : top + size, left : left + size] = ink
+    canvas[top:top + size, left:left + size] = ink
     # paper lit unevenly: a 40-level gradient in a random direction that wraps once (like the shadow of a
     # fold), slightly warm, a little noise
     angle = rng.uniform(0, 2 * np.pi)
@@ -53,15 +51,11 @@ def corr(a, b):
     its own antialiasing; a digit at a .5 boundary may legitimately land one pixel over.
     """
     a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
-    return max(
-        float(torch.corrcoef(torch.stack([a.roll((dy, dx), (0, 1)).flatten(), b.flatten()]))[0, 1])
-        for dy in (-1, 0, 1)
-        for dx in (-1, 0, 1)
-    )
+    return max(float(torch.corrcoef(torch.stack([a.roll((dy, dx), (0, 1)).flatten(), b.flatten()]))[0, 1])
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
 # ---------------------------------------------------------------- preprocess, without a network
-
 
 @pytest.mark.quick
 def test_mnist_digit_is_kept_white_on_black(digits):
@@ -138,18 +132,13 @@ def test_gif_first_frame_and_palette(digits, tmp_path):
 def test_blank_page_has_no_digit(page):
     rng = np.random.default_rng(1)
     ys, xs = np.mgrid[0:300, 0:400]
-    img = {
-        "white": np.full((300, 400), 250.0),
-        "gradient": 200 + 50 * xs / 400,
-        "noise": 230 + rng.normal(0, 3, (300, 400)),
-        "black": np.zeros((300, 400)),
-    }[page]
+    img = {"white": np.full((300, 400), 250.0), "gradient": 200 + 50 * xs / 400,
+           "noise": 230 + rng.normal(0, 3, (300, 400)), "black": np.zeros((300, 400))}[page]
     with pytest.raises(ImageProblem, match="no digit"):
         preprocess(Image.fromarray(img.clip(0, 255).astype(np.uint8)))
 
 
 # ---------------------------------------------------------------- the script, with a trained network
-
 
 def make_photos(digits, folder, n):
     """The first n of the 200 user photos in `folder`, half PNG, half JPEG; returns (folder, {file name: label})."""
@@ -178,17 +167,8 @@ def two_photos(digits, tmp_path_factory):
 
 def test_predict_reads_user_photos(trained, photos, tmp_path):
     folder, truth = photos
-    proc = run_py(
-        "predict.py",
-        folder,
-        "--checkpoint",
-        trained["checkpoint"],
-        "--json",
-        tmp_path / "p.json",
-        "--device",
-        "cpu",
-        cwd=tmp_path,
-    )
+    proc = run_py("predict.py", folder, "--checkpoint", trained["checkpoint"], "--json", tmp_path / "p.json",
+                  "--device", "cpu", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "p.json").read_text())
     preds = {p["file"].split("/")[-1]: p["prediction"] for p in result["predictions"]}
@@ -210,18 +190,8 @@ def test_predict_reads_user_photos(trained, photos, tmp_path):
 @pytest.mark.quick
 def test_predict_show_and_topk(trained, two_photos, tmp_path):
     folder, _ = two_photos
-    proc = run_py(
-        "predict.py",
-        folder / "photo000.png",
-        folder / "photo001.jpg",
-        "--checkpoint",
-        trained["checkpoint"],
-        "--topk",
-        1,
-        "--show",
-        tmp_path / "seen.png",
-        cwd=tmp_path,
-    )
+    proc = run_py("predict.py", folder / "photo000.png", folder / "photo001.jpg", "--checkpoint",
+                  trained["checkpoint"], "--topk", 1, "--show", tmp_path / "seen.png", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 3 and "top" not in lines[0] and lines[2] == f"Wrote {tmp_path / 'seen.png'}"
@@ -234,20 +204,13 @@ def test_bad_inputs_one_line_each_others_still_processed(trained, two_photos, di
     good = two_photos[0] / "photo000.png"
     (tmp_path / "notes.png").write_text("not an image at all\n")
     data = (good).read_bytes()
-    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "cut.png").write_bytes(data[:len(data) // 2])
     Image.new("L", (400, 300), 245).save(tmp_path / "blank.png")
     Image.new("1", (8000, 7000), 1).save(tmp_path / "huge.png")  # 56 megapixels, a small file
     (tmp_path / "empty").mkdir()
     bad = ["missing.png", "notes.png", "cut.png", "blank.png", "huge.png", "empty"]
-    proc = run_py(
-        "predict.py",
-        *[tmp_path / b for b in bad[:3]],
-        good,
-        *[tmp_path / b for b in bad[3:]],
-        "--checkpoint",
-        trained["checkpoint"],
-        cwd=tmp_path,
-    )
+    proc = run_py("predict.py", *[tmp_path / b for b in bad[:3]], good, *[tmp_path / b for b in bad[3:]],
+                  "--checkpoint", trained["checkpoint"], cwd=tmp_path)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     errors = proc.stderr.strip().splitlines()
@@ -262,15 +225,9 @@ def test_bad_inputs_one_line_each_others_still_processed(trained, two_photos, di
 def test_no_checkpoint_and_bad_flags(two_photos, tmp_path):
     img = two_photos[0] / "photo000.png"
     (tmp_path / "junk.pth").write_bytes(b"\x00garbage")
-    none, junk, topk = run_each(
-        "predict.py",
-        [
-            [img, "--checkpoint", tmp_path / "none.pth"],
-            [img, "--checkpoint", tmp_path / "junk.pth"],
-            [img, "--topk", 11],
-        ],
-        cwd=tmp_path,
-    )
+    none, junk, topk = run_each("predict.py", [[img, "--checkpoint", tmp_path / "none.pth"],
+                                               [img, "--checkpoint", tmp_path / "junk.pth"], [img, "--topk", 11]],
+                                cwd=tmp_path)
     assert none[0] == 2 and "Traceback" not in none[1]
     assert none[1].strip() == f"error: no checkpoint at {tmp_path / 'none.pth'}: run python train.py first"
     assert junk[0] == 2 and len(junk[1].strip().splitlines()) == 1
@@ -286,6 +243,6 @@ def test_load_image_from_bytes_and_file_objects(two_photos):
     with open(path, "rb") as f:
         for source in (data, bytearray(data), memoryview(data), f):
             assert torch.equal(preprocess(load_image(source)), expected)
-    for bad, reason in ((b"", "not an image"), (b"hello", "not an image"), (data[: len(data) // 2], "truncated")):
+    for bad, reason in ((b"", "not an image"), (b"hello", "not an image"), (data[:len(data) // 2], "truncated")):
         with pytest.raises(ImageProblem, match=reason):
             load_image(bad)

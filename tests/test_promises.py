@@ -1,7 +1,6 @@
 """What README and the docs promise, each run for real: resuming by name or the latest run, the three
 offline ways to MNIST, the training settings a flag changes, torchrun stopping every process when one
 fails, and predict.py on the image formats it names."""
-
 import functools
 import http.server
 import re
@@ -22,14 +21,12 @@ TINY = ["--limit", 256, "--val-size", 100, "--test-limit", 500]  # 2 steps an ep
 
 def scalars(folder, tag):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     acc = EventAccumulator(str(folder))
     acc.Reload()
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
 # ---------------------------------------------------------------- --resume, --resume NAME
-
 
 def test_resume_alone_takes_the_latest_run_and_a_name_is_looked_up_in_logdir(data_dir, tmp_path):
     common = ["--epochs", 2, *TINY, "--data-dir", data_dir]
@@ -48,17 +45,14 @@ def test_resume_alone_takes_the_latest_run_and_a_name_is_looked_up_in_logdir(dat
     assert epochs_done("older") == 2
     nothing = run_py("train.py", "--resume", "nope", "--data-dir", data_dir, cwd=tmp_path)
     assert nothing.returncode == 2 and nothing.stderr.strip() == (
-        "error: nothing to resume at nope: no last.pt there or under boardlog/nope"
-    )
+        "error: nothing to resume at nope: no last.pt there or under boardlog/nope")
 
 
 # ---------------------------------------------------------------- MNIST without the internet
 
-
 @pytest.fixture
 def no_internet(monkeypatch):
     from torchvision.datasets import MNIST
-
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # stands in for the internet: refused
 
 
@@ -66,7 +60,6 @@ def no_internet(monkeypatch):
 def test_mnist_from_an_http_mirror(mirror, tmp_path, no_internet):
     """`--mirror http://host/path/`: a web server holding the four .gz files, through torchvision's download."""
     from lab.data import load_split
-
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -81,7 +74,6 @@ def test_mnist_from_an_http_mirror(mirror, tmp_path, no_internet):
 @pytest.mark.quick
 def test_mnist_from_gz_files_placed_in_raw(mirror, tmp_path, no_internet):
     from lab.data import load_split
-
     raw = tmp_path / "mnist" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for f in mirror.glob("*.gz"):
@@ -91,16 +83,8 @@ def test_mnist_from_gz_files_placed_in_raw(mirror, tmp_path, no_internet):
 
 
 def test_mirror_on_the_command_line(trained, mirror, tmp_path):
-    proc = run_py(
-        "test.py",
-        "--checkpoint",
-        trained["checkpoint"],
-        "--data-dir",
-        tmp_path / "fresh",
-        "--mirror",
-        mirror,
-        cwd=tmp_path,
-    )  # MNIST_MIRROR is empty for the scripts the tests run
+    proc = run_py("test.py", "--checkpoint", trained["checkpoint"], "--data-dir", tmp_path / "fresh",
+                  "--mirror", mirror, cwd=tmp_path)  # MNIST_MIRROR is empty for the scripts the tests run
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "fresh" / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
     assert re.search(r"^Accuracy: \d+\.\d\d% \(\d+/10000\)$", proc.stdout, re.M)
@@ -124,25 +108,8 @@ SETTINGS = {  # flags -> what must show that they acted
 def settings_runs(data_dir, tmp_path_factory):
     """A 2-epoch run of each SETTINGS case, all in one child process: {case: (exit status, stderr, folder)}."""
     tmp = tmp_path_factory.mktemp("settings")
-    cases = [
-        [
-            *flags,
-            "--epochs",
-            2,
-            *TINY,
-            "--data-dir",
-            data_dir,
-            "--logdir",
-            tmp,
-            "--run-name",
-            name,
-            "--checkpoint",
-            tmp / f"{name}.pth",
-            "--device",
-            "cpu",
-        ]
-        for name, flags in SETTINGS.items()
-    ]
+    cases = [[*flags, "--epochs", 2, *TINY, "--data-dir", data_dir, "--logdir", tmp, "--run-name", name,
+              "--checkpoint", tmp / f"{name}.pth", "--device", "cpu"] for name, flags in SETTINGS.items()]
     return {name: (*result, tmp) for name, result in zip(SETTINGS, run_each("train.py", cases, cwd=tmp))}
 
 
@@ -158,11 +125,8 @@ def test_bf16_runs_on_the_cpu(settings_runs):
 
 @pytest.mark.quick
 def test_fp16_on_the_cpu_is_a_one_line_error(data_dir, tmp_path):
-    [(status, stderr)] = run_each(
-        "train.py",
-        [["--precision", "fp16", "--epochs", 1, *TINY, "--data-dir", data_dir, "--device", "cpu"]],
-        cwd=tmp_path,
-    )
+    [(status, stderr)] = run_each("train.py", [["--precision", "fp16", "--epochs", 1, *TINY, "--data-dir", data_dir,
+                                                "--device", "cpu"]], cwd=tmp_path)
     assert status == 2 and stderr.strip() == "error: --precision fp16 is for GPUs; on a CPU use bf16 or fp32"
     assert not (tmp_path / "boardlog").exists()  # refused before anything was made
 
@@ -191,7 +155,6 @@ def test_augment_and_dropout_train_and_change_the_training(settings_runs):
     ckpt = torch.load(settings_runs["plain"][2] / "augment-dropout.pth", weights_only=True)
     assert ckpt["model_options"] == {"batchnorm": True, "dropout": 0.3}
     from lab.checkpoint import load_checkpoint
-
     model, _ = load_checkpoint(settings_runs["plain"][2] / "augment-dropout.pth")
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
     tmp = settings_runs["plain"][2]
@@ -204,38 +167,19 @@ def test_test_limit_tests_on_the_first_n_test_images(settings_runs, data_dir):
     assert round(plain["best"]["test_acc"] * 500, 6).is_integer()
     [metadata] = (settings_runs["plain"][2] / "plain").glob("*/test_digits/metadata.tsv")  # the projector's digits
     from lab.data import load_split
-
     _, labels = load_split(False, data_dir)
     assert [int(x) for x in metadata.read_text().split()] == labels[:500].tolist()  # the first 500, not 2,000
 
 
 # ---------------------------------------------------------------- torchrun: one process fails, all stop
 
-
 def test_torchrun_stops_every_process_when_one_fails(data_dir, tmp_path):
     net = tmp_path / "net.pth"
-    proc = start_paused(
-        3,
-        "train.py",
-        "--epochs",
-        2,
-        *TINY,
-        "--device",
-        "cpu",
-        "--data-dir",
-        data_dir,
-        "--checkpoint",
-        net,
-        cwd=tmp_path,
-        launcher=TORCHRUN,
-        pauses=2,
-    )
-    ranks = {
-        int(m.group(2)): int(m.group(1))
-        for m in (re.search(r"process (\d+), rank (\d+)", line) for line in proc.pauses)
-    }
+    proc = start_paused(3, "train.py", "--epochs", 2, *TINY, "--device", "cpu", "--data-dir", data_dir,
+                        "--checkpoint", net, cwd=tmp_path, launcher=TORCHRUN, pauses=2)
+    ranks = {int(m.group(2)): int(m.group(1)) for m in (re.search(r"process (\d+), rank (\d+)", line)
+                                                       for line in proc.pauses)}
     import os
-
     os.kill(ranks[1], signal.SIGKILL)  # rank 1 dies, in the middle of epoch 2
     out, err = finish(proc, 120, "the run")  # torchrun stops rank 0 and ends, within its own timeout
     assert proc.returncode != 0
@@ -248,12 +192,10 @@ def test_torchrun_stops_every_process_when_one_fails(data_dir, tmp_path):
 
 # ---------------------------------------------------------------- predict.py's image formats
 
-
 @pytest.mark.quick
 def test_predict_reads_16_bit_bmp_webp_and_tiff(trained, data_dir, tmp_path):
     from lab.data import load_split
     from reading.images import load_image, preprocess
-
     images, labels = load_split(False, data_dir)
     digit, label = 255 - images[0].numpy(), int(labels[0])  # a 7, dark on white
     big = Image.fromarray(digit).resize((140, 140), Image.Resampling.BICUBIC)

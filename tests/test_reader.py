@@ -4,7 +4,6 @@ The reader's own accuracy takes a training of minutes (python train_reader.py) a
 --pages, with the figures in docs/predict.md. Here: its decoding, the cut into as many digits as a reader
 reads (with a reader that knows the truth, and the session's digit net), a short real training, and the
 one-line errors."""
-
 import json
 
 import numpy as np
@@ -48,7 +47,6 @@ def test_pieces_to_learn_from_touch_and_are_read_at_one_height(mnist_test):
         assert a.shape[0] == 28 and a[:2].max() == 0 and a[-2:].max() == 0 and a[2:-2].max() > 0.5
     # a piece of two digits or more is one piece of ink, or nearly (a digit's own gap, a stroke's end apart)
     from scipy import ndimage
-
     joined = [ndimage.label(ink > 0)[1] <= len(text) for ink, text in made if len(text) >= 2]
     assert np.mean(joined) >= 0.8
     # and an untrained reader reads any batch of them, of any widths: one answer each
@@ -57,10 +55,9 @@ def test_pieces_to_learn_from_touch_and_are_read_at_one_height(mnist_test):
 
 def knowing(truth):
     """A reader that reads every piece it is shown as `truth`, surely: what a perfect reader says of a pair."""
-
     def reads(inks):
-        return [(truth, [torch.nn.functional.one_hot(torch.tensor(int(d)), 10).float() for d in truth]) for _ in inks]
-
+        return [(truth, [torch.nn.functional.one_hot(torch.tensor(int(d)), 10).float() for d in truth])
+                for _ in inks]
     return reads
 
 
@@ -93,22 +90,8 @@ def test_train_reader_saves_a_reader_that_predict_and_bench_read_with(tmp_path, 
     """A short real training (it learns little in 8 steps: the figures of a full one are in docs/predict.md),
     saved with what it is, and read with by predict.py; the one-line errors of a reader that is not one."""
     out = tmp_path / "r.pth"
-    proc = run_py(
-        "train_reader.py",
-        "--pieces",
-        256,
-        "--steps",
-        8,
-        "--eval-every",
-        4,
-        "--check-pieces",
-        40,
-        "--out",
-        out,
-        "--data-dir",
-        data_dir,
-        cwd=tmp_path,
-    )
+    proc = run_py("train_reader.py", "--pieces", 256, "--steps", 8, "--eval-every", 4, "--check-pieces", 40,
+                  "--out", out, "--data-dir", data_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("Made 256 pieces of touching digits") and "40 from the test digits" in lines[0]
@@ -120,33 +103,20 @@ def test_train_reader_saves_a_reader_that_predict_and_bench_read_with(tmp_path, 
     images, labels = mnist_test
     sheet = sheet_of(mnist_test, [40, 41, 2], "touching", gaps=[None, 0.6, 0], seed=0)
     sheet.image.save(tmp_path / "pair.png")
-    proc = run_py(
-        "predict.py",
-        tmp_path / "pair.png",
-        "--checkpoint",
-        trained["checkpoint"],
-        "--reader",
-        out,
-        "--json",
-        tmp_path / "p.json",
-        cwd=tmp_path,
-    )
+    proc = run_py("predict.py", tmp_path / "pair.png", "--checkpoint", trained["checkpoint"], "--reader", out,
+                  "--json", tmp_path / "p.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     digits = json.loads((tmp_path / "p.json").read_text())["predictions"][0]["digits"]
     assert {d["read_by"] for d in digits} <= {"net", "reader"}
     assert any(d["read_by"] == "reader" for d in digits) == ("ʳ" in proc.stdout)
 
     (tmp_path / "broken.pth").write_bytes(out.read_bytes()[:300])
-    cases = [
-        [tmp_path / "pair.png", "--reader", tmp_path / "none.pth"],
-        [tmp_path / "pair.png", "--reader", trained["checkpoint"]],
-        [tmp_path / "pair.png", "--reader", tmp_path / "broken.pth"],
-    ]
+    cases = [[tmp_path / "pair.png", "--reader", tmp_path / "none.pth"],
+             [tmp_path / "pair.png", "--reader", trained["checkpoint"]],
+             [tmp_path / "pair.png", "--reader", tmp_path / "broken.pth"]]
     results = run_each("predict.py", [[*c, "--checkpoint", trained["checkpoint"]] for c in cases], cwd=tmp_path)
-    expected = [
-        f"no reader at {tmp_path / 'none.pth'}: train one with python train_reader.py",
-        f"{trained['checkpoint']} is not a reader of touching digits",
-        f"{tmp_path / 'broken.pth'} is not a readable reader",
-    ]
+    expected = [f"no reader at {tmp_path / 'none.pth'}: train one with python train_reader.py",
+                f"{trained['checkpoint']} is not a reader of touching digits",
+                f"{tmp_path / 'broken.pth'} is not a readable reader"]
     for (status, err), start in zip(results, expected):
         assert status == 2 and err.startswith(f"error: {start}") and len(err.splitlines()) == 1, err

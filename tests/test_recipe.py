@@ -1,5 +1,4 @@
 """The best recipe's tools, each on its own (lab/augment.py, train.make_average), and the recipe in train.py."""
-
 import signal
 
 import pytest
@@ -11,27 +10,24 @@ from conftest import finish, run_py, start_paused
 def batch(n=64, seed=0):
     """n MNIST-like strokes: a bar and a ring of ink on a blank 28x28, normalised as train.py normalises."""
     from lab.data import normalize
-
     g = torch.Generator().manual_seed(seed)
     img = torch.zeros(n, 28, 28, dtype=torch.uint8)
     for i in range(n):
         top, left = (int(v) for v in torch.randint(5, 9, (2,), generator=g))
-        img[i, top : top + 14, left + 5 : left + 8] = 255
-        img[i, top + 2, left : left + 12] = 255
+        img[i, top:top + 14, left + 5:left + 8] = 255
+        img[i, top + 2, left:left + 12] = 255
     return normalize(img)
 
 
 def ink(x):
     """How much ink each image holds: its pixels above the background, summed."""
     from lab.augment import BACKGROUND
-
     return (x - BACKGROUND).flatten(1).sum(1)
 
 
 @pytest.mark.quick
 def test_the_extras_are_off_by_default_and_change_nothing():
     from lab.augment import augment
-
     x = batch()
     plain = augment(x, torch.Generator().manual_seed(3))
     assert torch.equal(plain, augment(x, torch.Generator().manual_seed(3), elastic=0, thickness=0, lowres=0))
@@ -42,7 +38,6 @@ def test_the_extras_are_off_by_default_and_change_nothing():
 @pytest.mark.quick
 def test_elastic_fields_are_smooth_one_per_image_and_of_the_size_asked():
     from lab.augment import elastic_field
-
     x = batch(8)
     field = elastic_field(8, x, torch.Generator().manual_seed(0), pixels=1.4)  # grid units: 2/28 per pixel
     px = field * 28 / 2
@@ -58,7 +53,6 @@ def test_elastic_fields_are_smooth_one_per_image_and_of_the_size_asked():
 @pytest.mark.quick
 def test_pen_width_thickens_or_thins_the_share_asked():
     from lab.augment import pen_width
-
     x = batch(200)
     before = ink(x)
     after = ink(pen_width(x, torch.Generator().manual_seed(1), 0.5))
@@ -71,7 +65,6 @@ def test_pen_width_thickens_or_thins_the_share_asked():
 @pytest.mark.quick
 def test_lowres_draws_the_share_asked_on_a_coarser_grid():
     from lab.augment import coarser
-
     x = batch(200)
     torch.manual_seed(0)  # the grid size is drawn from torch's own generator
     out = coarser(x, torch.Generator().manual_seed(2), 0.3)
@@ -81,15 +74,11 @@ def test_lowres_draws_the_share_asked_on_a_coarser_grid():
     import torch.nn.functional as F
 
     from lab.augment import LOWRES_SIZES
-
     for i in changed.nonzero().flatten().tolist():
-        small = {s: F.interpolate(x[i : i + 1], size=(s, s), mode="area") for s in LOWRES_SIZES}
-        enlarged = [
-            F.interpolate(t, size=(28, 28), mode=m, **({} if m == "nearest" else {"align_corners": False}))
-            for t in small.values()
-            for m in ("nearest", "bilinear")
-        ]
-        assert any(torch.allclose(out[i : i + 1], e, atol=1e-6) for e in enlarged), i
+        small = {s: F.interpolate(x[i:i + 1], size=(s, s), mode="area") for s in LOWRES_SIZES}
+        enlarged = [F.interpolate(t, size=(28, 28), mode=m, **({} if m == "nearest" else {"align_corners": False}))
+                    for t in small.values() for m in ("nearest", "bilinear")]
+        assert any(torch.allclose(out[i:i + 1], e, atol=1e-6) for e in enlarged), i
 
 
 @pytest.mark.quick
@@ -97,7 +86,6 @@ def test_ema_is_the_moving_average_of_the_weights_with_a_warm_up():
     import argparse
 
     import train
-
     model = torch.nn.Linear(1, 1, bias=False)
     average, update = train.make_average(argparse.Namespace(ema=0.9), model)
     expected = float(model.weight.detach())
@@ -113,32 +101,12 @@ def test_ema_is_the_moving_average_of_the_weights_with_a_warm_up():
 
 
 def test_the_best_recipe_is_recorded_and_saves_its_average(data_dir, tmp_path):
-    proc = run_py(
-        "train.py",
-        "--recipe",
-        "best",
-        "--epochs",
-        1,
-        "--limit",
-        1000,
-        "--val-size",
-        200,
-        "--test-limit",
-        500,
-        "--data-dir",
-        data_dir,
-        "--logdir",
-        tmp_path / "logs",
-        "--run-name",
-        "r",
-        "--checkpoint",
-        tmp_path / "net.pth",
-        cwd=tmp_path,
-    )
+    proc = run_py("train.py", "--recipe", "best", "--epochs", 1, "--limit", 1000, "--val-size", 200,
+                  "--test-limit", 500, "--data-dir", data_dir, "--logdir", tmp_path / "logs", "--run-name", "r",
+                  "--checkpoint", tmp_path / "net.pth", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     ckpt = torch.load(tmp_path / "net.pth", weights_only=True)
     from lab import settings
-
     trained = ckpt["settings"]["training"]
     recipe = settings.RECIPES["best"]
     assert {k: trained[k] for k in recipe if k != "epochs"} == {k: v for k, v in recipe.items() if k != "epochs"}
@@ -152,50 +120,26 @@ def test_the_best_recipe_is_recorded_and_saves_its_average(data_dir, tmp_path):
 
 def test_an_interrupted_run_with_ema_resumes_to_the_same_net(data_dir, tmp_path):
     """The average is part of last.pt: stopped in epoch 2 and resumed, the run ends where it would have."""
-    flags = [
-        "--recipe",
-        "best",
-        "--epochs",
-        2,
-        "--limit",
-        1000,
-        "--val-size",
-        200,
-        "--test-limit",
-        500,
-        "--data-dir",
-        data_dir,
-    ]
+    flags = ["--recipe", "best", "--epochs", 2, "--limit", 1000, "--val-size", 200, "--test-limit", 500,
+             "--data-dir", data_dir]
     whole = run_py("train.py", *flags, "--logdir", tmp_path / "a", "--checkpoint", tmp_path / "a.pth", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
     # 1,000 images in batches of 128: 8 steps an epoch, so step 10 is the second step of epoch 2
-    proc = start_paused(
-        10,
-        "train.py",
-        *flags,
-        "--logdir",
-        tmp_path / "b",
-        "--run-name",
-        "r",
-        "--checkpoint",
-        tmp_path / "b.pth",
-        cwd=tmp_path,
-    )
+    proc = start_paused(10, "train.py", *flags, "--logdir", tmp_path / "b", "--run-name", "r",
+                        "--checkpoint", tmp_path / "b.pth", cwd=tmp_path)
     proc.send_signal(signal.SIGINT)
     out, err = finish(proc, 300, "the run")
     assert proc.returncode == 130, out + err
     done = run_py("train.py", "--resume", tmp_path / "b" / "r", "--data-dir", data_dir, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     a, b = (torch.load(tmp_path / f"{n}.pth", weights_only=True) for n in "ab")
-    assert a["epoch"] == b["epoch"] and all(
-        torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]
-    )
+    assert a["epoch"] == b["epoch"]
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
 @pytest.mark.quick
 def test_the_default_is_robust_and_older_records_keep_the_recipe_of_their_day():
     from lab import settings
-
     args = settings.parse([])
     assert args.recipe == "robust" and args.augment and args.ema == 0.999 and args.epochs == 6
     assert {k: getattr(args, k) for k in settings.RECIPES["robust"]} == settings.RECIPES["robust"]
@@ -212,6 +156,5 @@ def test_the_default_is_robust_and_older_records_keep_the_recipe_of_their_day():
     assert settings.read_record(saved, "last.pt")[0]["ema"] == 0.0
     saved["training"]["recipe"] = "newer"
     from lab.cli import UserError
-
     with pytest.raises(UserError, match="last.pt names a recipe this code does not know"):
         settings.read_record(saved, "last.pt")

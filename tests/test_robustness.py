@@ -5,7 +5,6 @@ Every one must end in one line that names the file and the cause, exit status 2,
 nothing saved before lost. The disks are real (a small tmpfs) where this machine lets the tests mount
 one, else simulated (tests/small_disk.py); the summary at the end of a pytest run says which.
 """
-
 import json
 import os
 import signal
@@ -29,14 +28,13 @@ def one_error_line(proc):
 
 # ---------------------------------------------------------------- files from a newer version of the lab
 
-
 @pytest.mark.quick
 def test_scripts_refuse_a_newer_checkpoint_or_run_state(data_dir, tmp_path):
     from lab.checkpoint import load_file
-
     ckpt = load_file(ROOT / "tests" / "fixtures" / "v1-run" / "net.pth.bin")
     torch.save({**ckpt, "version": 99}, tmp_path / "new.pth")
-    line = one_error_line(run_py("test.py", "--checkpoint", tmp_path / "new.pth", "--data-dir", data_dir, cwd=tmp_path))
+    line = one_error_line(run_py("test.py", "--checkpoint", tmp_path / "new.pth", "--data-dir", data_dir,
+                                 cwd=tmp_path))
     assert f"{tmp_path / 'new.pth'} is a checkpoint of format version 99, newer than this code reads" in line
 
     run = tmp_path / "boardlog" / "r"
@@ -49,7 +47,6 @@ def test_scripts_refuse_a_newer_checkpoint_or_run_state(data_dir, tmp_path):
 
 
 # ---------------------------------------------------------------- full disks and read-only folders
-
 
 def test_tensorboard_on_a_full_disk_is_one_line_and_keeps_the_saved_run(small_disk, data_dir, tmp_path):
     disk = small_disk("boardlog", 2 * 1024 * 1024)
@@ -72,7 +69,6 @@ def test_tensorboard_on_a_full_disk_is_one_line_and_keeps_the_saved_run(small_di
     # The new events file ends in a record cut short; TensorBoard still reads the folder. (Epoch 2's
     # scalars, written before its pictures filled the disk, are dropped by the next resume's purge_step.)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     events = EventAccumulator(str(run))
     events.Reload()
     assert [e.step for e in events.Scalars("accuracy/val")][0] == 1
@@ -103,41 +99,21 @@ def test_every_output_on_a_full_disk_or_a_read_only_folder(trouble, small_disk, 
     (out / "rep").mkdir()
     (out / "report").mkdir()
     (out / "boardlog").mkdir()
-    before = {
-        out / "r.json": b"{}",
-        out / "rep" / "confusion.png": b"old",
-        out / "p.json": b"{}",
-        out / "s.png": b"old",
-        out / "report" / "report.md": b"old",
-        out / "report" / "curves.png": b"old",
-    }
+    before = {out / "r.json": b"{}", out / "rep" / "confusion.png": b"old", out / "p.json": b"{}",
+              out / "s.png": b"old", out / "report" / "report.md": b"old", out / "report" / "curves.png": b"old"}
     for path, content in before.items():
         path.write_bytes(content)
     digit = Image.new("L", (56, 56), 255)  # a 1, dark on white
     digit.paste(0, (25, 8, 31, 48))
     digit.save(tmp_path / "digit.png")
-    ckpt, small_run = (
-        str(v1 / "net.pth"),
-        [
-            "--epochs",
-            "1",
-            "--limit",
-            "1000",
-            "--val-size",
-            "100",
-            "--test-limit",
-            "500",
-            "--data-dir",
-            str(data),
-            "--logdir",
-            str(out / "boardlog"),
-        ],
-    )
+    ckpt = str(v1 / "net.pth")
+    small_run = ["--epochs", "1", "--limit", "1000", "--val-size", "100", "--test-limit", "500",
+                 "--data-dir", str(data), "--logdir", str(out / "boardlog")]
     cases = {  # each script's case -> what its one line must name
         ("test.py", "--checkpoint", ckpt, "--data-dir", str(data), "--json", str(out / "r.json")): out / "r.json",
         ("test.py", "--checkpoint", ckpt, "--data-dir", str(data), "--report", str(out / "rep")): out / "rep",
-        ("predict.py", str(tmp_path / "digit.png"), "--checkpoint", ckpt, "--json", str(out / "p.json")): out
-        / "p.json",
+        ("predict.py", str(tmp_path / "digit.png"), "--checkpoint", ckpt, "--json", str(out / "p.json")):
+            out / "p.json",
         ("predict.py", str(tmp_path / "digit.png"), "--checkpoint", ckpt, "--show", str(out / "s.png")): out / "s.png",
         ("report.py", str(v1), "--out", str(out / "report")): out / "report",
         ("sweep.py", "--model", "mlp", *small_run, "--name", "s"): out / "boardlog" / "s",
@@ -147,19 +123,11 @@ def test_every_output_on_a_full_disk_or_a_read_only_folder(trouble, small_disk, 
         disk.fill()
     else:
         disk.read_only()
-    code = IN_ONE_PROCESS.format(
-        root=str(ROOT),
-        tests=str(ROOT / "tests"),
-        simulated=not disk.real,
-        folder=str(out),
-        size=disk.size,
-        mode=disk.mode,
-        cases=[list(c) for c in cases],
-    )
+    code = IN_ONE_PROCESS.format(root=str(ROOT), tests=str(ROOT / "tests"), simulated=not disk.real,
+                                 folder=str(out), size=disk.size, mode=disk.mode, cases=[list(c) for c in cases])
     # One process for all the cases (torch imported once), each script's main() run as `python SCRIPT` runs it.
-    proc = run_bounded(
-        [sys.executable, "-c", code], 600, cwd=tmp_path, text=True, env={**os.environ, "MNIST_MIRROR": ""}
-    )
+    proc = run_bounded([sys.executable, "-c", code], 600, cwd=tmp_path, text=True,
+                          env={**os.environ, "MNIST_MIRROR": ""})
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(results) == len(cases), proc.stdout + proc.stderr
     for result, (case, named) in zip(results, cases.items()):
@@ -171,11 +139,8 @@ def test_every_output_on_a_full_disk_or_a_read_only_folder(trouble, small_disk, 
     for path, content in before.items():
         assert path.read_bytes() == content, path  # nothing saved before is lost
     # No part-written file and no lock left; TensorBoard's writer may have made its (empty) events file.
-    left = sorted(
-        str(p.relative_to(out))
-        for p in out.rglob("*")
-        if p.is_file() and p.name != "filler" and not p.name.startswith("events.out.tfevents.")
-    )
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                  if p.is_file() and p.name != "filler" and not p.name.startswith("events.out.tfevents."))
     assert left == sorted(str(p.relative_to(out)) for p in before), left
     assert not (tmp_path / "t.pth.lock").exists()
 
@@ -203,24 +168,11 @@ print(err)
 
 def test_ctrl_c_reaches_a_run_started_from_a_parent_that_ignores_it(data_dir, tmp_path):
     """As under a background job (`pytest &` from a script), whose children inherit an ignored SIGINT."""
-    args = [
-        "--epochs",
-        "1",
-        "--limit",
-        "1000",
-        "--val-size",
-        "100",
-        "--test-limit",
-        "500",
-        "--data-dir",
-        str(data_dir),
-        "--checkpoint",
-        str(tmp_path / "net.pth"),
-    ]
+    args = ["--epochs", "1", "--limit", "1000", "--val-size", "100", "--test-limit", "500", "--data-dir", str(data_dir),
+            "--checkpoint", str(tmp_path / "net.pth")]
     code = IGNORING_PARENT.format(tests=str(ROOT / "tests"), args=args, cwd=str(tmp_path))
-    proc = run_bounded(
-        [sys.executable, "-c", code], 300, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
-    )
+    proc = run_bounded([sys.executable, "-c", code], 300, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert "a plain child's Ctrl-C: ignored" in proc.stdout, proc.stdout + proc.stderr  # the hard case, really
     assert "exit 130" in proc.stdout and "Interrupted during epoch 1." in proc.stdout, proc.stdout + proc.stderr
     assert not (tmp_path / "net.pth.lock").exists()
@@ -228,22 +180,9 @@ def test_ctrl_c_reaches_a_run_started_from_a_parent_that_ignores_it(data_dir, tm
 
 # ---------------------------------------------------------------- one run at a time on a net.pth
 
-
 def test_a_second_run_on_the_same_checkpoint_is_refused_and_a_killed_runs_lock_is_taken_over(data_dir, tmp_path):
-    args = [
-        "--epochs",
-        1,
-        "--limit",
-        1000,
-        "--val-size",
-        100,
-        "--test-limit",
-        500,
-        "--data-dir",
-        data_dir,
-        "--checkpoint",
-        "net.pth",
-    ]
+    args = ["--epochs", 1, "--limit", 1000, "--val-size", 100, "--test-limit", 500, "--data-dir", data_dir,
+            "--checkpoint", "net.pth"]
     lock = tmp_path / "net.pth.lock"
     first = start_paused(2, "train.py", *args, "--run-name", "a", cwd=tmp_path)  # holds net.pth, in its 2nd step
     line = one_error_line(run_py("train.py", *args, "--run-name", "b", cwd=tmp_path))
@@ -269,7 +208,6 @@ def test_the_lock_is_the_operating_systems_and_the_line_names_who_holds_it(tmp_p
 
     from lab.checkpoint import lock_file, refuse_if_locked, release_lock, take_lock
     from lab.cli import UserError
-
     net = tmp_path / "net.pth"
     lock = lock_file(net)
     lock.write_text(json.dumps({"pid": 4242, "host": "elsewhere", "since": "2030-01-01 10:00:00"}))
@@ -298,7 +236,6 @@ def test_a_sweep_leaves_a_run_that_another_sweep_is_training(data_dir, tmp_path,
 
     import sweep
     from lab.cli import UserError
-
     run = tmp_path / "boardlog" / "s" / "run"
     run.mkdir(parents=True)  # no last.pt yet: a sweep would clear the folder and start it afresh
     held = FileLock(run / "net.pth.lock", timeout=0)

@@ -17,7 +17,6 @@ start-up checks, torchrun, the simulated small disk, a parent that ignores Ctrl-
     client: WarmChild(socket, argv, cwd, env)   a subprocess.Popen-like object: pid, stdout, stderr,
                                                 send_signal, kill, poll, wait, communicate, returncode
 """
-
 import io
 import json
 import os
@@ -34,7 +33,6 @@ ROOT = os.path.dirname(HERE)
 
 
 # ---------------------------------------------------------------- the server (its own process)
-
 
 def preload():
     """What the scripts import, imported once here (none of it starts a thread or runs an operation)."""
@@ -78,7 +76,6 @@ def run_child(conn, fds, request):
     import atexit
     import runpy
     import traceback
-
     status = 1
     try:
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPIPE):
@@ -90,12 +87,10 @@ def run_child(conn, fds, request):
         os.dup2(fds[1], 2)
         # sys.stdout and sys.stderr made anew for these pipes, as `python -u` makes them (the server's are a
         # file's, which a script's reconfigure() would try to seek)
-        sys.stdout = sys.__stdout__ = io.TextIOWrapper(
-            io.FileIO(1, "w", closefd=False), encoding="utf-8", write_through=True
-        )
-        sys.stderr = sys.__stderr__ = io.TextIOWrapper(
-            io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True
-        )
+        sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
+                                                        write_through=True)
+        sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                                                        errors="backslashreplace", write_through=True)
         os.chdir(request["cwd"])
         if request.get("nice"):
             os.nice(request["nice"])
@@ -124,7 +119,6 @@ def run_child(conn, fds, request):
 
 # ---------------------------------------------------------------- the client (in pytest)
 
-
 class Server:
     """The warm server of this pytest session: started at once, ready when its imports are done.
 
@@ -140,14 +134,9 @@ class Server:
         listener.bind(self.path)
         listener.listen(64)
         with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-u", os.path.abspath(__file__), str(listener.fileno())],
-                pass_fds=[listener.fileno()],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
-            )
+            self.proc = subprocess.Popen([sys.executable, "-u", os.path.abspath(__file__), str(listener.fileno())],
+                                         pass_fds=[listener.fileno()], stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env={**(env or os.environ), "PYTHONUNBUFFERED": "1"})
         listener.close()  # the server's copy is the only one: if it dies, connecting fails instead of waiting
 
     def close(self):
@@ -163,9 +152,8 @@ def failed_to_start(path):
             said = f.read()
     except OSError:
         said = "(no log)"
-    return RuntimeError(
-        f"tests/warm.py ({path}) did not answer within {SERVER_BOUND_S} s, or died; its log {log} says:\n{said}"
-    )
+    return RuntimeError(f"tests/warm.py ({path}) did not answer within {SERVER_BOUND_S} s, or died; its log {log} "
+                        f"says:\n{said}")
 
 
 class WarmChild:
@@ -187,11 +175,8 @@ class WarmChild:
             self.conn.connect(path)
         except OSError as e:
             raise failed_to_start(path) from e
-        socket.send_fds(
-            self.conn,
-            [json.dumps({"argv": list(map(str, argv)), "cwd": str(cwd), "env": env, "nice": nice}).encode()],
-            [out_w, err_w],
-        )
+        socket.send_fds(self.conn, [json.dumps({"argv": list(map(str, argv)), "cwd": str(cwd),
+                                                "env": env, "nice": nice}).encode()], [out_w, err_w])
         os.close(out_w)
         os.close(err_w)
         self.stdout = open(out_r, encoding="utf-8", errors="replace")
