@@ -84,6 +84,21 @@ def test_train_py_reads_as_a_page():
     assert {"state_dict", "load_state_dict"} <= {f.name for f in state[0].body if isinstance(f, ast.FunctionDef)}
 
 
+@pytest.mark.quick
+def test_the_readmes_say_how_long_the_lesson_is_and_it_is_true():
+    """The lesson is net.py, train.py and test.py with lab/: both READMEs give its lines, train.py's and train()'s."""
+    files = ["net.py", "train.py", "test.py", *[n for n in PACKAGE if n.startswith("lab/")]]
+    lesson = sum(len((ROOT / name).read_text().splitlines()) for name in files)
+    tree = ast.parse((ROOT / "train.py").read_text())
+    (train,) = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "train"]
+    train_py = len((ROOT / "train.py").read_text().splitlines())
+    numbers = (f"{lesson:,}", str(train_py), str(train.end_lineno - train.lineno + 1))
+    english = (ROOT / "README.md").read_text().replace("\n", " ")
+    assert "`lab/`: {} lines, of which `train.py` is {} and its `train()` {}.".format(*numbers) in english
+    chinese = (ROOT / "README.zh-CN.md").read_text().replace("\n", "")
+    assert "共 {} 行,其中 `train.py` {} 行,它的 `train()` {} 行".format(*numbers) in chinese
+
+
 # ---------------------------------------------------------------- settings: one parser, the rest derived
 
 @pytest.mark.quick
