@@ -192,7 +192,8 @@ class Explainers:
     """
 
     def __init__(self, model, ckpt, n):
-        self.n, self.idle = n, queue.SimpleQueue()
+        self.n = n
+        self.idle = queue.SimpleQueue()
         for _ in range(n):
             self.idle.put(Explainer(model, ckpt))  # each a copy of the net
 
@@ -225,7 +226,8 @@ class ServedNet:
         self.explainers = Explainers(model, self.ckpt, max(1, cores() // 2))
         # What the page shows inside: the layers of one net, the first of an ensemble, which reads as a whole
         first = ensemble.members(model)[0]
-        self.layers, self.ensemble = LayerOutputs(first), model if model is not first else None
+        self.layers = LayerOutputs(first)
+        self.ensemble = model if model is not first else None
         self.classify = pages.classifier(model, self.ckpt)  # its passes keep nothing: LayerOutputs is not asked to
         with torch.inference_mode():  # one run on a blank image: the layers' shapes, and a warm start
             _, maps, dense = self.layers(torch.zeros(1, 1, 28, 28))

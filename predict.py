@@ -182,7 +182,9 @@ def save_digits(folder, name, page, expect):
     """--expect and --save-digits: each line must hold len(expect) digits; those of a line that does are
     saved (when `folder` is given) as PNG files in folder/<its digit by expect>/, never over a file there,
     each exactly what preprocess() read. Returns (saved, read otherwise than expected, lines refused)."""
-    saved, otherwise, refused = 0, 0, 0
+    saved = 0
+    otherwise = 0
+    refused = 0
     stem = Path(name).stem[:40] or "image"
     for n in range(len(page.lines)):
         digits = [d for d in page.digits if d.line == n]
@@ -212,7 +214,8 @@ def main(argv=None):
         make_folder(args.save_digits, "--save-digits")  # before the work, so that a bad folder fails at once
 
     classify = classifier(model, ckpt, device)
-    pages, failed = [], 0  # (name, Page) of each file read
+    pages = []  # (name, Page) of each file read
+    failed = 0
     for name, path in image_files(args.images):
         try:
             if path is None:
@@ -226,7 +229,9 @@ def main(argv=None):
     names = [pages[k][0] for k in single]
     seen = [pages[k][1].digits[0].pixels for k in single]
 
-    results, entries, printed = [], {}, {}
+    results = []
+    entries = {}
+    printed = {}
     width = max((len(name) for name, _ in pages), default=0)
     if seen:
         probs = torch.stack([pages[k][1].digits[0].probabilities for k in single])
@@ -274,10 +279,14 @@ def main(argv=None):
 def check_and_save(args, pages):
     """--expect (and --save-digits): every image's lines checked against what they should hold, and saved.
     Returns how many lines were refused: each one counts as a failure in the exit status."""
-    saved = otherwise = refused = 0
+    saved = 0
+    otherwise = 0
+    refused = 0
     for name, page in pages:
         s, o, r = save_digits(args.save_digits, name, page, args.expect)
-        saved, otherwise, refused = saved + s, otherwise + o, refused + r
+        saved += s
+        otherwise += o
+        refused += r
     if args.save_digits:
         print(
             f"Saved {saved} digits into {args.save_digits}/<digit>/"

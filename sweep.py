@@ -172,7 +172,8 @@ def plan_runs(args, rest, name, argv):
     varies = [dest for dest, values in grid if len(values) > 1]
     runs_ = []
     for values in itertools.product(*(vals for _, vals in grid)):
-        chosen, named = {}, []
+        chosen = {}
+        named = []
         for (dest, _), (value, extras) in zip(grid, values):
             chosen.update({dest: value, **extras})
             if dest in varies:  # folders are named by the values that vary, and what is paired with them
@@ -198,7 +199,8 @@ def state_of(run_dir, run_args):
     if not state_file.is_file():
         return ("restart" if run_dir.exists() else "new"), None
     state = runs.read_state(state_file, hint=f"delete {run_dir} to train that run again")
-    saved, wanted = state["settings"][0], settings.training(run_args)
+    saved = state["settings"][0]
+    wanted = settings.training(run_args)
     for key in wanted:
         if saved.get(key) != wanted[key]:
             raise UserError(
@@ -210,7 +212,10 @@ def state_of(run_dir, run_args):
 
 def run_here(plan, base, sweep_dir, t_start):
     """--jobs 1: the runs one after the other in this process, the data read once. Returns {run: best}."""
-    n, data, durations, results = len(plan), {}, [], {}
+    n = len(plan)
+    data = {}
+    durations = []
+    results = {}
     for i, (run, label, run_args, _, what, state) in enumerate(plan, 1):
         if what == "done":
             continue
@@ -316,7 +321,10 @@ def run_apart(plan, base, sweep_dir, jobs, t_start):
     """--jobs N: each run a `python train.py` of its own, up to N at once. Returns {run: best}, or None
     when a run failed. Either, or Ctrl-C (KeyboardInterrupt), stops the runs still going."""
     ensure_mnist(base.data_dir, base.mirror)  # fetched here once, if need be, rather than raced by N runs
-    n, free, durations, results = len(plan), slots(jobs, base.device), [], {}
+    n = len(plan)
+    free = slots(jobs, base.device)
+    durations = []
+    results = {}
     queue = [(i, *item) for i, item in enumerate(plan, 1) if item[4] != "done"]
     running = {}  # process -> (i, run, label, slot, start time, the threads that copy its output)
     try:

@@ -205,7 +205,12 @@ def read_labelled(folder, classify):
             f"(ignoring the folders {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} in {folder}: "
             "only 0 to 9 are labels)"
         )
-    originals, seen, probabilities, labels, paths, failed = [], [], [], [], [], []
+    originals = []
+    seen = []
+    probabilities = []
+    labels = []
+    paths = []
+    failed = []
     for path, digit in files:
         try:
             page = read(path, classify, one_digit=True)

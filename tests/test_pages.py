@@ -298,7 +298,8 @@ def test_one_image_gives_the_same_probabilities_every_way(trained, mnist_test, p
 
     def predicted(*args):
         """predict.py's ten probabilities for the first file given, from --json with --topk 10."""
-        proc = run_py("predict.py", *args, "--checkpoint", trained["checkpoint"], "--topk", 10,
+        # on the CPU, as read() above: a GPU's kernels would round otherwise
+        proc = run_py("predict.py", *args, "--checkpoint", trained["checkpoint"], "--topk", 10, "--device", "cpu",
                       "--json", tmp_path / "p.json", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         first = json.loads((tmp_path / "p.json").read_text())["predictions"][0]
@@ -309,7 +310,7 @@ def test_one_image_gives_the_same_probabilities_every_way(trained, mnist_test, p
     saved = tmp_path / "mine" / label / "one-1-1.png"
     assert read(saved, classifier(model, ckpt)).digits[0].probabilities.tolist() == expected
     proc = run_py("test.py", "--images", tmp_path / "mine", "--checkpoint", trained["checkpoint"], "--data-dir",
-                  trained["data_dir"], "--json", tmp_path / "t.json", cwd=tmp_path)
+                  trained["data_dir"], "--json", tmp_path / "t.json", "--device", "cpu", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (tested,) = json.loads((tmp_path / "t.json").read_text())["files"]
     assert tested["probability"] == max(expected) and tested["prediction"] == int(np.argmax(expected))
