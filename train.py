@@ -140,6 +140,7 @@ class TrainingState:
         self.scaler = torch.amp.GradScaler(run.device.type, enabled=run.precision == "fp16")
         self.judged, self.update_average = make_average(args, self.model)  # validated, tested and saved
         self.shuffle = torch.Generator().manual_seed(args.seed)
+        self.seed = args.seed
         self.augment_rng = torch.Generator(device=run.device).manual_seed(args.seed)  # on the device: no copies
         self.epoch = 0  # epochs done
         self.best = {"val_acc": -1.0, "epoch": 0, "test_acc": None}  # chosen on validation
@@ -190,12 +191,29 @@ class TrainingState:
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
+        if saved["scaler"]:  # none where the run trained in bf16 or fp32: resumed in fp16, the scale starts afresh
+            self.scaler.load_state_dict(saved["scaler"])
         self.shuffle.set_state(saved["generator"])
-        self.augment_rng.set_state(saved["aug_generator"])
         torch.set_rng_state(saved["torch_rng"])
+        if saved["aug_generator"].numel() != self.augment_rng.get_state().numel():
+            self.reseed_device(saved["epoch"])  # saved on another kind of device
+        else:
+            self.augment_rng.set_state(saved["aug_generator"])
         if self.augment_rng.device.type == "cuda" and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"])
+
+    def reseed_device(self, epoch):
+        """A run saved on another kind of device (a CUDA generator's state is 16 bytes, a CPU one's 5,056) cannot
+        go on with its device's random numbers: the augmentation's generator and the device's own (dropout)
+        start again from (seed, epoch) alone, as each epoch's do under torchrun (lab/distributed.py)."""
+        seed = (self.seed * 1_000_000 + epoch * 1_000) % 2**63
+        self.augment_rng.manual_seed(seed)
+        if self.augment_rng.device.type != "cpu":  # the CPU's own came back from torch_rng
+            torch.get_device_module(self.augment_rng.device).manual_seed(seed)
+        print(
+            f"Note: the run was saved on another kind of device: its augmentation's random numbers start again "
+            f"from its seed ({self.seed}) and epoch ({epoch}) on this {self.augment_rng.device.type} device"
+        )
 
 
 def keep_best(state, run, val, test):

@@ -3,6 +3,7 @@
 import contextlib
 import ctypes
 import os
+import warnings
 
 import torch
 
@@ -69,18 +70,74 @@ def cpu_has_fast_bf16():
 
 
 def pick_precision(choice, device):
-    """Resolve --precision. 'auto' takes what the hardware does fast without losing accuracy."""
-    if choice == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        if device.type == "cpu" and cpu_has_fast_bf16():
-            return "bf16"
-        return "fp32"
-    if choice not in ("fp32", "bf16", "fp16"):
+    """Resolve --precision for `device`: precision_for() with what this machine's hardware and torch can do."""
+    if device.type == "cuda":
+        return precision_for(choice, "cuda", capability=torch.cuda.get_device_capability(device))
+    if device.type == "mps":
+        return precision_for(choice, "mps", mps_can=mps_precisions())
+    return precision_for(choice, device.type, cpu_bf16=cpu_has_fast_bf16())
+
+
+def precision_for(choice, kind, capability=(0, 0), mps_can=(), cpu_bf16=False):
+    """--precision `choice` on a device of `kind` (cuda, mps, cpu) -> fp32, bf16 or fp16. Pure: the facts come in.
+
+    auto takes what the hardware does fast without losing accuracy:
+      cuda  compute capability 8.0 or newer (Ampere on): bf16, which has fp32's range and needs no scaler;
+            7.0 to 7.9 (V100, T4, RTX 20xx): fp16 with the GradScaler, on the tensor cores (no bf16 in cuDNN);
+            below 7.0 (GTX 10xx): fp32, since their fp16 arithmetic is slower than fp32.
+            (torch.cuda.is_bf16_supported() is no guide: it is True on a T4, which only emulates bf16.)
+      mps   fp32: Apple's GPUs do fp16 arithmetic at fp32's rate, so mixed precision buys little there
+            (and nothing here has measured it); --precision fp16 or bf16 where this torch's MPS autocast
+            has it (`mps_can`: mps_precisions()), refused where it has not.
+      cpu   bf16 where the CPU multiplies bf16 in hardware (`cpu_bf16`: AVX-512 BF16 or AMX), else fp32.
+    A precision asked for that this device cannot run well is refused in one line, never run slowly in
+    silence: bf16 on a GPU before 8.0 would fall back to slow kernels or fail mid-run; fp16 on a CPU.
+    (bf16 on a CPU that only emulates it is allowed: slow, but it runs and rounds as bf16 does everywhere.)
+    """
+    if choice not in ("auto", "fp32", "bf16", "fp16"):
         raise UserError(f"unknown precision {choice!r}: use auto, fp32, bf16 or fp16")
-    if choice == "fp16" and device.type == "cpu":
+    if choice == "auto":
+        if kind == "cuda":
+            return "bf16" if capability >= (8, 0) else "fp16" if capability >= (7, 0) else "fp32"
+        return "bf16" if kind == "cpu" and cpu_bf16 else "fp32"
+    if choice == "fp16" and kind == "cpu":
         raise UserError("--precision fp16 is for GPUs; on a CPU use bf16 or fp32")
+    if choice == "bf16" and kind == "cuda" and capability < (8, 0):
+        raise UserError(
+            f"--precision bf16 needs a GPU of compute capability 8.0 or newer; this one is "
+            f"{capability[0]}.{capability[1]}, which only emulates bf16: use --precision auto or fp32"
+        )
+    if choice != "fp32" and kind == "mps" and choice not in mps_can:
+        raise UserError(
+            f"--precision {choice} is not in this torch's MPS autocast (fp16 needs torch 2.8, bf16 torch 2.6 "
+            f"and macOS 14): use --precision auto or fp32"
+        )
     return choice
+
+
+def mps_precisions():
+    """The mixed precisions this torch runs on an Apple GPU, asked of torch where it says: {'fp16', 'bf16'} or less.
+
+    torch.autocast refuses device 'mps' where it has no MPS autocast (torch 2.4), and warns and turns itself
+    off for a dtype it lacks there (bf16 before torch 2.6; on macOS 13 until torch stopped checking).
+    bf16 tensors on MPS need macOS 14. fp16 needs the GradScaler too, whose unscaling runs on MPS from
+    torch 2.8 (pytorch issue 142397): torch has no public way to ask that, so the version says.
+    """
+    can = set()
+    for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                torch.autocast("mps", dtype=dtype)
+            except RuntimeError:  # no MPS autocast at all
+                return set()
+        if not caught:
+            can.add(name)
+    if not torch.backends.mps.is_macos_or_newer(14, 0):
+        can.discard("bf16")
+    if torch.__version__ < "2.8":
+        can.discard("fp16")
+    return can
 
 
 def autocast(device, precision):

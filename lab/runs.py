@@ -69,11 +69,13 @@ def start(args):
             )
         # The run's own training and run settings; where it runs now (device, data) from this command.
         args = argparse.Namespace(**{**vars(args), **trained, **kept})
-        args.precision = resolved.get("precision") or args.precision
     threads = use_all_cores()
     keep_freed_memory()  # see lab/device.py: twice the speed in the first epoch on a CPU
     device, rank, world = distributed.setup(pick_device(args.device))  # torchrun: process `rank` of `world`
-    precision = pick_precision(args.precision, device)
+    if state is None:
+        precision = pick_precision(args.precision, device)
+    else:
+        precision, note = precision_again(args.precision, resolved.get("precision"), device)
     settings.model_options(args)  # a wrong option fails now, before the data is read
     if Path(args.checkpoint).is_dir():
         raise UserError(f"--checkpoint {args.checkpoint} is a folder: give a file name, e.g. net.pth")
@@ -111,7 +113,24 @@ def start(args):
             f"Resuming {run_dir} after epoch {state['epoch']} (best so far: epoch {best['epoch']}, "
             f"val {100 * best['val_acc']:.2f}%)"
         )
+        if note:
+            print(note)
     return Run(args, device, precision, rank, world, run_dir, state, lock)
+
+
+def precision_again(choice, trained_in, device):
+    """A resumed run's precision, chosen again for the device it resumes on (it may have moved from a GPU to a
+    CPU, or to another GPU): its --precision (auto, or what was typed), or auto's where that cannot run here.
+    Returns (precision, a note when it is not the precision the run trained in, else None)."""
+    try:
+        precision = pick_precision(choice, device)
+        why = f"--precision {choice} takes {precision} on this {device.type} device"
+    except UserError:  # e.g. fp16, typed on a GPU, resumed on a CPU
+        precision = pick_precision("auto", device)
+        why = f"this {device.type} device cannot run --precision {choice}, so it takes auto's {precision}"
+    if trained_in is None or precision == trained_in:
+        return precision, None
+    return precision, f"Note: the run trained in {trained_in} and goes on in {precision}: {why}"
 
 
 def default_run_name(args):
