@@ -54,7 +54,6 @@ def test_pick_precision_asks_the_capability_not_is_bf16_supported(monkeypatch):
     assert pick_precision("auto", torch.device("cuda")) == "bf16"
 
 
-@pytest.mark.quick
 def test_the_fp16_path_has_the_scaler():
     """fp16 is chosen for 7.x GPUs because it comes with the GradScaler: train.py's state and bench.py make
     theirs enabled for fp16 alone (the step, train.train_step, is the same for all three)."""
@@ -156,7 +155,6 @@ def test_a_resumed_runs_precision_is_chosen_again_for_this_device(monkeypatch):
     assert precision_again("fp16", "fp16", cpu)[0] == "bf16"
 
 
-@pytest.mark.quick
 def test_a_state_from_another_device_reseeds_its_generator_and_scaler(capsys):
     """In the process: a CPU run's state with a CUDA-sized (16-byte) device generator, resumed in fp16 (a T4
     resuming a run that trained in bf16 or fp32, whose saved scaler is empty)."""
