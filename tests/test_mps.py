@@ -28,6 +28,7 @@ import collections
 import contextlib
 import functools
 import io
+import sys
 import types
 from pathlib import Path
 
@@ -38,7 +39,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves, tree_map
 from torch.utils.weak import WeakIdKeyDictionary
 
 COMMON_MPS = Path(torch.__file__).parent / "testing" / "_internal" / "common_mps.py"
@@ -159,11 +159,11 @@ DOCUMENTED = [
 
 def lacks(name, args, outs):
     """Why MPS cannot run aten.`name` on these arguments (tensors as Meta), with where that is said; None if it can."""
-    metas = [m for m in tree_leaves((args, outs)) if isinstance(m, Meta)]
+    metas = list(leaves((args, outs), Meta))
     if any(m.dtype in FLOAT64 for m in metas):
         return ("float64, which MPS does not have (common_mps.py's mps_ops_modifier expects every op to fail in "
                 "torch.double; torch says 'the MPS framework doesn't support float64'): do it on the host")
-    dtype = next((m.dtype for m in tree_leaves(args) if isinstance(m, Meta)), metas[0].dtype if metas else None)
+    dtype = next((m.dtype for m in leaves(args, Meta)), metas[0].dtype if metas else None)
     for e in DOCUMENTED + torch_lists():
         if name in e.aten and (e.dtypes is None or dtype in e.dtypes) and (e.match is None or e.match(name, args)):
             return f"{e.why} ({e.source})"
@@ -181,7 +181,26 @@ class Meta:
 
 
 def meta(x):
-    return Meta(x.dtype, tuple(x.shape)) if isinstance(x, torch.Tensor) else x
+    """Arguments with each tensor as its Meta."""
+    if isinstance(x, torch.Tensor):
+        return Meta(x.dtype, tuple(x.shape))
+    if isinstance(x, (list, tuple)):
+        return [meta(v) for v in x]
+    if isinstance(x, dict):
+        return {k: meta(v) for k, v in x.items()}
+    return x
+
+
+def leaves(x, kind):
+    """The objects of type `kind` in arguments (nested in lists, tuples and dicts): what pytree does, quicker."""
+    if isinstance(x, kind):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from leaves(v, kind)
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from leaves(v, kind)
 
 
 class Recorder(TorchDispatchMode):
@@ -193,35 +212,50 @@ class Recorder(TorchDispatchMode):
         self.device = WeakIdKeyDictionary()  # the tensors on the device; all others are on the host
         self.calling = []  # for each torch function running: whether it works on the device
         self.where = None
-        self.calls = collections.Counter()  # (where, on the device, name, str(args)) -> count
+        self.calls = collections.Counter()  # (where, on the device, name, its arguments) -> count
         self.first = {}  # the same key -> (args, outputs) as Meta, the first time
         self.misuses = set()  # (where, what): a device tensor used where only a host tensor will do
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        ins = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        ins = list(leaves((args, kwargs), torch.Tensor))
         # From a device tensor; or, with no tensor in (a factory), called by a torch function on the device
         device = any(t in self.device for t in ins) if ins else bool(self.calling and self.calling[-1])
+        if device and torch.float64 in (t.dtype for t in leaves((ins, out), torch.Tensor)):
+            device = not in_grad_scalers_unscale()
         if device:
-            for t in tree_leaves(out):
-                if isinstance(t, torch.Tensor):
-                    self.device[t] = True
+            for t in leaves(out, torch.Tensor):
+                self.device[t] = True
         name = func.overloadpacket.__name__
-        args_meta, outs_meta = tree_map(meta, (args, kwargs)), tree_map(meta, out)
-        key = (self.where, device, name, str(args_meta))
+        # the key: each tensor's dtype and shape, and the other arguments
+        key = (self.where, device, name, repr(meta(args)), repr(meta(kwargs)))
         self.calls[key] += 1
-        self.first.setdefault(key, (args_meta[0], outs_meta))
+        if key not in self.first:
+            self.first[key] = (meta(args), meta(out))
         return out
 
     def faults(self):
         found = [f"{where}: {what}" for where, what in self.misuses]
-        for (where, device, name, _), (args, outs) in ((k, self.first[k]) for k in self.calls):
+        for (where, device, name, *_), (args, outs) in ((k, self.first[k]) for k in self.calls):
             why = lacks(name, args, outs) if device else None
             if why:
-                tensors = ", ".join(repr(m) for m in tree_leaves(args) if isinstance(m, Meta))
+                tensors = ", ".join(map(repr, leaves(args, Meta)))
                 found.append(f"{where}: aten.{name}({tensors}): {why}")
         return sorted(set(found))
+
+
+def in_grad_scalers_unscale():
+    """Whether torch's GradScaler.unscale_ is running (fp16): it takes its scale's reciprocal in float64, except
+    on mps:0, where it does so in float32 (torch/amp/grad_scaler.py): a branch on the device that the CPU cannot
+    take, so its float64 is not held against the device."""
+    frame = sys._getframe()
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "unscale_" and Path(code.co_filename).parts[-2:] == ("amp", "grad_scaler.py"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def is_device_argument(d):
@@ -239,7 +273,7 @@ class Places(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         on_device = self.recorder.device
-        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        tensors = list(leaves((args, kwargs), torch.Tensor))
         if func in (torch.Tensor.numpy, torch.Tensor.__array__) and args[0] in on_device:
             self.recorder.misuses.add((self.recorder.where, "Tensor.numpy() of a device tensor: .cpu() it first"))
         if tensors:
@@ -343,7 +377,7 @@ def recorded(mnist):
                 augment.coarser(images - augment.BACKGROUND, torch.Generator().manual_seed(size), 0.5)
     torch.manual_seed(0)
     model = build_model("cnn", channels=[4, 8, 8], hidden=16).to(DEVICE).eval()
-    sheet = make_sheet(digits.numpy()[:6], labels.numpy()[:6], np.random.default_rng(0), "touching", [6])
+    sheet = make_sheet(digits.numpy()[:4], labels.numpy()[:4], np.random.default_rng(0), "close", [4])
     with recording(recorder, "reading/pages.read() of a page", model):
         read(sheet.image, classifier(model, {}, DEVICE))
     png = io.BytesIO()
@@ -362,16 +396,14 @@ def recorded(mnist):
     return recorder
 
 
-@pytest.mark.quick
 def test_the_default_path_uses_only_ops_mps_has(recorded):
     places = {where for where, *_ in recorded.calls}
     assert len(places) == 2 * 4 + 8 + 2, places  # every part of the lab's work was recorded
-    on_device = {name for (_, device, name, _) in recorded.calls if device}
+    on_device = {name for (_, device, name, *_) in recorded.calls if device}
     assert {"convolution_backward", "grid_sampler_2d", "native_batch_norm", "_log_softmax"} <= on_device
     assert not recorded.faults(), "\n".join(recorded.faults())
 
 
-@pytest.mark.quick
 def test_the_lists_are_read_from_torch_and_catch_what_mps_lacks():
     """The lists hold what torch says MPS lacks, and the recorder finds it: area interpolation to 9 (28 is no
     multiple of 9), float64 on the device; not area to 14, float64 on the host, nor conv in float32."""
