@@ -17,11 +17,12 @@ page, and what draw.py's /explain and /attack ask of inside/explain.py's Explain
 It runs on the CPU, so where the code asks which device it is on, the test takes the MPS branch:
 train.make_optimizer is told the device is mps (no fused optimiser there), the precision is what
 lab/device.pick_precision gives for mps (with the CPU's autocast standing in for MPS's: both run the
-convolutions and matrix products in the lower precision). Which tensors are "on the device": all that
-exist when the recording starts (the net, the data), and whatever an operation makes from one of them,
-or a factory makes with device= a torch.device, or .to(a torch.device) moves; the host's are what
-.cpu() returns (a copy, as from a GPU), what a factory makes without a device (or device="cpu"), and
-what is made from host tensors alone.
+convolutions and matrix products in the lower precision). Which tensors are "on the device": those the
+test puts there when a recording starts (the net, the data), whatever an operation makes from one of them,
+what a factory makes with device= a torch.device and what .to(a torch.device) moves. All others are on
+the host: what .cpu() returns (a copy, as from a GPU), what a factory makes without a device (or with
+device="cpu"), what comes from numpy, and what is made from host tensors alone. So float64 after .cpu(),
+as in lab/calibration.py, is fine, and float64 before it is not.
 """
 import ast
 import collections
