@@ -14,7 +14,8 @@ images minus their background, where padding with zeros means paper, and the bac
 Why not torchvision.transforms.v2? Its RandomAffine and ElasticTransform draw one set of parameters
 per call, so every image of a batch would get the same shift and the same field; a call per image
 would be the per-sample Python loop this lab avoids. The pieces below are torch's own affine_grid,
-grid_sample, max_pool2d and interpolate, one call each per batch.
+grid_sample, max_pool2d and interpolate, one call each per batch (the coarse grid's shrinking as two
+matrix products: see area_matrix()).
 """
 
 import functools
@@ -137,8 +138,27 @@ def coarser(x, generator, share):
     h = x.shape[-2]
     picked = some(len(x), share, generator, x.device)
     size = LOWRES_SIZES[int(torch.randint(len(LOWRES_SIZES), (1,)))]
-    small = F.interpolate(x[picked], size=(size, size), mode="area")
+    shrink = area_matrix(size, h, x.device, x.dtype)
+    small = shrink @ x[picked] @ shrink.T  # = F.interpolate(mode="area"), which MPS cannot do to these sizes
     half = len(picked) // 2
     blocky = F.interpolate(small[:half], size=(h, h), mode="nearest")
     smooth = F.interpolate(small[half:], size=(h, h), mode="bilinear", align_corners=False)
     return x.index_copy(0, picked, torch.cat([blocky, smooth]))
+
+
+@functools.lru_cache(maxsize=None)
+def area_matrix(size, h, device, dtype):
+    """The size x h matrix A whose A @ image @ A.T is F.interpolate(image, (size, size), mode="area").
+
+    Area interpolation is adaptive average pooling: output pixel i averages the input's rows (and columns)
+    floor(i * h / size) to ceil((i + 1) * h / size), and a window's mean is its rows' means averaged over
+    its columns. Two matrix products do it on every device: on Apple's GPUs (MPS) adaptive pooling stops
+    with an error unless h is a multiple of size (pytorch issue 96056), and 28 is a multiple of none of
+    LOWRES_SIZES. Made once per size, device and dtype (8 small matrices for a run).
+    """
+    i = torch.arange(size)
+    first = i * h // size
+    end = ((i + 1) * h + size - 1) // size  # the ceiling, in integers
+    j = torch.arange(h)
+    inside = (j >= first[:, None]) & (j < end[:, None])
+    return (inside / (end - first)[:, None]).to(device=device, dtype=dtype)

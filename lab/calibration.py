@@ -25,7 +25,8 @@ def rescale(probabilities, temperature):
     per image, and softmax ignores a constant."""
     if temperature == 1.0:
         return probabilities
-    return torch.log_softmax(probabilities.double().clamp_min(1e-45).log() / temperature, dim=1).exp().float()
+    log_p = probabilities.cpu().double().clamp_min(1e-45).log()  # on the host: float64, which MPS lacks
+    return torch.log_softmax(log_p / temperature, dim=1).exp().float()
 
 
 def fit_temperature(probabilities, labels):
@@ -34,7 +35,8 @@ def fit_temperature(probabilities, labels):
     The loss is convex in 1/T, so a search over log T on a fine grid, then refined, finds its minimum
     (a few milliseconds for 5,000 images; deterministic, unlike an optimiser's stopping rule).
     """
-    log_p = probabilities.double().clamp_min(1e-45).log()
+    # On the host, in float64 (which Apple's GPUs lack): evaluate() hands the probabilities over on the CPU.
+    log_p = probabilities.cpu().double().clamp_min(1e-45).log()
     labels = labels.cpu()
 
     def loss(log_t):

@@ -36,6 +36,7 @@ def evaluate(model, images, labels, batch_size=256, precision="fp32"):
         probs.append(p)
         preds.append(p.argmax(dim=1))
     model.train(was_training)
+    # the probabilities go to the host here: what reads them next (calibration.py) works in float64
     return result_of(torch.cat(probs).cpu(), labels, loss_sum.item() / max(len(labels), 1), torch.cat(preds).cpu())
 
 
