@@ -332,8 +332,15 @@ def mps_precision():
     return pick_precision("auto", torch.device("mps"))
 
 
-def record_training(recorder, recipe, images, labels, monkeypatch):
-    """One epoch of two steps of `recipe` with every augmentation, then train.measure (evaluation, temperature)."""
+def mps_offers():
+    """The precisions lab/device.py lets a user ask for on an Apple GPU with macOS 14 and this torch."""
+    from lab.device import mps_precisions
+    return sorted(mps_precisions())
+
+
+def record_training(recorder, recipe, images, labels, monkeypatch, precision=None):
+    """One epoch of two steps of `recipe` with every augmentation, then train.measure (evaluation, temperature),
+    in `precision`, or in what --precision auto picks on MPS."""
     import train
     from lab import augment, settings
     from lab.data import training_batches
@@ -342,15 +349,18 @@ def record_training(recorder, recipe, images, labels, monkeypatch):
     make_optimizer = train.make_optimizer
     monkeypatch.setattr(train, "make_optimizer", lambda args, params, device: make_optimizer(args, params, mps))
     args = settings.parse(["--recipe", recipe, *EVERY_AUGMENTATION, *TINY])
-    run = types.SimpleNamespace(device=DEVICE, precision=mps_precision(), world=1, state=None, args=args)
+    precision = precision or mps_precision()
+    run = types.SimpleNamespace(device=DEVICE, precision=precision, world=1, state=None, args=args)
     state = train.TrainingState(args, run, len(labels))
     augmenter = augment.make(args, state.augment_rng)
     progress = types.SimpleNamespace(first=0, step=lambda *a: None, close=lambda: None)
     data = {"val": (images, labels), "test": (images, labels)}
-    with recording(recorder, f"a training step of --recipe {recipe}", state.model, state.judged, images, labels):
+    step = f"a training step of --recipe {recipe} in {precision}"
+    with recording(recorder, step, state.model, state.judged, images, labels):
         batches = training_batches((images, labels), args.batch_size, state.shuffle, augmenter)
         train.train_one_epoch(state.model, state, train.make_loss(args), batches, progress, run.precision)
-    with recording(recorder, f"evaluation and the temperature of --recipe {recipe}", state.judged, images, labels):
+    where = f"evaluation and the temperature of --recipe {recipe} in {precision}"
+    with recording(recorder, where, state.judged, images, labels):
         train.measure(state, run, data)
 
 
@@ -370,8 +380,13 @@ def recorded(mnist):
     recorder = Recorder()
     with pytest.MonkeyPatch.context() as monkeypatch:
         from lab.settings import RECIPES
+        # a Mac with macOS 14 (torch asks the MPS backend, which this machine has not)
+        monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor: True)
         for recipe in RECIPES:
             record_training(recorder, recipe, images, labels32, monkeypatch)
+        offered = mps_offers()  # --precision bf16 where the Mac has it: the default recipe in each
+        for precision in offered:
+            record_training(recorder, "robust", images, labels32, monkeypatch, precision)
         for size in augment.LOWRES_SIZES:  # one size per batch in training: here every size
             monkeypatch.setattr(augment, "LOWRES_SIZES", range(size, size + 1))
             with recording(recorder, f"coarser() to {size}x{size}", images):
@@ -394,12 +409,13 @@ def recorded(mnist):
         for method in ("pgd", "fgsm"):
             explainer.attack(seen, 0.1, digit, None, method)
             explainer.attack(seen, 0.1, digit, (digit + 1) % 10, method)
+    recorder.offered = offered
     return recorder
 
 
 def test_the_default_path_uses_only_ops_mps_has(recorded):
     places = {where for where, *_ in recorded.calls}
-    assert len(places) == 2 * 4 + 8 + 2, places  # every part of the lab's work was recorded
+    assert len(places) == 2 * (4 + len(recorded.offered)) + 8 + 2, places  # every part of the lab's work was recorded
     on_device = {name for (_, device, name, *_) in recorded.calls if device}
     assert {"convolution_backward", "grid_sampler_2d", "native_batch_norm", "_log_softmax"} <= on_device
     assert not recorded.faults(), "\n".join(recorded.faults())
