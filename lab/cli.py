@@ -1,6 +1,7 @@
 """What every script shares: one-line errors, the flags' number types, the flags several scripts take, tables.
 
-Kept small on purpose; each function is a few lines a student can check.
+Kept small on purpose; each function is a few lines a student can check. Where Windows differs (Ctrl-C to a
+child, a child's output, the quoting of a command line), a function asks os.name, or is told the platform.
 """
 
 import argparse
