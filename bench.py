@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Subset
 import train  # to run its whole job: one epoch of train.train(), and its very training step
 from lab import augment, settings
 from lab.checkpoint import load_checkpoint
-from lab.cli import add_data_flags, add_device_flag, make_parser, markdown_table, run_script
+from lab.cli import add_data_flags, add_device_flag, make_parser, markdown_table, run_script, utf8_child
 from lab.data import MEAN, STD, ensure_mnist, load_data, load_split, normalize, split_train_val
 from lab.device import keep_freed_memory, pick_device, pick_precision, use_all_cores
 from lab.metrics import evaluate
@@ -293,7 +293,7 @@ def measure(args, name):
 def child(argv):
     """Run `python argv...`, return (stdout, peak RSS in MiB of that process alone, seconds)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True, cwd=HERE)
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, cwd=HERE, **utf8_child())
     out = proc.stdout.read()
     peak = None
     if hasattr(os, "wait4"):  # wait4 gives this child's own peak memory (POSIX only)
@@ -439,7 +439,7 @@ def draw_latency(args):
     proc = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "draw.py"), "--checkpoint", args.draw, "--port", "0", "--no-browser"],
         stdout=subprocess.PIPE,
-        text=True,
+        **utf8_child(),
     )
     try:
         port = next(

@@ -561,8 +561,22 @@ class Handler(BaseHTTPRequestHandler):
         pass  # a line for every stroke would flood the terminal; errors are logged by send_error
 
 
+def bind_option(windows=None):
+    """The socket option draw.py's server binds with, so that a second draw.py on its port hears "port in use".
+
+    POSIX: SO_REUSEADDR (http.server's choice), so that a draw.py started again gets its port at once
+    rather than after the old connections' minute of TIME_WAIT; a port still listened on stays refused.
+    Windows: SO_REUSEADDR there lets a second server bind a port in use, silently, and the browser may
+    talk to the old one; SO_EXCLUSIVEADDRUSE (Windows only) refuses it. windows: None for this machine.
+    """
+    if windows is None:
+        windows = os.name == "nt"
+    return socket.SO_EXCLUSIVEADDRUSE if windows else socket.SO_REUSEADDR
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # Ctrl-C does not wait for open connections
+    allow_reuse_address = False  # server_bind sets bind_option() instead
 
     def __init__(self, address, net, request_timeout=10.0, collector=None):
         self.net = net  # the checkpoint's net, as this server reads with it (ServedNet)
@@ -570,6 +584,10 @@ class Server(ThreadingHTTPServer):
         self.collector = collector
         self.routes = {path: route for path, route in ROUTES.items() if collector or path != "/collect"}
         super().__init__(address, Handler)
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.SOL_SOCKET, bind_option(), 1)
+        super().server_bind()
 
     def handle_error(self, request, client_address):
         if isinstance(sys.exc_info()[1], ConnectionError):

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
-from lab.cli import UserError, make_parser, non_negative_int, positive_int, run_script
+from lab.cli import UserError, make_parser, non_negative_int, positive_int, run_script, shell_join
 from lab.files import make_folder, write_atomic
 
 VERSION = "5.3.0"  # of every @fontsource package below: the registry keeps each version as it was published
@@ -236,7 +236,7 @@ def main(argv=None):
         print(f"{f + 1}/{len(paths)} {name}", flush=True)
     print(
         f"Wrote {written:,} images of {len(paths)} fonts into {args.out}/0 ... {args.out}/9; "
-        f"read them with: python test.py --images {args.out}"
+        f"read them with: {shell_join(['python', 'test.py', '--images', args.out])}"
     )
     return 0
 

@@ -26,9 +26,7 @@ finished runs are skipped and a run stopped half way carries on where it was.
 import argparse
 import itertools
 import os
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -40,7 +38,17 @@ import torch
 import train  # to run its whole job, train.train(), once per run
 from lab import runs, settings
 from lab.checkpoint import refuse_if_locked
-from lab.cli import UserError, fmt_time, make_parser, popen_hearing_ctrl_c, positive_int, run_script
+from lab.cli import (
+    UserError,
+    fmt_time,
+    make_parser,
+    own_group,
+    popen_hearing_ctrl_c,
+    positive_int,
+    run_script,
+    shell_join,
+    utf8_child,
+)
 from lab.data import SPLIT, ensure_mnist, load_data
 from lab.device import cores, pick_device
 from lab.files import make_folder
@@ -277,15 +285,15 @@ def time_left(durations, elapsed, queued, jobs):
 def launch(argv, slot, prefix):
     """Start `python train.py ARGV` in `slot`'s environment. Returns it and the threads that copy
     its output line by line, each line under `prefix`: runs at once do not cut into each other's lines."""
-    # Its own session: a Ctrl-C in the terminal reaches the sweep alone, which passes it on once (stop()).
+    # Its own group: a Ctrl-C in the terminal reaches the sweep alone, which passes it on once (stop()).
+    group, _ = own_group()
     proc = popen_hearing_ctrl_c(
         TRAIN + argv,
-        env={**os.environ, **slot, "PYTHONUNBUFFERED": "1"},
-        text=True,
+        **utf8_child({**os.environ, **slot, "PYTHONUNBUFFERED": "1"}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        **group,
     )
 
     def copy(stream, out):
@@ -305,9 +313,10 @@ def launch(argv, slot, prefix):
 
 def stop(running):
     """Ctrl-C for every run still going (each keeps what it saved, and exits), then wait for them."""
+    _, ctrl_c = own_group()  # SIGINT, or on Windows CTRL_BREAK_EVENT
     for proc in running:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT) if os.name == "posix" else proc.terminate()
+            proc.send_signal(ctrl_c)
     for proc, (*_, threads) in running.items():
         try:
             proc.wait(timeout=60)
@@ -387,7 +396,7 @@ def main(argv=None):
         for run, label, run_args, run_argv in runs
     ]
 
-    again = "python sweep.py " + shlex.join(argv + ([] if args.name else ["--name", name]))
+    again = shell_join(["python", "sweep.py", *argv, *([] if args.name else ["--name", name])])
     n, todo = len(plan), sum(what != "done" for *_, what, _ in plan)
     print(
         f"Sweep {sweep_dir}: {n} run{'s' * (n != 1)}, {todo} to train."
@@ -421,7 +430,7 @@ def main(argv=None):
     print(f"  {'run':<{width}}  best val  epoch     test")
     for run, best in results.items():
         print(f"  {run:<{width}}  {100 * best['val_acc']:7.2f}%  {best['epoch']:>5}  {100 * best['test_acc']:6.2f}%")
-    print(f"Tables and curves:  python report.py {sweep_dir}")
+    print(f"Tables and curves:  {shell_join(['python', 'report.py', sweep_dir])}")
     return 0
 
 

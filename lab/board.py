@@ -22,7 +22,6 @@ run's folder (events_written); what was saved before, net.pth and last.pt, stays
 """
 
 import contextlib
-import shlex
 import sys
 import threading
 import warnings
@@ -33,7 +32,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from lab import calibration, settings
 from lab.checkpoint import load_checkpoint
-from lab.cli import UserError
+from lab.cli import UserError, shell_join
 from lab.data import MEAN, STD
 from lab.figures import confusion_picture, mistakes_picture, reliability_picture, samples_picture
 from lab.files import why_not_written
@@ -44,7 +43,7 @@ STEPS = "steps"  # the subfolder of a run that holds its per-step curves
 
 
 def command_line():
-    return "python " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    return shell_join(["python", Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 class Board:
@@ -152,7 +151,7 @@ def events_written(folder, finished=False):
         elif (Path(folder) / "last.pt").is_file():
             then = (
                 f"the best model and last.pt saved so far are unchanged; carry on with "
-                f"python train.py --resume {folder}"
+                f"{shell_join(['python', 'train.py', '--resume', folder])}"
             )
         else:
             then = "no epoch was saved yet"

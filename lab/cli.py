@@ -1,12 +1,14 @@
 """What every script shares: one-line errors, the flags' number types, the flags several scripts take, tables.
 
-Kept small on purpose; each function is a few lines a student can check.
+Kept small on purpose; each function is a few lines a student can check. Where Windows differs (Ctrl-C to a
+child, a child's output, the quoting of a command line), a function asks os.name, or is told the platform.
 """
 
 import argparse
 import gc
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,6 +28,7 @@ def run_script(main):
         # replace what it cannot show rather than fail on a character.
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
+    hear_ctrl_break()
     try:
         status = main()
     except UserError as e:
@@ -57,6 +60,57 @@ def popen_hearing_ctrl_c(args, **kwargs):
         return subprocess.Popen(args, **kwargs)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def hear_ctrl_break():
+    """On Windows, take Ctrl-Break (SIGBREAK) as Ctrl-C: the same KeyboardInterrupt, the same clean stop.
+
+    It is the one console event a process can send to a group of others (own_group below): sweep.py's
+    Ctrl-C reaches its runs that way, and each saves what it has and says "Interrupted", as on POSIX.
+    Without a handler, SIGBREAK ends a process at once. POSIX has no SIGBREAK: nothing to do there.
+    """
+    if hasattr(signal, "SIGBREAK"):
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
+
+
+def own_group(windows=None):
+    """(Popen arguments, signal): a child in a process group of its own, and the signal that is Ctrl-C to it.
+
+    The terminal's Ctrl-C then reaches this process alone, which passes it on, once, to each child.
+    POSIX: a session of its own, then SIGINT. Windows has neither: a console group of its own (in which
+    Ctrl-C is off), then CTRL_BREAK_EVENT, which the child takes as Ctrl-C (hear_ctrl_break).
+    windows: None for this machine; True or False to ask about the other (the tests).
+    """
+    if windows is None:
+        windows = os.name == "nt"
+    if windows:
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}, signal.CTRL_BREAK_EVENT
+    return {"start_new_session": True}, signal.SIGINT
+
+
+def utf8_child(env=None):
+    """Popen arguments for a Python child whose output is read as text: it writes UTF-8, and it is read as
+    UTF-8, whatever the code page (a Chinese Windows has cp936). Left to the locale, a child that wrote
+    UTF-8 (PYTHONIOENCODING=utf-8, common advice there) killed the reading thread at its first Chinese
+    character, and its full pipe then hung the sweep. errors="replace": a stray byte reads as a mark."""
+    return {
+        "env": {**(os.environ if env is None else env), "PYTHONIOENCODING": "utf-8"},
+        "encoding": "utf-8",
+        "errors": "replace",
+    }
+
+
+def shell_join(words, windows=None):
+    """A command line to print for the user to type or paste: each word quoted so that their shell reads it
+    back whole, spaces and all. shlex.join quotes for POSIX shells with single quotes, which cmd.exe and
+    PowerShell do not read as quotes; subprocess.list2cmdline quotes with double quotes, which both do.
+    windows: None for this machine; True or False to ask about the other (the tests)."""
+    words = [str(w) for w in words]
+    if windows is None:
+        windows = os.name == "nt"
+    if windows:
+        return subprocess.list2cmdline(words)
+    return shlex.join(words)
 
 
 # ---------------------------------------------------------------- flags

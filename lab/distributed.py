@@ -52,12 +52,19 @@ def setup(device):
     # A peer that stops normally closes its connections, and the others' next collective fails at
     # once. The timeout is for one that vanishes silently (a machine that lost power): long enough
     # for rank 0 to evaluate and save while the others wait for it.
-    dist.init_process_group(
-        "nccl" if cuda else "gloo", device_id=device if cuda else None, timeout=datetime.timedelta(minutes=10)
-    )
+    name = backend(device)
+    dist.init_process_group(name, device_id=device if name == "nccl" else None, timeout=datetime.timedelta(minutes=10))
     if rank != 0:
         sys.stdout = open(os.devnull, "w")  # rank 0 reports; the others' prints go nowhere
     return device, rank, dist.get_world_size()
+
+
+def backend(device, nccl_available=None):
+    """NCCL for GPUs where torch has it (Linux), else Gloo: Windows builds of torch have no NCCL, and Gloo
+    adds up GPU tensors too, slower. nccl_available: None for this torch; True or False to ask (the tests)."""
+    if nccl_available is None:
+        nccl_available = dist.is_nccl_available()
+    return "nccl" if device.type == "cuda" and nccl_available else "gloo"
 
 
 def _interrupt(signum, frame):

@@ -10,6 +10,7 @@ import errno
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -51,7 +52,7 @@ def write_atomic(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename, or a power cut could leave an empty file
-        os.replace(tmp, path)  # atomic on POSIX and Windows
+        replace(tmp, path)
     except BaseException as e:  # also Ctrl-C: never leave a temporary file behind
         try:
             tmp.unlink(missing_ok=True)
@@ -60,6 +61,23 @@ def write_atomic(path, data):
         if isinstance(e, OSError):
             raise cannot_write(path, e) from None
         raise
+
+
+# On Windows an antivirus scanner, a search indexer or OneDrive (Documents and Desktop are often synced) may
+# hold a file for a moment after it is written: os.replace over it then raises PermissionError. Tried again
+# after 0.05, 0.1, 0.2, 0.4 s: 0.75 s in all, then the error stands (a real one, or a file held open for good).
+REPLACE_WAITS = (0.05, 0.1, 0.2, 0.4)
+
+
+def replace(tmp, path):
+    """os.replace(tmp, path), atomic on POSIX and Windows, tried again briefly on PermissionError."""
+    for wait in REPLACE_WAITS:
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError:
+            time.sleep(wait)
+    os.replace(tmp, path)
 
 
 def save_torch(obj, path):
@@ -88,12 +106,47 @@ def save_png(path, picture, **savefig):
     write_atomic(path, buffer.getbuffer())
 
 
+# What os.link raises where the file system has no hard links: FAT32 and exFAT (USB drives) on Linux EPERM,
+# on macOS ENOTSUP, on Windows "Incorrect function" (winerror 1); some network drives ENOTSUP, EXDEV or
+# Windows' ERROR_NOT_SUPPORTED (50); a sandbox that denies links EACCES.
+NO_HARD_LINKS = {errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS}
+NO_HARD_LINKS_WINDOWS = {1, 50}
+
+
+def no_hard_links(error):
+    """Whether `error`, from os.link, says that this folder cannot hold hard links."""
+    return error.errno in NO_HARD_LINKS or getattr(error, "winerror", None) in NO_HARD_LINKS_WINDOWS
+
+
+def claim(tmp, path):
+    """Give the finished file `tmp` the name `path` unless a file of that name exists (FileExistsError).
+
+    os.link fails if the name exists: two writers at once each get a name of their own, and a reader
+    never sees half a file. Where there are no hard links, the name is claimed by creating it empty,
+    which also fails if it exists, and the whole file then replaces that empty one, atomically.
+    """
+    try:
+        os.link(tmp, path)
+        return
+    except OSError as e:
+        if not no_hard_links(e):
+            raise  # FileExistsError among them
+    open(path, "xb").close()
+    try:
+        replace(tmp, path)
+    except BaseException:  # also Ctrl-C: no empty file left under the name
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
+
+
 def write_new(folder, stem, data, suffix=".png"):
     """Write `data` to a new file in `folder`, named stem.png, else stem-2.png, stem-3.png...: never over a
     file already there (even one that appears meanwhile), and atomically. Returns its path.
 
-    The bytes go to a temporary file first, then get their name by os.link, which fails if the name
-    exists: two writers at once each get a name of their own, and a reader never sees half a file.
+    The bytes go to a temporary file first, then get their name (claim).
     """
     folder = Path(folder)
     tmp = folder / f".{stem}.{os.getpid()}.{id(data)}.tmp"
@@ -105,7 +158,7 @@ def write_new(folder, stem, data, suffix=".png"):
         for n in range(1, 100_000):
             path = folder / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
             try:
-                os.link(tmp, path)
+                claim(tmp, path)
                 return path
             except FileExistsError:
                 continue

@@ -19,7 +19,7 @@ import torch
 
 from lab import distributed, settings
 from lab.checkpoint import check_version, load_file, release_lock, take_lock
-from lab.cli import UserError, fmt_time
+from lab.cli import UserError, fmt_time, shell_join
 from lab.device import keep_freed_memory, pick_device, pick_precision, use_all_cores
 from lab.files import make_folder, save_torch
 from net import count_parameters
@@ -229,7 +229,8 @@ def say_interrupted(run, best, done):
             file=sys.stderr,
         )
     if done > 0:
-        print(f"Resume from epoch {done + 1} with: python train.py --resume {run.dir}", file=sys.stderr)
+        resume = shell_join(["python", "train.py", "--resume", run.dir])
+        print(f"Resume from epoch {done + 1} with: {resume}", file=sys.stderr)
     else:
         print("No epoch finished, so there is nothing to resume: run python train.py again.", file=sys.stderr)
 
@@ -240,5 +241,5 @@ def say_done(run, best):
         f"test accuracy of that model {100 * best['test_acc']:.2f}%."
     )
     print(f"Saved to {run.args.checkpoint}. Wall time {fmt_time(time.perf_counter() - run.started)}.")
-    print(f"Evaluate it:  python test.py --checkpoint {run.args.checkpoint}")
-    print(f"Curves:       tensorboard --logdir {run.args.logdir}")
+    print(f"Evaluate it:  {shell_join(['python', 'test.py', '--checkpoint', run.args.checkpoint])}")
+    print(f"Curves:       {shell_join(['tensorboard', '--logdir', run.args.logdir])}")
