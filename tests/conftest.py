@@ -33,6 +33,27 @@ if TESTS_NICE:
 
 from lab.cli import popen_hearing_ctrl_c  # noqa: E402  (after the path is set)
 
+# ---------------------------------------------------------------- other systems than Linux
+
+LINUX = sys.platform.startswith("linux")
+# The warm server (tests/warm.py) forks a process that has imported torch: sound on Linux only (macOS's system
+# libraries do not survive a fork, Windows has none). Elsewhere each script starts a fresh interpreter.
+WARM = LINUX
+needs_linux = pytest.mark.skipif(not LINUX, reason="Linux only: tests/warm.py forks and passes sockets")
+# Popen.send_signal on Windows knows no SIGINT (and os.kill no SIGKILL): a test that presses Ctrl-C is POSIX's.
+needs_posix_signals = pytest.mark.skipif(os.name != "posix", reason="sends SIGINT or SIGKILL, which Windows lacks")
+
+# GitHub's macOS arm64 runners offer an MPS device that fails: LAB_TESTS_DEVICE=cpu (the workflow sets it) runs
+# the scripts that pick a device on the CPU instead.
+TESTS_DEVICE = os.environ.get("LAB_TESTS_DEVICE")
+PICKS_DEVICE = {"train.py", "test.py", "predict.py", "bench.py", "sweep.py"}
+
+
+def device_args(script):
+    """["--device", $LAB_TESTS_DEVICE] for a script that takes it, else []: put before the test's own
+    flags, so that a test's own --device (later on the line) still wins."""
+    return ["--device", TESTS_DEVICE] if TESTS_DEVICE and Path(script).name in PICKS_DEVICE else []
+
 
 def mirror_folder():
     for candidate in (os.environ.get("MNIST_MIRROR"), ROOT.parent / "shared" / "mnist"):
@@ -72,7 +93,7 @@ def pytest_configure(config):
     they collect the tests. (With -n 0 the one process starts its own at its first script.)"""
     global _warm
     workers = getattr(config.option, "numprocesses", None)
-    if hasattr(config, "workerinput") or not workers or WARM_SOCKET in os.environ:
+    if not WARM or hasattr(config, "workerinput") or not workers or WARM_SOCKET in os.environ:
         return
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // int(workers)))
     _warm = start_warm_server({**os.environ, "OMP_NUM_THREADS": threads})
@@ -112,11 +133,15 @@ def start(argv, cwd, env=None, launcher=None, stderr=None, nice=None):
     Either way a process of its own, which hears Ctrl-C whatever pytest inherited (lab/cli.py).
     stdout is a pipe; stderr too, or the file `stderr` (then proc.stderr is None). `nice`: the warm child's
     niceness, TESTS_NICE unless given."""
-    if launcher is None:
+    argv = [argv[0], *device_args(argv[0]), *argv[1:]]
+    if launcher is None and WARM:
         from warm import WarmChild
         return WarmChild(warm_socket(), argv, cwd, script_env(env), stderr, TESTS_NICE if nice is None else nice)
-    return popen_hearing_ctrl_c([*launcher, *map(str, argv)], cwd=cwd, env=script_env(env), stdout=subprocess.PIPE,
-                                stderr=stderr or subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    # UTF-8 both ways, as the warm server's children write: not the locale's code page (Windows' cp1252)
+    return popen_hearing_ctrl_c([*(launcher or (sys.executable,)), *map(str, argv)], cwd=cwd,
+                                env=script_env({"PYTHONIOENCODING": "utf-8", **(env or {})}), stdout=subprocess.PIPE,
+                                stderr=stderr or subprocess.PIPE, encoding="utf-8", errors="replace",
+                                stdin=subprocess.DEVNULL)
 
 
 def finish(proc, timeout, what):
@@ -156,7 +181,8 @@ def run_each(script, cases, cwd, timeout=600):
     """[(exit status, stderr)] of `python SCRIPT ARGS` for each ARGS in `cases`, all in one child process
     (tests/each.py): one start of a script's imports instead of one per case. For cases that end early,
     like the one-line errors; a run that trains works too, one after the other."""
-    proc = run_py("tests/each.py", ROOT / script, json.dumps([list(map(str, c)) for c in cases]), cwd=cwd,
+    cases = [[*device_args(script), *map(str, c)] for c in cases]
+    proc = run_py("tests/each.py", ROOT / script, json.dumps(cases), cwd=cwd,
                   timeout=timeout)
     assert proc.returncode == 0, proc.stderr
     return [tuple(r) for r in json.loads(proc.stdout)]
@@ -188,7 +214,7 @@ def start_paused(step, script, *args, cwd, launcher=None, pauses=1, env=None):
     """
     # It must answer the SIGINT a test sends even where pytest itself runs with SIGINT ignored
     # (a background job, `cmd &`, and whatever it starts, inherit that): start() sees to it.
-    proc = start([ROOT / "tests" / "pausing.py", step, ROOT / script, *args], cwd, env, launcher)
+    proc = start([ROOT / "tests" / "pausing.py", step, ROOT / script, *device_args(script), *args], cwd, env, launcher)
     _started.append(proc)
     watchdog = threading.Timer(PAUSE_BOUND_S, proc.kill)  # only for a hang: it fires on no working run
     watchdog.start()
@@ -282,7 +308,7 @@ class SharedTraining:
         """The finished training's output, once it has ended (in whichever process started it)."""
         with self.lock("trained.lock", timeout=TRAIN_BOUND_S):
             assert self.result.is_file(), "the shared training saved no result"
-            return json.loads(self.result.read_text())
+            return json.loads(self.result.read_text(encoding="utf-8"))
 
     def join(self):
         if self.thread is not None:

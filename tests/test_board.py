@@ -83,13 +83,13 @@ def test_every_tab_is_written_at_the_right_steps(trained):
 def test_projector_holds_2000_test_digits_with_labels_and_pictures(trained):
     from lab.data import load_split
     run = trained["run_dir"]
-    config = (run / "projector_config.pbtxt").read_text()
+    config = (run / "projector_config.pbtxt").read_text(encoding="utf-8")
     assert "test_digits" in config and "sprite.png" in config
     [folder] = [p.parent for p in run.glob("*/test_digits/tensors.tsv")]
-    rows = (folder / "tensors.tsv").read_text().splitlines()
+    rows = (folder / "tensors.tsv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 2000 and all(len(r.split("\t")) == 128 for r in rows[:50])  # cnn's dense layer
     _, labels = load_split(False, trained["data_dir"])
-    assert [int(x) for x in (folder / "metadata.tsv").read_text().split()] == labels[:2000].tolist()
+    assert [int(x) for x in (folder / "metadata.tsv").read_text(encoding="utf-8").split()] == labels[:2000].tolist()
     with Image.open(folder / "sprite.png") as sprite:
         assert sprite.size == (45 * 28, 45 * 28)  # a square of 28x28 thumbnails
 

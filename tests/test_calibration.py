@@ -75,7 +75,7 @@ def test_training_saves_a_temperature_that_makes_test_py_honest(trained, data_di
     proc = run_py("test.py", "--checkpoint", trained["checkpoint"], "--data-dir", data_dir, "--precision", "fp32",
                   "--json", tmp_path / "t.json", "--report", tmp_path / "report", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "t.json").read_text())
+    result = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
     assert result["temperature"] == ckpt["temperature"]
     assert f"Calibration at temperature {ckpt['temperature']:g}: mean confidence" in proc.stdout
     assert f"ECE {100 * result['ece']:.2f}% (15 bins)" in proc.stdout

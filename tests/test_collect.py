@@ -56,7 +56,7 @@ def labelled(mnist_test, tmp_path_factory):
             user_photo(images[first_of(labels, d, k)], rng).save(folder / str(d) / f"p{k}.{'png' if k else 'jpg'}")
     (folder / "5" / "more").mkdir()
     user_photo(images[first_of(labels, 5, 3)], rng).save(folder / "5" / "more" / "p3.png")
-    (folder / "7" / "notes.png").write_text("not a picture\n")
+    (folder / "7" / "notes.png").write_text("not a picture\n", encoding="utf-8")
     whole = (folder / "3" / "p1.png").read_bytes()
     (folder / "3" / "cut.png").write_bytes(whole[:len(whole) // 2])
     (folder / "misc").mkdir()
@@ -75,7 +75,7 @@ def test_images_gives_the_counts_beside_mnist(trained, labelled, data_dir, tmp_p
     assert out.startswith(f"(ignoring the folders misc in {labelled}: only 0 to 9 are labels)\n")
     counts = "0: 3, 1: 3, 2: 3, 3: 3, 4: 3, 5: 4, 6: 3, 7: 3, 8: 3, 9: 3"
     assert f"Images: 31 in {labelled} ({counts}); 2 could not be read" in out
-    result = json.loads((tmp_path / "mine.json").read_text())
+    result = json.loads((tmp_path / "mine.json").read_text(encoding="utf-8"))
     assert result["total"] == 31 and [sum(row) for row in result["confusion_matrix"]] == [3] * 5 + [4] + [3] * 4
     assert result["correct"] == sum(result["confusion_matrix"][d][d] for d in range(10)) >= 28
     assert len(result["files"]) == 31 and len(result["failed"]) == 2
@@ -99,7 +99,7 @@ def test_images_without_labelled_images_is_one_line(untrained, tmp_path):
     (tmp_path / "empty" / "3").mkdir(parents=True)
     (tmp_path / "empty" / "misc").mkdir()
     (tmp_path / "bad" / "4").mkdir(parents=True)
-    (tmp_path / "bad" / "4" / "a.png").write_text("no picture\n")
+    (tmp_path / "bad" / "4" / "a.png").write_text("no picture\n", encoding="utf-8")
     cases = [[tmp_path / "none"], [tmp_path / "empty"], [tmp_path / "bad"], [tmp_path / "bad", "--attack"]]
     results = run_each("test.py", [["--images", *c, "--checkpoint", untrained] for c in cases], cwd=tmp_path)
     starts = [f"error: --images: no folder {tmp_path / 'none'}",
@@ -195,7 +195,7 @@ def test_without_collect_nothing_can_be_written(untrained, pngs, tmp_path):
     finally:
         stop(proc)
     assert files_under(tmp_path) == ["draw-stderr.txt"]
-    (tmp_path / "file").write_text("in the way\n")
+    (tmp_path / "file").write_text("in the way\n", encoding="utf-8")
     proc = run_py("draw.py", "--checkpoint", untrained, "--collect", tmp_path / "file" / "mine", "--port", 0,
                   "--no-browser", cwd=tmp_path)
     assert proc.returncode == 2 and "Serving" not in proc.stdout

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import finish, run_py, start_paused
+from conftest import finish, needs_posix_signals, run_py, start_paused
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -138,6 +138,7 @@ def test_sweep_time_left_counts_what_runs_and_what_waits():
 
 # ---------------------------------------------------------------- torchrun, for real
 
+@needs_posix_signals
 def test_torchrun_trains_like_one_process_stops_on_ctrl_c_and_each_resumes_as_the_other(data_dir, tmp_path):
     """The same run in one process and under torchrun with two, each stopped by Ctrl-C in epoch 2. Its first
     step gave both the same gradient: DDP's shares of the batch add up to the whole batch's. Then each is
@@ -209,6 +210,7 @@ def best_of(sweep_dir):
     return {run: torch.load(sweep_dir / run / "last.pt", weights_only=True)["best"] for run in RUNS}
 
 
+@needs_posix_signals
 def test_sweep_jobs_2_stopped_and_continued_gives_the_runs_of_jobs_1(data_dir, tmp_path, monkeypatch, capsys):
     from lab import device as common
     args = [*GRID, "--data-dir", data_dir]

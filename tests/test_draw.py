@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, run_py, start
+from conftest import ROOT, needs_posix_signals, run_py, start
 
 SAFETY_S = 120  # only for a server or browser that hangs: no test waits this long when things work
 
@@ -36,7 +36,7 @@ def start_server(checkpoint, *flags, cwd):
     """python draw.py on a free port; returns (process, URL, lines printed) once it says where it listens."""
     # forked from the warm server (conftest.start): stop() sends it Ctrl-C, which it hears even where pytest
     # runs with SIGINT ignored
-    with open(Path(cwd) / "draw-stderr.txt", "w") as stderr:
+    with open(Path(cwd) / "draw-stderr.txt", "w", encoding="utf-8") as stderr:
         proc = start([ROOT / "draw.py", "--checkpoint", checkpoint, "--port", "0", "--no-browser", *flags], cwd,
                      stderr=stderr)
     watchdog = threading.Timer(SAFETY_S, proc.kill)  # a server that never prints: end it, and fail below
@@ -51,12 +51,13 @@ def start_server(checkpoint, *flags, cwd):
     finally:
         watchdog.cancel()
     proc.wait()
-    raise AssertionError(f"draw.py did not start: {''.join(lines)}{(Path(cwd) / 'draw-stderr.txt').read_text()}")
+    stderr = (Path(cwd) / "draw-stderr.txt").read_text(encoding="utf-8")
+    raise AssertionError(f"draw.py did not start: {''.join(lines)}{stderr}")
 
 
 def stop(proc):
-    """Ctrl-C, as a user stops it; returns the exit status."""
-    proc.send_signal(signal.SIGINT)
+    """Ctrl-C, as a user stops it; returns the exit status. (Windows: Popen knows no SIGINT; it is ended.)"""
+    proc.send_signal(signal.SIGINT if os.name == "posix" else signal.SIGTERM)
     try:
         return proc.wait(timeout=SAFETY_S)
     finally:
@@ -276,7 +277,7 @@ def test_burst_of_concurrent_requests(server, digits, pngs):
     correct = sum(a["digit"] == label for (_, a), label in results)
     assert correct >= 190, f"{correct}/200"
     assert request(server, "GET", "/info")[0] == 200
-    assert "Traceback" not in server["stderr"].read_text()
+    assert "Traceback" not in server["stderr"].read_text(encoding="utf-8")
 
 
 @pytest.mark.quick
@@ -379,7 +380,7 @@ def test_burst_of_explanations_and_attacks(server, pngs):
         predicted = [predict(server, pngs[j])[0] for j in range(10)]
         statuses = [s for f in asked for s in f.result()]
     assert statuses == [200] * 18 and predicted == [200] * 10
-    assert "Traceback" not in server["stderr"].read_text()
+    assert "Traceback" not in server["stderr"].read_text(encoding="utf-8")
 
 
 def test_every_request_kind_decodes_its_image_within_the_bound(trained, pngs, monkeypatch):
@@ -425,6 +426,7 @@ def test_port_in_use_is_one_line(server, trained, tmp_path):
                            "or --port 0 for any free one\n")
 
 
+@needs_posix_signals
 def test_shared_on_the_network_warns_and_ctrl_c_stops(trained, tmp_path):
     proc, url, lines = start_server(trained["checkpoint"], "--host", "0.0.0.0", cwd=tmp_path)
     try:
@@ -436,7 +438,7 @@ def test_shared_on_the_network_warns_and_ctrl_c_stops(trained, tmp_path):
     finally:
         status = stop(proc)
     assert status == 130
-    stderr = (tmp_path / "draw-stderr.txt").read_text()
+    stderr = (tmp_path / "draw-stderr.txt").read_text(encoding="utf-8")
     assert stderr.strip() == "interrupted" and "Traceback" not in stderr
 
 
@@ -666,7 +668,7 @@ def test_browser_uploads_a_photo(browser, digits, tmp_path):
     assert browser.find_element(By.ID, "digit").text == str(labels[k])
     assert browser.find_element(By.ID, "status").get_attribute("class") != "error"
     # a file that is not an image: the server's one line, on the page
-    (tmp_path / "notes.png").write_text("not a picture\n")
+    (tmp_path / "notes.png").write_text("not a picture\n", encoding="utf-8")
     file_input.send_keys(str(tmp_path / "notes.png"))
     wait_for(browser, ANSWERED)
     status = browser.find_element(By.ID, "status")

@@ -53,7 +53,7 @@ def test_test_py_gives_the_ensembles_accuracy_beside_each_members(members, data_
     proc = run_py("test.py", "--checkpoint", *members, "--data-dir", data_dir, "--precision", "fp32",
                   "--json", tmp_path / "e.json", "--report", tmp_path / "rep", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "e.json").read_text())
+    result = json.loads((tmp_path / "e.json").read_text(encoding="utf-8"))
     from lab.data import load_split, normalize
     images, labels = load_split(False, data_dir)
     x = normalize(images)
@@ -85,7 +85,7 @@ def test_predict_py_reads_with_an_ensemble(members, tmp_path):
     proc = run_py("predict.py", tmp_path / "one.png", "--checkpoint", *members, "--topk", 10,
                   "--json", tmp_path / "p.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "p.json").read_text())
+    result = json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))
     from reading.images import load_image, net_input, preprocess
     x = net_input([preprocess(load_image(tmp_path / "one.png"))], {})
     expected = mean_probabilities(members, x)[0]
@@ -153,7 +153,7 @@ def test_tta_reads_each_image_and_its_four_one_pixel_shifts(members, data_dir, t
     proc = run_py("test.py", "--checkpoint", members[0], "--tta", "--data-dir", data_dir, "--json", tmp_path / "t.json",
                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "t.json").read_text())
+    result = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
     plain = torch.load(members[0], weights_only=True)["test_acc"]  # the net's own, as train.py measured it
     assert result["tta"] and result["accuracy_without_tta"] == pytest.approx(plain, abs=6e-5)
     assert f"without it {100 * plain:.2f}%" in proc.stdout

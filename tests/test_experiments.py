@@ -10,7 +10,7 @@ import signal
 import pytest
 import torch
 
-from conftest import finish, run_py, start_paused
+from conftest import finish, needs_posix_signals, run_py, start_paused
 from net import MODELS, build_model, count_parameters
 
 
@@ -159,7 +159,7 @@ def test_report_tables_and_plot(sweep):
     out = sweep["dir"] / "report"
     proc = run_py("report.py", sweep["sweep_dir"], "--out", out, cwd=sweep["dir"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    markdown = (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text(encoding="utf-8")
     runs, per_epoch, test_per_epoch = tables(markdown)  # no seeds: no table of means
     assert runs[0] == ["run", "model", "lr", "params", "s/epoch", "best val (%)", "best epoch", "test (%)", "epochs",
                        "steps to 98%", "steps to 99%"]
@@ -197,6 +197,7 @@ def test_test_py_evaluates_a_sweep_checkpoint(sweep):
     assert accuracy == pytest.approx(100 * load_file(run / "net.pth")["test_acc"], abs=0.006)  # as in training
 
 
+@needs_posix_signals
 def test_sweep_ctrl_c_then_continue(data_dir, tmp_path):
     args = ["--model", "mlp", "--epochs", 3, "--limit", 2000, "--val-size", 500, "--name", "stop",
             "--data-dir", data_dir]
@@ -244,7 +245,7 @@ def test_report_edge_cases(sweep, tmp_path):
     for text in ["empty: no TensorBoard event files", "missing: no such folder", "stale: no epoch finished",
                  "crashed: only 1 of its 3 epochs"]:
         assert text in proc.stderr
-    runs, per_epoch, _ = tables((tmp_path / "report" / "report.md").read_text())
+    runs, per_epoch, _ = tables((tmp_path / "report" / "report.md").read_text(encoding="utf-8"))
     assert len(runs) == 1 + 6 and len(per_epoch) == 1 + 1
     crashed = next(row for row in runs if row[0].endswith("crashed"))
     assert crashed[runs[0].index("epochs")] == "1 of 3" and f"{EXPECTED['mlp']:,}" in crashed

@@ -147,7 +147,7 @@ def test_attacks_lower_accuracy_as_eps_grows(explainer, digits):
 
 
 def test_targeted_pgd_reaches_its_target_within_the_pages_largest_eps(explainer, digits):
-    page = (ROOT / "draw" / "index.html").read_text()
+    page = (ROOT / "draw" / "index.html").read_text(encoding="utf-8")
     largest = float(re.search(r'<input id="eps" type="range" min="0" max="([\d.]+)"', page).group(1))
     pixels, labels = (t[:ATTACKED] for t in digits)
     shift = torch.randint(1, 10, (ATTACKED,), generator=torch.Generator().manual_seed(1))
@@ -194,7 +194,7 @@ def test_test_py_attack_report_and_json(trained, data_dir, tmp_path):
     assert "Attacking the first 20 test images" in proc.stdout
     rows = re.findall(r"^\| ([\d.]+) +\| +([\d.]+)% \| +([\d.]+)% \|$", proc.stdout, re.M)
     assert [r[0] for r in rows] == ["0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3"], proc.stdout
-    attack = json.loads((tmp_path / "r.json").read_text())["attack"]
+    attack = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["attack"]
     assert attack["images"] == 20 and attack["pgd_steps"] == 20 and len(attack["fgsm"]) == len(attack["pgd"]) == 7
     assert [f"{100 * a:.1f}" for a in attack["fgsm"]] == [r[1] for r in rows]
     with Image.open(tmp_path / "report" / "explained.png") as im:

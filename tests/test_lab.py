@@ -6,7 +6,7 @@ import signal
 import pytest
 import torch
 
-from conftest import ROOT, finish, run_each, run_py, start_paused
+from conftest import ROOT, finish, needs_posix_signals, run_each, run_py, start_paused
 
 TAGS = {"loss/train", "accuracy/train", "loss/val", "accuracy/val", "accuracy/test", "lr"}
 
@@ -225,6 +225,7 @@ def test_hparams_and_graph_are_logged(trained):
     assert info.session_start_info.hparams["epochs"].number_value == 2
 
 
+@needs_posix_signals
 def test_ctrl_c_keeps_best_checkpoint_then_resume_continues(data_dir, tmp_path):
     # 3,000 images in batches of 128: 24 steps an epoch, so step 27 is the third step of epoch 2.
     proc = start_paused(27, "train.py", "--epochs", 3, "--limit", 3000, "--val-size", 1000, "--test-limit", 1000,
@@ -327,7 +328,7 @@ UNUSABLE = ["checkpoint-is-a-folder", "logdir-is-a-file", "data-dir-is-a-file", 
 def one_line_errors(data_dir, tmp_path_factory):
     """train.py's answer to every bad flag and unusable path below, run in one child process."""
     tmp = tmp_path_factory.mktemp("paths")
-    (tmp / "a-file").write_text("x")
+    (tmp / "a-file").write_text("x", encoding="utf-8")
     (tmp / "a-folder").mkdir()
     (tmp / "a-loop").symlink_to(tmp / "a-loop")  # a mistake once made here by `ln -s`
     paths = {"checkpoint-is-a-folder": ["--checkpoint", tmp / "a-folder"],
@@ -366,7 +367,7 @@ def test_test_py_prints_what_its_json_says(trained, tmp_path):
     proc = run_py("test.py", "--checkpoint", trained["checkpoint"], "--data-dir", trained["data_dir"],
                   "--json", tmp_path / "r.json", "--samples", 5, "--report", tmp_path / "rep", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "r.json").read_text())
+    result = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     m = re.search(r"^Accuracy: (\d+\.\d\d)% \((\d+)/(\d+)\)$", proc.stdout, re.M)
     assert m, proc.stdout
     assert float(m.group(1)) == pytest.approx(100 * result["accuracy"], abs=0.005)
@@ -384,7 +385,7 @@ def test_test_py_prints_what_its_json_says(trained, tmp_path):
 
 @pytest.mark.quick
 def test_test_py_does_not_import_train_py():
-    source = (ROOT / "test.py").read_text()
+    source = (ROOT / "test.py").read_text(encoding="utf-8")
     assert not re.search(r"^\s*(import train|from train )", source, re.M)
 
 

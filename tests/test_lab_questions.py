@@ -160,7 +160,7 @@ def test_a_sweep_pairs_each_optimiser_with_its_own_learning_rate(data_dir, tmp_p
     # report.py on it: a row per run, with the test accuracy each run's checkpoint was saved with
     report = run_py("report.py", sweep, "--out", tmp_path / "report", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
-    runs = tables((tmp_path / "report" / "report.md").read_text())[0]
+    runs = tables((tmp_path / "report" / "report.md").read_text(encoding="utf-8"))[0]
     column = runs[0].index("test (%)")
     for row in runs[1:]:
         saved = torch.load(sweep / row[0] / "net.pth", weights_only=True)["test_acc"]
@@ -183,7 +183,7 @@ def test_report_groups_seeds_into_mean_and_sd(data_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = run_py("report.py", tmp_path / "boardlog" / "s", "--out", tmp_path / "r", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    markdown = (tmp_path / "r" / "report.md").read_text()
+    markdown = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
     runs, seeds, val, test = tables(markdown)
     assert "## Over seeds: mean ± standard deviation" in markdown
     assert seeds[0] == ["lr", "n", "seeds", "best val (%)", "best epoch", "test (%)", "steps to 98%", "steps to 99%"]

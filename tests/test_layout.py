@@ -18,7 +18,7 @@ ALLOWED = {("sweep.py", "train"), ("bench.py", "train")}  # they run train.train
 
 def imports(path):
     """(line, module, whether inside a function) for every import statement of a file."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     inside = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) for n in ast.walk(f)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -32,7 +32,7 @@ def test_the_top_level_holds_the_scripts_and_net_py():
     assert SCRIPTS == ["bench.py", "draw.py", "handwriting.py", "net.py", "predict.py", "report.py", "sweep.py",
                        "test.py", "train.py", "train_reader.py"]
     for wing in WINGS:
-        docstring = ast.get_docstring(ast.parse((ROOT / wing / "__init__.py").read_text()))
+        docstring = ast.get_docstring(ast.parse((ROOT / wing / "__init__.py").read_text(encoding="utf-8")))
         listed = {line.split()[0] for line in docstring.splitlines() if line.startswith("    ")}
         modules = {Path(name).stem for name in PACKAGE if Path(name).parent.name == wing}
         assert listed == modules - {"__init__"}, wing  # every module says its job
@@ -50,7 +50,7 @@ def test_no_script_imports_another_script(script):
 @pytest.mark.quick
 @pytest.mark.parametrize("source", SCRIPTS + PACKAGE)
 def test_an_import_inside_a_function_says_why(source):
-    lines = (ROOT / source).read_text().splitlines()
+    lines = (ROOT / source).read_text(encoding="utf-8").splitlines()
     for line, module, inside in imports(ROOT / source):
         why = f"{source}:{line}: import {module} inside a function, without a comment"
         assert not inside or "#" in lines[line - 1], why
@@ -75,7 +75,7 @@ def test_the_lesson_never_imports_reading_or_looking_inside():
 def test_train_py_reads_as_a_page():
     """train() is about forty lines, and no call in train.py passes more than 6 arguments: the training state
     travels as one object (TrainingState), what an epoch measured as one record."""
-    tree = ast.parse((ROOT / "train.py").read_text())
+    tree = ast.parse((ROOT / "train.py").read_text(encoding="utf-8"))
     (train,) = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "train"]
     assert train.end_lineno - train.lineno + 1 <= 45
     for call in [n for n in ast.walk(tree) if isinstance(n, ast.Call)]:
@@ -88,14 +88,14 @@ def test_train_py_reads_as_a_page():
 def test_the_readmes_say_how_long_the_lesson_is_and_it_is_true():
     """The lesson is net.py, train.py and test.py with lab/: both READMEs give its lines, train.py's and train()'s."""
     files = ["net.py", "train.py", "test.py", *[n for n in PACKAGE if n.startswith("lab/")]]
-    lesson = sum(len((ROOT / name).read_text().splitlines()) for name in files)
-    tree = ast.parse((ROOT / "train.py").read_text())
+    lesson = sum(len((ROOT / name).read_text(encoding="utf-8").splitlines()) for name in files)
+    tree = ast.parse((ROOT / "train.py").read_text(encoding="utf-8"))
     (train,) = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "train"]
-    train_py = len((ROOT / "train.py").read_text().splitlines())
+    train_py = len((ROOT / "train.py").read_text(encoding="utf-8").splitlines())
     numbers = (f"{lesson:,}", str(train_py), str(train.end_lineno - train.lineno + 1))
-    english = (ROOT / "README.md").read_text().replace("\n", " ")
+    english = (ROOT / "README.md").read_text(encoding="utf-8").replace("\n", " ")
     assert "`lab/`: {} lines, of which `train.py` is {} and its `train()` {}.".format(*numbers) in english
-    chinese = (ROOT / "README.zh-CN.md").read_text().replace("\n", "")
+    chinese = (ROOT / "README.zh-CN.md").read_text(encoding="utf-8").replace("\n", "")
     assert "共 {} 行,其中 `train.py` {} 行,它的 `train()` {} 行".format(*numbers) in chinese
 
 

@@ -210,7 +210,7 @@ def test_predict_prints_each_line_then_each_digit(untrained, page_files, tmp_pat
                   "--json", tmp_path / "p.json", "--show", tmp_path / "seen.png", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
-    one, page = (json.loads((tmp_path / "p.json").read_text())["predictions"])
+    one, page = (json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))["predictions"])
     # one digit: the line it always was; then the page: the numbers, a line each, the notes
     assert out[0] == (f"{folder / 'one.png'}   →  {one['prediction']}  ({100 * one['probability']:.1f}%)   top 3: "
                       + " · ".join(f"{t['digit']} {100 * t['probability']:.1f}%" for t in one["topk"]))
@@ -268,7 +268,7 @@ def test_save_digits_keeps_the_lines_written_as_expected(untrained, page_files, 
 
 @pytest.mark.quick
 def test_save_digits_mistakes_are_one_line(untrained, page_files, tmp_path):
-    (tmp_path / "file").write_text("in the way\n")
+    (tmp_path / "file").write_text("in the way\n", encoding="utf-8")
     page = page_files[0] / "page.jpg"
     cases = [[page, "--save-digits", tmp_path / "out"], [page, "--expect", "12a"],
              [page, "--save-digits", tmp_path / "file" / "x", "--expect", "0123456789"]]
@@ -302,7 +302,7 @@ def test_one_image_gives_the_same_probabilities_every_way(trained, mnist_test, p
         proc = run_py("predict.py", *args, "--checkpoint", trained["checkpoint"], "--topk", 10, "--device", "cpu",
                       "--json", tmp_path / "p.json", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
-        first = json.loads((tmp_path / "p.json").read_text())["predictions"][0]
+        first = json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))["predictions"][0]
         return [p for _, p in sorted((t["digit"], t["probability"]) for t in first["topk"])]
 
     assert predicted(one, tmp_path / "other.png", folder / "page.jpg") == expected
@@ -312,7 +312,7 @@ def test_one_image_gives_the_same_probabilities_every_way(trained, mnist_test, p
     proc = run_py("test.py", "--images", tmp_path / "mine", "--checkpoint", trained["checkpoint"], "--data-dir",
                   trained["data_dir"], "--json", tmp_path / "t.json", "--device", "cpu", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    (tested,) = json.loads((tmp_path / "t.json").read_text())["files"]
+    (tested,) = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))["files"]
     assert tested["probability"] == max(expected) and tested["prediction"] == int(np.argmax(expected))
     # draw.py's /predict and /read, called as the server calls them
     net = draw.ServedNet(trained["checkpoint"])

@@ -16,7 +16,8 @@ from conftest import ROOT, run_bounded
 
 POSIX_ONLY = {"resource", "fcntl", "termios", "tty", "pty", "pwd", "grp", "crypt", "syslog",
               "readline", "curses", "nis", "spwd", "ossaudiodev"}
-SCRIPTS = sorted(p.name for p in ROOT.glob("*.py") if "run_script(" in (text := p.read_text()) and "__main__" in text)
+SCRIPTS = sorted(p.name for p in ROOT.glob("*.py")
+                 if "run_script(" in (text := p.read_text(encoding="utf-8")) and "__main__" in text)
 SOURCES = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("*.py"), *ROOT.glob("lab/*.py"),
                                                         *ROOT.glob("reading/*.py"), *ROOT.glob("inside/*.py")])
 
@@ -24,7 +25,7 @@ SOURCES = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("*.py"), *ROOT.gl
 def top_level_imports(path):
     """Modules a file imports when it is imported: its module-level statements, not those in functions."""
     names = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
         for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else ():
             if isinstance(sub, ast.Import):
                 names |= {a.name.split(".")[0] for a in sub.names}

@@ -170,7 +170,7 @@ def test_predict_reads_user_photos(trained, photos, tmp_path):
     proc = run_py("predict.py", folder, "--checkpoint", trained["checkpoint"], "--json", tmp_path / "p.json",
                   "--device", "cpu", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "p.json").read_text())
+    result = json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))
     preds = {p["file"].split("/")[-1]: p["prediction"] for p in result["predictions"]}
     assert sorted(preds) == sorted(truth)
     correct = sum(preds[n] == y for n, y in truth.items())
@@ -202,7 +202,7 @@ def test_predict_show_and_topk(trained, two_photos, tmp_path):
 @pytest.mark.quick
 def test_bad_inputs_one_line_each_others_still_processed(trained, two_photos, digits, tmp_path):
     good = two_photos[0] / "photo000.png"
-    (tmp_path / "notes.png").write_text("not an image at all\n")
+    (tmp_path / "notes.png").write_text("not an image at all\n", encoding="utf-8")
     data = (good).read_bytes()
     (tmp_path / "cut.png").write_bytes(data[:len(data) // 2])
     Image.new("L", (400, 300), 245).save(tmp_path / "blank.png")

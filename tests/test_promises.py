@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from test_distributed import TORCHRUN
 
-from conftest import finish, run_each, run_py, start_paused
+from conftest import finish, needs_posix_signals, run_each, run_py, start_paused
 
 TINY = ["--limit", 256, "--val-size", 100, "--test-limit", 500]  # 2 steps an epoch at batch 128
 
@@ -28,6 +28,7 @@ def scalars(folder, tag):
 
 # ---------------------------------------------------------------- --resume, --resume NAME
 
+@needs_posix_signals
 def test_resume_alone_takes_the_latest_run_and_a_name_is_looked_up_in_logdir(data_dir, tmp_path):
     common = ["--epochs", 2, *TINY, "--data-dir", data_dir]
     for name in ("older", "newer"):  # two runs stopped in their second epoch, the newer one last
@@ -168,11 +169,13 @@ def test_test_limit_tests_on_the_first_n_test_images(settings_runs, data_dir):
     [metadata] = (settings_runs["plain"][2] / "plain").glob("*/test_digits/metadata.tsv")  # the projector's digits
     from lab.data import load_split
     _, labels = load_split(False, data_dir)
-    assert [int(x) for x in metadata.read_text().split()] == labels[:500].tolist()  # the first 500, not 2,000
+    first = [int(x) for x in metadata.read_text(encoding="utf-8").split()]
+    assert first == labels[:500].tolist()  # the first 500, not 2,000
 
 
 # ---------------------------------------------------------------- torchrun: one process fails, all stop
 
+@needs_posix_signals
 def test_torchrun_stops_every_process_when_one_fails(data_dir, tmp_path):
     net = tmp_path / "net.pth"
     proc = start_paused(3, "train.py", "--epochs", 2, *TINY, "--device", "cpu", "--data-dir", data_dir,

@@ -106,7 +106,7 @@ def test_train_reader_saves_a_reader_that_predict_and_bench_read_with(tmp_path, 
     proc = run_py("predict.py", tmp_path / "pair.png", "--checkpoint", trained["checkpoint"], "--reader", out,
                   "--json", tmp_path / "p.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    digits = json.loads((tmp_path / "p.json").read_text())["predictions"][0]["digits"]
+    digits = json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))["predictions"][0]["digits"]
     assert {d["read_by"] for d in digits} <= {"net", "reader"}
     assert any(d["read_by"] == "reader" for d in digits) == ("ʳ" in proc.stdout)
 

@@ -4,7 +4,7 @@ import signal
 import pytest
 import torch
 
-from conftest import finish, run_py, start_paused
+from conftest import finish, needs_posix_signals, run_py, start_paused
 
 
 def batch(n=64, seed=0):
@@ -118,6 +118,7 @@ def test_the_best_recipe_is_recorded_and_saves_its_average(data_dir, tmp_path):
     assert not all(torch.equal(ckpt["state_dict"][k], v) for k, v in state["model"].items())
 
 
+@needs_posix_signals
 def test_an_interrupted_run_with_ema_resumes_to_the_same_net(data_dir, tmp_path):
     """The average is part of last.pt: stopped in epoch 2 and resumed, the run ends where it would have."""
     flags = ["--recipe", "best", "--epochs", 2, "--limit", 1000, "--val-size", 200, "--test-limit", 500,

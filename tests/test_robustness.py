@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, finish, put_back_v1_run, run_bounded, run_py, start_paused
+from conftest import ROOT, finish, needs_posix_signals, put_back_v1_run, run_bounded, run_py, start_paused
 
 FULL, READ_ONLY = "No space left on device", "Read-only file system"
 
@@ -166,6 +166,7 @@ print(err)
 """
 
 
+@needs_posix_signals
 def test_ctrl_c_reaches_a_run_started_from_a_parent_that_ignores_it(data_dir, tmp_path):
     """As under a background job (`pytest &` from a script), whose children inherit an ignored SIGINT."""
     args = ["--epochs", "1", "--limit", "1000", "--val-size", "100", "--test-limit", "500", "--data-dir", str(data_dir),
@@ -180,6 +181,7 @@ def test_ctrl_c_reaches_a_run_started_from_a_parent_that_ignores_it(data_dir, tm
 
 # ---------------------------------------------------------------- one run at a time on a net.pth
 
+@needs_posix_signals
 def test_a_second_run_on_the_same_checkpoint_is_refused_and_a_killed_runs_lock_is_taken_over(data_dir, tmp_path):
     args = ["--epochs", 1, "--limit", 1000, "--val-size", 100, "--test-limit", 500, "--data-dir", data_dir,
             "--checkpoint", "net.pth"]
@@ -192,9 +194,9 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_and_a_killed_runs_lock_i
 
     first.kill()  # kill -9: no chance to clean up; its file stays, naming a process that has ended
     first.communicate()
-    assert json.loads(lock.read_text())["pid"] == first.pid
+    assert json.loads(lock.read_text(encoding="utf-8"))["pid"] == first.pid
     third = start_paused(2, "train.py", *args, "--run-name", "c", cwd=tmp_path)  # the system freed the lock
-    assert json.loads(lock.read_text())["pid"] == third.pid
+    assert json.loads(lock.read_text(encoding="utf-8"))["pid"] == third.pid
     third.send_signal(signal.SIGINT)
     out, err = finish(third, 300, "the run")
     assert third.returncode == 130, out + err
@@ -210,7 +212,7 @@ def test_the_lock_is_the_operating_systems_and_the_line_names_who_holds_it(tmp_p
     from lab.cli import UserError
     net = tmp_path / "net.pth"
     lock = lock_file(net)
-    lock.write_text(json.dumps({"pid": 4242, "host": "elsewhere", "since": "2030-01-01 10:00:00"}))
+    lock.write_text(json.dumps({"pid": 4242, "host": "elsewhere", "since": "2030-01-01 10:00:00"}), encoding="utf-8")
     held = FileLock(lock, timeout=0)
     held.acquire()  # another holder of the system's lock: flock conflicts between open files, in one process too
     with pytest.raises(UserError) as e:
@@ -219,12 +221,12 @@ def test_the_lock_is_the_operating_systems_and_the_line_names_who_holds_it(tmp_p
     assert str(e.value).endswith("--checkpoint " + str(tmp_path / "net-2.pth")) and "\n" not in str(e.value)
     with pytest.raises(UserError, match="in use by another training run"):
         refuse_if_locked(net)  # sweep.py's question
-    lock.write_text("")  # a holder that wrote nothing (Windows, a holder other than train.py)
+    lock.write_text("", encoding="utf-8")  # a holder that wrote nothing (Windows, a holder other than train.py)
     with pytest.raises(UserError, match=r"another training run \(lock file"):
         take_lock(net)
     held.release()
     mine = take_lock(net)  # a file with no live lock on it is taken, whatever it says
-    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert json.loads(lock.read_text(encoding="utf-8"))["pid"] == os.getpid()
     release_lock(mine)
     assert not lock.exists()  # nothing left beside net.pth
     refuse_if_locked(net)  # no file: nobody holds it, and nothing is made

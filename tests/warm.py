@@ -133,7 +133,7 @@ class Server:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.path)
         listener.listen(64)
-        with open(self.log, "w") as log:
+        with open(self.log, "w", encoding="utf-8") as log:
             self.proc = subprocess.Popen([sys.executable, "-u", os.path.abspath(__file__), str(listener.fileno())],
                                          pass_fds=[listener.fileno()], stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env={**(env or os.environ), "PYTHONUNBUFFERED": "1"})
