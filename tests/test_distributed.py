@@ -137,7 +137,8 @@ def test_shares_of_a_batch_give_exactly_its_gradient():
     for world in (2, 3):
         for b, share in enumerate(shares(train_set, world)):
             averaged = [sum(g) / world for g in zip(*map(gradients, share))]  # what DDP's all-reduce makes of them
-            assert all(torch.allclose(a, e, rtol=1e-5, atol=1e-7) for a, e in zip(averaged, expected[b])), (world, b)
+            close = [torch.allclose(a, e, rtol=1e-5, atol=1e-7) for a, e in zip(averaged, expected[b])]
+            assert all(close), (world, b, close)  # which of the net's tensors
 
 
 @pytest.mark.quick

@@ -251,8 +251,8 @@ def test_predict_reads_a_page_written_as_asked(trained, page_files, tmp_path):
 def test_predict_counts_the_digits_read_otherwise(untrained, page_files, tmp_path):
     """--expect's count on pages the net certainly misreads: the untrained net reads every digit as 0. page.jpg
     holds 0 to 9 three times: 27 read otherwise. short.png's lines 1 and 3 hold 0 to 9 (18 more); its line 2, of 9
-    digits, is refused and not counted. A count of one page alone (27 or 18), or of the refused line too (54 or
-    more), or none, fails."""
+    digits, is refused and not counted. A count of one page alone (27 or 18), or of the refused line too (53), or
+    none, fails."""
     folder, _ = page_files
     proc = run_py("predict.py", folder / "page.jpg", folder / "short.png", "--checkpoint", untrained,
                   "--expect", "0123456789", cwd=tmp_path)
