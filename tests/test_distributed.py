@@ -4,6 +4,7 @@ torchrun starts 2 processes on whatever cores there are; each torchrun start and
 costs a few seconds, so the runs are small. Every run here names --device cpu: on a GPU machine
 it is the Gloo path that is tested, with the same numbers.
 """
+import json
 import re
 import signal
 import sys
@@ -11,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import finish, needs_posix_signals, run_py, start_paused
+from conftest import ROOT, finish, needs_posix_signals, run_py, start_paused
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -31,52 +32,113 @@ def scalar_files(run_dir):
 
 
 def gradient_gap(one, two):
-    """How far apart the gradients of two runs' first step are: the largest, over the net's tensors, of
-    |g1 - g2| / |g1| (Euclidean norms). Each run is last.pt after one SGD step with momentum, whose
-    momentum buffer is then that step's gradient (torch.optim.SGD keeps the first gradient as it is)."""
-    gaps = []
-    for a, b in zip(one["optimizer"]["state"].values(), two["optimizer"]["state"].values()):
-        g1, g2 = a["momentum_buffer"], b["momentum_buffer"]
-        gaps.append(float((g1 - g2).norm() / g1.norm()))
-    return max(gaps)
+    """How far apart two gradients (lists of tensors, tests/exchanges.py's gradient-RANK.pt) are: the largest,
+    over the net's tensors, of |g1 - g2| / |g1| (Euclidean norms)."""
+    return max(float((g1 - g2).norm() / g1.norm()) for g1, g2 in zip(one, two))
 
 
 # The bound on gradient_gap, from what must pass and what must fail rather than from one CPU:
-# - must pass: the same sum of 128 images' gradients, added in another order (each process sums its 64, then
+# - must pass: the same sum of 5 images' gradients, added in another order (each process sums its share, then
 #   Gloo adds the two) and by other kernels (oneDNN picks them by CPU and by batch size). Each is fp32 arithmetic,
-#   whose error grows with the terms' number n at most as n * 2**-24 per term: with 128 images and 784 positions
-#   of a 28x28 map, n ~ 1e5 gives at worst ~6e-3, in practice (errors of both signs) about sqrt(n) * 2**-24 ~ 2e-5.
-# - must fail: processes that never exchange gradients, each stepping with its own half of the batch, whose
-#   gradient is another sample's: apart by the sampling noise of 64 images, tens of percent.
-# Measured (docs/tests.md): ~1e-6 on the CPUs we know; 0.3 or more without the exchange.
+#   whose error grows with the terms' number n at most as n * 2**-24 per term: with 5 images and 784 positions
+#   of a 28x28 map, n ~ 4e3 gives at worst ~2.4e-4, in practice (errors of both signs) about sqrt(n) * 2**-24 ~ 4e-6.
+# - must fail: shares weighed wrongly (a weight of 1 for the 3 and the 2 images of the first batch: apart by a
+#   tenth of the difference of the shares' mean gradients, some percent) and processes that never exchange
+#   gradients, each stepping with its own share (another sample's gradient: tens of percent).
+# Measured (docs/tests.md): 6e-7 (an AVX-512 EPYC, 2 cores busy); with the weight 1, 0.28.
 GRADIENT_GAP = 1e-3
+
+
+def steps_of(record, rank):
+    """tests/exchanges.py's record of one process: a step a row, (epoch, its share's images, their weight,
+    [the gradient values DDP exchanged, bucket by bucket])."""
+    steps = []
+    for line in (record / f"rank-{rank}.jsonl").read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if "exchanged" in entry:
+            steps[-1][3].append(entry["exchanged"])
+        else:
+            steps.append((entry["epoch"], entry["images"], entry["weight"], []))
+    return steps
+
+
+def batches_by_epoch(*processes):
+    """{epoch: [batch: (the images of each process's share)]} of the processes of one run, from steps_of."""
+    assert len({len(steps) for steps in processes}) == 1, processes  # each process a share of every batch
+    epochs = {}
+    for shares in zip(*processes):
+        assert len({epoch for epoch, *_ in shares}) == 1, shares
+        epochs.setdefault(shares[0][0], []).append(tuple(images for _, images, *_ in shares))
+    return epochs
 
 
 # ---------------------------------------------------------------- the pieces, in this process
 
+# 19 images in batches of 7: 7, 7 and a last batch of 5, none of which splits evenly over 2 or 3 processes.
+N, BATCH = 19, 7
+# Each process's weight, its share's size over an even share: world 2 takes 4 + 3 of 7 and 3 + 2 of 5;
+# world 3 takes 3 + 2 + 2 of 7 and 2 + 2 + 1 of 5.
+WEIGHTS = {2: [(8 / 7, 6 / 7), (8 / 7, 6 / 7), (6 / 5, 4 / 5)],
+           3: [(9 / 7, 6 / 7, 6 / 7), (9 / 7, 6 / 7, 6 / 7), (6 / 5, 6 / 5, 3 / 5)]}
+
+
+def shares(train_set, world):
+    """One epoch of lab.data.training_batches as each of `world` processes draws it, all from the same seed as
+    under torchrun: [batch][rank] = (images, labels, weight)."""
+    from lab.data import training_batches
+    return list(zip(*[training_batches(train_set, BATCH, torch.Generator().manual_seed(4), rank=rank, world=world)
+                      for rank in range(world)]))
+
+
 @pytest.mark.quick
-def test_shares_of_a_batch_give_exactly_its_gradient(monkeypatch):
-    """Each process's weighted loss on its share, averaged as DDP does, is the whole batch's gradient."""
+def test_training_batches_weigh_uneven_shares_so_they_average_to_the_batch():
+    """training_batches' shares of uneven batches: each process's weight, and its weighted mean loss, averaged over
+    the processes as DDP averages their gradients, is the whole batch's mean loss (the gradient follows: it is
+    linear in the loss). The "images" are logits here, so that the loss is exact arithmetic on known numbers."""
+    import train
+    from lab import settings
+    loss_fn = train.make_loss(settings.parse([]))
+    logits = torch.randn(N, 10, generator=torch.Generator().manual_seed(0))  # row i told apart by logits[i, 0]
+    labels = torch.arange(N) % 10
+    (whole,) = zip(*shares((logits, labels), 1))  # one process: every batch whole, weight 1
+    assert [len(y) for _, y, _ in whole] == [7, 7, 5] and all(w == 1 for *_, w in whole)
+    for world in (2, 3):
+        for b, (batch, share) in enumerate(zip(whole, shares((logits, labels), world))):
+            # disjoint, and together the whole batch
+            assert sorted(torch.cat([x[:, 0] for x, _, _ in share]).tolist()) == sorted(batch[0][:, 0].tolist())
+            # The same 7 (or 5) fp32 losses, added in another order, each share's sum divided, weighed, the shares
+            # added and divided: about 13 roundings, each at most 2**-24 (6e-8) of the result: at worst 8e-7 apart
+            # (measured: 9e-8 at most). A weight of 1 gives the mean of the shares' means: here 0.27% to 4.6% apart.
+            averaged = sum(w * loss_fn(x, y) for x, y, w in share) / world
+            assert float(averaged) == pytest.approx(float(loss_fn(batch[0], batch[1])), rel=2e-6), (world, b)
+            assert [w for *_, w in share] == pytest.approx(WEIGHTS[world][b], rel=1e-12), (world, b)
+
+
+@pytest.mark.quick
+def test_shares_of_a_batch_give_exactly_its_gradient():
+    """Each process's weighted loss on its share from training_batches, averaged as DDP does, is the whole
+    batch's gradient: train.train_step on the net, batch by batch of an uneven split."""
     import train
     from lab import settings
     from net import Net
     torch.manual_seed(0)
     model = Net()
-    x, y = torch.randn(13, 1, 28, 28), torch.randint(0, 10, (13,))  # 13 splits unevenly: 7 + 6, 5 + 4 + 4
+    train_set = torch.randn(N, 1, 28, 28), torch.randint(0, 10, (N,))
     loss_fn = train.make_loss(settings.parse([]))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that moves nothing: the gradients stay
     scaler = torch.amp.GradScaler(enabled=False)
 
-    def gradients(idx, weight):
-        train.train_step(model, optimizer, scaler, loss_fn, (x[idx], y[idx], weight), "fp32")
+    def gradients(batch):
+        train.train_step(model, optimizer, scaler, loss_fn, batch, "fp32")
         return [p.grad.clone() for p in model.parameters()]
 
-    whole = gradients(torch.arange(13), 1.0)
+    (whole,) = zip(*shares(train_set, 1))
+    expected = [gradients(batch) for batch in whole]
     for world in (2, 3):
-        shares = [torch.arange(13)[rank::world] for rank in range(world)]
-        per_process = [gradients(idx, len(idx) * world / 13) for idx in shares]
-        averaged = [sum(g) / world for g in zip(*per_process)]  # what DDP's all-reduce makes of them
-        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(averaged, whole))
+        for b, share in enumerate(shares(train_set, world)):
+            averaged = [sum(g) / world for g in zip(*map(gradients, share))]  # what DDP's all-reduce makes of them
+            close = [torch.allclose(a, e, rtol=1e-5, atol=1e-7) for a, e in zip(averaged, expected[b])]
+            assert all(close), (world, b, close)  # which of the net's tensors
 
 
 @pytest.mark.quick
@@ -140,37 +202,42 @@ def test_sweep_time_left_counts_what_runs_and_what_waits():
 
 @needs_posix_signals
 def test_torchrun_trains_like_one_process_stops_on_ctrl_c_and_each_resumes_as_the_other(data_dir, tmp_path):
-    """The same run in one process and under torchrun with two, each stopped by Ctrl-C in epoch 2. Its first
+    """The same run in one process and under torchrun with two, each stopped by Ctrl-C in epoch 2. Their first
     step gave both the same gradient: DDP's shares of the batch add up to the whole batch's. Then each is
-    finished the other way: the one-process run under torchrun, the torchrun run in one process."""
-    # 128 images in one batch: one step an epoch, so step 2 is epoch 2's. SGD with momentum keeps, after its
-    # first step, that step's gradient as its momentum buffer: last.pt holds it.
+    finished the other way: the one-process run under torchrun, the torchrun run in one process. Every step of
+    all four (tests/exchanges.py records them): the processes exchanged the whole gradient, and their shares
+    made the very batches that one process trains on, epoch by epoch."""
+    # 13 images in batches of 5: 5, 5 and 3, three steps an epoch, so step 4 is epoch 2's first. Two processes
+    # take 3 + 2 of a 5 and 2 + 1 of the 3: no batch splits evenly, no share weighs 1.
     # --recipe ours: no augmentation, batch norm or averaging, which each process would do to its own share.
-    flags = ["--recipe", "ours", "--epochs", 2, "--limit", 128, "--val-size", 500, "--test-limit", 1000, "--seed", 1,
-             "--device", "cpu",
-             "--precision", "fp32", "--optimizer", "sgd", "--lr", 0.05, "--data-dir", data_dir, "--run-name", "r"]
-    proc = start_paused(2, "train.py", *flags, "--logdir", tmp_path / "one", "--checkpoint", tmp_path / "one.pth",
+    flags = ["--recipe", "ours", "--epochs", 3, "--limit", 13, "--batch-size", 5, "--val-size", 500,
+             "--test-limit", 1000, "--seed", 1, "--device", "cpu", "--precision", "fp32", "--optimizer", "sgd",
+             "--lr", 0.05, "--data-dir", data_dir, "--run-name", "r"]
+    record = {run: tmp_path / f"steps-{run}" for run in ("one", "two", "alone", "done")}
+    for folder in record.values():
+        folder.mkdir()
+    recorded = ["tests/exchanges.py", record["one"], ROOT / "train.py"]
+    proc = start_paused(4, *recorded, *flags, "--logdir", tmp_path / "one", "--checkpoint", tmp_path / "one.pth",
                         cwd=tmp_path)
     proc.send_signal(signal.SIGINT)
     one, err = finish(proc, 300, "the run")
     assert proc.returncode == 130, one + err
-    proc = start_paused(2, "train.py", *flags, "--logdir", tmp_path / "two", "--checkpoint", tmp_path / "two.pth",
+    recorded[1] = record["two"]
+    proc = start_paused(4, *recorded, *flags, "--logdir", tmp_path / "two", "--checkpoint", tmp_path / "two.pth",
                         cwd=tmp_path, launcher=TORCHRUN, pauses=2)
     proc.send_signal(signal.SIGINT)  # to torchrun, as a terminal's Ctrl-C: it passes it on to both processes
     two, err = finish(proc, 30, "the run")  # the issue's bound; it takes about a second
     assert proc.returncode != 0
     # rank 0 alone speaks: one start line, each epoch once, one "interrupted"; no traceback from our processes
     assert len(re.findall(r"^Using cpu device .*2 processes \(torchrun\)$", two, re.M)) == 1
-    assert two.count("epoch  1/2") == 1 and "epoch  2/2" not in two
+    assert two.count("epoch  1/3") == 1 and "epoch  2/3" not in two
     assert err.count("Interrupted during epoch 2.") == 1 and "--resume" in err
     assert "[rank" not in err and "train.py\", line" not in err, err
-    # What DDP promises: the gradient that both processes stepped with is the whole batch's.
-    states = [torch.load(tmp_path / run / "r" / "last.pt", weights_only=True) for run in ("one", "two")]
-    assert states[0]["epoch"] == states[1]["epoch"] == 1
-    assert gradient_gap(*states) <= GRADIENT_GAP
-    # the loss of the same images at the same starting weights
-    losses = lambda text: [float(v) for v in re.findall(r"train loss ([\d.]+)", text)]  # noqa: E731
-    assert losses(two) == pytest.approx(losses(one), abs=2e-4) and len(losses(two)) == 1
+    # What DDP promises: the gradient that both processes stepped with first is the whole batch's, 3 + 2 images
+    # weighed by training_batches. Both the same to the bit: each value the sum of the same two numbers.
+    first = {run: torch.load(record[run] / "gradient-0.pt", weights_only=True) for run in ("one", "two")}
+    assert gradient_gap(first["one"], first["two"]) <= GRADIENT_GAP
+    assert all(map(torch.equal, first["two"], torch.load(record["two"] / "gradient-1.pt", weights_only=True)))
     # rank 0 alone writes TensorBoard: every event file from one process, one with the scalars, each epoch once
     writers = {f.name.split(".")[-2] for f in (tmp_path / "two" / "r").glob("events.out.tfevents.*")}  # their pids
     files = scalar_files(tmp_path / "two" / "r")
@@ -180,23 +247,61 @@ def test_torchrun_trains_like_one_process_stops_on_ctrl_c_and_each_resumes_as_th
     assert all(s == [1] for s in steps.values()), steps
 
     # each finished the other way: the torchrun run in one process, the one-process run under torchrun
-    alone = run_py("train.py", "--resume", tmp_path / "two" / "r", "--data-dir", data_dir, cwd=tmp_path)
-    assert alone.returncode == 0 and "after epoch 1" in alone.stdout and "epoch  2/2" in alone.stdout, alone.stderr
-    done = run_py("train.py", "--resume", tmp_path / "one" / "r", "--data-dir", data_dir, cwd=tmp_path,
-                  launcher=TORCHRUN)
+    alone = run_py(*recorded[:1], record["alone"], ROOT / "train.py", "--resume", tmp_path / "two" / "r",
+                   "--data-dir", data_dir, cwd=tmp_path)
+    assert alone.returncode == 0 and "after epoch 1" in alone.stdout and "epoch  3/3" in alone.stdout, alone.stderr
+    done = run_py(*recorded[:1], record["done"], ROOT / "train.py", "--resume", tmp_path / "one" / "r",
+                  "--data-dir", data_dir, cwd=tmp_path, launcher=TORCHRUN)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "after epoch 1" in done.stdout and done.stdout.count("epoch  2/2") == 1 and "epoch  1/2" not in done.stdout
+    assert "after epoch 1" in done.stdout and done.stdout.count("epoch  2/3") == 1 and "epoch  1/3" not in done.stdout
     assert done.stdout.count("Best validation accuracy") == 1 and "Traceback" not in done.stderr
     for run in ("one", "two"):
         tags = {}
         for steps in scalar_files(tmp_path / run / "r").values():
             for tag, s in steps.items():
                 tags.setdefault(tag, []).extend(s)
-        assert sorted(tags["accuracy/val"]) == [1, 2], run  # each epoch once, over the processes' files
-        assert torch.load(tmp_path / run / "r" / "last.pt", weights_only=True)["epoch"] == 2
+        assert sorted(tags["accuracy/val"]) == [1, 2, 3], run  # each epoch once, over the processes' files
+        assert torch.load(tmp_path / run / "r" / "last.pt", weights_only=True)["epoch"] == 3
     # a checkpoint of the plain model (no "module." prefix), which test.py and predict.py load as any other
     from net import Net
     assert set(torch.load(tmp_path / "one.pth", weights_only=True)["state_dict"]) == set(Net().state_dict())
+
+    # Every step, not only the first. One process: epoch 1 and epoch 2's first step, then (resumed) epochs 2 and 3.
+    steps = {run: [steps_of(record[run], rank) for rank in ((0, 1) if run in ("two", "done") else (0,))]
+             for run in record}
+    epochs = {run: batches_by_epoch(*processes) for run, processes in steps.items()}
+    one_process = {1: epochs["one"][1], 2: epochs["alone"][2], 3: epochs["alone"][3]}
+    for e, batches in one_process.items():  # each epoch a permutation of the 13 images, in batches of 5, 5, 3
+        assert [len(images) for (images,) in batches] == [5, 5, 3], e
+        assert sorted(sum((images for (images,) in batches), [])) == list(range(13)), e
+    assert one_process[2] != one_process[1] and one_process[3] != one_process[2]  # each epoch shuffled anew
+    # Under torchrun the two processes' shares of each batch: disjoint, and together the batch one process trains
+    # on, at every step of every epoch (a full epoch: all three batches; the interrupted epoch 2: its first).
+    for run, full in (("one", {1: 3, 2: 1}), ("alone", {2: 3, 3: 3}), ("two", {1: 3, 2: 1}), ("done", {2: 3, 3: 3})):
+        assert {e: len(batches) for e, batches in epochs[run].items()} == full, run
+        for e, batches in epochs[run].items():
+            for b, shares in enumerate(batches):
+                merged = sorted(sum(shares, []))
+                assert len(set(merged)) == len(merged), (run, e, b, shares)  # disjoint
+                assert merged == sorted(one_process[e][b][0]), (run, e, b, shares)
+    # each process's weight: its share's size over an even share (1 for one process)
+    for run, processes in steps.items():
+        for process in processes:
+            for e, images, weight, _ in process:
+                batch = next(b for b in epochs[run][e] if images in b)
+                assert weight == pytest.approx(len(processes) * len(images) / len(sum(batch, []))), (run, e, images)
+    # DDP's exchanges: at every step of each torchrun process, the whole gradient, once; none in one process
+    whole = sum(p.numel() for p in Net().parameters())
+    for run, count in (("two", 4), ("done", 6)):
+        for rank, process in enumerate(steps[run]):
+            assert [sum(exchanged) for *_, exchanged in process] == [whole] * count, (run, rank)
+    assert not any(exchanged for run in ("one", "alone") for *_, exchanged in steps[run][0])
+
+    # Last, the numbers each run printed: the losses of the same images from the same weights, but for rounding
+    # (4 decimals shown). Epoch 1 in one process and under torchrun; epochs 2 and 3 of the runs resumed.
+    losses = lambda text: [float(v) for v in re.findall(r"(?:train|val) loss ([\d.]+)", text)]  # noqa: E731
+    assert losses(two) == pytest.approx(losses(one), abs=2e-4) and len(losses(two)) == 2
+    assert losses(done.stdout) == pytest.approx(losses(alone.stdout), abs=2e-4) and len(losses(done.stdout)) == 4
 
 
 # ---------------------------------------------------------------- sweep.py --jobs
