@@ -1,5 +1,7 @@
 """The tests' own machinery: a child that hangs fails its test with what it printed, within a bound."""
+import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,26 @@ def test_the_warm_server_runs_a_script_as_python_would(tmp_path):
                                    "print('to stderr', file=sys.stderr)\nsys.exit(3)\n")
     proc = run_py(tmp_path / "s.py", "a", "b c", cwd=tmp_path, env={"MARK": "here"})
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, f"{tmp_path} here ['a', 'b c']\n", "to stderr\n")
+
+
+@pytest.mark.quick
+def test_the_warm_server_has_the_lab_and_its_libraries_imported(tmp_path):
+    """What tests/warm.py says it preloads, a child forked from it finds loaded: torch's heavy parts, Captum,
+    TensorBoard, and every script of the lab (each top-level file with a __main__), from the project (its
+    test.py, not the standard library's test package)."""
+    scripts = sorted(p.stem for p in conftest.ROOT.glob("*.py")
+                     if 'if __name__ == "__main__"' in p.read_text(encoding="utf-8"))
+    assert {"bench", "draw", "predict", "report", "sweep", "test", "train"} <= set(scripts)
+    (tmp_path / "modules.py").write_text("import json, sys\n"
+                                         "print(json.dumps({n: getattr(m, '__file__', None) for n, m in "
+                                         "list(sys.modules.items())}))\n", encoding="utf-8")
+    proc = run_py(tmp_path / "modules.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout)
+    for name in ("torch", "torch._dynamo", "torch.utils.tensorboard", "captum.attr", "torchvision.datasets"):
+        assert name in loaded, name
+    where = {name: loaded.get(name) and Path(loaded[name]).resolve() for name in scripts}
+    assert where == {name: conftest.ROOT / f"{name}.py" for name in scripts}
 
 
 @pytest.mark.quick
