@@ -507,7 +507,10 @@ def parts(args):
     """Milliseconds per batch of each part of a training step, as python train.py runs it on this machine.
 
     Each part is timed over many batches, and the parts in turn, five rounds: the median of the rounds
-    (a machine that slows down while it runs slows every part alike).
+    (a machine that slows down while it runs slows every part alike), and their spread (min to max).
+    The last row times the step with every part on, as train.py runs it: the step plus the parts above
+    it (not their "of which" rows), within their spread, unless a part is measured wrongly
+    (tests/test_bench.py checks it).
     """
     use_all_cores()
     keep_freed_memory()
@@ -519,31 +522,36 @@ def parts(args):
     y = labels[: targs.batch_size].to(device)
     generator = torch.Generator(device=device).manual_seed(1)
     loss_fn = train.make_loss(targs)
+    augmenter = augment.make(targs, generator)
 
-    def stepper(batchnorm):
+    def stepper(batchnorm, images=lambda: x):
+        """A model and a training step of it on the images that images() gives."""
         torch.manual_seed(1)
         model = build_model("cnn", batchnorm=batchnorm).to(device).to(memory_format=torch.channels_last)
         optimizer = train.make_optimizer(targs, model.parameters(), device)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        return model, lambda: train.train_step(model, optimizer, scaler, loss_fn, (x, y, 1.0), precision)
+        return model, lambda: train.train_step(model, optimizer, scaler, loss_fn, (images(), y, 1.0), precision)
 
-    model, step = stepper(False)
-    _, step_bn = stepper(True)
-    average = train.make_average(targs, model)[1]
+    _, step = stepper(False)
+    model_bn, step_bn = stepper(True)
+    average = train.make_average(targs, model_bn)[1]
+    model_all, step_all = stepper(True, lambda: augmenter(x))  # a model of its own: the rows above time theirs
+    average_all = train.make_average(targs, model_all)[1]
     blank = x - augment.BACKGROUND
     alone, with_bn = "the step itself (forward, backward, optimiser)", "batch norm (added to the step)"
     timed = {
         alone: step,
         with_bn: step_bn,
         f"augmentation, all of it (--rotate {targs.rotate:g} --scale {targs.scale:g} --shift {targs.shift:g} "
-        f"--thickness {targs.thickness:g} --lowres {targs.lowres:g})": lambda: augment.make(targs, generator)(x),
+        f"--thickness {targs.thickness:g} --lowres {targs.lowres:g})": lambda: augmenter(x),
         "  of which the pen (--thickness)": lambda: augment.pen_width(blank, generator, targs.thickness),
         "  of which the coarse grid (--lowres)": lambda: augment.coarser(blank, generator, targs.lowres),
         f"the averaged weights (--ema {targs.ema:g})": lambda: average(1000),
+        "the step with every part on (as train.py runs it)": lambda: (step_all(), average_all(1000)),
     }
     repeats = 3 if args.quick else 40
     rounds = {name: [] for name in timed}
-    for _ in range(2 if args.quick else 5):
+    for _ in range(3 if args.quick else 5):
         for name, fn in timed.items():
             fn()  # warm: the first call of a shape picks its kernels
             sync(device)
@@ -552,19 +560,18 @@ def parts(args):
                 fn()
             sync(device)
             rounds[name].append(1000 * (time.perf_counter() - t0) / repeats)
+    rounds[with_bn] = [b - a for a, b in zip(rounds[alone], rounds[with_bn])]  # each round's own difference
     ms = {name: statistics.median(r) for name, r in rounds.items()}
-    ms[with_bn] -= ms[alone]
     step_ms = ms[alone]
     print(
         f"Machine: {machine()}, {use_all_cores()} cores usable, torch {torch.__version__}, device {device}, "
         f"{precision}, batches of {targs.batch_size}"
     )
-    print(
-        markdown_table(
-            ["part", "ms per batch", "of the step"],
-            [[name, f"{v:.2f}", f"{100 * v / step_ms:.0f}%"] for name, v in ms.items()],
-        )
-    )
+    rows = [
+        [name, f"{v:.2f}", f"{100 * v / step_ms:.0f}%", f"{min(rounds[name]):.2f} to {max(rounds[name]):.2f}"]
+        for name, v in ms.items()
+    ]
+    print(markdown_table(["part", "ms per batch", "of the step", "rounds: min to max"], rows))
     return 0
 
 

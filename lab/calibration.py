@@ -52,14 +52,14 @@ def fit_temperature(probabilities, labels):
 
 def calibration_error(probabilities, labels, bins=BINS):
     """The expected calibration error: images grouped by their confidence (the largest probability) into
-    `bins` equal ranges; in each, |accuracy - mean confidence|, weighted by the bin's share of the images.
+    `bins` equal ranges, each (low, high]; in each, |accuracy - mean confidence|, weighted by its share of images.
 
     Returns {"ece", "confidence", "accuracy", "bins": [(low, high, count, confidence, accuracy), ...]}.
     """
     confidence, predicted = probabilities.float().max(dim=1)
     right = (predicted == labels.cpu()).float()
     edges = torch.linspace(0, 1, bins + 1)
-    which = torch.bucketize(confidence, edges[1:-1], right=True)  # bin i holds (edges[i], edges[i + 1]]
+    which = torch.bucketize(confidence, edges[1:-1], right=False)  # bin i: (edges[i], edges[i + 1]], as Guo et al.'s
     table = []
     ece = 0.0
     for i in range(bins):

@@ -35,17 +35,37 @@ def test_bench_quick_prints_the_table(data_dir, tmp_path):
     assert re.search(r"^Compute alone, ours in (fp32|bf16|fp16): [\d,]+ img/s = \d+\.\dx plain", out, re.M)
 
 
+STEP, WITH_BN, AUGMENTATION, PEN, COARSE, AVERAGE, EVERY_PART = (
+    "the step itself (forward, backward, optimiser)", "batch norm (added to the step)",
+    "augmentation, all of it (--rotate 12 --scale 0.12 --shift 2.5 --thickness 0.3 --lowres 0.2)",
+    "of which the pen (--thickness)", "of which the coarse grid (--lowres)", "the averaged weights (--ema 0.999)",
+    "the step with every part on (as train.py runs it)")
+
+
 @pytest.mark.quick
-def test_bench_parts_prints_each_part_of_a_step(data_dir, tmp_path):
+def test_bench_parts_add_up_to_the_step_with_every_part_on(data_dir, tmp_path):
+    """bench.py --parts times each part of the default recipe's step over a few rounds (the median, and the
+    rounds' min to max), and the step with every part on, as train.py runs it. The figures must agree with
+    each other within the spread the rounds measured: a part timed wrongly, or not timed at all, leaves the
+    whole step with more than the step plus its parts (unless the part costs less than the spread; the
+    averaged weights, nearly free, may read about 0). No timing is bounded: figures are compared with figures."""
     proc = run_py("bench.py", "--parts", "--quick", "--data-dir", data_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table]
-    assert rows[0] == ["part", "ms per batch", "of the step"]
-    parts = {name: float(ms) for name, ms, _ in rows[1:]}
-    assert list(parts) == ["the step itself (forward, backward, optimiser)", "batch norm (added to the step)",
-                           "augmentation, all of it (--rotate 12 --scale 0.12 --shift 2.5 --thickness 0.3 "
-                           "--lowres 0.2)",
-                           "of which the pen (--thickness)", "of which the coarse grid (--lowres)",
-                           "the averaged weights (--ema 0.999)"]  # the default recipe's settings, each part once
-    assert parts["the step itself (forward, backward, optimiser)"] > 0 and rows[1][2] == "100%"
+    assert rows[0] == ["part", "ms per batch", "of the step", "rounds: min to max"]
+    assert [name for name, *_ in rows[1:]] == [STEP, WITH_BN, AUGMENTATION, PEN, COARSE, AVERAGE, EVERY_PART]
+    ms = {}  # each row: (median, min, max) of its rounds, in ms per batch
+    for name, median, _, spread in rows[1:]:
+        low, high = map(float, spread.split(" to "))
+        ms[name] = (float(median), low, high)
+        assert low <= float(median) <= high, (name, spread)
+    assert ms[STEP][0] > 0 and rows[1][2] == "100%"
+    # the step plus its parts (batch norm's own figure is, round by round, the step with it less the step alone)
+    parts = [ms[name] for name in (STEP, WITH_BN, AUGMENTATION, AVERAGE)]
+    low, high = sum(p[1] for p in parts), sum(p[2] for p in parts)
+    whole = ms[EVERY_PART]
+    assert whole[1] <= high and low <= whole[2], (f"every part on: {whole[1]:.2f} to {whole[2]:.2f} ms; the step plus "
+                                                  f"its parts: {low:.2f} to {high:.2f} ms", proc.stdout)
+    # and the two named parts of the augmentation, run on the whole batch inside it, are no more than all of it
+    assert ms[PEN][1] + ms[COARSE][1] <= ms[AUGMENTATION][2], proc.stdout

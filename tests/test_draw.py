@@ -4,7 +4,7 @@ The server runs as a user runs it (python draw.py --port 0 --no-browser) in its 
 from tests/warm.py, as the other scripts the tests run); the tests read its address from the line it
 prints once it listens. Nothing waits on a clock: timeouts are only safety nets. The browser tests
 drive headless Chromium (Debian's chromium and chromium-driver) with Selenium, and are skipped with the
-reason where either is missing.
+reason where either is missing (they fail under CI=true: conftest.missing()).
 """
 import base64
 import contextlib
@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, needs_posix_signals, run_py, start
+from conftest import ROOT, missing, needs_posix_signals, run_py, start
 
 SAFETY_S = 120  # only for a server or browser that hangs: no test waits this long when things work
 
@@ -548,8 +548,11 @@ def chromium(url, profile):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if not chromium or not driver_path:
-        pytest.skip("no Chromium here (Debian: apt-get install chromium chromium-driver): browser tests skipped")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
+        missing("no Chromium here (Debian: apt-get install chromium chromium-driver): browser tests skipped")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        missing("selenium is not installed (requirements-dev.txt)")
     from selenium.webdriver.chrome.service import Service
     options = webdriver.ChromeOptions()
     options.binary_location = chromium

@@ -1,14 +1,14 @@
 """handwriting.py: the non-MNIST test set in handwriting fonts, made and read.
 
 The fonts come from the npm registry into .fonts/, fetched before the tests (.ci/run does), never by
-them: where .fonts/ lacks the two used here, these tests are skipped with the reason.
+them: where .fonts/ lacks the two used here, these tests are skipped with the reason (under CI=true they fail).
 """
 import hashlib
 import re
 
 import pytest
 
-from conftest import ROOT, run_each, run_py
+from conftest import ROOT, missing, run_each, run_py
 
 FONTS = ["caveat", "patrick-hand"]
 CACHE = ROOT / ".fonts"
@@ -16,10 +16,10 @@ CACHE = ROOT / ".fonts"
 
 @pytest.fixture(scope="module")
 def fonts():
-    missing = [name for name in FONTS if not (CACHE / f"{name}-latin-400-normal.woff2").is_file()]
-    if missing:
-        pytest.skip(f"no {', '.join(missing)} font in .fonts/: fetch them with "
-                    f"python handwriting.py --fonts {' '.join(FONTS)} --per-digit 1 --out /tmp/fonts-check")
+    absent = [name for name in FONTS if not (CACHE / f"{name}-latin-400-normal.woff2").is_file()]
+    if absent:
+        missing(f"no {', '.join(absent)} font in .fonts/: fetch them with "
+                f"python handwriting.py --fonts {' '.join(FONTS)} --per-digit 1 --out /tmp/fonts-check")
     return CACHE
 
 

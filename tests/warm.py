@@ -1,16 +1,17 @@
 """Run the lab's scripts for the tests without paying for Python's and torch's start each time.
 
 A new `python train.py` spends 3 to 6 seconds of a 2-core machine before its first step: importing
-torch, torch._dynamo (every optimiser imports it), TensorBoard, Captum. The tests start scripts about
-a hundred times. So the session starts this file once as a server (`python -u tests/warm.py FD`, FD a
-listening socket; under pytest-xdist the controller starts it and both processes use it), which imports
-all that once and then waits. For each script to run, it forks: the child is a new process (its own
-pid, signals, files and exit status) that already has the modules loaded, and runs the script as
-`python SCRIPT ARGS` would, through runpy as "__main__", in the cwd and environment the test gave,
-with the test's pipes as its stdout and stderr.
+torch, torch._dynamo (every optimiser imports it), TensorBoard, Captum, and the lab's own modules. The
+tests start scripts about a hundred times. So the session starts this file once as a server
+(`python -u tests/warm.py FD`, FD a listening socket; under pytest-xdist the controller starts it and
+both processes use it), which imports all that once, the lab's scripts too (train, test, predict, draw,
+report, sweep, bench, ...: see preload()), and then waits. For each script to run, it forks: the child
+is a new process (its own pid, signals, files and exit status) that already has the modules loaded,
+and runs the script as `python SCRIPT ARGS` would, through runpy as "__main__", in the cwd and
+environment the test gave, with the test's pipes as its stdout and stderr.
 
-The server itself never runs a torch operation, so no thread pool exists when it forks (a forked
-OpenMP pool would hang its children). What needs a fresh interpreter still gets one: --help and the
+The server itself never runs a torch operation, so no OpenMP pool exists when it forks (a forked one
+would hang its children). What needs a fresh interpreter still gets one: --help and the
 start-up checks, torchrun, the simulated small disk, a parent that ignores Ctrl-C (conftest.run_py's
 `fresh=True`).
 
@@ -35,7 +36,9 @@ ROOT = os.path.dirname(HERE)
 # ---------------------------------------------------------------- the server (its own process)
 
 def preload():
-    """What the scripts import, imported once here (none of it starts a thread or runs an operation)."""
+    """What the scripts import, imported once here. None of it runs a torch operation (a forked OpenMP pool
+    would hang the children); the OpenBLAS threads that numpy and scipy start when imported are stopped by
+    OpenBLAS itself at a fork, and started again in a child that needs them."""
     sys.path[:0] = [ROOT, HERE]
     import captum.attr  # noqa: F401
     import captum.robust  # noqa: F401
@@ -48,7 +51,20 @@ def preload():
     import torchvision.datasets  # noqa: F401
     from tensorboard.backend.event_processing import event_accumulator  # noqa: F401
 
-    import bench  # noqa: F401,E401
+    # The lab's scripts themselves, and through them lab/, reading/, inside/, scipy.ndimage: the child runs
+    # its script anew as "__main__", but finds all that the script imports already here. Each is imported
+    # only for that, so the linter would call it unused and delete it (as it once did): hence the noqa.
+    # tests/test_harness.py checks that a child finds every script of the lab loaded.
+    import bench  # noqa: F401
+    import draw  # noqa: F401
+    import handwriting  # noqa: F401
+    import net  # noqa: F401
+    import predict  # noqa: F401
+    import report  # noqa: F401
+    import sweep  # noqa: F401
+    import test  # noqa: F401  (the lab's test.py: ROOT comes first in sys.path, before the standard library)
+    import train  # noqa: F401
+    import train_reader  # noqa: F401
 
 
 def serve(fd):
