@@ -79,7 +79,8 @@ def student(data_dir, tmp_path_factory):
 TRAIN = ["--recipe", "ours", "--epochs", 1, "--limit", 300, "--val-size", 100, "--test-limit", 200]
 
 
-@pytest.mark.quick
+# Not in the quick tier: nine fresh interpreters (about 40 s on 2 idle cores); the quick tier runs each script's
+# main path already, and the ASCII test below keeps this folder in it.
 def test_every_script_runs_from_a_chinese_folder_into_a_gbk_console(student):
     home = student.home
     out, _ = student.run("gbk", "train.py", *TRAIN, "--run-name", "第一次")  # "the first time"
