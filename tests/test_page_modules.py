@@ -70,11 +70,14 @@ def cycle(edges):
 
 
 def wrong_way(edges):
-    """Every import that goes up a layer, or from a display module to anything but the state, painting, hooks."""
+    """Every import that goes up a layer, from a display module to anything but the state, painting and hooks, or
+    to server.js (which sends) from any but a request module."""
     out = []
     for m, targets in sorted(edges.items()):
         for t in targets:
-            if LAYERS[t] > LAYERS[m] or (LAYERS[m] == 1 and t not in DISPLAY_MAY_IMPORT):
+            display_wide = LAYERS[m] == 1 and t not in DISPLAY_MAY_IMPORT
+            sends = t == "server.js" and LAYERS[m] != 3
+            if LAYERS[t] > LAYERS[m] or display_wide or sends:
                 out.append(f"{m} imports {t}")
     return out
 
@@ -113,4 +116,5 @@ def test_the_checks_catch_a_cycle_and_an_import_the_wrong_way():
     assert wrong_way({"number.js": ["requests.js"], "pad.js": ["explain.js"], "answer.js": ["pad.js"]}) == [
         "answer.js imports pad.js", "number.js imports requests.js", "pad.js imports explain.js"]
     assert wrong_way({"answer.js": ["server.js"]}) == ["answer.js imports server.js"]  # a display module sends nothing
+    assert wrong_way({"photo.js": ["server.js"]}) == ["photo.js imports server.js"]  # nor does an input module
     assert imports('import {a, b} from "./x.js";\nimport "./y.js";\nconst c = 1;\n') == ["x.js", "y.js"]
