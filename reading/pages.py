@@ -1,6 +1,7 @@
 """Every digit in an image, in reading order: one digit, a written number, a sheet of digits, a photo of
 any of them. read() is the one way an image becomes digits: predict.py, test.py --images, draw.py and
-bench.py --pages all call it, and a digit alone is a page of one digit.
+bench.py --pages all call it, and a digit alone is a page of one digit, made by digit_alone() (which draw.py's
+/explain, /attack and /collect call too, as they need no pass of the net).
 
 read(image, classify) finds the digits, cuts each one out on its own and gives it to preprocess()
 (reading/images.py), the one way a digit becomes 28x28; `classify` is the net (classifier() makes it).
