@@ -7,7 +7,7 @@
     python draw.py --collect my_digits/     # the page asks for digits in turn and saves each into my_digits/7/...
 
 The page is plain files in draw/ (no internet needed, no build step). It sends the drawing, or a photo, to
-this server as an image file; the server reads it exactly as predict.py reads a file (reading/images.py),
+this server as an image file; the server reads it exactly as predict.py reads a file (reading/pages.py),
 runs the net once, keeping what each layer hands on, and answers with JSON. Once the drawing is
 still, the page also asks why the net read that digit (or any other: click its bar) and shows how
 little change to the pixels makes it read another (docs/draw.md, docs/explain.md).
@@ -39,10 +39,13 @@ Python's standard library serves it: no web framework.
                       "counts": {"0": n, ...}}; 400 for a digit that is not one of 0-9, another parameter, a body
                       that is not a PNG image with ink on it
 
-The server is a table of routes (ROUTES: path -> method and handler) over short handlers, one a path.
-ServedNet is this server's net (a checkpoint, or an ensemble), and every image it is sent is read by
-reading/pages.read(), the one way the lab reads an image: /predict as one digit, /read as a page, where
-the reader of touching digits (reading/reader.py, --reader) reads the digits that touch. What the page shows of
+The server is a table of routes (ROUTES: path -> method and handler) over short handlers, one a path, each
+named for its path (/read's is read_page: reading/pages.read() reads a page). ServedNet is this server's net
+(a checkpoint, or an ensemble), with a method for each route that reads: predict(), read_page(), explain()
+and attack(). Every image it is sent is read by reading/pages.py, the one way the lab reads an image:
+/predict, /explain, /attack and /collect take it as one digit (pages.digit_alone(), which read() calls for
+one digit), /read as a page, where the reader of touching digits (reading/reader.py, --reader) reads the
+digits that touch. What the page shows of
 the layers comes from inside/layers.py, the explanations and attacks from inside/explain.py.
 
 Explanations and attacks cost more than a prediction (tens of passes through the net): at most
@@ -76,8 +79,8 @@ from lab.cli import UserError, add_checkpoint_flag, int_between, make_parser, po
 from lab.device import cores
 from lab.files import make_folder, write_new
 from net import count_parameters
-from reading import pages  # pages.read: the one reading (this file's read() is /read's handler)
-from reading.images import ImageProblem, load_image, net_input, preprocess
+from reading import pages  # read() and digit_alone(): the one way every request's image is read
+from reading.images import ImageProblem, net_input
 from reading.reader import add_reader_flag, reader_from_flag
 
 PAGE = Path(__file__).resolve().parent / "draw"
@@ -98,6 +101,7 @@ ASSETS = {
             "hooks.js",
             "pad.js",
             "requests.js",
+            "server.js",
             "answer.js",
             "explain.js",
             "number.js",
@@ -262,7 +266,7 @@ class ServedNet:
             "at_once": self.explainers.n,
         }
 
-    def read(self, data):
+    def predict(self, data):
         """/predict: an image file's bytes, read as one digit (reading/pages.read, as test.py --images reads a
         file), with what the layers handed on. Raises ImageProblem (one line) for unusable data."""
         t0 = time.perf_counter()
@@ -287,7 +291,7 @@ class ServedNet:
             "milliseconds": round(1000 * (time.perf_counter() - t0), 1),
         }
 
-    def read_all(self, data):
+    def read_page(self, data):
         """/read: every digit in an image file's bytes, in reading order, as predict.py reads a page."""
         t0 = time.perf_counter()
         with self.decoding:  # the page's pieces and cuts are read by the net too: a core's work, as a reading
@@ -313,11 +317,11 @@ class ServedNet:
         }
 
     def pixels(self, data):
-        """An image file's bytes -> the 28x28 pixels the net sees, for /explain and /attack: those of a digit
-        alone, as read() makes them (its one-digit path, without its pass of the net: the explainer makes its
-        own). Decoded in turn with the predictions' images, then they wait for an explainer without a slot."""
+        """An image file's bytes -> the 28x28 pixels the net sees, for /explain and /attack: the digit alone as
+        /predict reads it (pages.digit_alone(), without the net's pass: the explainer makes its own). Decoded in
+        turn with the predictions' images, then they wait for an explainer without a slot."""
         with self.decoding:
-            return preprocess(load_image(data))
+            return pages.digit_alone(data).pixels
 
     def explain(self, data, wait, target=None):
         """/explain: the image's maps for `target` (default: the digit read). ImageProblem for unusable data."""
@@ -393,7 +397,7 @@ class Collector:
         """Save the PNG `data` as a drawing of `digit` (a str, checked); returns the answer as a dict."""
         if not data.startswith(PNG):
             raise Refused(400, "collect takes the PNG file the page makes: this body is not a PNG file")
-        preprocess(load_image(data))  # an ImageProblem (400) for a PNG with no digit on it
+        pages.digit_alone(data)  # read as /predict reads it: an ImageProblem (400) for a PNG with no digit on it
         make_folder(self.folder / digit, "--collect")
         path = write_new(self.folder / digit, time.strftime("drawn-%Y%m%d-%H%M%S"), data)
         return {"saved": f"{digit}/{path.name}", "counts": self.counts()}
@@ -421,12 +425,12 @@ def info(request):
 
 def predict(request):
     """POST /predict: the digit read in the image, and what each layer computed."""
-    return request.server.net.read(request.body())
+    return request.server.net.predict(request.body())
 
 
-def read(request):
+def read_page(request):
     """POST /read: every digit in the image, in reading order."""
-    return request.server.net.read_all(request.body())
+    return request.server.net.read_page(request.body())
 
 
 def explain(request):
@@ -456,7 +460,7 @@ def collect(request):
 ROUTES = {
     "/info": ("GET", info),
     "/predict": ("POST", predict),
-    "/read": ("POST", read),
+    "/read": ("POST", read_page),
     "/explain": ("POST", explain),
     "/attack": ("POST", attack),
     "/collect": ("POST", collect),  # only with --collect: without it, no page at all (404)

@@ -1,6 +1,6 @@
 // answer.js: the network's answer on the page: the digit, its ten bars, the 28x28 image it received and
 // what each layer computed; the layers' canvases are built once, for the checkpoint GET /info describes.
-import {pin} from "./explain.js";
+// Only showing: it reads the state and changes nothing in it (requests.js and explain.js call it).
 import {hooks} from "./hooks.js";
 import {drawSeen, heat, maxOf} from "./paint.js";
 import {$, state} from "./state.js";
@@ -41,18 +41,19 @@ export function showError(message) {
   document.body.classList.add("stale");
 }
 
-export function showEmpty() {  // after Clear: answers to what was cleared are not shown
-  const v = state.pad.version;
-  state.requests.shownVersion = state.explain.version = v;  // a map or attack still on its way is not shown
-  state.explain.file = state.explain.changedRows = null;
-  pin(null);
+export function showPinned(digit) {  // the bar of the digit whose map was asked for by a click (null: none)
+  document.querySelectorAll("#bars .bar").forEach((bar, d) => bar.classList.toggle("picked", d === digit));
+}
+
+export function showEmpty() {  // after Clear: no answer shown
+  showPinned(null);
   $("load").disabled = true;
   $("why-title").textContent = "Why?";
   $("digit").textContent = "?";
   $("confidence").textContent = "draw a digit";
   $("status").textContent = "";
   document.body.classList.add("stale");
-  hooks.answered(v);
+  hooks.answered(state.pad.version);
 }
 
 export function buildBars() {
@@ -63,10 +64,6 @@ export function buildBars() {
         `<span class="pct"></span></div>`);
     }
   }
-  document.querySelectorAll("#bars .bar").forEach((bar, d) => {
-    // why (not) this digit? a second click goes back to the digit read
-    bar.addEventListener("click", () => pin(state.explain.pinned === d ? null : d, true));
-  });
   for (let d = 0; d < 10; d++) $("goal").insertAdjacentHTML("beforeend", `<option value="${d}">${d}</option>`);
 }
 

@@ -1,8 +1,9 @@
 // collect.js: collect mode (draw.py --collect DIR): the page asks for each digit in turn, the one with the
-// fewest saved first, and saves your drawing of it with POST /collect?digit=7.
+// fewest saved first, and saves your drawing of it with POST /collect?digit=7. It listens to the pad's
+// changes (pad.js) to let Save be pressed or not.
 import {hooks} from "./hooks.js";
 import {clearPad, padAsPng} from "./pad.js";
-import {post} from "./requests.js";
+import {post} from "./server.js";
 import {$, state} from "./state.js";
 
 export function startCollecting(collect) {  // GET /info's "collect": the folder and the counts saved before
@@ -33,7 +34,7 @@ function showCounts() {
   collectButtons();
 }
 
-export function collectButtons() {  // a drawing of one digit on the square pad can be saved; not a photo, not a number
+function collectButtons() {  // a drawing of one digit on the square pad can be saved; not a photo, not a number
   if (state.collect.counts) $("save").disabled = !state.pad.inked || state.pad.photo || state.number.wide;
 }
 
@@ -57,3 +58,5 @@ $("save").addEventListener("click", async () => {
 });
 
 $("skip").addEventListener("click", () => { if (state.collect.counts) { nextWanted(); clearPad(); } });
+
+for (const change of ["changed", "cleared", "photo"]) $("pad").addEventListener(change, collectButtons);

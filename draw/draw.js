@@ -5,21 +5,30 @@
 // too. With draw.py --collect, the page asks for digits in turn and saves each to POST /collect.
 //
 // Plain JavaScript modules, no libraries, no build step: the browser loads each file as draw.py serves it.
-//   state.js     all the page remembers, in one object: the pad, requests, explain panel, number and collect mode
-//   hooks.js     what the tests wait for and read: attributes of <body>, all set there
-//   pad.js       drawing on the pad, with any pointer; Clear, white on black, "a number"
-//   requests.js  reading the pad while you draw: throttled, one request at a time
-//   answer.js    the digit, its bars, what the net received, what each layer computed
-//   explain.js   why this digit (POST /explain) and fooling the net (POST /attack)
-//   number.js    the digits found by POST /read, boxed over the pad
-//   photo.js     a photo, picked or dropped
-//   collect.js   collect mode (draw.py --collect DIR)
-//   paint.js     numbers as pictures on a canvas
+//
+// They import one way, down this list (tests/test_page_modules.py checks it): what you do on the page is an
+// event, which the request modules listen for; they send, and call the display modules with the answers.
+//   request modules, which send and listen:
+//     requests.js  reading the pad while you draw (throttled, one request at a time), and a photo
+//     explain.js   why this digit (POST /explain) and fooling the net (POST /attack)
+//     collect.js   collect mode (draw.py --collect DIR)
+//   input modules, which signal each change as an event on the pad:
+//     pad.js       drawing on the pad, with any pointer; Clear, white on black, "a number"
+//     photo.js     a photo, picked or dropped
+//   display modules, which import only the state, the painting and hooks.js:
+//     answer.js    the digit, its bars, what the net received, what each layer computed
+//     number.js    the digits found by POST /read, boxed over the pad
+//   and what all may use:
+//     server.js    one request and its answer; a line of requests of which only the newest matters
+//     state.js     all the page remembers, in one object: the pad, requests, explain panel, number and collect mode
+//     hooks.js     what the tests wait for and read: attributes of <body>, all set there
+//     paint.js     numbers as pictures on a canvas
 import {buildBars, buildLayers, showEmpty} from "./answer.js";
 import {startCollecting} from "./collect.js";
 import {hooks} from "./hooks.js";
 import {blank} from "./pad.js";
 import "./photo.js";
+import "./requests.js";
 import {$, state} from "./state.js";
 
 async function start() {

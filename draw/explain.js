@@ -1,10 +1,10 @@
 // explain.js: the explain panel, once a drawing is still: why the net read that digit, or any other
 // (POST /explain; click a bar), and how little change fools it (POST /attack; ε, target, method).
-import {showBars} from "./answer.js";
+// requests.js asks it once the drawing is still; "Draw over it" is the pad's (pad.js).
+import {showBars, showPinned} from "./answer.js";
 import {hooks} from "./hooks.js";
 import {drawChange, drawMap, drawSeen, pngOf} from "./paint.js";
-import {drawOver} from "./pad.js";
-import {newestOnly, post} from "./requests.js";
+import {newestOnly, post} from "./server.js";
 import {$, state} from "./state.js";
 
 const explain = newestOnly("explaining", state.explain.explaining, async (job) => {
@@ -27,10 +27,9 @@ export function explainNow() {
   if (e.file) explain({file: e.file, v: e.version, target: e.pinned});
 }
 
-export function pin(digit, ask = false) {  // the digit whose map is asked for (null: the digit read)
+function pin(digit) {  // the digit whose map is asked for (null: the digit read)
   state.explain.pinned = digit;
-  document.querySelectorAll("#bars .bar").forEach((bar, d) => bar.classList.toggle("picked", d === digit));
-  if (ask) explainNow();
+  showPinned(digit);
 }
 
 const attack = newestOnly("attacking", state.explain.attacking, async (job) => {
@@ -70,6 +69,17 @@ $("eps").addEventListener("input", attackNow);
 $("goal").addEventListener("change", attackNow);
 $("method").addEventListener("change", attackNow);
 
-$("load").addEventListener("click", () => {  // the changed image onto the pad, read afresh as a drawing
-  if (state.explain.changedRows) drawOver(state.explain.changedRows);
+$("bars").addEventListener("click", (e) => {  // why (not) this digit? a second click goes back to the digit read
+  const bar = e.target.closest(".bar");
+  if (!bar) return;
+  const d = [...$("bars").children].indexOf(bar);
+  pin(state.explain.pinned === d ? null : d);
+  explainNow();
+});
+
+$("pad").addEventListener("cleared", () => {  // a map or attack still on its way for what was cleared is not shown
+  const e = state.explain;
+  e.version = state.pad.version;
+  e.file = e.changedRows = null;
+  pin(null);
 });

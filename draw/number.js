@@ -1,10 +1,11 @@
 // number.js: number mode ("a number": the pad three times as wide) and photos of several digits: the answer
 // of POST /read, every digit found boxed over the pad in its line's colour, and each as the net got it.
+// Only showing: requests.js calls it with the answers.
 import {hooks} from "./hooks.js";
-import {pad} from "./pad.js";
 import {drawSeen} from "./paint.js";
 import {$} from "./state.js";
 
+const pad = $("pad");
 const boxes = $("boxes").getContext("2d");  // over the pad: the boxes of the digits found
 const LINE_COLOURS = ["#d62728", "#1f64c8", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
 

@@ -1,14 +1,14 @@
 // pad.js: the pad you draw on, with any pointer (mouse, pen, finger); Clear, white on black, "a number".
-// Only this module paints on the pad: a drawing, a photo, or an attacked image to draw over.
-import {collectButtons} from "./collect.js";
+// Only this module paints on the pad: a drawing, a photo, or an attacked image to draw over ("Draw over it").
+// It sends nothing: each change is an event on the pad, which the request modules listen for:
+//   "changed"   what is drawn changed (requests.js reads it soon)
+//   "cleared"   the pad was cleared (the answers to what was on it are not shown)
+//   "photo"     photo.js put a photo on it (event.detail: {file, v})
 import {hooks} from "./hooks.js";
-import {hideNumber} from "./number.js";
-import {changed} from "./requests.js";
-import {showEmpty} from "./answer.js";
 import {$, state} from "./state.js";
 import {grey28} from "./paint.js";
 
-export const pad = $("pad");
+const pad = $("pad");
 const ink = pad.getContext("2d");
 
 // MNIST's digits fill 20 of 28 pixels with strokes about 2 pixels wide: the same share of this canvas.
@@ -21,15 +21,20 @@ export function bump() {  // the pad changed; the tests wait for data-answered t
   return state.pad.version;
 }
 
+export function signal(name, detail = null) { pad.dispatchEvent(new CustomEvent(name, {detail})); }
+
+function changed() {  // what is on the pad changed: read it soon
+  bump();
+  signal("changed");
+}
+
 export function blank() { ink.fillStyle = paper(); ink.fillRect(0, 0, pad.width, pad.height); }
 
 export function clearPad() {
   blank();
   state.pad.inked = state.pad.photo = false;
   bump();
-  showEmpty();
-  hideNumber();
-  collectButtons();
+  signal("cleared");
 }
 
 function setMode() {  // "a number": a pad three times as wide, read by POST /read
@@ -106,10 +111,14 @@ export async function drawPhoto(file) {  // shows the photo on the pad, fitted; 
   } catch (err) { /* not an image the browser can show: the server's answer says what is wrong */ }
 }
 
-export function drawOver(rows) {  // the attack's changed image onto the pad, to draw over it
+function drawOver(rows) {  // the attack's changed image onto the pad, to draw over it
   ink.imageSmoothingEnabled = false;  // each pixel a sharp square of the pad
   ink.drawImage(grey28(rows, !$("chalk").checked), 0, 0, pad.width, pad.height);
   state.pad.photo = false;
   state.pad.inked = true;
   changed();
 }
+
+$("load").addEventListener("click", () => {  // "Draw over it": the changed image onto the pad, read afresh
+  if (state.explain.changedRows) drawOver(state.explain.changedRows);
+});

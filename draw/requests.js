@@ -1,21 +1,15 @@
-// requests.js: what goes to the server. The pad is read while you draw (POST /predict, or /read in number
-// mode), throttled, one request at a time; once the drawing is still, the explain panel asks its questions.
-import {show, showError} from "./answer.js";
-import {collectButtons} from "./collect.js";
+// requests.js: reading what is on the pad. It listens to the pad (pad.js, photo.js signal each change) and
+// reads the pad while you draw (POST /predict, or /read in number mode), throttled, one request at a time;
+// a photo as one digit and as a page (/read); once the drawing is still, the explain panel asks its questions.
+import {show, showEmpty, showError} from "./answer.js";
 import {attackNow, explainNow} from "./explain.js";
 import {hooks} from "./hooks.js";
-import {showNumber} from "./number.js";
-import {bump, padAsPng} from "./pad.js";
-import {state} from "./state.js";
+import {hideNumber, showNumber} from "./number.js";
+import {padAsPng} from "./pad.js";
+import {post} from "./server.js";
+import {$, state} from "./state.js";
 
 const THROTTLE_MS = 120;  // while a stroke goes on, at most one request this often
-const NO_SERVER = "no answer from the server: is python draw.py still running?";
-
-export function changed() {  // what is on the pad changed: read it soon
-  bump();
-  collectButtons();
-  sendSoon();
-}
 
 function sendSoon() {
   const r = state.requests, p = state.pad;
@@ -30,17 +24,7 @@ function sendSoon() {
   }, wait);
 }
 
-export async function post(path, file) {  // the answer's JSON: {"error": "..."} when it could not be read
-  try {
-    const headers = {"Content-Type": file.type || "application/octet-stream"};
-    const r = await fetch(path, {method: "POST", body: file, headers});
-    return await r.json();
-  } catch (err) {
-    return {error: NO_SERVER};
-  }
-}
-
-export async function ask(file, v, path = "/predict") {  // read the pad's version v (or a photo)
+async function ask(file, v, path = "/predict") {  // read the pad's version v (or a photo)
   const r = state.requests;
   r.inFlight = true;
   r.lastSent = performance.now();
@@ -65,15 +49,34 @@ export async function ask(file, v, path = "/predict") {  // read the pad's versi
   sendSoon();
 }
 
-// Requests of which only the newest matters (a map, an attack): one in flight at a time; what is asked
-// meanwhile waits, and only the last of it is sent when the answer comes. `line`: where it keeps both.
-export function newestOnly(name, line, send) {
-  async function go(job) {
-    line.busy = true;
-    hooks.working(name, true);  // the tests wait for it to clear
-    try { await send(job); } finally { line.busy = false; }
-    if (line.waiting) { const next = line.waiting; line.waiting = null; go(next); }
-    else hooks.working(name, false);
+function readPhoto({file, v}) {  // a photo, as one digit and, in case it holds several, digit by digit
+  state.requests.sentVersion = v;
+  state.requests.shownVersion = v - 1;  // an answer still on its way for the drawing before is not shown
+  hideNumber();
+  const info = state.info;
+  if (info && file.size > info.max_bytes) {
+    showError(`${file.name} is ${(file.size / 1e6).toFixed(1)} MB, over the limit of ${info.max_bytes / 1e6} MB: ` +
+              "crop or shrink it");
+    hooks.answered(v);
+    return;
   }
-  return (job) => { if (line.busy) line.waiting = job; else go(job); };
+  if (state.number.wide) return ask(file, v, "/read");
+  readPage(file, v);
+  ask(file, v);
 }
+
+async function readPage(file, v) {  // a photo of several digits: each one boxed and read, as in number mode
+  const a = await post("/read", file);
+  if (v === state.pad.version && !a.error && a.digits.length > 1) showNumber(a);
+  if (v === state.pad.version) hooks.pageRead(v);  // the tests wait for this
+}
+
+function forget() {  // after Clear: answers to what was cleared are not shown
+  state.requests.shownVersion = state.pad.version;
+  showEmpty();
+  hideNumber();
+}
+
+$("pad").addEventListener("changed", sendSoon);  // what is on the pad changed: read it soon
+$("pad").addEventListener("cleared", forget);
+$("pad").addEventListener("photo", (e) => readPhoto(e.detail));

@@ -1,6 +1,7 @@
 // state.js: all that the page remembers, in one object: the pad, the requests, the explain panel,
 // number mode and collect mode. The other modules read and change it here, and keep nothing of their own
-// but constants, so what the page knows at any moment is this object (and the page itself).
+// but constants, so what the page knows at any moment is this object (and the page itself). Each part is
+// changed by the modules it names; the display modules (answer.js, number.js) only read it.
 
 export const $ = (id) => document.getElementById(id);
 

@@ -6,7 +6,7 @@ An image is read by pages.read(), whose steps run in the order of this list:
     pieces       steps 2 and 3: connected pieces of ink joined into digits, and the digits into lines
     cutting      step 4: touching digits cut apart where the net (or the reader) reads the parts most surely
     images       image files opened, and one digit made MNIST-like (preprocess): the only way a digit becomes 28x28
-    pages        read(): every digit in an image, in reading order, by the steps above; a digit alone is a page of one
+    pages        read(): every digit in an image, in reading order, by the steps above; digit_alone(): one digit
     reader       the reader of touching digits: a small CRNN that says how many digits a piece of ink holds, and which
     sheets       handwriting from MNIST digits: photographed sheets (bench.py --pages), pieces for train_reader.py
     pictures     what was read, drawn: a page with its boxes and readings, digits as written beside their 28x28

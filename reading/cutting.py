@@ -9,11 +9,9 @@ touching digits and the digit net has not, the reader says how many digits the p
 piece is cut into exactly that many, the way whose parts the net reads most surely as the reader's digits,
 and those digits keep the reader's probabilities.
 
-A Part is one digit's ink: its mask within its box, and where that box is. cut_out() gives a part alone as
-the image preprocess() reads (reading/images.py), as the page's digits are read in the end.
+Each digit is a Digit (reading/pieces.py): its ink's mask within its box, in the ink map. cut_out() gives a
+digit alone as the image preprocess() reads (reading/images.py), as the page's digits are read in the end.
 """
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,7 +19,7 @@ from PIL import Image
 from scipy import ndimage
 
 from reading.images import ImageProblem, preprocess
-from reading.pieces import Box
+from reading.pieces import Digit
 
 # Each constant: what it measures, and where it was chosen (docs/predict.md, "The constants").
 MAY_CUT = 0.75  # a piece wider than this share of its line's height, once upright, may be two digits: try cuts
@@ -101,37 +99,6 @@ def stroke_width(mask):
 # ---------------------------------------------------------------- a digit's ink, cut out and read
 
 
-@dataclass
-class Part:
-    """One digit's ink on the page: the mask of its pixels within its box, and where that box is."""
-
-    top: int
-    left: int
-    mask: np.ndarray
-    probabilities: torch.Tensor = None  # what the reader of touching digits read in it, if it read it
-
-    @property
-    def box(self):
-        """Its Box in the ink map's pixels."""
-        return Box(self.top, self.left, self.top + self.mask.shape[0], self.left + self.mask.shape[1])
-
-    def tight(self):
-        """The same ink in the smallest box around it."""
-        rows, cols = np.nonzero(self.mask.any(1))[0], np.nonzero(self.mask.any(0))[0]
-        return Part(
-            self.top + int(rows[0]), self.left + int(cols[0]), self.mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-        )
-
-    def upright_width(self, shear):
-        """Its width once the writing's lean is taken off: each ink pixel moved back by `shear` columns per row
-        from mid-height (a digit leaning by s columns a row is s x its height wider than it stands)."""
-        rows, cols = np.nonzero(self.mask)
-        if not len(rows):
-            return 0.0
-        upright = cols - shear * (rows - (self.mask.shape[0] - 1) / 2)
-        return float(upright.max() - upright.min() + 1)
-
-
 def slant(parts):
     """How the writing leans: the median over its digits of the ink's shear (columns moved per row down, from
     its second moments, as MNIST's own deslanting measures it)."""
@@ -148,10 +115,10 @@ def margin(height):
 
 
 def cut_out(ink, part, height, owner=None, unit=0):
-    """The digit `part` alone: the ink map within its box and a margin, every other digit's ink blanked (its
+    """The digit `part` (a Digit) alone: the ink map within its box and a margin, every other digit's ink blanked (its
     own pixels only, or where given, those of `owner` that are `unit`'s), as the 8-bit white-on-black image
     that preprocess() reads."""
-    top, left, bottom, right = part.box
+    left, top, right, bottom = part.box
     m = margin(height)
     row = max(0, top - m)  # the crop's first row and column in the ink map
     col = max(0, left - m)
@@ -212,6 +179,7 @@ class Cutter:
             return self.cut(part, height, width) if width > self.may_cut * height else [part]
         for p, probs in zip(parts, probabilities):
             p.probabilities = probs
+            p.by_reader = True
         return parts
 
     def cut(self, part, height, width, text=None):
@@ -236,7 +204,7 @@ class Cutter:
                 ink = part.mask & lefts[j] & ~lefts[i]
                 if (i, j) != (0, last) and ink.sum() < 0.04 * total:
                     continue  # a crumb between two close cuts: no digit, it goes with a neighbour
-                piece = Part(part.top, part.left, ink).tight()
+                piece = Digit(part.box, ink).tight()
                 ratio = piece.upright_width(self.shear) / height
                 if ratio <= 1.6 or (i, j) == (0, last):
                     spans[(i, j)] = (piece, ratio)
@@ -264,6 +232,6 @@ class Cutter:
 
 def touch_note(n, part, height, shear, scale):
     """The note for a part that seems to be several digits and was read as one."""
-    top, left, bottom, right = (round(scale * v) for v in part.box)
+    left, top, right, bottom = (round(scale * v) for v in part.box)
     many = max(2, round(part.upright_width(shear) / (0.6 * height)))
     return f"line {n + 1}: {many} digits seem to touch at x {left}-{right}, y {top}-{bottom}: read as one"

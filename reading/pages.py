@@ -1,6 +1,7 @@
 """Every digit in an image, in reading order: one digit, a written number, a sheet of digits, a photo of
 any of them. read() is the one way an image becomes digits: predict.py, test.py --images, draw.py and
-bench.py --pages all call it, and a digit alone is a page of one digit.
+bench.py --pages all call it, and a digit alone is a page of one digit, made by digit_alone() (which draw.py's
+/explain, /attack and /collect call too, as they need no pass of the net).
 
 read(image, classify) finds the digits, cuts each one out on its own and gives it to preprocess()
 (reading/images.py), the one way a digit becomes 28x28; `classify` is the net (classifier() makes it).
@@ -20,37 +21,33 @@ maps): the field's well-kept library for it, in C, already beside numpy; OpenCV 
 at ten times the download, and hand-written labelling would be slow Python or subtle code to check.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from PIL import Image
 from scipy import ndimage
 
-from reading.cutting import TOUCH_NOTE, Cutter, Part, cut_out, slant, touch_note
+from reading.cutting import TOUCH_NOTE, Cutter, cut_out, slant, touch_note
 from reading.images import ImageProblem, load_image, net_input, preprocess
 from reading.ink import ink_map, ink_mask
-from reading.pieces import digit_height, into_lines, join_pieces, not_edges, not_specks, pieces, without_crumbs
-
-
-@dataclass
-class Digit:
-    box: tuple  # (left, top, right, bottom) in the image's own pixels
-    line: int  # 0: the top line
-    crop: Image.Image  # what preprocess() read: this digit alone, white on black (the image itself for one digit)
-    pixels: torch.Tensor = None  # the 28x28 image it became
-    probabilities: torch.Tensor = None  # the net's 10 probabilities (or the reader's)
-    by_reader: bool = False  # read by the reader of touching digits, not the net
-
-    @property
-    def digit(self):
-        return int(self.probabilities.argmax())
+from reading.pieces import (
+    Box,
+    Digit,
+    digit_height,
+    into_lines,
+    join_pieces,
+    not_edges,
+    not_specks,
+    pieces,
+    without_crumbs,
+)
 
 
 @dataclass
 class Page:
     image: Image.Image  # the image read, as load_image() opened it
-    digits: list  # in reading order
+    digits: list  # Digits (reading/pieces.py), in reading order, their boxes in the image's pixels
     notes: list = field(default_factory=list)  # one line each: what could not be done ("2 digits touch at ...")
 
     @property
@@ -62,31 +59,35 @@ class Page:
         return out
 
 
-def part_of(piece, labels):
-    """A Piece's ink as a Part: the pixels of its labels within its box."""
-    top, left, bottom, right = piece.box
-    return Part(top, left, np.isin(labels[top:bottom, left:right], list(piece.labels)))
+@dataclass
+class Found:
+    """What find_digits() found on a page, in its ink map's pixels."""
+
+    lines: list  # the digits, [[Digit, ...] per line], top to bottom, each line left to right
+    ink: np.ndarray  # the ink map (reading/ink.py), float, 0 where there is none
+    mask: np.ndarray  # where the ink is
+    scale: float  # the image's pixels per ink map pixel
+    notes: list  # one line each: the digits that seem to touch and were read as one
+    height: float  # a digit's height on this page (0 with no digit)
 
 
 def in_image(box, scale):
-    """A box in the ink map's pixels (top, left, bottom, right) as (left, top, right, bottom) in the image's own."""
-    top, left, bottom, right = box
-    return round(scale * left), round(scale * top), round(scale * right), round(scale * bottom)
+    """A box in the ink map's pixels as a box in the image's own."""
+    return Box(*(round(scale * v) for v in box))
 
 
 def find_digits(img, classify, reader=None):
-    """The digits on a page as parts, in lines: ([[Part, ...] per line], ink map, ink mask, scale, notes, height)."""
+    """The digits on a page, in lines (steps 1 to 4): a Found."""
     ink, scale = ink_map(img)
     mask = ink_mask(ink)
-    labels, found = pieces(mask, ink)
-    found = without_crumbs(not_edges(found, mask.shape))
+    found = without_crumbs(not_edges(pieces(mask, ink), mask.shape))
     if found:
         height = digit_height(found)
         found = not_specks(join_pieces(found, height), height)
     if not found:
-        return [], ink, mask, scale, [], 0
+        return Found([], ink, mask, scale, [], 0)
     height = digit_height(found)
-    grouped = [[part_of(p, labels) for p in line] for line in into_lines(found, height)]
+    grouped = into_lines(found, height)
     parts = [p for line in grouped for p in line]
     cutter = Cutter(ink, classify, slant(parts), alone=len(parts) == 1, reader=reader)
     lines = []
@@ -102,7 +103,7 @@ def find_digits(img, classify, reader=None):
                 if p.upright_width(cutter.shear) > TOUCH_NOTE * line_height
             )
             lines[-1].extend(cut)
-    return lines, ink, mask, scale, notes, height
+    return Found(lines, ink, mask, scale, notes, height)
 
 
 def owners(mask, parts):
@@ -111,7 +112,7 @@ def owners(mask, parts):
     (specks, the paper's edge) and the paper nearest it, which are blanked."""
     owner = np.where(mask, -1, 0)
     for k, p in enumerate(parts, start=1):
-        top, left, bottom, right = p.box
+        left, top, right, bottom = p.box
         owner[top:bottom, left:right][p.mask] = k
     nearest = ndimage.distance_transform_edt(owner == 0, return_distances=False, return_indices=True)
     return owner[nearest[0], nearest[1]]
@@ -128,35 +129,49 @@ def read(image, classify, reader=None, one_digit=False):
 
     Raises ImageProblem (one line) for a file that cannot be read, or that holds no digit at all.
     """
-    img = image if isinstance(image, Image.Image) else load_image(image)
+    img = opened(image)
     if one_digit:
-        return alone(img, classify, (0, 0, img.width, img.height), [])
-    lines, ink, mask, scale, notes, height = find_digits(img, classify, reader)
+        return page_of_one(digit_alone(img), classify, [])
+    found = find_digits(img, classify, reader)
+    lines = found.lines
     if sum(map(len, lines)) <= 1:
-        box = lines[0][0].box if lines else (0, 0, ink.shape[0], ink.shape[1])
-        return alone(img, classify, in_image(box, scale), notes)
+        box = lines[0][0].box if lines else Box(0, 0, found.ink.shape[1], found.ink.shape[0])
+        return page_of_one(digit_alone(img, in_image(box, found.scale)), classify, found.notes)
     units = [(n, p) for n, line in enumerate(lines) for p in line]
-    owner = owners(mask, [p for _, p in units])
+    owner = owners(found.mask, [p for _, p in units])
     digits = []
     for k, (n, p) in enumerate(units, start=1):
-        crop = cut_out(ink, p, height, owner, k)
+        crop = cut_out(found.ink, p, found.height, owner, k)
         try:
             pixels = preprocess(crop)
         except ImageProblem:  # too faint to find a digit in, alone: not one
             continue
-        digits.append(Digit(in_image(p.box, scale), n, crop, pixels, p.probabilities, p.probabilities is not None))
+        digits.append(replace(p, box=in_image(p.box, found.scale), mask=None, line=n, crop=crop, pixels=pixels))
     probs = classify(torch.stack([d.pixels for d in digits]))
     for d, p in zip(digits, probs):
         if d.probabilities is None:  # the reader's reading, where it read touching digits, is kept
             d.probabilities = p
-    return Page(img, digits, notes)
+    return Page(img, digits, notes=found.notes)
 
 
-def alone(img, classify, box, notes):
-    """A page of one digit: the whole image, read by preprocess() exactly as predict.py has always read a digit
-    alone. `box`: where the digit is, (left, top, right, bottom) in the image's pixels."""
-    pixels = preprocess(img)
-    return Page(img, [Digit(box, 0, img, pixels, classify(pixels[None])[0])], notes)
+def opened(image):
+    """A PIL image as it is; a path or a file's bytes opened by load_image()."""
+    return image if isinstance(image, Image.Image) else load_image(image)
+
+
+def digit_alone(image, box=None):
+    """`image` (a PIL image, a path, a file's bytes) read as one digit, whole: a Digit whose pixels are the 28x28
+    image preprocess() makes of it, exactly as predict.py has always read a digit alone, before the net's pass.
+    The one way any image of one digit becomes 28x28: read() with one_digit, draw.py's /explain, /attack and
+    /collect. `box`: where the digit is in the image's pixels (default: the whole image)."""
+    img = opened(image)
+    return Digit(box or Box(0, 0, img.width, img.height), crop=img, pixels=preprocess(img))
+
+
+def page_of_one(digit, classify, notes):
+    """A page of the one digit `digit`, read by the net."""
+    digit.probabilities = classify(digit.pixels[None])[0]
+    return Page(digit.crop, [digit], notes)
 
 
 def classifier(model, ckpt, device="cpu"):

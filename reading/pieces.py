@@ -6,12 +6,17 @@
 3. Lines: each digit joins the line whose last digit (to its left) is nearest in height, so that a
    sloping line stays one line; lines run top to bottom, digits left to right.
 
-A Piece is its labels in ndimage.label's map, its Box and how many pixels of ink it holds.
+A Digit (below) is one digit as the reading finds it, from a connected piece of ink to what the net read in
+it: where it is (its Box), its ink, and what the later steps add. A Box is (left, top, right, bottom), as
+Pillow's and the answers' boxes are.
 """
 
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
+import torch
+from PIL import Image
 from scipy import ndimage
 
 # Each constant: what it measures, and where it was chosen (docs/predict.md, "The constants").
@@ -30,12 +35,13 @@ LINE_HEIGHT = 0.6  # ... and whose middle is within this share of a height of it
 
 
 class Box(NamedTuple):
-    """Where a piece is, in the ink map's pixels: rows top..bottom, columns left..right (bottom, right excluded)."""
+    """Where a digit is: columns left..right, rows top..bottom (right, bottom excluded), as Pillow's crop() takes
+    them. In the ink map's pixels while a page is read (reading/ink.py shrinks it), in the image's own in a Page."""
 
-    top: int
     left: int
-    bottom: int
+    top: int
     right: int
+    bottom: int
 
     @property
     def height(self):
@@ -51,16 +57,57 @@ class Box(NamedTuple):
         return (self.top + self.bottom) / 2
 
 
-class Piece(NamedTuple):
-    """Ink that may be a digit: the labels of its connected pieces, its box, how many pixels of ink it holds."""
+@dataclass
+class Digit:
+    """One digit as the reading finds it. Steps 2 to 4 (here and reading/cutting.py) give its box and its ink in
+    the ink map; reading/pages.py's read() gives, in the Page, its box in the image's pixels, its line, what
+    preprocess() read and the 28x28 image it made; the net (or the reader of touching digits) its probabilities."""
 
-    labels: frozenset
     box: Box
-    ink: int
+    mask: np.ndarray = None  # its ink within its box in the ink map, while steps 2 to 4 find it (None in a Page)
+    probabilities: torch.Tensor = None  # the net's 10 probabilities (or the reader's)
+    by_reader: bool = False  # read by the reader of touching digits, not the net
+    line: int = 0  # 0: the top line
+    crop: Image.Image = None  # what preprocess() read: this digit alone, white on black (the image, for one digit)
+    pixels: torch.Tensor = None  # the 28x28 image it became
+
+    @property
+    def digit(self):
+        return int(self.probabilities.argmax())
+
+    @property
+    def ink(self):
+        """How many pixels of ink it holds."""
+        return int(self.mask.sum())
+
+    def tight(self):
+        """The same ink in the smallest box around it."""
+        rows, cols = np.nonzero(self.mask.any(1))[0], np.nonzero(self.mask.any(0))[0]
+        left, top = self.box.left + int(cols[0]), self.box.top + int(rows[0])
+        mask = self.mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        return replace(self, box=Box(left, top, left + mask.shape[1], top + mask.shape[0]), mask=mask)
+
+    def upright_width(self, shear):
+        """Its width once the writing's lean is taken off: each ink pixel moved back by `shear` columns per row
+        from mid-height (a digit leaning by s columns a row is s x its height wider than it stands)."""
+        rows, cols = np.nonzero(self.mask)
+        if not len(rows):
+            return 0.0
+        upright = cols - shear * (rows - (self.mask.shape[0] - 1) / 2)
+        return float(upright.max() - upright.min() + 1)
+
+
+def merged(a, b, box):
+    """Digits a and b as one, in `box` (the smallest around both): their ink together."""
+    mask = np.zeros((box.height, box.width), bool)
+    for d in (a, b):
+        top, left = d.box.top - box.top, d.box.left - box.left
+        mask[top : top + d.box.height, left : left + d.box.width] |= d.mask
+    return Digit(box, mask)
 
 
 def pieces(mask, ink=None):
-    """Connected pieces of ink (8-neighbours): labels [H, W] and a list of Pieces. Given the ink map, pieces far
+    """Connected pieces of ink (8-neighbours), each a Digit (its box and its ink). Given the ink map, pieces far
     fainter than the others are left out: the edge of a shadow, or of the paper, a smudge (ink is about as dark
     everywhere on a page)."""
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
@@ -75,9 +122,9 @@ def pieces(mask, ink=None):
     found = []
     for i, s in enumerate(ndimage.find_objects(labels), start=1):
         if strength[i - 1] >= FAINT * usual:
-            box = Box(s[0].start, s[1].start, s[0].stop, s[1].stop)
-            found.append(Piece(frozenset({i}), box, int(counts[i])))
-    return labels, found
+            box = Box(s[1].start, s[0].start, s[1].stop, s[0].stop)
+            found.append(Digit(box, labels[s] == i))
+    return found
 
 
 def without_crumbs(found):
@@ -103,7 +150,7 @@ def joined(p, q, height):
     the taller (a digit broken in two on a page of that digit alone). Two pieces one above the other with paper
     between, both at least STACKED_DIGIT tall, are never joined: they are two lines' digits."""
     overlap = min(p.right, q.right) - max(p.left, q.left)
-    union = Box(min(p.top, q.top), min(p.left, q.left), max(p.bottom, q.bottom), max(p.right, q.right))
+    union = Box(min(p.left, q.left), min(p.top, q.top), max(p.right, q.right), max(p.bottom, q.bottom))
     stacked = min(p.bottom, q.bottom) - max(p.top, q.top) <= 0.5 * min(p.height, q.height)
     share = JOIN_STACKED if stacked else JOIN
     # one above the other with paper between: a digit's flag or bar floating over it, or two lines'
@@ -126,7 +173,7 @@ def join_pieces(found, height):
             for b in range(a + 1, len(found)):
                 union = joined(found[a].box, found[b].box, height)
                 if union is not None:
-                    found[a] = Piece(found[a].labels | found[b].labels, union, found[a].ink + found[b].ink)
+                    found[a] = merged(found[a], found[b], union)
                     del found[b]
                     changed = True
                     break
@@ -141,7 +188,7 @@ def not_edges(found, shape):
     h, w = shape
 
     def edge(p):
-        top, left, bottom, right = p.box
+        left, top, right, bottom = p.box
         tall = p.box.height
         wide = p.box.width
         along_side = (left == 0 or right == w) and tall >= 3 * wide  # a strip down the left or right side
@@ -166,7 +213,7 @@ def not_specks(found, height):
 
 def into_lines(found, height):
     """Group digits into lines by chaining neighbours (a sloping line stays one), then order lines top to
-    bottom and digits left to right. Returns a list of lines, each a list of pieces."""
+    bottom and digits left to right. Returns a list of lines, each a list of Digits."""
     lines = []
     for p in sorted(found, key=lambda p: p.box.left):
         near = [

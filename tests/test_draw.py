@@ -319,6 +319,22 @@ def test_explain_answers_for_the_digit_read_or_any_other(server, digits, pngs):
         assert b["integrated_gradients"] != a["integrated_gradients"]
 
 
+def test_explain_and_attack_see_the_28x28_that_predict_reads(server, digits, pngs):
+    """One path (reading/pages.py) makes every request's 28x28: what /explain explains and /attack changes is the
+    very image /predict reads, and /read's one digit, for a drawing as for a photo on cream paper."""
+    paper = Image.new("RGB", (420, 330), (228, 222, 205))
+    paper.paste(Image.fromarray(255 - digits[0][7]).resize((200, 200)).convert("RGB"), (150, 60))
+    photo = io.BytesIO()
+    paper.save(photo, "JPEG", quality=90)
+    for png in [*pngs[:2], photo.getvalue()]:
+        seen = {path: post(server, path, png) for path in ("/predict", "/explain", "/attack?eps=0", "/read")}
+        assert {path: status for path, (status, _) in seen.items()} == dict.fromkeys(seen, 200), seen
+        read = seen["/predict"][1]["input"]
+        assert seen["/explain"][1]["input"] == read
+        assert seen["/attack?eps=0"][1]["input"] == read
+        assert [d["input"] for d in seen["/read"][1]["digits"]] == [read]
+
+
 def test_attack_changes_each_pixel_by_at_most_eps(server, pngs):
     fooled = 0
     for png in pngs[:4]:
@@ -396,10 +412,9 @@ def test_every_request_kind_decodes_its_image_within_the_bound(trained, pngs, mo
         held.append(not net.decoding.acquire(blocking=False))
         return real(data)
 
-    real = draw.load_image
-    monkeypatch.setattr(draw, "load_image", load_image)  # /explain's and /attack's pixels
-    monkeypatch.setattr(reading.pages, "load_image", load_image)  # read(), /predict's
-    assert net.read(pngs[0])["digit"] in range(10)
+    real = reading.pages.load_image
+    monkeypatch.setattr(reading.pages, "load_image", load_image)  # every request's image is opened there
+    assert net.predict(pngs[0])["digit"] in range(10)
     assert net.explain(pngs[0], wait=draw.QUEUE_S)["target"] in range(10)
     assert net.attack(pngs[0], wait=draw.QUEUE_S, eps=0.1)["eps"] == 0.1
     assert held == [True, True, True]

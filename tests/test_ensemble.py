@@ -125,7 +125,7 @@ def test_draw_py_reads_with_an_ensemble_and_shows_the_first_nets_layers(members)
     digit.paste(0, (55, 15, 66, 105))  # a 1
     png = io.BytesIO()
     digit.save(png, "PNG")
-    answer = net.read(png.getvalue())
+    answer = net.predict(png.getvalue())
     x = net_input([preprocess(load_image(png.getvalue()))], {})
     assert answer["probabilities"] == pytest.approx(mean_probabilities(members[:2], x)[0].tolist(), abs=1e-5)
     info = net.info

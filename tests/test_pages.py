@@ -98,7 +98,7 @@ def test_broken_strokes_make_one_digit_and_specks_none(mnist_test):
     on some sheets, the table along an edge, are no digits."""
     images, labels = mnist_test
     def pieces_of(i):
-        return pieces(images[i] > 100)[1]
+        return pieces(images[i] > 100)
     assert all(len(pieces_of(i)) >= 2 for ids in TWO_STROKES.values() for i in ids)  # really two strokes
     line = [3, *TWO_STROKES[4], 2, *TWO_STROKES[7], *TWO_STROKES[5]]
     sheets = [sheet_of(mnist_test, line, "wide", seed=seed) for seed in range(11)]  # pens, slants, shadows, dirt
@@ -132,7 +132,7 @@ def test_touching_pairs_are_cut_where_the_net_reads_both_sides(mnist_test, net, 
         a, b = 40 + 2 * seed, 41 + 2 * seed
         sheet = sheet_of(mnist_test, [a, b, 3], "touching", gaps=[None, 0.6, 0], seed=seed)
         mask = ink_mask(ink_map(sheet.image)[0])
-        _, found = pieces(mask)
+        found = pieces(mask)
         found = not_edges(found, mask.shape)
         assert len([p for p in found if p.ink > 50]) == 2, seed  # the pair's ink touches: one piece (and specks)
         page = read(sheet.image, net)
@@ -338,8 +338,8 @@ def test_one_image_gives_the_same_probabilities_every_way(trained, mnist_test, p
     assert tested["probability"] == max(expected) and tested["prediction"] == int(np.argmax(expected))
     # draw.py's /predict and /read, called as the server calls them
     net = draw.ServedNet(trained["checkpoint"])
-    assert net.read(one.read_bytes())["probabilities"] == expected
-    assert net.read_all(one.read_bytes())["digits"][0]["probabilities"] == expected
+    assert net.predict(one.read_bytes())["probabilities"] == expected
+    assert net.read_page(one.read_bytes())["digits"][0]["probabilities"] == expected
 
 
 def test_bench_pages_quick(trained, data_dir, tmp_path):
