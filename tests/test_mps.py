@@ -370,8 +370,7 @@ def recorded(mnist):
     from lab import augment
     from lab.data import normalize
     from net import build_model
-    from reading.images import load_image, preprocess
-    from reading.pages import classifier, read
+    from reading.pages import classifier, digit_alone, read
     from reading.sheets import make_sheet
 
     digits, labels = mnist
@@ -400,7 +399,7 @@ def recorded(mnist):
     Image.fromarray(digits[0].numpy()).save(png, format="PNG")
     explainer = Explainer(model, {})
     with recording(recorder, "draw.py's /explain and /attack (inside/explain.py)", explainer.net):
-        seen = preprocess(load_image(png.getvalue()))  # ServedNet.pixels()
+        seen = digit_alone(png.getvalue()).pixels  # ServedNet.pixels()
         digit = int(explainer.logits(seen)[0].argmax())
         explainer.integrated_gradients(seen, digit)
         explainer.grad_cam(seen, digit)
