@@ -65,7 +65,13 @@ def test_bench_parts_add_up_to_the_step_with_every_part_on(data_dir, tmp_path):
     parts = [ms[name] for name in (STEP, WITH_BN, AUGMENTATION, AVERAGE)]
     low, high = sum(p[1] for p in parts), sum(p[2] for p in parts)
     whole = ms[EVERY_PART]
-    assert whole[1] <= high and low <= whole[2], (f"every part on: {whole[1]:.2f} to {whole[2]:.2f} ms; the step plus "
-                                                  f"its parts: {low:.2f} to {high:.2f} ms", proc.stdout)
+    # Three short rounds on a machine the suite's other process keeps busy spread less than they drift: seen at
+    # load, every part on 46.9-49.8 ms against the sum 40.3-46.6 (0.3 ms apart). So the ranges may also be 5% of
+    # the whole step apart. The fault still shows: batch norm untimed left a 7.7 ms gap on a 104-124 ms step (its
+    # share of the step is 25-30% on the CPUs measured); the augmentation untimed fails the check below.
+    slack = 0.05 * whole[0]
+    assert whole[1] - slack <= high and low <= whole[2] + slack, (
+        f"every part on: {whole[1]:.2f} to {whole[2]:.2f} ms; the step plus its parts: {low:.2f} to {high:.2f} ms "
+        f"(5%: {slack:.2f} ms)", proc.stdout)
     # and the two named parts of the augmentation, run on the whole batch inside it, are no more than all of it
     assert ms[PEN][1] + ms[COARSE][1] <= ms[AUGMENTATION][2], proc.stdout
