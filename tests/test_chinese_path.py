@@ -79,8 +79,8 @@ def student(data_dir, tmp_path_factory):
 TRAIN = ["--recipe", "ours", "--epochs", 1, "--limit", 300, "--val-size", 100, "--test-limit", 200]
 
 
-# Not in the quick tier: nine fresh interpreters (about 40 s on 2 idle cores); the quick tier runs each script's
-# main path already, and the ASCII test below keeps this folder in it.
+# Neither test is in the quick tier: fresh interpreters, nine here (about 40 s on 2 cores), and the ASCII one
+# alone trains a net of its own; the quick tier runs each script's main path already.
 def test_every_script_runs_from_a_chinese_folder_into_a_gbk_console(student):
     home = student.home
     out, _ = student.run("gbk", "train.py", *TRAIN, "--run-name", "第一次")  # "the first time"
@@ -111,7 +111,6 @@ def test_every_script_runs_from_a_chinese_folder_into_a_gbk_console(student):
     student.run("gbk", "bench.py", "--quick")
 
 
-@pytest.mark.quick
 def test_the_cheap_ones_again_into_an_ascii_console(student):
     """In ASCII: every character beyond it replaced ("数字" becomes "??"), no run stopped by one."""
     home = student.home
