@@ -41,14 +41,17 @@ def gradient_gap(one, two):
     return max(gaps)
 
 
-# The bound on gradient_gap, from what must pass and what must fail rather than from one CPU:
-# - must pass: the same sum of 128 images' gradients, added in another order (each process sums its 64, then
-#   Gloo adds the two) and by other kernels (oneDNN picks them by CPU and by batch size). Each is fp32 arithmetic,
-#   whose error grows with the terms' number n at most as n * 2**-24 per term: with 128 images and 784 positions
-#   of a 28x28 map, n ~ 1e5 gives at worst ~6e-3, in practice (errors of both signs) about sqrt(n) * 2**-24 ~ 2e-5.
-# - must fail: processes that never exchange gradients, each stepping with its own half of the batch, whose
-#   gradient is another sample's: apart by the sampling noise of 64 images, tens of percent.
-# Measured (docs/tests.md): ~1e-6 on the CPUs we know; 0.3 or more without the exchange.
+# The bound on gradient_gap, from what must pass and what must fail rather than from one CPU (docs/tests.md, bounds):
+# - must pass: the same sum of 128 images' gradients in fp32 (the test trains with --precision fp32), added in
+#   another order (each process sums its 64, Gloo adds the two) and by other kernels (oneDNN picks them by CPU and
+#   batch size): n ~ 1e5 terms for a weight (128 images x up to 784 positions of a 28x28 map). Not fp32's worst
+#   case, n * 2**-24 ~ 6e-3 of the terms' absolute sum, which needs one running sum whose every rounding falls the
+#   same way (the kernels add in blocks; pairwise, the worst case is log2(n) * 2**-24 ~ 1e-6), but the bound for
+#   any order with roundings independent and of mean zero (Higham and Mary 2019, theorem 3.1, lambda = 7):
+#   7 * sqrt(n) * 2**-24 ~ 1.3e-4 of the absolute sum for each run, exceeded with a probability under 5e-6; the
+#   two runs' errors add (2.6e-4), and 1e-3 leaves a factor 4 for terms that cancel.
+# - must fail: processes that never exchange gradients, each stepping with its own half of the batch: 1.18 apart.
+# Measured (docs/tests.md, bounds): 2.7e-6 on an AVX2-only EPYC; 1.18 without the exchange.
 GRADIENT_GAP = 1e-3
 
 
