@@ -5,7 +5,7 @@ Not part of any ordinary run (nor of CI): loaded by name, for one run of the who
     rm -f tests/__pycache__/*-pytest-*.pyc     # pytest rewrites asserts for the pass hook only when it rewrites
     LAB_RECORD_BOUNDS=bounds.jsonl python -m pytest -q -p tests.record_bounds -o enable_assertion_pass_hook=true
     rm -f tests/__pycache__/*-pytest-*.pyc     # back to asserts rewritten without it
-    python tests/bounds.py --write --values bounds.jsonl*
+    python tests/bounds.py write bounds.jsonl.*
 
 Each process appends to its own file (bounds.jsonl.gw0, ...), one JSON line a value:
 - for a comparison (<, <=, >, >=, == a float) in a passing numeric assertion (tests/bounds.py finds them), its two

@@ -12,5 +12,5 @@ def test_every_numeric_assertion_has_its_row_in_the_table_of_bounds():
     told = [f"{file}:{line} {function}: {expression}" for file, function, line, _, expression in lacking]
     told += [f"a row for an assertion no longer in the source: {key}" for key in stale]
     assert len(found) > 100  # the finder still finds what it was written for
-    assert not told, ("docs/tests.md's table of bounds is not the suite's: run `python tests/bounds.py --write`, "
+    assert not told, ("docs/tests.md's table of bounds is not the suite's: run `python tests/bounds.py write`, "
                       "then write what each new row must catch:\n" + "\n".join(told))
