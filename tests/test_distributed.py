@@ -37,15 +37,17 @@ def gradient_gap(one, two):
     return max(float((g1 - g2).norm() / g1.norm()) for g1, g2 in zip(one, two))
 
 
-# The bound on gradient_gap, from what must pass and what must fail rather than from one CPU:
-# - must pass: the same sum of 5 images' gradients, added in another order (each process sums its share, then
-#   Gloo adds the two) and by other kernels (oneDNN picks them by CPU and by batch size). Each is fp32 arithmetic,
-#   whose error grows with the terms' number n at most as n * 2**-24 per term: with 5 images and 784 positions
-#   of a 28x28 map, n ~ 4e3 gives at worst ~2.4e-4, in practice (errors of both signs) about sqrt(n) * 2**-24 ~ 4e-6.
-# - must fail: shares weighed wrongly (a weight of 1 for the 3 and the 2 images of the first batch: apart by a
-#   tenth of the difference of the shares' mean gradients, some percent) and processes that never exchange
-#   gradients, each stepping with its own share (another sample's gradient: tens of percent).
-# Measured (docs/tests.md): 6e-7 (an AVX-512 EPYC, 2 cores busy); with the weight 1, 0.28.
+# The bound on gradient_gap, from what must pass and what must fail rather than from one CPU (docs/tests.md, bounds):
+# - must pass: the same sum of 5 images' gradients in fp32 (the test trains with --precision fp32), added in another
+#   order (each process sums its share, 3 or 2 images, then Gloo adds the two) and by other kernels (oneDNN picks
+#   them by CPU and batch size): n ~ 4e3 terms for a weight (5 images x up to 784 positions of a 28x28 map). Not
+#   fp32's worst case, n * 2**-24 ~ 2.4e-4 of the terms' absolute sum, which needs one running sum whose every
+#   rounding falls the same way, but the bound for roundings independent and of mean zero (Higham and Mary 2019,
+#   theorem 3.1, lambda = 7): 7 * sqrt(n) * 2**-24 ~ 2.7e-5 for each run, exceeded with a probability under 5e-6;
+#   the two runs' errors add (5.4e-5), and 1e-3 leaves a factor of about 20 for terms that cancel.
+# - must fail: shares weighed wrongly (a weight of 1 for the 3 and the 2 images of the first batch: 0.28 apart) and
+#   processes that never exchange gradients, each stepping with its own share (tens of percent).
+# Measured (docs/tests.md, bounds): 6.2e-7 (AVX-512 BF16 EPYC, 2 busy cores); with the weight 1, 0.28.
 GRADIENT_GAP = 1e-3
 
 
