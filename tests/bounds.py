@@ -2,7 +2,8 @@
 
 A numeric assertion is an `assert` whose test holds an ordering comparison of numbers (<, <=, >, >=; a
 comparison of sets, `{...} <= set(...)`, is not one), a `pytest.approx`, `isclose` or `allclose` (a
-tolerance), or an `==` against a float literal. They are found with `ast`, so a new one cannot be added
+tolerance), or an `==` against a float literal; or an `assert` of a name that holds a tolerance's result
+(`close = [allclose(...) ...]`, then `assert all(close)`). They are found with `ast`, so a new one cannot be added
 without this script seeing it; tests/test_bounds.py fails, naming it, until the table has a row for it.
 
     python tests/bounds.py                  # the assertions that the table lacks, and the rows it has for none
@@ -65,9 +66,12 @@ def numeric_compares(test):
     return found
 
 
+def is_tolerance(node):
+    return any(isinstance(n, ast.Call) and call_name(n) in TOLERANCES for n in ast.walk(node))
+
+
 def is_numeric(test):
-    tolerance = any(isinstance(n, ast.Call) and call_name(n) in TOLERANCES for n in ast.walk(test))
-    return tolerance or bool(numeric_compares(test))
+    return is_tolerance(test) or bool(numeric_compares(test))
 
 
 def find(root=ROOT):
@@ -78,8 +82,14 @@ def find(root=ROOT):
         for function in ast.walk(tree):
             if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
+            # a tolerance's result kept in a name first (`close = [allclose(...) ...]`, then `assert all(close)`)
+            kept = {t.id for n in ast.walk(function) if isinstance(n, ast.Assign) and is_tolerance(n.value)
+                    for target in n.targets for t in ast.walk(target) if isinstance(t, ast.Name)}
             for node in ast.walk(function):
-                if isinstance(node, ast.Assert) and is_numeric(node.test):
+                if not isinstance(node, ast.Assert):
+                    continue
+                names = {n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)}
+                if is_numeric(node.test) or names & kept:
                     found.append((path.name, function.name, node.lineno, node.end_lineno, ast.unparse(node.test)))
     # a function nested in another is walked twice: keep its asserts once, under the innermost name
     unique = {}
