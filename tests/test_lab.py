@@ -127,7 +127,7 @@ def test_bad_mirror_is_one_clean_error_and_leaves_no_partial_file(mirror, tmp_pa
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # stands in for the internet: refused
     bad = tmp_path / "bad"
     bad.mkdir()
-    for f in mirror.iterdir():  # the right names, but one file is corrupt
+    for f in mirror.glob("*.gz"):  # the four files alone, the right names; one is made corrupt
         (bad / f.name).write_bytes(f.read_bytes())
     (bad / "train-labels-idx1-ubyte.gz").write_bytes(b"not really gzip")
     data = tmp_path / "data"
