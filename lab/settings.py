@@ -118,8 +118,8 @@ class Recorded:
 def parser(description=None, actions=None):
     """train.py's parser. `actions`, a dict, is filled with {setting: (its group, its argparse Action)}.
 
-    A setting's default is its add_argument's; a setting that says "the recipe's" takes it from RECIPE_TABLE,
-    and weight decay and batch norm, left None here, are worked out from others (with_defaults)."""
+    A setting's default is its add_argument's, but for those in RECIPE_TABLE (the recipe's) and weight decay and
+    batch norm (worked out from others): those are filled in by with_defaults()."""
     p = make_parser(description)
     actions = {} if actions is None else actions
     g = {name: Recorded(p.add_argument_group(title), name, actions) for name, title in GROUPS.items()}
