@@ -115,7 +115,7 @@ def as_flags(args):
     """The flags that give a run's settings (settings.parse() or changed()) to a python train.py of its own
     (--jobs N): those typed, and those the sweep set."""
     argv = []
-    for dest in sorted(args.given, key=list(settings.DECLARED).index):
+    for dest in sorted(args.given, key=list(settings.ACTIONS).index):
         value = getattr(args, dest)
         if dest in settings.SWITCHES:
             argv.append(settings.FLAG[dest] if value else "--no-" + settings.FLAG[dest][2:])

@@ -7,6 +7,9 @@ The flags fall in three groups, and the group decides what happens to a setting:
     run        how this run is kept: a resumed run keeps its own
     machine    where it runs now: a resumed run takes these from the command line
 
+A setting's default is written once: in RECIPE_TABLE for the settings a recipe chooses, else in its
+add_argument; weight decay and batch norm follow from other settings (with_defaults).
+
 To add a training setting, add one flag to the training group below with a default that keeps
 the old behaviour, and use it where it acts (train.py, or net.py for a model option). The record
 in checkpoints, HParams, sweep.py and report.py follow by themselves.
@@ -31,35 +34,37 @@ from lab.cli import (
 )
 from net import ACTIVATIONS, MODELS
 
-# The defaults of the settings that make a recipe; a flag given on the command line wins.
-OURS = {"optimizer": "adamw", "lr": 6e-3, "scheduler": "onecycle", "label_smoothing": 0.1, "nesterov": True}
-# Harder images (each tool measured on its own in docs/results.md) and the averaged weights.
-HARDER = {"augment": True, "rotate": 12.0, "scale": 0.12, "shift": 2.5, "thickness": 0.3, "lowres": 0.2, "ema": 0.999}
-RECIPES = {
-    # the default: ours on harder images for its 6 epochs; it reads handwriting that is not MNIST's as well as
-    # best does (docs/lab-questions.md), for a little more time per epoch
-    "robust": {**OURS, **HARDER},
-    # ours on MNIST's images as they are: the default until 2026-12; the quickest to 99.2% and 99.5%
-    "ours": OURS,
-    "plain": {"optimizer": "sgd", "lr": 0.01, "scheduler": "none", "label_smoothing": 0.0, "nesterov": False},
-    # robust, trained five times longer: the lab's most accurate single net
-    "best": {**OURS, **HARDER, "epochs": 30},
+# The recipes, a column each: the defaults of the settings they choose (a flag given on the command line wins).
+#   robust  the default: ours on harder images for its 6 epochs; it reads handwriting that is not MNIST's as well as
+#           best does (docs/lab-questions.md), for a little more time per epoch
+#   ours    MNIST's images as they are: the default until 2026-12; the quickest to 99.2% and 99.5%
+#   plain   the lab reports' textbook setup: sgd with a constant lr, no label smoothing, no augmentation
+#   best    robust, trained five times longer: the lab's most accurate single net
+# The harder images (--augment to --lowres) are each measured on its own in docs/results.md; --ema averages the
+# weights. Columns, so that a recipe is read down and a setting across; the formatter would undo them.
+RECIPE_NAMES = ("robust", "ours", "plain", "best")
+# fmt: off
+RECIPE_TABLE = {
+    # setting           robust      ours        plain       best
+    "epochs":          (6,          6,          6,          30),
+    "optimizer":       ("adamw",    "adamw",    "sgd",      "adamw"),
+    "lr":              (0.006,      0.006,      0.01,       0.006),
+    "scheduler":       ("onecycle", "onecycle", "none",     "onecycle"),
+    "label_smoothing": (0.1,        0.1,        0.0,        0.1),
+    "nesterov":        (True,       True,       False,      True),
+    "augment":         (True,       False,      False,      True),
+    "rotate":          (12.0,       10.0,       10.0,       12.0),
+    "scale":           (0.12,       0.1,        0.1,        0.12),
+    "shift":           (2.5,        2.0,        2.0,        2.5),
+    "thickness":       (0.3,        0.0,        0.0,        0.3),
+    "lowres":          (0.2,        0.0,        0.0,        0.2),
+    "ema":             (0.999,      0.0,        0.0,        0.999),
 }
+# fmt: on
+RECIPES = {name: {dest: row[i] for dest, row in RECIPE_TABLE.items()} for i, name in enumerate(RECIPE_NAMES)}
 DEFAULT_RECIPE = "robust"
 # A record written before a setting existed, or before robust was the default, means the recipe of its day.
 OLD_RECIPE = "ours"
-# The defaults of the settings that only some recipes change (the others' defaults are in the parser).
-DEFAULTS = {
-    "epochs": 6,
-    "augment": False,
-    "rotate": 10.0,
-    "shift": 2.0,
-    "scale": 0.1,
-    "elastic": 0.0,
-    "thickness": 0.0,
-    "lowres": 0.0,
-    "ema": 0.0,
-}
 VERSION = 2  # of the settings record in net.pth and last.pt; version 1 stored the whole argparse Namespace
 GROUPS = {
     "training": "training settings (recorded with the run; each is also a sweep.py flag)",
@@ -84,9 +89,14 @@ def widths(text):
 def default_text(dest):
     """A --help text's default of a setting that recipes change: '6; --recipe best: 30'."""
     shown = lambda v: ("on" if v else "off") if isinstance(v, bool) else f"{v:g}"  # noqa: E731
-    value = lambda recipe: RECIPES[recipe].get(dest, DEFAULTS[dest])  # noqa: E731
-    others = [f"--recipe {name}: {shown(value(name))}" for name in RECIPES if value(name) != value(DEFAULT_RECIPE)]
-    return "; ".join([shown(value(DEFAULT_RECIPE))] + others)
+    default = RECIPES[DEFAULT_RECIPE][dest]
+    others = [f"--recipe {name}: {shown(recipe[dest])}" for name, recipe in RECIPES.items() if recipe[dest] != default]
+    return "; ".join([shown(default)] + others)
+
+
+def options_of(model):
+    """The option names a net of net.MODELS takes (none for the fixed lab nets)."""
+    return inspect.signature(MODELS[model]).parameters
 
 
 class Recorded:
@@ -106,7 +116,10 @@ class Recorded:
 
 
 def parser(description=None, actions=None):
-    """train.py's parser. `actions`, a dict, is filled with {setting: (its group, its argparse Action)}."""
+    """train.py's parser. `actions`, a dict, is filled with {setting: (its group, its argparse Action)}.
+
+    A setting's default is its add_argument's, but for those in RECIPE_TABLE (the recipe's) and weight decay and
+    batch norm (worked out from others): those are filled in by with_defaults()."""
     p = make_parser(description)
     actions = {} if actions is None else actions
     g = {name: Recorded(p.add_argument_group(title), name, actions) for name, title in GROUPS.items()}
@@ -116,21 +129,18 @@ def parser(description=None, actions=None):
         "--channels",
         metavar="C,C,...",
         type=widths,
-        default=None,
         help="cnn's conv blocks, one width each, 1 to 4 blocks: 32,64 (two), 32,64,64,128 (four) (default: 32,64,64)",
     )
-    a("--hidden", metavar="N", type=positive_int, default=None, help="the width of cnn's dense layer (default: 128)")
+    a("--hidden", metavar="N", type=positive_int, help="the width of cnn's dense layer (default: 128)")
     a(
         "--activation",
         choices=list(ACTIVATIONS),
-        default=None,
         help="the activation of cnn, mlp, cnn2 and cnn4bn (default: each net's own: sigmoid for mlp, else relu)",
     )
-    a("--dropout", metavar="P", type=fraction, default=None, help="dropout in the dense head of cnn (default: none)")
+    a("--dropout", metavar="P", type=fraction, help="dropout in the dense head of cnn (default: none)")
     a(
         "--batchnorm",
         action=argparse.BooleanOptionalAction,
-        default=None,
         help="batch norm in the conv blocks of cnn (default: on with --augment) and cnn4bn (default: on)",
     )
     a(
@@ -148,17 +158,11 @@ def parser(description=None, actions=None):
         "--epochs",
         metavar="N",
         type=positive_int,
-        default=None,
         help=f"passes over the training images (default: {default_text('epochs')})",
     )
     a("--batch-size", metavar="N", type=positive_int, default=128, help="images per training step (default: 128)")
-    a("--lr", metavar="X", type=positive_float, default=None, help="(peak) learning rate (default: the recipe's)")
-    a(
-        "--optimizer",
-        choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"],
-        default=None,
-        help="optimiser (default: the recipe's)",
-    )
+    a("--lr", metavar="X", type=positive_float, help="(peak) learning rate (default: the recipe's)")
+    a("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "adadelta"], help="optimiser (default: the recipe's)")
     a(
         "--momentum",
         metavar="X",
@@ -169,20 +173,17 @@ def parser(description=None, actions=None):
     a(
         "--nesterov",
         action=argparse.BooleanOptionalAction,
-        default=None,
         help="Nesterov momentum for sgd, else plain momentum (default: the recipe's)",
     )
     a(
         "--weight-decay",
         metavar="X",
         type=non_negative_float,
-        default=None,
         help="decoupled decay for adamw, an L2 penalty for the others (default: 0.05 for adamw, else 0)",
     )
     a(
         "--scheduler",
         choices=["onecycle", "step", "cosine", "none"],
-        default=None,
         help="learning-rate schedule: onecycle warms up for 25%% of the steps, then anneals to ~0; step "
         "multiplies by --gamma every --step-size epochs; cosine anneals from --lr; none keeps --lr "
         "(default: the recipe's)",
@@ -212,13 +213,11 @@ def parser(description=None, actions=None):
         "--label-smoothing",
         metavar="X",
         type=fraction,
-        default=None,
         help="label smoothing of the training targets: the training loss then never reaches 0 (default: the recipe's)",
     )
     a(
         "--augment",
         action=argparse.BooleanOptionalAction,
-        default=None,
         help="random shifts, rotations and scaling of every batch (--shift, --rotate, --scale), made on the device; "
         f"use with ~20 epochs (default: {default_text('augment')})",
     )
@@ -226,36 +225,32 @@ def parser(description=None, actions=None):
         "--shift",
         metavar="PX",
         type=non_negative_float,
-        default=None,
         help=f"with --augment: shifts of up to ±PX pixels (default: {default_text('shift')})",
     )
     a(
         "--rotate",
         metavar="DEG",
         type=non_negative_float,
-        default=None,
         help=f"with --augment: rotations of up to ±DEG degrees (default: {default_text('rotate')})",
     )
     a(
         "--scale",
         metavar="X",
         type=fraction,
-        default=None,
         help=f"with --augment: sizes from 1-X to 1+X times (default: {default_text('scale')})",
     )
     a(
         "--elastic",
         metavar="PX",
         type=non_negative_float,
-        default=None,
+        default=0.0,
         help="with --augment: elastic distortion, a smooth random field moving each pixel by PX pixels on average "
-        f"(Simard et al.'s sigma 4, alpha 34 is about 1.4); 0: none (default: {default_text('elastic')})",
+        "(Simard et al.'s sigma 4, alpha 34 is about 1.4); 0: none (default: 0)",
     )
     a(
         "--thickness",
         metavar="P",
         type=share,
-        default=None,
         help="with --augment: a thicker or thinner pen, by up to a pixel on each side of the stroke, for a share P "
         f"of the images (default: {default_text('thickness')})",
     )
@@ -263,7 +258,6 @@ def parser(description=None, actions=None):
         "--lowres",
         metavar="P",
         type=share,
-        default=None,
         help="with --augment: for a share P of the images, the digit drawn on a coarser grid (9 to 16 pixels) and "
         f"enlarged again, as a small or blurred photo gives it (default: {default_text('lowres')})",
     )
@@ -271,7 +265,6 @@ def parser(description=None, actions=None):
         "--ema",
         metavar="DECAY",
         type=fraction,
-        default=None,
         help="validate, test and save an exponential moving average of the weights (and of batch norm's "
         "statistics), updated after every step: each step moves it 1-DECAY of the way to the weights. "
         f"0: the weights themselves (default: {default_text('ema')})",
@@ -290,18 +283,11 @@ def parser(description=None, actions=None):
         default=5000,
         help="training images held out to validate on: they pick the best epoch (default: 5000)",
     )
-    a(
-        "--limit",
-        metavar="N",
-        type=positive_int,
-        default=None,
-        help="train on the first N training images only (quick checks)",
-    )
+    a("--limit", metavar="N", type=positive_int, help="train on the first N training images only (quick checks)")
     a(
         "--test-limit",
         metavar="N",
         type=positive_int,
-        default=None,
         help="test on the first N of the 10,000 test images only, each epoch and at the end (quick checks: on a "
         "small run, testing takes longer than training; test.py always reads all 10,000)",
     )
@@ -322,17 +308,11 @@ def parser(description=None, actions=None):
         "--eval-every",
         metavar="N",
         type=positive_int,
-        default=None,
         help="also measure the validation accuracy every N steps (accuracy/val_step): how many steps to 99%%? "
         "(default: once an epoch only)",
     )
     a("--logdir", default="boardlog", metavar="DIR", help="TensorBoard folder (default: boardlog)")
-    a(
-        "--run-name",
-        default=None,
-        metavar="NAME",
-        help="this run's subfolder of --logdir (default: date, time and settings)",
-    )
+    a("--run-name", metavar="NAME", help="this run's subfolder of --logdir (default: date, time and settings)")
     add_checkpoint_flag(g["run"], help="where the best model is saved (default: net.pth)")
 
     a = g["machine"].add_argument
@@ -342,7 +322,6 @@ def parser(description=None, actions=None):
         "--resume",
         nargs="?",
         const="latest",
-        default=None,
         metavar="RUN",
         help="continue an interrupted run: its folder or name (alone: the latest run in --logdir); "
         "it keeps its own training and run settings (typed ones that differ are refused)",
@@ -350,40 +329,53 @@ def parser(description=None, actions=None):
     return p
 
 
-def options_of(model):
-    """The option names a net of net.MODELS takes (none for the fixed lab nets)."""
-    return inspect.signature(MODELS[model]).parameters
-
-
+# The one parser, built once; what each setting is (group, flag, on/off, model option) is read from it.
 ACTIONS = {}  # {setting: (its group, its argparse Action)}
-parser(actions=ACTIONS)  # fills ACTIONS
+PARSER = parser(actions=ACTIONS)
 GROUP_OF = {dest: group for dest, (group, _) in ACTIONS.items()}
 TRAINING = [dest for dest, group in GROUP_OF.items() if group == "training"]
 RUN = [dest for dest, group in GROUP_OF.items() if group == "run"]
 FLAG = {dest: action.option_strings[0] for dest, (_, action) in ACTIONS.items()}
 SWITCHES = [dest for dest, (_, action) in ACTIONS.items() if isinstance(action, argparse.BooleanOptionalAction)]
-DECLARED = {dest: action.default for dest, (_, action) in ACTIONS.items()}  # None: the recipe's, or worked out
 MODEL_OPTIONS = [dest for dest in TRAINING if any(dest in options_of(m) for m in MODELS)]
 UNTYPED = object()  # what parse() finds in a setting that was not typed
 
 
 def parse(argv=None, description=None):
-    """train.py's settings from the command line, parsed once, with the defaults that depend on others filled in.
+    """train.py's settings from the command line: those typed, and every other its default (with_defaults)."""
+    PARSER.description = description  # train.py's docstring heads its --help
+    # Parsed into a namespace that holds UNTYPED for every setting, so that what was typed tells itself apart.
+    args = PARSER.parse_args(argv, argparse.Namespace(**dict.fromkeys(ACTIONS, UNTYPED)))
+    return with_defaults({dest: value for dest, value in vars(args).items() if value is not UNTYPED})
 
-    args.given is the set of settings typed on the command line: --resume refuses those its run would overrule.
+
+def with_defaults(typed):
+    """All the settings from those typed, {setting: value}: the others take the defaults of the typed recipe (or
+    the default one), else of their flags; weight decay and batch norm, where not typed, follow from the others.
+
+    args.given is the set of settings typed: --resume refuses those its run would overrule, and sweep.py passes
+    them on to a run of its own.
     """
-    p = parser(description)
-    p.set_defaults(**{dest: UNTYPED for dest in DECLARED})  # so that what was typed tells itself apart
-    args = p.parse_args(argv)
-    given = {dest for dest, value in vars(args).items() if value is not UNTYPED}
-    return resolve(argparse.Namespace(**{**DECLARED, **{dest: getattr(args, dest) for dest in given}}), given)
+    recipe = typed.get("recipe", DEFAULT_RECIPE)
+    flags = {dest: PARSER.get_default(dest) for dest in ACTIONS}
+    args = argparse.Namespace(**{**flags, **RECIPES[recipe], **typed})
+    args.given = set(typed)
+    if args.weight_decay is None:
+        # AdamW's decay is decoupled from the gradient and scaled by the lr: 0.05 is mild and helps
+        # generalisation (measured: docs/results.md). As an L2 penalty in sgd or adam, 0.05 would be far too strong.
+        args.weight_decay = 0.05 if args.optimizer == "adamw" else 0.0
+    if args.batchnorm is None and args.augment and "batchnorm" in options_of(args.model):
+        # Harder images are learnt better with batch norm: over the default's 6 epochs it lifted MNIST's
+        # test accuracy from 99.49-99.61% to 99.59-99.64% (seeds 1-3, docs/results.md), for 3-7% of a step in
+        # fp32 on an AVX2 CPU (bench.py --parts). Unaugmented runs meet their targets without it.
+        args.batchnorm = True
+    return args
 
 
 def changed(args, values):
     """`args` (from parse()) with some settings set as if typed too, {setting: value}, and those that depend
     on them worked out again: each of sweep.py's runs."""
-    typed = {dest: getattr(args, dest) for dest in args.given}
-    return resolve(argparse.Namespace(**{**DECLARED, **typed, **values}), args.given | set(values))
+    return with_defaults({**{dest: getattr(args, dest) for dest in args.given}, **values})
 
 
 def overruled(args, trained, kept):
@@ -407,28 +399,6 @@ def overruled(args, trained, kept):
         and dest not in ("logdir", "run_name", "checkpoint")
         and plain(dest, getattr(args, dest)) != plain(dest, own[dest])
     ]
-
-
-def defaults(recipe=DEFAULT_RECIPE):
-    return resolve(argparse.Namespace(**{**DECLARED, "recipe": recipe}), {"recipe"})
-
-
-def resolve(args, given):
-    """Fill in the settings whose defaults depend on others: the recipe's, weight decay, batch norm."""
-    args.given = given
-    for name, value in {**DEFAULTS, **RECIPES[args.recipe]}.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if args.weight_decay is None:
-        # AdamW's decay is decoupled from the gradient and scaled by the lr: 0.05 is mild and helps
-        # generalisation (measured: docs/results.md). As an L2 penalty in sgd or adam, 0.05 would be far too strong.
-        args.weight_decay = 0.05 if args.optimizer == "adamw" else 0.0
-    if args.batchnorm is None and args.augment and "batchnorm" in options_of(args.model):
-        # Harder images are learnt better with batch norm: over the default's 6 epochs it lifted MNIST's
-        # test accuracy from 99.49-99.61% to 99.59-99.64% (seeds 1-3, docs/results.md), for 3-7% of a step in
-        # fp32 on an AVX2 CPU (bench.py --parts). Unaugmented runs meet their targets without it.
-        args.batchnorm = True
-    return args
 
 
 def training(args):
@@ -498,7 +468,7 @@ def read_record(saved, where):
             f"{where} names a recipe this code does not know ({recipe!r}; it knows "
             f"{', '.join(RECIPES)}): update the lab's code to use it"
         )
-    base = defaults(recipe)
+    base = with_defaults({"recipe": recipe})
     return (
         {**training(base), **saved["training"]},
         {**{k: getattr(base, k) for k in RUN}, **saved["run"]},
