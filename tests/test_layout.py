@@ -74,7 +74,7 @@ def test_the_lesson_never_imports_reading_or_looking_inside():
 @pytest.mark.quick
 def test_train_py_reads_as_a_page():
     """train() is about forty lines, and no call in train.py passes more than 6 arguments: the training state
-    travels as one object (TrainingState), what an epoch measured as one record."""
+    travels as one object (TrainingState), what an epoch measured as one dict of metrics."""
     tree = ast.parse((ROOT / "train.py").read_text(encoding="utf-8"))
     (train,) = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "train"]
     assert train.end_lineno - train.lineno + 1 <= 45
