@@ -85,6 +85,15 @@ def test_train_py_reads_as_a_page():
 
 
 @pytest.mark.quick
+def test_helpers_take_what_they_use_not_the_run():
+    """A helper of the lesson is given the values it reads: lab/runs.py's Run goes to its own methods alone."""
+    for name in ["train.py", *[n for n in PACKAGE if n.startswith("lab/")]]:
+        tree = ast.parse((ROOT / name).read_text(encoding="utf-8"))
+        for f in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
+            assert "run" not in [a.arg for a in f.args.args], f"{name}:{f.lineno} {f.name}() is given the run"
+
+
+@pytest.mark.quick
 def test_the_readmes_say_how_long_the_lesson_is_and_it_is_true():
     """The lesson is net.py, train.py and test.py with lab/: both READMEs give its lines, train.py's and train()'s."""
     files = ["net.py", "train.py", "test.py", *[n for n in PACKAGE if n.startswith("lab/")]]
