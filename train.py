@@ -15,14 +15,14 @@ watch them in TensorBoard, but they never choose anything: choosing on the test 
 reported test accuracy optimistic.
 
 Read from the top: the optimiser, the schedule and the loss; one training step; one epoch; then
-train(), which builds the model and runs the epochs. The machinery around it (resuming, torchrun,
-TensorBoard's pictures, saving safely) is one call each into the lab/ package.
+train(), which runs the epochs; last, the training state that last.pt holds. The machinery around it
+(resuming, torchrun, TensorBoard's pictures, saving safely) is one call each into the lab/ package.
 """
 
 import copy
 import functools
-import math
 import time
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -121,39 +121,179 @@ def make_average(args, model):
     return average, lambda t: get_ema_multi_avg_fn(min(args.ema, (1 + t) / (10 + t)))(ours, theirs, None)
 
 
+def train_step(model, optimizer, scaler, loss_fn, batch, precision):
+    """One optimisation step on one batch: images, labels and the weight of this process's share (torchrun:
+    see lab/data.py's training_batches). Returns (loss, logits), left on the device: reading them here would
+    make a GPU wait for the step to finish. `scaler` is a GradScaler, needed for fp16 only; with fp32 and
+    bf16 it does nothing.
+    """
+    x, y, weight = batch
+    with autocast(x.device, precision):  # bf16/fp16 matmuls and convs where it pays; weights stay fp32
+        logits = model(x)
+    loss = loss_fn(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss * weight).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, logits
+
+
+def train_one_epoch(model, state, loss_fn, batches, progress, precision):
+    """One pass over the training batches, moving the training state (below): its optimiser, scaler, schedule
+    and average. `model` runs the steps: the state's model, or DDP's or torch.compile's wrapper of it. Returns
+    the epoch's first measurements, over every process's images."""
+    model.train()
+    loss_sum = 0  # the sums become tensors on the device: no GPU sync per step
+    correct = 0
+    seen = 0
+    for step, batch in enumerate(batches):
+        lr = state.optimizer.param_groups[0]["lr"]  # the rate of this step (a number on the CPU: no sync)
+        loss, logits = train_step(model, state.optimizer, state.scaler, loss_fn, batch, precision)
+        state.after_step(progress.first + step + 1)  # the schedule and the average (--ema), if any
+        y = batch[1]
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        progress.step(step, loss_sum, correct, seen)  # the bar, and every --log-every steps a point
+    progress.close()
+    state.after_epoch()
+    loss_sum, correct, seen = distributed.sum_over_processes(loss_sum, correct, seen)  # the whole data set's
+    return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "lr": lr, "images": seen}
+
+
+def measure(model, data, precision):
+    """Validation and test of `model` (what is judged: the model, or its average), read at the temperature that
+    makes validation's probabilities honest (lab/calibration.py): saved with the checkpoint, and every probability
+    shown from here on is read at it. The test set is watched, never used to choose."""
+    vx, vy = data["val"]
+    sx, sy = data["test"]
+    with distributed.all_cores_while_others_wait():
+        val = evaluate(model, vx, vy, precision=precision)
+        test = evaluate(model, sx, sy, precision=precision)
+    temperature = calibration.fit_temperature(val["probabilities"], vy)
+    return calibration.at(val, vy, temperature), calibration.at(test, sy, temperature)
+
+
+def scores(val, test):
+    """What an epoch's metrics show of validation and test."""
+    return {
+        "val_loss": val["loss"],
+        "val_acc": val["accuracy"],
+        "test_acc": test["accuracy"],
+        "temperature": test["temperature"],
+        "test_ece": test["calibration"]["ece"],
+    }
+
+
+def best_checkpoint(model, args, settings_record, metrics):
+    """net.pth's dict: the weights of `model` (the judged one), what rebuilds it, the settings, and the epoch's
+    figures with the temperature fitted on validation."""
+    meta = {key: metrics[key] for key in ("epoch", "val_acc", "val_loss", "test_acc", "temperature")}
+    return make_checkpoint(model, args.model, settings.model_options(args), settings_record, meta)
+
+
+def epoch_line(metrics, epochs):
+    """The line printed after each epoch, from the same metrics that TensorBoard is given."""
+    return (
+        f"epoch {metrics['epoch']:>2}/{epochs}  "
+        f"train loss {metrics['train_loss']:.4f} acc {100 * metrics['train_acc']:.2f}%  "
+        f"val loss {metrics['val_loss']:.4f} acc {100 * metrics['val_acc']:.2f}%  "
+        f"test acc {100 * metrics['test_acc']:.2f}%  {metrics['wall_seconds']:.1f} s  "
+        f"{metrics['images'] / metrics['seconds']:,.0f} img/s" + ("  * saved" if metrics["saved"] else "")
+    )
+
+
+def train(args, data=None):
+    """Run a whole training as `args` (lab.settings.parse) say; `data` (lab.data.load_data) may be passed in.
+    Returns a summary dict; summary["interrupted"] is True after Ctrl-C."""
+    with runs.start(args) as run:  # resume?, device, precision, torchrun, folders, --checkpoint's lock: lab/runs.py
+        args = run.args  # a resumed run's own settings
+        data = data or distributed.first_on_each_machine(load_data, args, run.device)
+        n_train = len(data["train"][0])
+        steps = distributed.steps_per_epoch(n_train, args.batch_size, run.world)
+        state = make_state(args, run.device, run.precision, steps, run.saved)  # a resumed run's from last.pt
+        first_epoch, train_seconds = state.epoch, 0.0  # this process's, for the summary
+        loss_fn = make_loss(args)
+        augmenter = augment.make(args, state.augment_rng)  # None without --augment
+        every = (args.log_every, args.eval_every)  # steps between a point of the per-step curves, and a validation
+        validate = functools.partial(evaluate, state.average, *data["val"], precision=run.precision)  # --eval-every
+        run.say_start(state.model, data)
+        board_ = board.Board(run.dir if run.rank == 0 else None, state.model, data, state.epoch, steps)  # rank 0's
+        model = distributed.wrap(state.model, run.device)  # DDP under torchrun, else the model itself
+        model = torch.compile(model) if args.compile else model
+        with runs.stoppable() as stopped:
+            for epoch in range(state.epoch + 1, args.epochs + 1):
+                t0 = time.perf_counter()
+                distributed.seed_epoch(args.seed, epoch, state.augment_rng)
+                batches = training_batches(
+                    data["train"], args.batch_size, state.shuffle, augmenter, run.rank, run.world
+                )
+                progress = EpochSteps(epoch, args.epochs, steps, board_.steps, every, validate)
+                metrics = {"epoch": epoch, **train_one_epoch(model, state, loss_fn, batches, progress, run.precision)}
+                metrics["seconds"] = time.perf_counter() - t0 - progress.eval_seconds  # training alone
+                state.epoch = epoch
+                train_seconds += metrics["seconds"]
+                if run.rank != 0:
+                    continue  # under torchrun, rank 0 alone evaluates, logs and saves
+                val, test = measure(state.average, data, run.precision)
+                metrics.update(scores(val, test), saved=val["accuracy"] > state.best["val_acc"])  # validation picks
+                board_.log_epoch(metrics, val, test)  # first: a full disk there leaves the files below unchanged
+                if metrics["saved"]:  # the best epoch so far: its weights (or their average) become net.pth
+                    state.best = {"val_acc": val["accuracy"], "epoch": epoch, "test_acc": test["accuracy"]}
+                    save_checkpoint(best_checkpoint(state.average, args, run.settings_record, metrics), args.checkpoint)
+                run.save(state)  # last.pt: all that --resume needs
+                metrics["wall_seconds"] = time.perf_counter() - t0
+                print(epoch_line(metrics, args.epochs), flush=True)
+        if run.rank == 0:  # the end: the best model on the test set in TensorBoard, and what to do next
+            board_.finish(stopped.interrupted, state.best, args.checkpoint, run.settings_record)
+            run.say_end(state.best, state.epoch, stopped.interrupted)
+        return run.summary(state.best, stopped.interrupted, train_seconds, (state.epoch - first_epoch) * n_train)
+
+
+# ---------------------------------------------------------------- the training state: what last.pt holds
+
+
+def make_state(args, device, precision, steps, saved=None):
+    """A new run's training state, as `args` say, on `device`, with `steps` steps an epoch; or, given `saved` (what
+    last.pt held: lab/runs.py), a resumed run's. Seeds the global generator first: the net's first weights come
+    from it."""
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, **settings.model_options(args)).to(device).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(args, model.parameters(), device)
+    scheduler, per_batch = make_scheduler(args, optimizer, steps)
+    # The scaler keeps fp16's small gradients from vanishing; bf16 has fp32's range and needs none.
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    average, update_average = make_average(args, model)  # what is validated, tested and saved
+    state = TrainingState(model, optimizer, scheduler, scaler, average, seed=args.seed)
+    state.per_batch, state.update_average = per_batch, update_average  # how they move: not saved
+    if saved is not None:
+        state.load_state_dict(saved)
+    return state
+
+
+@dataclass
 class TrainingState:
-    """Everything a run carries from one epoch to the next, and all that last.pt holds: the model, the
-    optimiser that changes it, the schedule of its learning rate, the fp16 scaler, the averaged weights, the
-    random generators, the epochs done and the best so far. state_dict() and load_state_dict(), as
-    torch's own objects have them: saving last.pt is one call (lab/runs.py), and so is resuming."""
+    """All that last.pt holds: the model, the optimiser that changes it, the schedule of its learning rate, the fp16
+    scaler, the averaged weights, the random generators (made from `seed`), the epochs done and the best so far
+    (chosen on validation); with the global random states, in state_dict() and load_state_dict(), as torch's own
+    objects have them. per_batch and update_average say how the schedule and the average move: not saved, they
+    follow from the settings (make_state)."""
 
-    def __init__(self, args, run, n_train):
-        self.n_train = n_train
-        self.steps = math.ceil(n_train / args.batch_size)  # per epoch
-        distributed.check_split(n_train, args.batch_size, run.world)
-        torch.manual_seed(args.seed)
-        self.options = settings.model_options(args)  # what rebuilds the net from net.pth
-        self.model = build_model(args.model, **self.options).to(run.device).to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(args, self.model.parameters(), run.device)
-        self.scheduler, self.per_batch = make_scheduler(args, self.optimizer, self.steps)
-        # The scaler keeps fp16's small gradients from vanishing; bf16 has fp32's range and needs none.
-        self.scaler = torch.amp.GradScaler(run.device.type, enabled=run.precision == "fp16")
-        self.judged, self.update_average = make_average(args, self.model)  # validated, tested and saved
-        self.shuffle = torch.Generator().manual_seed(args.seed)
-        self.seed = args.seed
-        self.augment_rng = torch.Generator(device=run.device).manual_seed(args.seed)  # on the device: no copies
-        self.epoch = 0  # epochs done
-        self.best = {"val_acc": -1.0, "epoch": 0, "test_acc": None}  # chosen on validation
-        self.best_checkpoint = None  # net.pth and its test evaluation, when this process made them
-        self.best_test = None
-        self.train_seconds = 0.0  # spent in this process's training steps
-        if run.state is not None:
-            self.load_state_dict(run.state)
-        self.first_epoch = self.epoch
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # a torch.optim.lr_scheduler, or None
+    scaler: torch.amp.GradScaler
+    average: torch.nn.Module  # the model itself, or with --ema the average of its weights (make_average)
+    seed: int
+    epoch: int = 0  # epochs done
+    best: dict = field(default_factory=lambda: {"val_acc": -1.0, "epoch": 0, "test_acc": None})
+    per_batch: bool = False  # whether the schedule steps every batch rather than every epoch
+    update_average: object = None  # make_average's: after step t of the run (--ema)
 
-    def images_trained(self):
-        """By this process's steps: the epochs it ran times the training images."""
-        return (self.epoch - self.first_epoch) * self.n_train
+    def __post_init__(self):
+        self.shuffle = torch.Generator().manual_seed(self.seed)  # the order of the training images
+        device = next(self.model.parameters()).device
+        self.augment_rng = torch.Generator(device=device).manual_seed(self.seed)  # on the device: no copies
 
     def after_step(self, t):
         """After step t of the run: the schedule, if it moves every step, and the average (--ema)."""
@@ -178,7 +318,7 @@ class TrainingState:
             "generator": self.shuffle.get_state(),
             "aug_generator": self.augment_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "average": self.judged.state_dict() if self.judged is not self.model else None,
+            "average": self.average.state_dict() if self.average is not self.model else None,
             "cuda_rng": torch.cuda.get_rng_state() if self.augment_rng.device.type == "cuda" else None,
         }
 
@@ -186,8 +326,8 @@ class TrainingState:
         self.epoch = saved["epoch"]
         self.best = dict(saved["best"])
         self.model.load_state_dict(saved["model"])
-        if self.judged is not self.model:
-            self.judged.load_state_dict(saved["average"])
+        if self.average is not self.model:
+            self.average.load_state_dict(saved["average"])
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(saved["scheduler"])
@@ -214,139 +354,6 @@ class TrainingState:
             f"Note: the run was saved on another kind of device: its augmentation's random numbers start again "
             f"from its seed ({self.seed}) and epoch ({epoch}) on this {self.augment_rng.device.type} device"
         )
-
-
-def keep_best(state, run, val, test):
-    """Validation picks the best epoch: its weights (or their average) become the checkpoint to save, with the
-    temperature fitted on validation. Returns what the epoch's record shows of validation and test."""
-    saved = val["accuracy"] > state.best["val_acc"]
-    if saved:
-        state.best = {"val_acc": val["accuracy"], "epoch": state.epoch, "test_acc": test["accuracy"]}
-        meta = {
-            "epoch": state.epoch,
-            "val_acc": val["accuracy"],
-            "val_loss": val["loss"],
-            "test_acc": test["accuracy"],
-            "temperature": test["temperature"],
-        }
-        state.best_checkpoint = make_checkpoint(state.judged, run.args.model, state.options, run.record, meta)
-        state.best_test = test
-    return {
-        "val_loss": val["loss"],
-        "val_acc": val["accuracy"],
-        "test_acc": test["accuracy"],
-        "temperature": test["temperature"],
-        "test_ece": test["calibration"]["ece"],
-        "saved": saved,
-    }
-
-
-def train_step(model, optimizer, scaler, loss_fn, batch, precision):
-    """One optimisation step on one batch: images, labels and the weight of this process's share (torchrun:
-    see lab/data.py's training_batches). Returns (loss, logits), left on the device: reading them here would
-    make a GPU wait for the step to finish. `scaler` is a GradScaler, needed for fp16 only; with fp32 and
-    bf16 it does nothing.
-    """
-    x, y, weight = batch
-    with autocast(x.device, precision):  # bf16/fp16 matmuls and convs where it pays; weights stay fp32
-        logits = model(x)
-    loss = loss_fn(logits.float(), y)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss * weight).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss, logits
-
-
-def train_one_epoch(model, state, loss_fn, batches, progress, precision):
-    """One pass over the training batches. `model` runs the steps: the state's model, or DDP's or
-    torch.compile's wrapper of it. Returns the epoch's first measurements, over every process's images."""
-    model.train()
-    loss_sum = 0  # the sums become tensors on the device: no GPU sync per step
-    correct = 0
-    seen = 0
-    for step, batch in enumerate(batches):
-        lr = state.optimizer.param_groups[0]["lr"]  # the rate of this step (a number on the CPU: no sync)
-        loss, logits = train_step(model, state.optimizer, state.scaler, loss_fn, batch, precision)
-        state.after_step(progress.first + step + 1)  # the schedule and the average (--ema), if any
-        y = batch[1]
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-        progress.step(step, loss_sum, correct, seen)  # the bar, and every --log-every steps a point
-    progress.close()
-    state.after_epoch()
-    loss_sum, correct, seen = distributed.sum_over_processes(loss_sum, correct, seen)  # the whole data set's
-    return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "lr": lr}
-
-
-def measure(state, run, data):
-    """Validation and test of what is judged (the model, or its average), read at the temperature that makes
-    validation's probabilities honest (lab/calibration.py): saved with the checkpoint, and every probability
-    shown from here on is read at it. The test set is watched, never used to choose."""
-    vx, vy = data["val"]
-    sx, sy = data["test"]
-    with distributed.all_cores_while_others_wait():
-        val = evaluate(state.judged, vx, vy, precision=run.precision)
-        test = evaluate(state.judged, sx, sy, precision=run.precision)
-    temperature = calibration.fit_temperature(val["probabilities"], vy)
-    return calibration.at(val, vy, temperature), calibration.at(test, sy, temperature)
-
-
-def epoch_line(record, epochs):
-    """The line printed after each epoch, from the same record that TensorBoard is given."""
-    return (
-        f"epoch {record['epoch']:>2}/{epochs}  "
-        f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}%  "
-        f"val loss {record['val_loss']:.4f} acc {100 * record['val_acc']:.2f}%  "
-        f"test acc {100 * record['test_acc']:.2f}%  {record['wall_seconds']:.1f} s  "
-        f"{record['images_per_second']:,.0f} img/s" + ("  * saved" if record["saved"] else "")
-    )
-
-
-def train(args, data=None):
-    """Run a whole training as `args` (from lab.settings.parse) say. `data` (lab.data.load_data) may be passed in.
-
-    Returns a summary dict; summary["interrupted"] is True after Ctrl-C.
-    """
-    # resume?, threads, device, precision, torchrun, folders, and a lock on --checkpoint: lab/runs.py
-    with runs.start(args) as run:  # leaving this block, however, frees --checkpoint for another run
-        args = run.args  # a resumed run's own settings
-        data = data or distributed.first_on_each_machine(load_data, args, run.device)
-        state = TrainingState(args, run, len(data["train"][0]))  # a resumed run's comes back from last.pt
-        loss_fn = make_loss(args)
-        augmenter = augment.make(args, state.augment_rng)  # None without --augment
-        runs.say_start(run, state.model, data)
-        board_ = board.Board(run, state, data)  # rank 0's TensorBoard; the others' does nothing
-        model = distributed.wrap(state.model, run.device)  # DDP under torchrun, else the model itself
-        model = torch.compile(model) if args.compile else model
-        with runs.stoppable() as stopped:
-            for epoch in range(state.epoch + 1, args.epochs + 1):
-                t0 = time.perf_counter()
-                distributed.seed_epoch(args.seed, epoch, state.augment_rng)
-                batches = training_batches(
-                    data["train"], args.batch_size, state.shuffle, augmenter, run.rank, run.world
-                )
-                progress = EpochSteps(run, epoch, state, board_.steps, data["val"])
-                record = {"epoch": epoch, **train_one_epoch(model, state, loss_fn, batches, progress, run.precision)}
-                record["seconds"] = time.perf_counter() - t0 - progress.eval_seconds  # training alone
-                record["images_per_second"] = state.n_train / record["seconds"]
-                state.epoch = epoch
-                state.train_seconds += record["seconds"]
-                if run.rank != 0:
-                    continue  # under torchrun, rank 0 alone evaluates, logs and saves
-                val, test = measure(state, run, data)
-                record.update(keep_best(state, run, val, test))
-                board_.log_epoch(record, val)  # first: a full disk there leaves the files below as they were
-                if record["saved"]:
-                    save_checkpoint(state.best_checkpoint, args.checkpoint)  # net.pth: the best model so far
-                runs.save_state(run, state)  # last.pt: all that --resume needs
-                record["wall_seconds"] = time.perf_counter() - t0
-                print(epoch_line(record, args.epochs), flush=True)
-        if run.rank == 0:  # the end: the best model on the test set in TensorBoard, and what to do next
-            board_.finish(stopped.interrupted)
-            runs.say_end(run, state, stopped.interrupted)
-        return runs.summary(run, state, stopped.interrupted)
 
 
 def main(argv=None):

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from lab import calibration, settings
+from lab import calibration
 from lab.checkpoint import load_checkpoint
 from lab.cli import UserError, shell_join
 from lab.data import MEAN, STD
@@ -47,53 +47,58 @@ def command_line():
 
 
 class Board:
-    """A run's TensorBoard: its own folder for the epochs, steps/ for the per-step curves (lab/progress.py).
-    Rank 0 alone writes; under torchrun the others' Board does nothing."""
+    """A run's TensorBoard in its folder `run_dir` (None: under torchrun, a process other than rank 0, whose Board
+    writes nothing), with steps/ for the per-step curves (lab/progress.py). It draws `model` and the `data` sets.
+    `epochs_done`: where a resumed run carries on (0 for a new run), epochs of `steps` steps."""
 
-    def __init__(self, run, state, data):
-        self.run = run
-        self.state = state
+    def __init__(self, run_dir, model, data, epochs_done, steps):
+        self.dir = run_dir
+        self.model = model
         self.data = data
-        self.writer = open_run(run, state.epoch, state.model, data["train"])
-        self.steps = open_steps(run, state.epoch * state.steps)
+        self.best_test = None  # the best epoch's test evaluation, when this process made it: shown at the end
+        self.writer = self.steps = None
+        if run_dir is not None:
+            self.writer = open_run(run_dir, epochs_done, model, data["train"])
+            self.steps = open_steps(run_dir, epochs_done * steps)
 
-    def log_epoch(self, record, val):
-        log_epoch(self.writer, record, self.state.model, self.data["val"], val)
+    def log_epoch(self, metrics, val, test):
+        """An epoch: its metrics and what validation (`val`) saw; `test` is kept for the end if it is the best."""
+        log_epoch(self.writer, metrics, self.model, self.data["val"], val)
+        if metrics["saved"]:
+            self.best_test = test
 
-    def finish(self, interrupted):
-        """The end of the run: the best model on the test set, unless it was interrupted; both writers closed."""
+    def finish(self, interrupted, best, checkpoint, settings_record):
+        """The end of the run: the best model (read back from `checkpoint`, net.pth) on the test set, unless it was
+        interrupted; both writers closed. `best`: the best epoch and its accuracies."""
         if not interrupted:
-            log_final(self.writer, self.run, self.state, self.data["test"])
-        close(self.steps, self.run.dir)
-        close(self.writer, self.run.dir)
+            best_model = load_checkpoint(checkpoint)[1]
+            log_final(self.writer, self.model, self.data["test"], best, (best_model, self.best_test), settings_record)
+        close(self.steps, self.dir)
+        close(self.writer, self.dir)
 
 
-def open_run(run, start_epoch, model, train_set):
-    """The run's SummaryWriter, rank 0's alone (None for the others), with the command that started
-    or resumed it and, for a new run, the model's graph and a grid of the training images with their labels."""
-    if run.rank != 0:
-        return None
+def open_run(run_dir, epochs_done, model, train_set):
+    """The run's SummaryWriter, with the command that started or resumed it and, for a new run (no epoch
+    done), the model's graph and a grid of the training images with their labels."""
     images, labels = train_set
-    with events_written(run.dir):
-        if run.state is None:
-            writer = SummaryWriter(str(run.dir))
+    with events_written(run_dir):
+        if epochs_done == 0:
+            writer = SummaryWriter(str(run_dir))
             writer.add_text("command", f"`{command_line()}`", 0)
             writer.add_image("train/samples", samples_picture(images, labels), 0, dataformats="HWC")
             log_graph(writer, model, images[:2])
         else:  # purge_step drops events logged after the saved state, so resumed curves carry on unbroken
-            writer = SummaryWriter(str(run.dir), purge_step=start_epoch + 1)
+            writer = SummaryWriter(str(run_dir), purge_step=epochs_done + 1)
             # at the first step this process logs, so that the start's own line is kept, not repeated
-            writer.add_text("command", f"resumed after epoch {start_epoch}: `{command_line()}`", start_epoch + 1)
+            writer.add_text("command", f"resumed after epoch {epochs_done}: `{command_line()}`", epochs_done + 1)
     return writer
 
 
-def open_steps(run, steps_done):
-    """Rank 0's writer for the per-step curves (lab/progress.py), in the run's steps/ folder; None for the others.
-    A resumed run drops what was logged there after `steps_done`, the steps of the epochs it saved."""
-    if run.rank != 0:
-        return None
-    with events_written(run.dir):
-        return SummaryWriter(str(run.dir / STEPS), purge_step=steps_done + 1 if run.state is not None else None)
+def open_steps(run_dir, steps_done):
+    """The writer for the per-step curves (lab/progress.py), in the run's steps/ folder. A resumed run drops
+    what was logged there after `steps_done`, the steps of the epochs it saved."""
+    with events_written(run_dir):
+        return SummaryWriter(str(run_dir / STEPS), purge_step=steps_done + 1 if steps_done else None)
 
 
 def log_step(writer, step, scalars):
@@ -171,7 +176,7 @@ def log_graph(writer, model, example):
         print(f"(model graph not logged: {type(e).__name__})")
 
 
-# The epoch record's scalars and their TensorBoard tags: the printed line shows the same record.
+# The epoch's metrics and their TensorBoard tags: the printed line shows the same metrics.
 EPOCH_TAGS = {
     "train_loss": "loss/train",
     "train_acc": "accuracy/train",
@@ -185,16 +190,16 @@ EPOCH_TAGS = {
 }
 
 
-def log_epoch(writer, record, model, val_set, val):
-    """One epoch's curves (its record, as train.py prints it), validation pictures and the distributions of
+def log_epoch(writer, metrics, model, val_set, val):
+    """One epoch's curves (its metrics, as train.py prints them), validation pictures and the distributions of
     weights and gradients. model: the plain nn.Module; val_set: the validation images and labels, which `val`
     evaluated.
     """
     images, labels = val_set
-    epoch = record["epoch"]
+    epoch = metrics["epoch"]
     with events_written(writer.log_dir):
         for key, tag in EPOCH_TAGS.items():
-            writer.add_scalar(tag, record[key], epoch)
+            writer.add_scalar(tag, metrics[key], epoch)
         writer.add_image(
             "val/confusion", confusion_picture(confusion_matrix(labels, val["predictions"])), epoch, dataformats="HWC"
         )
@@ -206,31 +211,28 @@ def log_epoch(writer, record, model, val_set, val):
         writer.flush()
 
 
-def log_final(writer, run, state, test_set):
+def log_final(writer, model, test_set, best, kept, settings_record):
     """The best checkpoint on the test set: pictures, PR curves, projector, report; then HParams.
 
-    state.best_checkpoint, state.best_test: that checkpoint's dict and test evaluation, made by this
-    process; a run resumed after its best epoch has neither, and then the checkpoint is read back and
-    evaluated. The state's model has its weights replaced by the best ones here.
+    best: the best epoch and its accuracies (train.py's TrainingState.best); kept: (net.pth's dict, its test
+    evaluation, or None where this process did not evaluate it, a run resumed after its best epoch: then it is
+    evaluated here). `model` has its weights replaced by the best ones here.
+    settings_record: the run's settings (lab/settings.py's record), shown as HParams.
     """
     images, labels = test_set
-    best = state.best
-    best_model = state.best_checkpoint
-    best_test = state.best_test
-    model = state.model
-    step = run.args.epochs
-    if best_model is None:
-        best_model = load_checkpoint(run.args.checkpoint)[1]
+    best_model, best_test = kept
+    precision = settings_record["resolved"]["precision"]
+    step = settings_record["training"]["epochs"]
     model.load_state_dict(best_model["state_dict"])
     if best_test is None:
-        best_test = evaluate(model, images, labels, precision=run.precision)
+        best_test = evaluate(model, images, labels, precision=precision)
         best_test = calibration.at(best_test, labels, best_model.get("temperature", 1.0))
     n = min(PROJECTED, len(images))
-    features = hidden_features(model, images[:n], labels[:n], run.precision)
+    features = hidden_features(model, images[:n], labels[:n], precision)
 
     cm = confusion_matrix(labels, best_test["predictions"])
     hparams = {
-        k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.training(run.args).items()
+        k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings_record["training"].items()
     }
     with events_written(writer.log_dir, finished=True):
         writer.add_image("test/confusion", confusion_picture(cm), step, dataformats="HWC")
@@ -247,7 +249,7 @@ def log_final(writer, run, state, test_set):
         )
         writer.add_text("test report", test_report(best_model.get("epoch"), best_test, cm), step)
         writer.add_hparams(
-            {**hparams, "precision": run.precision},
+            {**hparams, "precision": precision},
             {
                 "hparam/best_val_acc": best["val_acc"],
                 "hparam/test_acc": best["test_acc"],

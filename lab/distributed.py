@@ -11,6 +11,7 @@ and saves; the others only train. Started without torchrun, none of this does an
 
 import contextlib
 import datetime
+import math
 import os
 import signal
 import sys
@@ -79,6 +80,12 @@ def first_on_each_machine(fn, *args):
     if launched() and int(os.environ["LOCAL_RANK"]) == 0:
         dist.barrier()
     return result
+
+
+def steps_per_epoch(n, batch_size, world):
+    """The steps of an epoch of `n` images in batches of `batch_size`, split over `world` processes (checked)."""
+    check_split(n, batch_size, world)
+    return math.ceil(n / batch_size)
 
 
 def check_split(n, batch_size, world):

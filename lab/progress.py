@@ -22,35 +22,30 @@ import time
 from tqdm import tqdm
 
 from lab.board import log_step
-from lab.metrics import evaluate
 
 
 class EpochSteps:
-    def __init__(self, run, epoch, state, writer=None, val_set=None):
-        """Epoch `epoch` of the run (lab/runs.py: its settings and rank) and of its training state (train.py);
-        `writer`: the per-step TensorBoard writer (rank 0's); `val_set`: images and labels for --eval-every."""
+    def __init__(self, epoch, epochs, steps, writer, every, validate):
+        """Epoch `epoch` of `epochs`, of `steps` steps. `writer`: the per-step TensorBoard writer, rank 0's
+        (lab/board.py); the other processes have none and show nothing. `every`: (--log-every, --eval-every);
+        `validate`: a function that evaluates what is judged (the model or its average) on validation."""
         self.epoch = epoch
-        self.epochs = run.args.epochs
-        self.steps = state.steps
-        self.rank = run.rank
-        self.first = (epoch - 1) * state.steps  # the run's step count before this epoch
-        self.log_every = run.args.log_every
-        self.eval_every = run.args.eval_every
+        self.epochs = epochs
+        self.steps = steps
+        self.first = (epoch - 1) * steps  # the run's step count before this epoch
+        self.log_every, self.eval_every = every
         self.writer = writer
-        # --eval-every: what is judged (the model or its average) on validation, between steps
-        self.validate = lambda: evaluate(state.judged, *val_set, precision=run.precision)
+        self.validate = validate
         self.last = (0.0, 0, 0)  # loss sum, right answers and images at the last point logged
         self.eval_seconds = 0.0  # spent validating between steps: not training time
         self.bar = None
-        if self.rank == 0 and sys.stderr.isatty():
-            self.bar = tqdm(
-                total=state.steps, desc=f"epoch {epoch}/{self.epochs}", unit="batch", leave=False, dynamic_ncols=True
-            )
+        if writer is not None and sys.stderr.isatty():
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, dynamic_ncols=True)
 
     def step(self, step, loss_sum, correct, seen):
         """After training step `step` (from 0) of the epoch, with the epoch's sums so far (tensors, maybe on a GPU)."""
-        if self.rank != 0:
-            return
+        if self.writer is None:
+            return  # not rank 0
         done = self.first + step + 1  # of the whole run
         if self.bar is not None:
             self.bar.update()
@@ -63,8 +58,7 @@ class EpochSteps:
             loss = (total - self.last[0]) / since
             accuracy = (right - self.last[1]) / since
             self.last = (total, right, seen)
-            if self.writer is not None:
-                log_step(self.writer, done, {"loss/train_step": loss, "accuracy/train_step": accuracy})
+            log_step(self.writer, done, {"loss/train_step": loss, "accuracy/train_step": accuracy})
             if self.bar is None:
                 print(
                     f"step {step + 1}/{self.steps} of epoch {self.epoch}/{self.epochs}  "
@@ -75,8 +69,7 @@ class EpochSteps:
             t0 = time.perf_counter()
             val = self.validate()
             self.eval_seconds += time.perf_counter() - t0
-            if self.writer is not None:
-                log_step(self.writer, done, {"accuracy/val_step": val["accuracy"], "loss/val_step": val["loss"]})
+            log_step(self.writer, done, {"accuracy/val_step": val["accuracy"], "loss/val_step": val["loss"]})
 
     def close(self):
         if self.bar is not None:

@@ -37,12 +37,13 @@ class Run:
     rank: int  # under torchrun, this process's number of `world`; else 0 of 1
     world: int
     dir: Path  # its folder: TensorBoard events and last.pt
-    state: dict = None  # the saved state it resumes from, or None for a new run
+    saved: dict = None  # what last.pt held (read_state), for a resumed run; None for a new run
     lock: object = None  # net.pth's lock (a filelock.FileLock) while this process holds it (rank 0 alone)
     started: float = field(default_factory=time.perf_counter)
 
     @property
-    def record(self):
+    def settings_record(self):
+        """The settings as net.pth and last.pt keep them (lab/settings.py's record)."""
         return settings.record(self.args, precision=self.precision)
 
     def __enter__(self):
@@ -53,69 +54,142 @@ class Run:
             release_lock(self.lock)
             self.lock = None
 
+    def save(self, state):
+        """last.pt: the training state (train.py's TrainingState) with the run's settings record, after every epoch."""
+        saved = {"format": STATE_FORMAT, "version": VERSION, "settings": self.settings_record, **state.state_dict()}
+        save_torch(saved, self.dir / STATE_FILE)
+
+    def say_start(self, model, data):
+        n = {name: len(images) for name, (images, _) in data.items()}
+        print(
+            f"{self.args.model}: {count_parameters(model):,} parameters; training on {n['train']:,} images, "
+            f"validating on {n['val']:,}, testing on {n['test']:,}; logging to {self.dir}"
+        )
+
+    def say_end(self, best, epochs_done, interrupted):
+        """What to do next: after Ctrl-C, how to resume; else where the best model is and how to look at it."""
+        if interrupted:
+            self.say_interrupted(best, epochs_done)
+        else:
+            self.say_done(best)
+
+    def say_interrupted(self, best, done):
+        print(f"\nInterrupted during epoch {done + 1}.", file=sys.stderr)
+        if best["epoch"]:
+            print(
+                f"The best model so far (epoch {best['epoch']}, val {100 * best['val_acc']:.2f}%) "
+                f"is kept in {self.args.checkpoint}; logs are in {self.dir}.",
+                file=sys.stderr,
+            )
+        if done > 0:
+            resume = shell_join(["python", "train.py", "--resume", self.dir])
+            print(f"Resume from epoch {done + 1} with: {resume}", file=sys.stderr)
+        else:
+            print("No epoch finished, so there is nothing to resume: run python train.py again.", file=sys.stderr)
+
+    def say_done(self, best):
+        print(
+            f"\nBest validation accuracy {100 * best['val_acc']:.2f}% at epoch {best['epoch']}; "
+            f"test accuracy of that model {100 * best['test_acc']:.2f}%."
+        )
+        print(f"Saved to {self.args.checkpoint}. Wall time {fmt_time(time.perf_counter() - self.started)}.")
+        print(f"Evaluate it:  {shell_join(['python', 'test.py', '--checkpoint', self.args.checkpoint])}")
+        print(f"Curves:       {shell_join(['tensorboard', '--logdir', self.args.logdir])}")
+
+    def summary(self, best, interrupted, train_seconds, train_images):
+        """What train() returns: where things are, the best epoch and its accuracies, and timings (`train_seconds`
+        spent in this process's training steps, on `train_images` images)."""
+        return {
+            "run_dir": str(self.dir),
+            "checkpoint": self.args.checkpoint,
+            "best_epoch": best["epoch"],
+            "best_val_acc": best["val_acc"],
+            "test_acc": best["test_acc"],
+            "seconds": time.perf_counter() - self.started,
+            "interrupted": interrupted,
+            "epochs": self.args.epochs,
+            "train_seconds": train_seconds,
+            "train_images": train_images,
+        }
+
 
 def start(args):
     """Everything before the first step: resume or not, threads, device and precision, torchrun, folders,
     and the lock on --checkpoint (rank 0's: it alone saves). Use it as `with start(args) as run:`."""
-    state = None
+    saved = None
     if args.resume:
-        run_dir = find_run(args.logdir, args.resume)
-        state = read_state(run_dir / STATE_FILE)
-        trained, kept, resolved = state["settings"]
-        if typed := settings.overruled(args, trained, kept):
-            raise UserError(
-                f"--resume continues {run_dir} with the settings it was started with: leave out "
-                f"{', '.join(typed)}, or start a new run with them"
-            )
-        # The run's own training and run settings; where it runs now (device, data) from this command.
-        args = argparse.Namespace(**{**vars(args), **trained, **kept})
+        run_dir, saved, args = resumed(args)  # the run's own settings
     threads = use_all_cores()
     keep_freed_memory()  # see lab/device.py: twice the speed in the first epoch on a CPU
     device, rank, world = distributed.setup(pick_device(args.device))  # torchrun: process `rank` of `world`
-    if state is None:
-        precision = pick_precision(args.precision, device)
+    if saved is None:
+        precision, note = pick_precision(args.precision, device), None
     else:
-        precision, note = precision_again(args.precision, resolved.get("precision"), device)
+        precision, note = precision_again(args.precision, saved["settings"][2].get("precision"), device)
     settings.model_options(args)  # a wrong option fails now, before the data is read
     if Path(args.checkpoint).is_dir():
         raise UserError(f"--checkpoint {args.checkpoint} is a folder: give a file name, e.g. net.pth")
     make_folder(Path(args.checkpoint).parent, "--checkpoint")  # now, not after the first epoch's training
     make_folder(args.logdir, "--logdir")
-    if state is None:
-        args.run_name = args.run_name or default_run_name(args)
-        run_dir = Path(args.logdir) / args.run_name
-        if (run_dir / STATE_FILE).exists():
-            raise UserError(
-                f"run {run_dir} exists already: continue it with --resume {run_dir}, or pick another --run-name"
-            )
-    elif state["epoch"] >= args.epochs:
+    if saved is None:
+        run_dir = new_run_dir(args)
+    elif saved["epoch"] >= args.epochs:
         raise UserError(
             f"run {run_dir} already finished all {args.epochs} epochs; its best model is in "
             f"{args.checkpoint} (to train longer, start a new run with more --epochs)"
         )
-    lock = None
-    if rank == 0:  # it alone saves and logs
-        lock = take_lock(args.checkpoint)  # only now: a run refused above leaves no lock behind
-        try:
-            make_folder(run_dir, "--logdir")  # a read-only --logdir fails now, not once the data is read
-        except UserError:
-            release_lock(lock)
-            raise
+    lock = take_locks(args.checkpoint, run_dir) if rank == 0 else None  # rank 0 alone saves and logs
     print(
         f"Using {device} device"
         + (f" ({threads} threads)" if device.type == "cpu" else "")
         + f", {precision} precision"
         + (f", {world} processes (torchrun)" if distributed.launched() else "")
     )
-    if state is not None:
-        best = state["best"]
+    if saved is not None:
+        best = saved["best"]
         print(
-            f"Resuming {run_dir} after epoch {state['epoch']} (best so far: epoch {best['epoch']}, "
+            f"Resuming {run_dir} after epoch {saved['epoch']} (best so far: epoch {best['epoch']}, "
             f"val {100 * best['val_acc']:.2f}%)"
         )
         if note:
             print(note)
-    return Run(args, device, precision, rank, world, run_dir, state, lock)
+    return Run(args, device, precision, rank, world, run_dir, saved, lock)
+
+
+def resumed(args):
+    """--resume: (the run's folder, what its last.pt held, its settings). Its own training and run settings;
+    where it runs now (device, data) from this command. A training setting typed that differs is refused."""
+    run_dir = find_run(args.logdir, args.resume)
+    saved = read_state(run_dir / STATE_FILE)
+    trained, kept, _ = saved["settings"]
+    if typed := settings.overruled(args, trained, kept):
+        raise UserError(
+            f"--resume continues {run_dir} with the settings it was started with: leave out "
+            f"{', '.join(typed)}, or start a new run with them"
+        )
+    return run_dir, saved, argparse.Namespace(**{**vars(args), **trained, **kept})
+
+
+def new_run_dir(args):
+    args.run_name = args.run_name or default_run_name(args)
+    run_dir = Path(args.logdir) / args.run_name
+    if (run_dir / STATE_FILE).exists():
+        raise UserError(
+            f"run {run_dir} exists already: continue it with --resume {run_dir}, or pick another --run-name"
+        )
+    return run_dir
+
+
+def take_locks(checkpoint, run_dir):
+    """The lock on --checkpoint, taken only now: a run refused before leaves no lock behind. A read-only
+    --logdir fails now too, not once the data is read."""
+    lock = take_lock(checkpoint)
+    try:
+        make_folder(run_dir, "--logdir")
+    except UserError:
+        release_lock(lock)
+        raise
+    return lock
 
 
 def precision_again(choice, trained_in, device):
@@ -153,21 +227,14 @@ def find_run(logdir, resume):
 # ---------------------------------------------------------------- last.pt: what is saved, and how it comes back
 
 
-def save_state(run, state):
-    """last.pt: the training state (train.py's TrainingState), with the run's settings record, after every epoch."""
-    save_torch(
-        {"format": STATE_FORMAT, "version": VERSION, "settings": run.record, **state.state_dict()}, run.dir / STATE_FILE
-    )
-
-
 def read_state(path, hint="start a new run instead"):
-    """last.pt, checked, with its settings record read: state["settings"] = (training, run, resolved) dicts."""
-    state = load_file(path, what="resume state", hint=hint)
-    if not isinstance(state, dict) or "epoch" not in state or state.get("format", STATE_FORMAT) != STATE_FORMAT:
+    """What last.pt holds, checked, with its settings record read: ["settings"] = (training, run, resolved) dicts."""
+    saved = load_file(path, what="resume state", hint=hint)
+    if not isinstance(saved, dict) or "epoch" not in saved or saved.get("format", STATE_FORMAT) != STATE_FORMAT:
         raise UserError(f"{path} is not a run state of this lab's train.py: {hint}")
-    check_version(state, path, VERSION, "run state")
-    state["settings"] = settings.read_record(state.get("settings", state.get("args")), path)
-    return state
+    check_version(saved, path, VERSION, "run state")
+    saved["settings"] = settings.read_record(saved.get("settings", saved.get("args")), path)
+    return saved
 
 
 # ---------------------------------------------------------------- the end of a run
@@ -186,60 +253,3 @@ def stoppable():
         if not distributed.peer_stopped(e):
             raise
         stopped.interrupted = True
-
-
-def say_start(run, model, data):
-    n = {name: len(images) for name, (images, _) in data.items()}
-    print(
-        f"{run.args.model}: {count_parameters(model):,} parameters; training on {n['train']:,} images, "
-        f"validating on {n['val']:,}, testing on {n['test']:,}; logging to {run.dir}"
-    )
-
-
-def summary(run, state, interrupted):
-    """What train() returns: where things are, the best epoch and its accuracies, and timings."""
-    best = state.best
-    return {
-        "run_dir": str(run.dir),
-        "checkpoint": run.args.checkpoint,
-        "best_epoch": best["epoch"],
-        "best_val_acc": best["val_acc"],
-        "test_acc": best["test_acc"],
-        "seconds": time.perf_counter() - run.started,
-        "interrupted": interrupted,
-        "epochs": run.args.epochs,
-        "train_seconds": state.train_seconds,
-        "train_images": state.images_trained(),
-    }
-
-
-def say_end(run, state, interrupted):
-    if interrupted:
-        say_interrupted(run, state.best, state.epoch)
-    else:
-        say_done(run, state.best)
-
-
-def say_interrupted(run, best, done):
-    print(f"\nInterrupted during epoch {done + 1}.", file=sys.stderr)
-    if best["epoch"]:
-        print(
-            f"The best model so far (epoch {best['epoch']}, val {100 * best['val_acc']:.2f}%) "
-            f"is kept in {run.args.checkpoint}; logs are in {run.dir}.",
-            file=sys.stderr,
-        )
-    if done > 0:
-        resume = shell_join(["python", "train.py", "--resume", run.dir])
-        print(f"Resume from epoch {done + 1} with: {resume}", file=sys.stderr)
-    else:
-        print("No epoch finished, so there is nothing to resume: run python train.py again.", file=sys.stderr)
-
-
-def say_done(run, best):
-    print(
-        f"\nBest validation accuracy {100 * best['val_acc']:.2f}% at epoch {best['epoch']}; "
-        f"test accuracy of that model {100 * best['test_acc']:.2f}%."
-    )
-    print(f"Saved to {run.args.checkpoint}. Wall time {fmt_time(time.perf_counter() - run.started)}.")
-    print(f"Evaluate it:  {shell_join(['python', 'test.py', '--checkpoint', run.args.checkpoint])}")
-    print(f"Curves:       {shell_join(['tensorboard', '--logdir', run.args.logdir])}")

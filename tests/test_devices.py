@@ -1,6 +1,5 @@
 """The machines students have, played here: the precision each GPU gets (its properties faked), and a run
 resumed on another kind of device than it was saved on (lab/device.py, lab/runs.py, train.py's TrainingState)."""
-import types
 import warnings
 
 import pytest
@@ -60,8 +59,7 @@ def test_the_fp16_path_has_the_scaler():
     import train
     args = settings.parse(["--limit", "256", "--recipe", "ours"])
     for precision in ("fp16", "bf16", "fp32"):
-        run = types.SimpleNamespace(device=torch.device("cpu"), precision=precision, world=1, state=None)
-        assert train.TrainingState(args, run, 256).scaler.is_enabled() == (precision == "fp16")
+        assert train.make_state(args, torch.device("cpu"), precision, 2).scaler.is_enabled() == (precision == "fp16")
 
 
 MPS_BUILDS = {  # name: (what its MPS autocast runs, what --precision bf16 and fp16 give: the precision or None)
@@ -161,11 +159,11 @@ def test_a_state_from_another_device_reseeds_its_generator_and_scaler(capsys):
     import train
     args = settings.parse(["--limit", "256", "--recipe", "ours", "--seed", "3"])
     cpu = torch.device("cpu")
-    saved = train.TrainingState(args, types.SimpleNamespace(device=cpu, precision="fp32", world=1, state=None), 256)
-    saved.epoch = 2
-    state = {**saved.state_dict(), "aug_generator": torch.zeros(16, dtype=torch.uint8)}
-    assert state["scaler"] == {}
-    resumed = train.TrainingState(args, types.SimpleNamespace(device=cpu, precision="fp16", world=1, state=state), 256)
+    state = train.make_state(args, cpu, "fp32", 2)
+    state.epoch = 2
+    saved = {**state.state_dict(), "aug_generator": torch.zeros(16, dtype=torch.uint8)}
+    assert saved["scaler"] == {}
+    resumed = train.make_state(args, cpu, "fp16", 2, saved)
     assert resumed.epoch == 2 and resumed.scaler.is_enabled() and resumed.scaler.get_scale() == 2.0**16
     expected = torch.Generator().manual_seed(3 * 1_000_000 + 2 * 1_000)  # from (seed, epoch) alone
     assert torch.equal(resumed.augment_rng.get_state(), expected.get_state())

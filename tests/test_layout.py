@@ -74,7 +74,7 @@ def test_the_lesson_never_imports_reading_or_looking_inside():
 @pytest.mark.quick
 def test_train_py_reads_as_a_page():
     """train() is about forty lines, and no call in train.py passes more than 6 arguments: the training state
-    travels as one object (TrainingState), what an epoch measured as one record."""
+    travels as one object (TrainingState), what an epoch measured as one dict of metrics."""
     tree = ast.parse((ROOT / "train.py").read_text(encoding="utf-8"))
     (train,) = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "train"]
     assert train.end_lineno - train.lineno + 1 <= 45
@@ -82,6 +82,15 @@ def test_train_py_reads_as_a_page():
         assert len(call.args) + len(call.keywords) <= 6, f"train.py:{call.lineno} passes more than 6 arguments"
     state = [c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "TrainingState"]
     assert {"state_dict", "load_state_dict"} <= {f.name for f in state[0].body if isinstance(f, ast.FunctionDef)}
+
+
+@pytest.mark.quick
+def test_helpers_take_what_they_use_not_the_run():
+    """A helper of the lesson is given the values it reads: lab/runs.py's Run goes to its own methods alone."""
+    for name in ["train.py", *[n for n in PACKAGE if n.startswith("lab/")]]:
+        tree = ast.parse((ROOT / name).read_text(encoding="utf-8"))
+        for f in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
+            assert "run" not in [a.arg for a in f.args.args], f"{name}:{f.lineno} {f.name}() is given the run"
 
 
 @pytest.mark.quick

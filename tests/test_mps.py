@@ -29,6 +29,7 @@ import collections
 import contextlib
 import functools
 import io
+import math
 import sys
 import types
 from pathlib import Path
@@ -350,18 +351,17 @@ def record_training(recorder, recipe, images, labels, monkeypatch, precision=Non
     monkeypatch.setattr(train, "make_optimizer", lambda args, params, device: make_optimizer(args, params, mps))
     args = settings.parse(["--recipe", recipe, *EVERY_AUGMENTATION, *TINY])
     precision = precision or mps_precision()
-    run = types.SimpleNamespace(device=DEVICE, precision=precision, world=1, state=None, args=args)
-    state = train.TrainingState(args, run, len(labels))
+    state = train.make_state(args, DEVICE, precision, math.ceil(len(labels) / args.batch_size))
     augmenter = augment.make(args, state.augment_rng)
     progress = types.SimpleNamespace(first=0, step=lambda *a: None, close=lambda: None)
     data = {"val": (images, labels), "test": (images, labels)}
     step = f"a training step of --recipe {recipe} in {precision}"
-    with recording(recorder, step, state.model, state.judged, images, labels):
+    with recording(recorder, step, state.model, state.average, images, labels):
         batches = training_batches((images, labels), args.batch_size, state.shuffle, augmenter)
-        train.train_one_epoch(state.model, state, train.make_loss(args), batches, progress, run.precision)
+        train.train_one_epoch(state.model, state, train.make_loss(args), batches, progress, precision)
     where = f"evaluation and the temperature of --recipe {recipe} in {precision}"
-    with recording(recorder, where, state.judged, images, labels):
-        train.measure(state, run, data)
+    with recording(recorder, where, state.average, images, labels):
+        train.measure(state.average, data, precision)
 
 
 @pytest.fixture(scope="module")
