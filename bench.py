@@ -583,8 +583,9 @@ def load_average():
         return (float("nan"),) * 3
 
 
-def page_row(spacing, digits, right, lines, lines_right, in_order, sheets):
-    """One row of --pages's table, from the counts of its sheets."""
+def page_row(spacing, counts):
+    """One row of --pages's table, from the counts of its sheets: score()'s five and the number of sheets."""
+    digits, right, lines, lines_right, in_order, sheets = counts
     return [
         spacing,
         f"{sheets:,}",
@@ -616,10 +617,10 @@ def pages(args):
         counts = score(sheet, page.lines, [(d.line, d.box) for d in page.digits])
         totals[sheet.spacing] = [a + b for a, b in zip(totals[sheet.spacing], (*counts, 1))]
     seconds = time.perf_counter() - t0
-    rows = [page_row(spacing, *counts) for spacing, counts in totals.items()]
+    rows = [page_row(spacing, counts) for spacing, counts in totals.items()]
     goal = [counts for spacing, counts in totals.items() if spacing != "overlapping"]
     goal_counts = [sum(counts) for counts in zip(*goal)]
-    rows.append(page_row("wide to touching", *goal_counts))
+    rows.append(page_row("wide to touching", goal_counts))
     digits = goal_counts[0]
     sheets = goal_counts[5]
     print(

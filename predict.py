@@ -213,10 +213,30 @@ def main(argv=None):
     if args.save_digits:
         make_folder(args.save_digits, "--save-digits")  # before the work, so that a bad folder fails at once
 
-    classify = classifier(model, ckpt, device)
-    pages = []  # (name, Page) of each file read
+    pages, failed = read_files(args.images, classifier(model, ckpt, device), reader)
+    entries = say_pages(pages, args.topk)
+    if args.expect:
+        failed += check_and_save(args, pages)
+    if args.json:
+        out = {
+            "checkpoint": args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint,
+            "model": ckpt.get("model"),
+            "predictions": entries,
+            "failed": failed,
+        }
+        write_json(args.json, out)
+    if args.show and pages:
+        show_pages(args.show, pages, entries)
+    if args.explain:
+        explain_digits(args.explain, model, ckpt, pages)
+    return 1 if failed else 0
+
+
+def read_files(images, classify, reader):
+    """Each file (or folder's files) read as a page: [(name, Page)], and how many could not be, each said why."""
+    pages = []
     failed = 0
-    for name, path in image_files(args.images):
+    for name, path in image_files(images):
         try:
             if path is None:
                 raise ImageProblem("no image files in this folder")
@@ -224,22 +244,29 @@ def main(argv=None):
         except ImageProblem as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             failed += 1
-    # One digit alone is a page of one digit: printed on one line, as it always was
-    single = [k for k, (_, page) in enumerate(pages) if len(page.digits) == 1]
-    names = [pages[k][0] for k in single]
-    seen = [pages[k][1].digits[0].pixels for k in single]
+    return pages, failed
 
-    results = []
-    entries = {}
-    printed = {}
+
+def one_digit(pages):
+    """The pages that hold one digit alone: their positions in `pages`."""
+    return [k for k, (_, page) in enumerate(pages) if len(page.digits) == 1]
+
+
+def say_pages(pages, topk):
+    """Prints what each page holds, in order, and returns each page's entry of --json. One digit alone is a page of
+    one digit: printed on one line, as it always was, with its `topk` likeliest digits; other pages line by line."""
+    single = one_digit(pages)
     width = max((len(name) for name, _ in pages), default=0)
-    if seen:
+    printed = {}
+    entries = {}
+    if single:
         probs = torch.stack([pages[k][1].digits[0].probabilities for k in single])
-        top_p, top_d = probs.topk(args.topk, dim=1)
-        for k, name, p, d in zip(single, names, top_p.tolist(), top_d.tolist()):
+        top_p, top_d = probs.topk(topk, dim=1)  # every one-digit page at once
+        for k, p, d in zip(single, top_p.tolist(), top_d.tolist()):
+            name = pages[k][0]
             line = f"{name:<{width}}  →  {d[0]}  ({100 * p[0]:.1f}%)"
-            if args.topk > 1:
-                line += f"   top {args.topk}: " + " · ".join(f"{dd} {100 * pp:.1f}%" for dd, pp in zip(d, p))
+            if topk > 1:
+                line += f"   top {topk}: " + " · ".join(f"{dd} {100 * pp:.1f}%" for dd, pp in zip(d, p))
             printed[k] = [line]
             entries[k] = {
                 "file": name,
@@ -247,33 +274,11 @@ def main(argv=None):
                 "probability": p[0],
                 "topk": [{"digit": dd, "probability": pp} for dd, pp in zip(d, p)],
             }
-            results.append(entries[k])
     for k, (name, page) in enumerate(pages):
         if k not in printed:
-            printed[k], entries[k] = page_lines(name, page, width), page_json(name, page, args.topk)
+            printed[k], entries[k] = page_lines(name, page, width), page_json(name, page, topk)
         print("\n".join(printed[k]))
-    if args.expect:
-        failed += check_and_save(args, pages)
-
-    if args.json:
-        out = {
-            "checkpoint": args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint,
-            "model": ckpt.get("model"),
-            "predictions": [entries[k] for k in range(len(pages))],
-            "failed": failed,
-        }
-        write_json(args.json, out)
-    if args.show and pages:
-        shown = [
-            (r["file"], pages[k][1].image, x, f"{r['prediction']} ({100 * r['probability']:.0f}%)")
-            for k, r, x in zip(single[:SHOW_MAX], results, seen)
-        ]
-        save_show(args.show, shown, [(name, page) for name, page in pages if len(page.digits) > 1][:SHOW_MAX])
-        print(f"Wrote {args.show}" + (f" (the first {SHOW_MAX} images)" if len(pages) > SHOW_MAX else ""))
-    if args.explain and results:
-        save_explain(args.explain, model, ckpt, names, seen, probs)
-        print(f"Wrote {args.explain}" + (f" (the first {SHOW_MAX} images)" if len(results) > SHOW_MAX else ""))
-    return 1 if failed else 0
+    return [entries[k] for k in range(len(pages))]
 
 
 def check_and_save(args, pages):
@@ -295,6 +300,29 @@ def check_and_save(args, pages):
     elif otherwise:
         print(f"{otherwise} digits the net reads as another digit than expected")
     return refused
+
+
+def show_pages(path, pages, entries):
+    """--show: each one-digit page beside what the net saw of it, then the other pages as read; SHOW_MAX of each."""
+    shown = []
+    for k in one_digit(pages)[:SHOW_MAX]:
+        name, page = pages[k]
+        caption = f"{entries[k]['prediction']} ({100 * entries[k]['probability']:.0f}%)"
+        shown.append((name, page.image, page.digits[0].pixels, caption))
+    save_show(path, shown, [(name, page) for name, page in pages if len(page.digits) > 1][:SHOW_MAX])
+    print(f"Wrote {path}" + (f" (the first {SHOW_MAX} images)" if len(pages) > SHOW_MAX else ""))
+
+
+def explain_digits(path, model, ckpt, pages):
+    """--explain: why the net read each one-digit page's digit as it did; nothing when there is none."""
+    single = one_digit(pages)
+    if not single:
+        return
+    names = [pages[k][0] for k in single]
+    seen = [pages[k][1].digits[0].pixels for k in single]
+    probs = torch.stack([pages[k][1].digits[0].probabilities for k in single])
+    save_explain(path, model, ckpt, names, seen, probs)
+    print(f"Wrote {path}" + (f" (the first {SHOW_MAX} images)" if len(single) > SHOW_MAX else ""))
 
 
 if __name__ == "__main__":

@@ -233,18 +233,22 @@ def read_labelled(folder, classify):
     return originals, seen, torch.stack(probabilities), torch.tensor(labels), paths, failed
 
 
-def say_checkpoint(args, ckpt, net, x, labels, precision, what="test acc"):
-    """The first lines: the checkpoint; for an ensemble, each member's own accuracy on (x, labels), which
-    are returned, to set beside the ensemble's below. None for one net."""
+def member_results(ckpt, net, x, labels, batch_size, precision):
+    """For an ensemble, each member's own result on (x, labels), to set beside the ensemble's; None for one net."""
     if "members" not in ckpt:
+        return None
+    return [evaluate(m, x, labels, batch_size=batch_size, precision=precision) for m in ensemble.members(net)]
+
+
+def say_checkpoint(path, ckpt, net, members, what="test acc"):
+    """The first lines: the checkpoint; for an ensemble, each member's own accuracy (member_results())."""
+    if members is None:
         print(
-            f"Checkpoint {args.checkpoint[0]}: {ckpt['model']} with {count_parameters(net):,} parameters, "
+            f"Checkpoint {path}: {ckpt['model']} with {count_parameters(net):,} parameters, "
             f"epoch {ckpt.get('epoch')}, validation accuracy {100 * ckpt.get('val_acc', 0):.2f}%"
         )
-        return None
-    members = [evaluate(m, x, labels, batch_size=args.batch_size, precision=precision) for m in ensemble.members(net)]
-    print(members_table(ckpt, members, what))
-    return members
+    else:
+        print(members_table(ckpt, members, what))
 
 
 def temperature_of(ckpt):
@@ -282,7 +286,8 @@ def test_images(args, model, net, ckpt, device, precision):
         batch_size=args.batch_size,
         precision=precision,
     )
-    members = say_checkpoint(args, ckpt, net, x, labels.to(device), precision, "on your images")
+    members = member_results(ckpt, net, x, labels.to(device), args.batch_size, precision)
+    say_checkpoint(args.checkpoint[0], ckpt, net, members, "on your images")
     print(
         f"Device {device}, {precision} precision"
         + (", test-time augmentation (each image read five times)" if args.tta else "")
@@ -368,54 +373,48 @@ def main(argv=None):
     model, ckpt = ensemble.load(args.checkpoint)  # first: a missing checkpoint fails fast
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
-    if args.report:
-        make_folder(args.report, "--report")  # before the work, so that a bad folder fails at once
-    if args.images:
-        if args.attack or args.samples:
-            raise UserError("--attack and --samples work on MNIST's test set: run them without --images")
+    check_flags(args)
     norm = ckpt.get("normalization", {})
     net = model = model.to(device).to(memory_format=torch.channels_last)
     if args.tta:  # test-time augmentation: the net reads each image five times
         model = ensemble.Shifted(net, -norm.get("mean", MEAN) / norm.get("std", STD))
     if args.images:
         return test_images(args, model, net, ckpt, device, precision)
+    return test_mnist(args, model, net, ckpt, device, precision)
+
+
+def check_flags(args):
+    """The flags' mistakes, before the work: a --report folder that cannot be made, a flag --images does not take."""
+    if args.report:
+        make_folder(args.report, "--report")
+    if args.images and (args.attack or args.samples):
+        raise UserError("--attack and --samples work on MNIST's test set: run them without --images")
+
+
+def test_mnist(args, model, net, ckpt, device, precision):
+    """test.py on MNIST's test set: the figures and tables printed, then --samples, --attack, --json and --report.
+    `model` reads (the net, an ensemble, or either with --tta); `net` is the one without --tta."""
+    norm = ckpt.get("normalization", {})
     images, labels = load_split(False, args.data_dir, args.mirror)
     x = normalize(images, norm.get("mean", MEAN), norm.get("std", STD)).to(device)
     alone = None
     if args.tta:  # the net's own figure too, for the line that sets the two side by side
         alone = evaluate(net, x, labels.to(device), batch_size=args.batch_size, precision=precision)
 
-    members = say_checkpoint(args, ckpt, net, x, labels.to(device), precision)
+    members = member_results(ckpt, net, x, labels.to(device), args.batch_size, precision)
+    say_checkpoint(args.checkpoint[0], ckpt, net, members)
     if members and not args.tta:  # the ensemble's reading is the mean of its members' just made
         res = ensemble.mean_result(members, labels)
     else:
         res = evaluate(model, x, labels.to(device), batch_size=args.batch_size, precision=precision)
-    preds, probs = res["predictions"], res["probabilities"]
-    cm = confusion_matrix(labels, preds)
+    cm = confusion_matrix(labels, res["predictions"])
+    calibrated = calibration.calibration_error(res["probabilities"], labels)
 
     print(f"Device {device}, {precision} precision")
-    if alone is not None:
-        print(
-            f"Test-time augmentation: each image read as it is and moved by one pixel each way; without it "
-            f"{100 * alone['accuracy']:.2f}% ({alone['correct']}/{alone['total']})"
-        )
-    print(f"Accuracy: {100 * res['accuracy']:.2f}% ({res['correct']}/{res['total']})")
-    print(f"Average loss: {res['loss']:.4f}")
-    calibrated = calibration.calibration_error(probs, labels)
-    print(calibration.summary_line(calibrated, temperature_of(ckpt)) + "\n")
-    print(digit_tables(cm))
-
+    say_figures(res, alone, cm, calibrated, temperature_of(ckpt))
     if args.samples > 0:
-        pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(args.seed))[: args.samples]
-        print(f"\n{len(pick)} random test images:")
-        for i in pick.tolist():
-            ok = "ok" if preds[i] == labels[i] else "WRONG"
-            print(
-                f"  image {i:>5}: predicted {int(preds[i])} ({100 * probs[i].max():5.1f}%), true {int(labels[i])}  {ok}"
-            )
-
+        say_samples(res, labels, args.samples, args.seed)
     attack = attack_table(model, ckpt, images, labels, args.attack) if args.attack else None
-
     if args.json:
         write_json(
             args.json,
@@ -465,6 +464,30 @@ def main(argv=None):
             f"into {args.report}"
         )
     return 0
+
+
+def say_figures(res, alone, cm, calibrated, temperature):
+    """MNIST's figures: the accuracy (and without --tta, `alone`, when it was used), the loss, the calibration,
+    and the tables per digit."""
+    if alone is not None:
+        print(
+            f"Test-time augmentation: each image read as it is and moved by one pixel each way; without it "
+            f"{100 * alone['accuracy']:.2f}% ({alone['correct']}/{alone['total']})"
+        )
+    print(f"Accuracy: {100 * res['accuracy']:.2f}% ({res['correct']}/{res['total']})")
+    print(f"Average loss: {res['loss']:.4f}")
+    print(calibration.summary_line(calibrated, temperature) + "\n")
+    print(digit_tables(cm))
+
+
+def say_samples(res, labels, n, seed):
+    """--samples: n test images picked at random (by the seed), each with what the net read and the truth."""
+    preds, probs = res["predictions"], res["probabilities"]
+    pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n]
+    print(f"\n{len(pick)} random test images:")
+    for i in pick.tolist():
+        ok = "ok" if preds[i] == labels[i] else "WRONG"
+        print(f"  image {i:>5}: predicted {int(preds[i])} ({100 * probs[i].max():5.1f}%), true {int(labels[i])}  {ok}")
 
 
 if __name__ == "__main__":

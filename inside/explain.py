@@ -31,6 +31,7 @@ IG_STEPS = 32  # points on the path from blank (Gauss-Legendre): the shares then
 PGD_STEPS = 20  # PGD's steps; each may move a pixel by 2.5 ε / PGD_STEPS (Madry et al.'s rule)
 EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)  # those of PyTorch's FGSM tutorial, to compare with it
 MAX_EPS = 1.0  # a larger ε than this allows any image at all
+ATTACK_BATCH = 500  # images attacked at once by robust_accuracy(): the memory of an attack step's gradient stays small
 
 # Captum says so each time an input did not ask for gradients already; it asks for them itself, as it should.
 warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients", module="captum")
@@ -157,9 +158,7 @@ class Explainer:
         return out.detach()
 
 
-def robust_accuracy(
-    explainer, pixels, labels, eps_list=EPSILONS, methods=("fgsm", "pgd"), batch_size=500, progress=None
-):
+def robust_accuracy(explainer, pixels, labels, eps_list=EPSILONS, methods=("fgsm", "pgd"), progress=None):
     """{method: [accuracy at each ε]}: the share of images read right before and after the attack.
 
     As in PyTorch's FGSM tutorial, an image counts as right only if the net read it right before the
@@ -168,10 +167,10 @@ def robust_accuracy(
     result = {}
     for method in methods:
         correct = [0] * len(eps_list)
-        for i in range(0, len(labels), batch_size):
+        for i in range(0, len(labels), ATTACK_BATCH):
             x, y = (
-                as_batch(pixels[i : i + batch_size], explainer.device),
-                labels[i : i + batch_size].to(explainer.device),
+                as_batch(pixels[i : i + ATTACK_BATCH], explainer.device),
+                labels[i : i + ATTACK_BATCH].to(explainer.device),
             )
             right = explainer.logits(x).argmax(1) == y
             for k, eps in enumerate(eps_list):

@@ -20,6 +20,7 @@ matrix products: see area_matrix()).
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,18 @@ ELASTIC_SIGMA = 4.0  # pixels: how smooth the field is (Simard et al.'s sigma)
 LOWRES_SIZES = range(9, 17)  # the coarse grids --lowres draws a digit on (MNIST's digits fill 20 of 28 pixels)
 
 
+@dataclass(frozen=True)
+class Changes:
+    """How far each random change may go (the flags above); one object, so that augment() takes three arguments."""
+
+    degrees: float = 10.0  # rotations of up to ±degrees
+    shift: float = 2.0  # shifts of up to ±shift pixels
+    scale: float = 0.1  # sizes from 1 - scale to 1 + scale times
+    elastic: float = 0.0  # pixels of elastic displacement, on average; 0: none
+    thickness: float = 0.0  # the share of images drawn with another pen
+    lowres: float = 0.0  # the share of images drawn on a coarser grid
+
+
 def make(args, generator):
     """The augmentation a run's settings ask for, as a function of a batch of images; None without --augment."""
     if not args.augment:
@@ -38,26 +51,28 @@ def make(args, generator):
     return functools.partial(
         augment,
         generator=generator,
-        degrees=args.rotate,
-        shift=args.shift,
-        scale=args.scale,
-        elastic=args.elastic,
-        thickness=args.thickness,
-        lowres=args.lowres,
+        changes=Changes(
+            degrees=args.rotate,
+            shift=args.shift,
+            scale=args.scale,
+            elastic=args.elastic,
+            thickness=args.thickness,
+            lowres=args.lowres,
+        ),
     )
 
 
-def augment(x, generator, degrees=10.0, shift=2.0, scale=0.1, elastic=0.0, thickness=0.0, lowres=0.0):
+def augment(x, generator, changes=Changes()):
     """Random changes of a normalised batch [N, 1, 28, 28]; `generator` must live on x's device."""
     x = x - BACKGROUND
-    if thickness:
-        x = pen_width(x, generator, thickness)
-    grid = affine_grid(len(x), x, generator, degrees, shift, scale)
-    if elastic:
-        grid = grid + elastic_field(len(x), x, generator, elastic)
+    if changes.thickness:
+        x = pen_width(x, generator, changes.thickness)
+    grid = affine_grid(len(x), x, generator, changes.degrees, changes.shift, changes.scale)
+    if changes.elastic:
+        grid = grid + elastic_field(len(x), x, generator, changes.elastic)
     x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-    if lowres:
-        x = coarser(x, generator, lowres)
+    if changes.lowres:
+        x = coarser(x, generator, changes.lowres)
     return (x + BACKGROUND).contiguous(memory_format=torch.channels_last)
 
 

@@ -100,11 +100,13 @@ def test_images_without_labelled_images_is_one_line(untrained, tmp_path):
     (tmp_path / "empty" / "misc").mkdir()
     (tmp_path / "bad" / "4").mkdir(parents=True)
     (tmp_path / "bad" / "4" / "a.png").write_text("no picture\n", encoding="utf-8")
-    cases = [[tmp_path / "none"], [tmp_path / "empty"], [tmp_path / "bad"], [tmp_path / "bad", "--attack"]]
+    cases = [[tmp_path / "none"], [tmp_path / "empty"], [tmp_path / "bad"], [tmp_path / "bad", "--attack"],
+             [tmp_path / "bad", "--samples", 3]]
     results = run_each("test.py", [["--images", *c, "--checkpoint", untrained] for c in cases], cwd=tmp_path)
     starts = [f"error: --images: no folder {tmp_path / 'none'}",
               f"error: --images: no labelled image could be read in {tmp_path / 'empty'}",
-              "error: --images: no labelled image could be read", "error: --attack and --samples"]
+              "error: --images: no labelled image could be read", "error: --attack and --samples",
+             "error: --attack and --samples"]
     for (status, err), start in zip(results, starts):
         assert status == 2 and err.splitlines()[-1].startswith(start) and "Traceback" not in err, err
     assert results[2][1].splitlines()[0] == f"error: {tmp_path / 'bad' / '4' / 'a.png'}: not an image Pillow can read"

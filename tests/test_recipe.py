@@ -27,11 +27,12 @@ def ink(x):
 
 @pytest.mark.quick
 def test_the_extras_are_off_by_default_and_change_nothing():
-    from lab.augment import augment
+    from lab.augment import Changes, augment
     x = batch()
     plain = augment(x, torch.Generator().manual_seed(3))
-    assert torch.equal(plain, augment(x, torch.Generator().manual_seed(3), elastic=0, thickness=0, lowres=0))
-    still = augment(x, torch.Generator().manual_seed(3), degrees=0, shift=0, scale=0)
+    off = Changes(elastic=0, thickness=0, lowres=0)
+    assert torch.equal(plain, augment(x, torch.Generator().manual_seed(3), off))
+    still = augment(x, torch.Generator().manual_seed(3), Changes(degrees=0, shift=0, scale=0))
     assert torch.allclose(still, x, atol=1e-5)  # nothing asked, nothing moved
 
 
