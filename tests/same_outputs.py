@@ -1,6 +1,6 @@
 """Every script's outputs on fixed inputs, to compare before and after a change (a tool, not part of the suite).
 
-    python tests/same_outputs.py record OUT_DIR --data-dir DIR   # writes OUT_DIR/outputs.json (about 4 minutes)
+    python tests/same_outputs.py record OUT_DIR --data-dir DIR   # writes OUT_DIR/outputs.json (5 min, 2 busy cores)
     python tests/same_outputs.py compare OLD_DIR NEW_DIR         # exit 1, with each difference, if any
     python tests/same_outputs.py timing OLD_ROOT NEW_ROOT --data-dir DIR   # one epoch, alternated, 5 pairs
 
@@ -48,6 +48,26 @@ NUMBER = re.compile(r"\d[\d.,]*")
 # train.py's tiny run: the default recipe on 2,000 images, fp32 on one CPU thread
 TINY = ["--limit", "2000", "--val-size", "500", "--test-limit", "1000", "--epochs", "1", "--seed", "1",
         "--precision", "fp32", "--device", "cpu", "--log-every", "4", "--eval-every", "8"]
+CPU = ["--device", "cpu", "--precision", "fp32"]
+
+
+TIMED_COLUMN = re.compile(r"s/epoch|seconds|img/s|\bms\b|\btime\b")
+
+
+def timed_columns(text):
+    """Markdown tables' cells under a heading of a time or a rate (report.py's s/epoch) as T."""
+    lines, timed = text.split("\n"), set()
+    for i, line in enumerate(lines):
+        if not line.startswith("|"):
+            timed = set()
+            continue
+        cells = line.split("|")
+        if not timed and not set(line) <= set("|:- "):
+            timed = {k for k, cell in enumerate(cells) if TIMED_COLUMN.search(cell)}
+            continue
+        if not set(line) <= set("|:- "):
+            lines[i] = "|".join("T" if k in timed else cell for k, cell in enumerate(cells))
+    return "\n".join(lines)
 
 
 class Recorder:
@@ -60,7 +80,7 @@ class Recorder:
     def mask(self, text):
         for path, name in ((self.tmp, "TMP"), (self.data_dir, "DATA"), (ROOT, "ROOT")):
             text = text.replace(str(path), name)
-        return DATE.sub("DATE", TIMING.sub(r"T \1", text))
+        return DATE.sub("DATE", TIMING.sub(r"T \1", timed_columns(text)))
 
     def run(self, *argv):
         env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
@@ -218,8 +238,8 @@ def record(out_dir, data_dir):
         train["board"] = board(tmp / "board" / "tiny", rec)
         result["train.py"] = train
 
-        result["test.py"] = rec.run("test.py", "--checkpoint", "net.pth", "--device", "cpu", *data)
-        reported = rec.run("test.py", "--checkpoint", "net.pth", "--device", "cpu", *data, "--json", "test.json",
+        result["test.py"] = rec.run("test.py", "--checkpoint", "net.pth", *CPU, *data)
+        reported = rec.run("test.py", "--checkpoint", "net.pth", *CPU, *data, "--json", "test.json",
                            "--report", "report", "--samples", "4")
         reported["json"] = rec.masked(json.loads((tmp / "test.json").read_text(encoding="utf-8")))
         reported["files"] = files(tmp / "report", rec)
@@ -236,8 +256,7 @@ def record(out_dir, data_dir):
         report["files"] = files(tmp / "sweep-report", rec)
         result["report.py"] = report
         other = next((tmp / "sweeps").rglob("net.pth"))
-        result["test.py, two checkpoints"] = rec.run("test.py", "--checkpoint", "net.pth", other, "--device", "cpu",
-                                                     *data)
+        result["test.py, two checkpoints"] = rec.run("test.py", "--checkpoint", "net.pth", other, *CPU, *data)
 
         result["net.py"] = rec.run("net.py")
 
@@ -250,7 +269,7 @@ def record(out_dir, data_dir):
             written["fonts"] = names
             result["handwriting.py"] = written
             result["test.py --images handwriting"] = rec.run("test.py", "--checkpoint", "net.pth", "--images",
-                                                             "handwriting", "--device", "cpu", *data)
+                                                             "handwriting", *CPU, *data)
         else:
             print("no fonts in .fonts/: handwriting.py left out", file=sys.stderr)
 
