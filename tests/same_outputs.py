@@ -14,7 +14,8 @@ tests/reading_outputs.py (predict.py, test.py --images, bench.py --pages --quick
 the trained net. Masked: timings, throughputs, dates, the temporary folder and the data folder.
 
 timing runs `python train.py --epochs 1` (all 55,000 images) of two checkouts in turn, OLD NEW OLD NEW ...,
-and prints each pair's epoch time (the seconds train.py prints for its epoch) and their ratio.
+and prints each pair's epoch time (the seconds train.py prints for its epoch) and their ratio; flags it
+does not know go on to train.py.
 Words, not flags, choose the mode: tests/test_layout.py checks every --flag the docs name against the scripts.
 """
 
@@ -43,7 +44,7 @@ from reading_outputs import differences  # noqa: E402
 SCRIPTS = ["train.py", "test.py", "predict.py", "draw.py", "sweep.py", "report.py", "net.py", "handwriting.py",
            "bench.py", "train_reader.py"]
 TIMING = re.compile(r"\d[\d.,]*\s*(ms|s|sec|seconds|images/s|img/s|pieces/s|steps/s|/s)(?![\w])")
-DATE = re.compile(r"\d{8}-\d{6}")
+DATE = re.compile(r"\d{8}-\d{6}|\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d)?")  # sweep names; report.md's date
 NUMBER = re.compile(r"\d[\d.,]*")
 # train.py's tiny run: the default recipe on 2,000 images, fp32 on one CPU thread
 TINY = ["--limit", "2000", "--val-size", "500", "--test-limit", "1000", "--epochs", "1", "--seed", "1",
@@ -288,12 +289,26 @@ def record(out_dir, data_dir):
     print(f"wrote {out_dir / 'outputs.json'} ({len(text):,} characters)")
 
 
+def dated(obj):
+    """The dates masked again (records made before report.md's date was masked hold it)."""
+    if isinstance(obj, dict):
+        return {k: dated(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [dated(v) for v in obj]
+    return DATE.sub("DATE", obj) if isinstance(obj, str) else obj
+
+
 def compare(old, new):
-    a = json.loads((Path(old) / "outputs.json").read_text(encoding="utf-8"))
-    b = json.loads((Path(new) / "outputs.json").read_text(encoding="utf-8"))
-    found = differences(a, b)
-    for line in found[:80]:
-        print(line)
+    a = dated(json.loads((Path(old) / "outputs.json").read_text(encoding="utf-8")))
+    b = dated(json.loads((Path(new) / "outputs.json").read_text(encoding="utf-8")))
+    found = []
+    for script in sorted(set(a) | set(b)):  # each script's first few differences, so that none hides another
+        theirs = differences(a.get(script), b.get(script), f"/{script}")
+        for line in theirs[:8]:
+            print(line[:300])
+        if len(theirs) > 8:
+            print(f"/{script}: ... {len(theirs)} differences in all")
+        found += theirs
     print(f"{len(found)} differences" if found else "the same outputs")
     return 1 if found else 0
 
@@ -301,11 +316,11 @@ def compare(old, new):
 EPOCH = re.compile(r"^epoch\s+1/1\b.*?(\d+(?:\.\d+)?) s\b", re.MULTILINE)
 
 
-def epoch_seconds(root, tmp, data_dir):
+def epoch_seconds(root, tmp, data_dir, extra):
     """One default epoch of train.py in `root`, in its own folder: the seconds it prints for the epoch."""
     folder = Path(tempfile.mkdtemp(dir=tmp))
     argv = [sys.executable, str(Path(root) / "train.py"), "--epochs", "1", "--data-dir", str(data_dir),
-            "--logdir", "board", "--checkpoint", "net.pth"]
+            "--logdir", "board", "--checkpoint", "net.pth", *extra]
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     env.setdefault("MNIST_MIRROR", str(ROOT.parent / "shared" / "mnist"))
     proc = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, encoding="utf-8")
@@ -316,12 +331,12 @@ def epoch_seconds(root, tmp, data_dir):
     return float(found.group(1))
 
 
-def timing(old_root, new_root, data_dir, pairs):
+def timing(old_root, new_root, data_dir, pairs, extra):
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(pairs):
-            old = epoch_seconds(old_root, tmp, data_dir)
-            new = epoch_seconds(new_root, tmp, data_dir)
+            old = epoch_seconds(old_root, tmp, data_dir, extra)
+            new = epoch_seconds(new_root, tmp, data_dir, extra)
             ratios.append(new / old)
             print(f"pair {k + 1}: old {old:.1f} s, new {new:.1f} s, new/old {new / old:.3f}", flush=True)
     print(f"median new/old {float(np.median(ratios)):.3f} over {pairs} pairs (min {min(ratios):.3f}, "
@@ -335,7 +350,9 @@ def main():
     p.add_argument("paths", nargs="+", help="record: OUT_DIR; compare: OLD_DIR NEW_DIR; timing: OLD_ROOT NEW_ROOT")
     p.add_argument("--data-dir", help="a folder holding MNIST, or to extract it into from $MNIST_MIRROR")
     p.add_argument("--pairs", type=int, default=5, help="timing: how many old/new pairs (default: 5)")
-    args = p.parse_args()
+    args, extra = p.parse_known_args()  # timing: the rest goes to train.py (e.g. --device cpu)
+    if extra and args.mode != "timing":
+        p.error(f"unknown: {' '.join(extra)}")
     wanted = {"record": 1, "compare": 2, "timing": 2}[args.mode]
     if len(args.paths) != wanted:
         p.error(f"{args.mode} takes {wanted} folder(s)")
@@ -344,7 +361,7 @@ def main():
     if not args.data_dir:
         p.error("--data-dir is needed to record and to time")
     if args.mode == "timing":
-        return timing(*args.paths, Path(args.data_dir).resolve(), args.pairs)
+        return timing(*args.paths, Path(args.data_dir).resolve(), args.pairs, extra)
     record(args.paths[0], args.data_dir)
     return 0
 
