@@ -142,6 +142,13 @@ def routes(checkpoint, files, folder):
 def record(checkpoint, out_dir, data_dir):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(outputs(checkpoint, data_dir), indent=1, sort_keys=True)
+    (out_dir / "outputs.json").write_text(text, encoding="utf-8")
+    print(f"wrote {out_dir / 'outputs.json'} ({len(text):,} characters)")
+
+
+def outputs(checkpoint, data_dir):
+    """What record writes, as a dict (tests/same_outputs.py keeps it beside every other script's)."""
     checkpoint = Path(checkpoint).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -162,9 +169,7 @@ def record(checkpoint, out_dir, data_dir):
         shown = tmp / "shown.png"
         result["predict.py --show"]["picture"] = hashlib.sha256(np.asarray(Image.open(shown)).tobytes()).hexdigest()
         result["routes"] = routes(checkpoint, files, tmp)
-        text = json.dumps(result, indent=1, sort_keys=True).replace(str(tmp), "TMP")
-    (out_dir / "outputs.json").write_text(text, encoding="utf-8")
-    print(f"wrote {out_dir / 'outputs.json'} ({len(text):,} characters)")
+        return json.loads(json.dumps(result).replace(str(tmp), "TMP"))
 
 
 def differences(a, b, where=""):
