@@ -65,12 +65,13 @@ def test_bench_parts_add_up_to_the_step_with_every_part_on(data_dir, tmp_path):
     parts = [ms[name] for name in (STEP, WITH_BN, AUGMENTATION, AVERAGE)]
     low, high = sum(p[1] for p in parts), sum(p[2] for p in parts)
     whole = ms[EVERY_PART]
-    # Three short rounds on a machine the suite's other process keeps busy spread less than they drift: seen at
-    # load, every part on 46.9-49.8 ms against the sum 40.3-46.6 (0.3 ms apart). So the ranges may also be 5% of
-    # the whole step apart. The fault still shows: batch norm untimed left a 7.7 ms gap on a 104-124 ms step (its
-    # share of the step is 25-30% on the CPUs measured); the augmentation untimed fails the check below.
+    # A part not timed leaves the whole step longer than the step plus its parts, so the check is one way: the
+    # whole step's fastest round no slower than the sum of the parts' slowest. The other way is only the noise of
+    # a busy machine (seen under another job's load: the step alone 156 ms, every part on 106 ms), as is 5% of the
+    # step more (seen: every part on from 46.9 ms, the parts' slowest adding to 46.6). Batch norm untimed still
+    # fails: every part on from 104.0 ms against 96.3 + 5.2 (it is 25-30% of the step on the CPUs measured).
     slack = 0.05 * whole[0]
-    assert whole[1] - slack <= high and low <= whole[2] + slack, (
+    assert whole[1] <= high + slack, (
         f"every part on: {whole[1]:.2f} to {whole[2]:.2f} ms; the step plus its parts: {low:.2f} to {high:.2f} ms "
         f"(5%: {slack:.2f} ms)", proc.stdout)
     # and the two named parts of the augmentation, run on the whole batch inside it, are no more than all of it
