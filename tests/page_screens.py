@@ -10,7 +10,6 @@ line of digits; collect, draw.py --collect with a drawing saved. Before each scr
 ("12.3 ms") and the name of the saved file are masked (replaced in the page by the same text each time).
 """
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from reading_outputs import tool_parser  # noqa: E402
 from test_draw import ANSWERED, chromium, start_server, stop, strokes, wait_for  # noqa: E402
 
 import conftest  # noqa: E402
@@ -165,11 +165,7 @@ def compare(old, new):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paths", nargs=2, help="CHECKPOINT OUT_DIR, or with --compare OLD_DIR NEW_DIR")
-    p.add_argument("--compare", action="store_true")
-    p.add_argument("--data-dir", help="a folder holding MNIST (as --data-dir of the scripts)")
-    args = p.parse_args()
+    args = tool_parser(__doc__).parse_args()
     if args.compare:
         return compare(*args.paths)
     try:

@@ -197,11 +197,18 @@ def compare(old, new):
     return 1 if found else 0
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def tool_parser(doc):
+    """The command line of a before/after tool (this one, tests/page_screens.py): record CHECKPOINT OUT_DIR, or
+    --compare OLD_DIR NEW_DIR."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs=2, help="CHECKPOINT OUT_DIR, or with --compare OLD_DIR NEW_DIR")
     p.add_argument("--compare", action="store_true")
     p.add_argument("--data-dir", help="a folder holding MNIST (as --data-dir of the scripts)")
+    return p
+
+
+def main():
+    p = tool_parser(__doc__)
     args = p.parse_args()
     if args.compare:
         return compare(*args.paths)
