@@ -524,18 +524,19 @@ def parts(args):
     loss_fn = train.make_loss(targs)
     augmenter = augment.make(targs, generator)
 
-    def stepper(batchnorm, images=lambda: x):
-        """A model and a training step of it on the images that images() gives."""
+    def stepper(options, images=lambda: x):
+        """A model built with `options` and a training step of it on the images that images() gives."""
         torch.manual_seed(1)
-        model = build_model("cnn", batchnorm=batchnorm).to(device).to(memory_format=torch.channels_last)
+        model = build_model("cnn", **options).to(device).to(memory_format=torch.channels_last)
         optimizer = train.make_optimizer(targs, model.parameters(), device)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         return model, lambda: train.train_step(model, optimizer, scaler, loss_fn, (images(), y, 1.0), precision)
 
-    _, step = stepper(False)
-    model_bn, step_bn = stepper(True)
+    default = settings.model_options(targs)  # batch norm, where the default run places it
+    _, step = stepper({})
+    model_bn, step_bn = stepper(default)
     average = train.make_average(targs, model_bn)[1]
-    model_all, step_all = stepper(True, lambda: augmenter(x))  # a model of its own: the rows above time theirs
+    model_all, step_all = stepper(default, lambda: augmenter(x))  # a model of its own: the rows above time theirs
     average_all = train.make_average(targs, model_all)[1]
     blank = x - augment.BACKGROUND
     alone, with_bn = "the step itself (forward, backward, optimiser)", "batch norm (added to the step)"
