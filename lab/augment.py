@@ -13,9 +13,9 @@ images minus their background, where padding with zeros means paper, and the bac
 
 Why not torchvision.transforms.v2? Its RandomAffine and ElasticTransform draw one set of parameters
 per call, so every image of a batch would get the same shift and the same field; a call per image
-would be the per-sample Python loop this lab avoids. The pieces below are torch's own affine_grid,
-grid_sample, max_pool2d and interpolate, one call each per batch (the coarse grid's shrinking as two
-matrix products: see area_matrix()).
+would be the per-sample Python loop this lab avoids. The pieces below are torch's own grid_sample,
+max_pool2d and interpolate, one call each per batch (the coarse grid's shrinking as two matrix products:
+see area_matrix(); the affine grid as two multiply-adds: see affine_grid()).
 """
 
 import functools
@@ -82,15 +82,30 @@ def uniform(n, generator, device, columns=1):
 
 
 def affine_grid(n, x, generator, degrees, shift, scale):
-    """Each image's own rotation (±degrees), scaling (1 ± scale) and shift (±shift pixels), as a sampling grid."""
+    """Each image's own rotation (±degrees), scaling (1 ± scale) and shift (±shift pixels), as a sampling grid.
+
+    The grid is F.affine_grid(theta, x.shape, align_corners=False)'s, written out: in grid_sample's [-1, 1]
+    coordinates the centre of pixel j of w is at (2j + 1) / w - 1, and an image's grid is its theta times
+    (column, row, 1) at every pixel. F.affine_grid computes that as a batched matrix product with an inner
+    dimension of 3, which on a CPU cost 0.56 ms a batch of 128, more than the rest of the augmentation; the
+    two multiply-adds below cost 0.11 ms and agree with it to 5e-7 (tests/test_recipe.py).
+    """
     r = uniform(n, generator, x.device, 4)
     angle = r[:, 0] * degrees * math.pi / 180
     zoom = 1 + r[:, 1] * scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    # affine_grid works in [-1, 1] coordinates: one pixel of 28 is 2/28.
+    # One pixel of 28 is 2/28 in those coordinates.
     tx, ty = r[:, 2] * shift * 2 / 28, r[:, 3] * shift * 2 / 28
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    return F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    h, w = x.shape[-2:]
+    column = centres(w, x).view(1, 1, w)
+    row = centres(h, x).view(1, h, 1)
+    cos, sin, tx, ty = (v.to(x.dtype).view(n, 1, 1) for v in (cos, sin, tx, ty))
+    return torch.stack([cos * column - sin * row + tx, sin * column + cos * row + ty], dim=-1)  # [N, H, W, 2]
+
+
+def centres(size, x):
+    """Where the centres of `size` pixels lie in grid_sample's [-1, 1] coordinates (align_corners=False)."""
+    return (torch.arange(size, device=x.device, dtype=x.dtype) * 2 + 1) / size - 1
 
 
 def gaussian_kernel(sigma, device, dtype):

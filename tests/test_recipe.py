@@ -52,6 +52,28 @@ def test_elastic_fields_are_smooth_one_per_image_and_of_the_size_asked():
 
 
 @pytest.mark.quick
+def test_the_affine_grid_is_torchs_own_written_out():
+    """augment.affine_grid against F.affine_grid of the same draws, on images taller than wide (rows and columns
+    apart). Bound: 1e-6; measured 2.4e-7 here, 4.8e-7 on a batch of 128 at 28x28: both add three float32
+    products of numbers under 2, each rounded to 6e-8 relative."""
+    import math
+
+    import torch.nn.functional as F
+
+    from lab.augment import affine_grid, uniform
+    x = torch.zeros(64, 1, 32, 24)
+    grid = affine_grid(64, x, torch.Generator().manual_seed(5), 12.0, 2.5, 0.12)
+    r = uniform(64, torch.Generator().manual_seed(5), x.device, 4)  # the same draws
+    angle, zoom = r[:, 0] * 12.0 * math.pi / 180, 1 + r[:, 1] * 0.12
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    tx, ty = r[:, 2] * 2.5 * 2 / 28, r[:, 3] * 2.5 * 2 / 28
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    expected = F.affine_grid(theta, [64, 1, 32, 24], align_corners=False)
+    assert grid.shape == expected.shape == (64, 32, 24, 2)
+    assert (grid - expected).abs().max() < 1e-6
+
+
+@pytest.mark.quick
 def test_pen_width_thickens_or_thins_the_share_asked():
     from lab.augment import pen_width
     x = batch(200)
