@@ -74,6 +74,18 @@ def test_the_affine_grid_is_torchs_own_written_out():
 
 
 @pytest.mark.quick
+def test_the_pens_dilation_is_max_pooling_to_the_bit():
+    import torch.nn.functional as F
+
+    from lab.augment import dilation
+    x = batch(40)
+    x[3, 0, 0, 0] = 9.0  # a corner and an edge: where the padding must never win
+    x[4, 0, 27, 13] = -9.0
+    assert torch.equal(dilation(x), F.max_pool2d(x, 3, stride=1, padding=1))
+    assert torch.equal(-dilation(-x), -F.max_pool2d(-x, 3, stride=1, padding=1))  # erosion, as pen_width thins
+
+
+@pytest.mark.quick
 def test_pen_width_thickens_or_thins_the_share_asked():
     from lab.augment import pen_width
     x = batch(200)
