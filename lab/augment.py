@@ -171,22 +171,24 @@ def dilation(x):
 
 
 def coarser(x, generator, share):
-    """For a share of the images, the digit drawn on a coarser grid and enlarged again, blocky or smooth
-    (the first half of those chosen, then the others).
+    """For a share of the images, the digit drawn on a coarser grid and enlarged again, blocky or smooth.
 
-    One grid size per call (train.py's calls hold 16 batches: lab/data.py), from LOWRES_SIZES: interpolate
-    takes one size per call, and over an epoch's 27 calls every size comes up. It is drawn from the CPU's
-    generator (seeded by train.py, saved in last.pt): reading a number off a GPU would make it wait.
+    Those chosen (in random order) are split into as many parts as LOWRES_SIZES has sizes, a part for each
+    size, since interpolate takes one size per call; in each part the first half is enlarged blocky, the
+    others smooth. So every call draws on every grid size, with no number drawn on the host: train.py's calls
+    hold 16 batches (lab/data.py), and one size for all of them made the coarse digits of 8x8 scans read
+    worse (docs/results.md).
     """
     h = x.shape[-2]
     picked = some(len(x), share, generator, x.device)
-    size = LOWRES_SIZES[int(torch.randint(len(LOWRES_SIZES), (1,)))]
-    shrink = area_matrix(size, h, x.device, x.dtype)
-    small = shrink @ x[picked] @ shrink.T  # = F.interpolate(mode="area"), which MPS cannot do to these sizes
-    half = len(picked) // 2
-    blocky = F.interpolate(small[:half], size=(h, h), mode="nearest")
-    smooth = F.interpolate(small[half:], size=(h, h), mode="bilinear", align_corners=False)
-    return x.index_copy(0, picked, torch.cat([blocky, smooth]))
+    redrawn = []
+    for size, part in zip(LOWRES_SIZES, picked.tensor_split(len(LOWRES_SIZES))):
+        shrink = area_matrix(size, h, x.device, x.dtype)
+        small = shrink @ x[part] @ shrink.T  # = F.interpolate(mode="area"), which MPS cannot do to these sizes
+        half = len(part) // 2
+        redrawn.append(F.interpolate(small[:half], size=(h, h), mode="nearest"))
+        redrawn.append(F.interpolate(small[half:], size=(h, h), mode="bilinear", align_corners=False))
+    return x.index_copy(0, picked, torch.cat(redrawn))
 
 
 @functools.lru_cache(maxsize=None)
