@@ -45,7 +45,17 @@ import train  # to run its whole job: one epoch of train.train(), and its very t
 from lab import augment, settings
 from lab.checkpoint import load_checkpoint
 from lab.cli import add_data_flags, add_device_flag, make_parser, markdown_table, run_script, utf8_child
-from lab.data import MEAN, STD, ensure_mnist, load_data, load_split, normalize, split_train_val
+from lab.data import (
+    AUGMENT_AT_ONCE,
+    MEAN,
+    STD,
+    ensure_mnist,
+    load_data,
+    load_split,
+    normalize,
+    split_train_val,
+    training_batches,
+)
 from lab.device import keep_freed_memory, pick_device, pick_precision, use_all_cores
 from lab.metrics import evaluate
 from net import build_model
@@ -520,35 +530,47 @@ def parts(args):
     images, labels = load_split(True, args.data_dir, args.mirror)
     x = normalize(images[: targs.batch_size]).to(device).contiguous(memory_format=torch.channels_last)
     y = labels[: targs.batch_size].to(device)
+    # The augmentation is timed as train.py calls it, on AUGMENT_AT_ONCE batches at once (lab/data.py), per batch.
+    at_once = targs.batch_size * AUGMENT_AT_ONCE
+    group = (normalize(images[:at_once]).to(device), labels[:at_once].to(device))
     generator = torch.Generator(device=device).manual_seed(1)
     loss_fn = train.make_loss(targs)
     augmenter = augment.make(targs, generator)
 
-    def stepper(batchnorm, images=lambda: x):
-        """A model and a training step of it on the images that images() gives."""
+    def stepper(options, images=lambda: x):
+        """A model built with `options` and a training step of it on the images that images() gives."""
         torch.manual_seed(1)
-        model = build_model("cnn", batchnorm=batchnorm).to(device).to(memory_format=torch.channels_last)
+        model = build_model("cnn", **options).to(device).to(memory_format=torch.channels_last)
         optimizer = train.make_optimizer(targs, model.parameters(), device)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         return model, lambda: train.train_step(model, optimizer, scaler, loss_fn, (images(), y, 1.0), precision)
 
-    _, step = stepper(False)
-    model_bn, step_bn = stepper(True)
+    def augmented():
+        """Batches as train.py draws them, shuffled and augmented, for ever."""
+        shuffle = torch.Generator().manual_seed(1)
+        while True:
+            yield from training_batches(group, targs.batch_size, shuffle, augmenter)
+
+    default = settings.model_options(targs)  # batch norm, where the default run places it
+    _, step = stepper({})
+    model_bn, step_bn = stepper(default)
     average = train.make_average(targs, model_bn)[1]
-    model_all, step_all = stepper(True, lambda: augmenter(x))  # a model of its own: the rows above time theirs
+    feed = augmented()
+    model_all, step_all = stepper(default, lambda: next(feed)[0])  # a model of its own: the rows above time theirs
     average_all = train.make_average(targs, model_all)[1]
-    blank = x - augment.BACKGROUND
+    blank = group[0] - augment.BACKGROUND
     alone, with_bn = "the step itself (forward, backward, optimiser)", "batch norm (added to the step)"
     timed = {
         alone: step,
         with_bn: step_bn,
         f"augmentation, all of it (--rotate {targs.rotate:g} --scale {targs.scale:g} --shift {targs.shift:g} "
-        f"--thickness {targs.thickness:g} --lowres {targs.lowres:g})": lambda: augmenter(x),
+        f"--thickness {targs.thickness:g} --lowres {targs.lowres:g})": lambda: augmenter(group[0]),
         "  of which the pen (--thickness)": lambda: augment.pen_width(blank, generator, targs.thickness),
         "  of which the coarse grid (--lowres)": lambda: augment.coarser(blank, generator, targs.lowres),
         f"the averaged weights (--ema {targs.ema:g})": lambda: average(1000),
         "the step with every part on (as train.py runs it)": lambda: (step_all(), average_all(1000)),
     }
+    per_call = dict.fromkeys(list(timed)[2:5], AUGMENT_AT_ONCE)  # the augmentation's rows: batches per call
     repeats = 3 if args.quick else 40
     rounds = {name: [] for name in timed}
     for _ in range(3 if args.quick else 5):
@@ -559,7 +581,7 @@ def parts(args):
             for _ in range(repeats):
                 fn()
             sync(device)
-            rounds[name].append(1000 * (time.perf_counter() - t0) / repeats)
+            rounds[name].append(1000 * (time.perf_counter() - t0) / repeats / per_call.get(name, 1))
     rounds[with_bn] = [b - a for a, b in zip(rounds[alone], rounds[with_bn])]  # each round's own difference
     ms = {name: statistics.median(r) for name, r in rounds.items()}
     step_ms = ms[alone]

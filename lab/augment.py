@@ -13,9 +13,10 @@ images minus their background, where padding with zeros means paper, and the bac
 
 Why not torchvision.transforms.v2? Its RandomAffine and ElasticTransform draw one set of parameters
 per call, so every image of a batch would get the same shift and the same field; a call per image
-would be the per-sample Python loop this lab avoids. The pieces below are torch's own affine_grid,
-grid_sample, max_pool2d and interpolate, one call each per batch (the coarse grid's shrinking as two
-matrix products: see area_matrix()).
+would be the per-sample Python loop this lab avoids. The pieces below are torch's own grid_sample and
+interpolate, one call each per batch, and a few where a plain form runs faster on a CPU: the affine grid
+as two multiply-adds (affine_grid()), the pen's 3x3 maximum as four (dilation()), the coarse grid's
+shrinking as two matrix products (area_matrix()).
 """
 
 import functools
@@ -82,15 +83,30 @@ def uniform(n, generator, device, columns=1):
 
 
 def affine_grid(n, x, generator, degrees, shift, scale):
-    """Each image's own rotation (±degrees), scaling (1 ± scale) and shift (±shift pixels), as a sampling grid."""
+    """Each image's own rotation (±degrees), scaling (1 ± scale) and shift (±shift pixels), as a sampling grid.
+
+    The grid is F.affine_grid(theta, x.shape, align_corners=False)'s, written out: in grid_sample's [-1, 1]
+    coordinates the centre of pixel j of w is at (2j + 1) / w - 1, and an image's grid is its theta times
+    (column, row, 1) at every pixel. F.affine_grid computes that as a batched matrix product with an inner
+    dimension of 3, which on a CPU cost 0.56 ms a batch of 128, more than the rest of the augmentation; the
+    two multiply-adds below cost 0.11 ms and agree with it to 5e-7 (tests/test_recipe.py).
+    """
     r = uniform(n, generator, x.device, 4)
     angle = r[:, 0] * degrees * math.pi / 180
     zoom = 1 + r[:, 1] * scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    # affine_grid works in [-1, 1] coordinates: one pixel of 28 is 2/28.
+    # One pixel of 28 is 2/28 in those coordinates.
     tx, ty = r[:, 2] * shift * 2 / 28, r[:, 3] * shift * 2 / 28
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    return F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    h, w = x.shape[-2:]
+    column = centres(w, x).view(1, 1, w)
+    row = centres(h, x).view(1, h, 1)
+    cos, sin, tx, ty = (v.to(x.dtype).view(n, 1, 1) for v in (cos, sin, tx, ty))
+    return torch.stack([cos * column - sin * row + tx, sin * column + cos * row + ty], dim=-1)  # [N, H, W, 2]
+
+
+def centres(size, x):
+    """Where the centres of `size` pixels lie in grid_sample's [-1, 1] coordinates (align_corners=False)."""
+    return (torch.arange(size, device=x.device, dtype=x.dtype) * 2 + 1) / size - 1
 
 
 def gaussian_kernel(sigma, device, dtype):
@@ -136,29 +152,43 @@ def pen_width(x, generator, share):
     picked = some(len(x), share, generator, x.device)
     chosen = x[picked]
     half = len(picked) // 2
-    thicker = F.max_pool2d(chosen[:half], 3, stride=1, padding=1)
-    thinner = -F.max_pool2d(-chosen[half:], 3, stride=1, padding=1)
+    thicker = dilation(chosen[:half])
+    thinner = -dilation(-chosen[half:])
     amount = torch.rand(len(picked), 1, 1, 1, generator=generator, device=x.device, dtype=x.dtype)
     return x.index_copy(0, picked, chosen + amount * (torch.cat([thicker, thinner]) - chosen))
 
 
-def coarser(x, generator, share):
-    """For a share of the images, the digit drawn on a coarser grid and enlarged again, blocky or smooth
-    (the first half of those chosen, then the others).
+def dilation(x):
+    """Grey dilation: the largest value of the 3x3 pixels around each pixel, as F.max_pool2d(x, 3, stride=1,
+    padding=1) gives it, to the bit: the largest of three columns, then of three rows.
 
-    One grid size per batch, from LOWRES_SIZES: interpolate takes one size per call, and over hundreds of
-    batches every size comes up. It is drawn from the CPU's generator (seeded by train.py, saved in last.pt):
-    reading a number off a GPU would make it wait at every step.
+    Not max_pool2d itself: on a CPU its kernel for a stride of 1 and one channel took 3 ms for 300 images
+    (2 cores), these four maxima 0.15 ms (tests/test_recipe.py checks that the two agree).
+    """
+    padded = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    columns = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
+    return torch.maximum(torch.maximum(columns[..., :-2, :], columns[..., 1:-1, :]), columns[..., 2:, :])
+
+
+def coarser(x, generator, share):
+    """For a share of the images, the digit drawn on a coarser grid and enlarged again, blocky or smooth.
+
+    Those chosen (in random order) are split into as many parts as LOWRES_SIZES has sizes, a part for each
+    size, since interpolate takes one size per call; in each part the first half is enlarged blocky, the
+    others smooth. So every call draws on every grid size, with no number drawn on the host: train.py's calls
+    hold 16 batches (lab/data.py), and one size for all of them made the coarse digits of 8x8 scans read
+    worse (docs/results.md).
     """
     h = x.shape[-2]
     picked = some(len(x), share, generator, x.device)
-    size = LOWRES_SIZES[int(torch.randint(len(LOWRES_SIZES), (1,)))]
-    shrink = area_matrix(size, h, x.device, x.dtype)
-    small = shrink @ x[picked] @ shrink.T  # = F.interpolate(mode="area"), which MPS cannot do to these sizes
-    half = len(picked) // 2
-    blocky = F.interpolate(small[:half], size=(h, h), mode="nearest")
-    smooth = F.interpolate(small[half:], size=(h, h), mode="bilinear", align_corners=False)
-    return x.index_copy(0, picked, torch.cat([blocky, smooth]))
+    redrawn = []
+    for size, part in zip(LOWRES_SIZES, picked.tensor_split(len(LOWRES_SIZES))):
+        shrink = area_matrix(size, h, x.device, x.dtype)
+        small = shrink @ x[part] @ shrink.T  # = F.interpolate(mode="area"), which MPS cannot do to these sizes
+        half = len(part) // 2
+        redrawn.append(F.interpolate(small[:half], size=(h, h), mode="nearest"))
+        redrawn.append(F.interpolate(small[half:], size=(h, h), mode="bilinear", align_corners=False))
+    return x.index_copy(0, picked, torch.cat(redrawn))
 
 
 @functools.lru_cache(maxsize=None)

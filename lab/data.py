@@ -194,6 +194,12 @@ def batches(n, batch_size, generator=None, device="cpu"):
     return order.split(batch_size)
 
 
+# Batches augmented in one call (lab/augment.py): each call costs some fixed work (about 55 small operations,
+# and on a CPU the threads woken again after a training step), which a call for every batch paid once a step:
+# 1.9 ms of a 24 ms step on a 2-core CPU, against 1.0 ms for the same images augmented 16 batches at a time.
+AUGMENT_AT_ONCE = 16
+
+
 def training_batches(train_set, batch_size, generator, augment=None, rank=0, world=1):
     """One epoch of shuffled batches of train_set (images, labels): (images, labels, weight) of this
     process's share of each.
@@ -203,10 +209,16 @@ def training_batches(train_set, batch_size, generator, augment=None, rank=0, wor
     overlap and together make the whole batch, without a message between the processes. `weight`,
     the share's size over an even share, scales its loss so that DDP's average of the processes'
     gradients is exactly the whole batch's, even when the batch does not split evenly.
-    `augment`: a function that changes a batch of images at random (lab/augment.py), or None.
+    `augment`: a function that changes a batch of images at random (lab/augment.py), or None; it is
+    given AUGMENT_AT_ONCE batches' images together, each image changed on its own as in a batch of one.
     """
     images, labels = train_set
-    for idx in batches(len(images), batch_size, generator, images.device):
-        mine = idx[rank::world]
-        x = images[mine] if augment is None else augment(images[mine])
-        yield x, labels[mine], len(mine) * world / len(idx)
+    order = batches(len(images), batch_size, generator, images.device)
+    for first in range(0, len(order), AUGMENT_AT_ONCE):
+        group = order[first : first + AUGMENT_AT_ONCE]
+        shares = [idx[rank::world] for idx in group]
+        x = images[torch.cat(shares)]
+        if augment is not None:
+            x = augment(x)
+        for idx, mine, share in zip(group, shares, x.split([len(mine) for mine in shares])):
+            yield share, labels[mine], len(mine) * world / len(idx)

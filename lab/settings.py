@@ -66,6 +66,8 @@ DEFAULT_RECIPE = "robust"
 # A record written before a setting existed, or before robust was the default, means the recipe of its day.
 OLD_RECIPE = "ours"
 VERSION = 2  # of the settings record in net.pth and last.pt; version 1 stored the whole argparse Namespace
+# The settings whose default came with a change of what a run does: a record written before one existed ran without it.
+BEFORE_IT_EXISTED = {"norm_after_pool": None}  # None: the net's own default, batch norm before the pooling
 GROUPS = {
     "training": "training settings (recorded with the run; each is also a sweep.py flag)",
     "run": "how the run is kept (a resumed run keeps its own)",
@@ -142,6 +144,12 @@ def parser(description=None, actions=None):
         "--batchnorm",
         action=argparse.BooleanOptionalAction,
         help="batch norm in the conv blocks of cnn (default: on with --augment) and cnn4bn (default: on)",
+    )
+    a(
+        "--norm-after-pool",
+        action=argparse.BooleanOptionalAction,
+        help="cnn's batch norm after each block's pooling, on a quarter of the values; --no-norm-after-pool: before "
+        "it, as nets trained before 2026-12-07 have it (default: on with --batchnorm)",
     )
     a(
         "--recipe",
@@ -369,6 +377,10 @@ def with_defaults(typed):
         # test accuracy from 99.49-99.61% to 99.59-99.64% (seeds 1-3, docs/results.md), for 3-7% of a step in
         # fp32 on an AVX2 CPU (bench.py --parts). Unaugmented runs meet their targets without it.
         args.batchnorm = True
+    if args.norm_after_pool is None and args.batchnorm and "norm_after_pool" in options_of(args.model):
+        # After the pooling, batch norm touches a quarter of the values: a 3% step instead of a fifth with it before,
+        # in bf16 on an AVX-512 CPU (bench.py --parts), and the net reads as well (docs/results.md).
+        args.norm_after_pool = True
     return args
 
 
@@ -447,7 +459,8 @@ def record(args, **resolved):
 def read_record(saved, where):
     """A record as record() made it (or version 1's whole Namespace) -> (training, run, resolved) dicts.
 
-    Settings that did not exist when it was written take today's defaults, which keep the old behaviour.
+    Settings that did not exist when it was written take today's defaults, which keep the old behaviour, or, where
+    today's default changed what a run does, the value of BEFORE_IT_EXISTED.
     A record from a newer version of the lab is refused with one line: it may mean something this code does not know.
     """
     if not isinstance(saved, dict):
@@ -470,7 +483,7 @@ def read_record(saved, where):
         )
     base = with_defaults({"recipe": recipe})
     return (
-        {**training(base), **saved["training"]},
+        {**training(base), **BEFORE_IT_EXISTED, **saved["training"]},
         {**{k: getattr(base, k) for k in RUN}, **saved["run"]},
         dict(saved.get("resolved") or {}),
     )

@@ -229,7 +229,8 @@ DOCS = sorted([ROOT / "README.md", *ROOT.glob("README.*.md"), *(ROOT / "docs").g
 RUNNABLE = [name for name in SCRIPTS if name != "net.py"]
 TOOLS = {"torchrun": {"--standalone", "--nproc_per_node", "--nnodes", "--rdzv-endpoint", "--node_rank"},
          "tensorboard": {"--logdir", "--port", "--bind_all"}, "pip": {"--index-url", "--upgrade", "--no-deps", "-r"},
-         "pytest": set(), "curl": {"--data-binary"}, "ruff": {"--check"}}
+         "pytest": set(), "curl": {"--data-binary"}, "ruff": {"--check"},
+         "main.py": {"--no-accel", "--epochs"}}  # PyTorch's examples/mnist/main.py, timed beside ours
 
 
 def mentions(text):

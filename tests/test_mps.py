@@ -386,7 +386,7 @@ def recorded(mnist):
         offered = mps_offers()  # --precision bf16 where the Mac has it: the default recipe in each
         for precision in offered:
             record_training(recorder, "robust", images, labels32, monkeypatch, precision)
-        for size in augment.LOWRES_SIZES:  # one size per batch in training: here every size
+        for size in augment.LOWRES_SIZES:  # every size in each call in training: here each on its own
             monkeypatch.setattr(augment, "LOWRES_SIZES", range(size, size + 1))
             with recording(recorder, f"coarser() to {size}x{size}", images):
                 augment.coarser(images - augment.BACKGROUND, torch.Generator().manual_seed(size), 0.5)
