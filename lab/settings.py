@@ -439,6 +439,8 @@ def model_options(settings):
             value, default = list(value), list(default)
         if value != default:
             opts[name] = value
+    if opts.get("norm_after_pool") and not opts.get("batchnorm"):
+        raise UserError("--norm-after-pool places batch norm, which this run has not: add --batchnorm, or leave it out")
     return opts
 
 

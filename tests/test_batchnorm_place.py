@@ -28,6 +28,9 @@ def test_the_default_run_normalises_after_the_pooling_and_a_record_from_before_i
     assert options("--recipe", "ours") == {}  # no batch norm: nothing to place
     assert options("--no-batchnorm") == {}
     assert options("--model", "cnn4bn") == {}  # cnn4bn's batch norm stays where its lab report has it
+    from lab.cli import UserError
+    with pytest.raises(UserError, match="--norm-after-pool places batch norm, which this run has not"):
+        options("--recipe", "ours", "--norm-after-pool")
     assert layers(build_model("cnn", **options())) == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
     assert layers(build_model("cnn", batchnorm=True)) == ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"]
     # A record of the default written before the setting existed: batch norm before the pooling, as it ran.
