@@ -38,8 +38,8 @@ class Net(nn.Module):
     Batch norm (batchnorm=True) goes between the conv and the pool, or, with
     norm_after_pool=True (what train.py builds), between the pool and the activation,
     where it normalises a quarter of the values. That is not quite the same function (a
-    channel whose scale turns negative would pool its minimum), but it reads as well
-    (docs/results.md), and batch norm's cost falls from a fifth of a step to 3% on a
+    channel whose scale turns negative would pool its minimum), but it reads MNIST as well
+    (docs/results.md), and batch norm's cost falls from a fifth of a step to 6% on a
     CPU (bench.py --parts). The default stays the first order, which every net saved
     before 2026-12-07 has: their checkpoints name only batchnorm.
     """

@@ -210,7 +210,7 @@ def training_batches(train_set, batch_size, generator, augment=None, rank=0, wor
     the share's size over an even share, scales its loss so that DDP's average of the processes'
     gradients is exactly the whole batch's, even when the batch does not split evenly.
     `augment`: a function that changes a batch of images at random (lab/augment.py), or None; it is
-    given AUGMENT_AT_ONCE batches' images together, each image changed on its own as in a batch of one.
+    given AUGMENT_AT_ONCE batches' images together, and changes each image on its own.
     """
     images, labels = train_set
     order = batches(len(images), batch_size, generator, images.device)

@@ -378,8 +378,8 @@ def with_defaults(typed):
         # fp32 on an AVX2 CPU (bench.py --parts). Unaugmented runs meet their targets without it.
         args.batchnorm = True
     if args.norm_after_pool is None and args.batchnorm and "norm_after_pool" in options_of(args.model):
-        # After the pooling, batch norm touches a quarter of the values: a 3% step instead of a fifth with it before,
-        # in bf16 on an AVX-512 CPU (bench.py --parts), and the net reads as well (docs/results.md).
+        # After the pooling, batch norm touches a quarter of the values: 6% of a step instead of a fifth, in bf16 on an
+        # AVX-512 CPU (bench.py --parts); MNIST is read as well, the fonts perhaps 0.2 points worse (docs/results.md).
         args.norm_after_pool = True
     return args
 
