@@ -22,7 +22,7 @@ from lab.checkpoint import check_version, load_file, release_lock, take_lock
 from lab.cli import UserError, fmt_time, shell_join
 from lab.device import keep_freed_memory, pick_device, pick_precision, use_all_cores
 from lab.files import make_folder, save_torch
-from net import count_parameters
+from net import build_model, count_parameters
 
 STATE_FILE = "last.pt"  # the resumable state, in the run's folder
 STATE_FORMAT = "mnist-lab/run-state"
@@ -234,7 +234,18 @@ def read_state(path, hint="start a new run instead"):
         raise UserError(f"{path} is not a run state of this lab's train.py: {hint}")
     check_version(saved, path, VERSION, "run state")
     saved["settings"] = settings.read_record(saved.get("settings", saved.get("args")), path)
+    trained = saved["settings"][0]
+    net = build_model(trained["model"], **settings.model_options(trained))
+    if shapes(saved.get("model")) != shapes(net.state_dict()):
+        raise UserError(f"{path} holds weights that do not fit the net its settings build (edited?): {hint}")
     return saved
+
+
+def shapes(weights):
+    """{name: shape} of a state_dict; None for anything else."""
+    if not isinstance(weights, dict):
+        return None
+    return {name: tuple(getattr(value, "shape", ())) for name, value in weights.items()}
 
 
 # ---------------------------------------------------------------- the end of a run

@@ -66,3 +66,17 @@ def test_a_run_folder_saved_before_resumes_with_batch_norm_where_it_was(data_dir
     model, ckpt = load_checkpoint(run / "net.pth")
     assert ckpt["model_options"] == {"channels": [8, 16, 16], "hidden": 32, "batchnorm": True}
     assert layers(model) == ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"]
+
+
+def test_a_run_state_whose_weights_do_not_fit_its_settings_is_refused_in_one_line(data_dir, tmp_path):
+    """last.pt's settings record is what rebuilds its net: one saying batch norm after the pool, given weights with it
+    before, must stop at once with one line, not a traceback from load_state_dict."""
+    run = tmp_path / "boardlog" / "robust"
+    run.mkdir(parents=True)
+    shutil.copy(FIXTURES / "net.pth.bin", run / "net.pth")
+    state = torch.load(FIXTURES / "last.pt.bin", weights_only=True)
+    state["settings"]["training"]["norm_after_pool"] = True
+    torch.save(state, run / "last.pt")
+    done = run_py("train.py", "--resume", run, "--data-dir", data_dir, cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert "holds weights that do not fit the net its settings build" in done.stderr
