@@ -162,6 +162,9 @@ def resumed(args):
     run_dir = find_run(args.logdir, args.resume)
     saved = read_state(run_dir / STATE_FILE)
     trained, kept, _ = saved["settings"]
+    net = build_model(trained["model"], **settings.model_options(trained))
+    if shapes(saved.get("model")) != shapes(net.state_dict()):  # before load_state_dict's traceback would say it
+        raise UserError(f"{run_dir / STATE_FILE} holds weights that do not fit the net its settings build: start anew")
     if typed := settings.overruled(args, trained, kept):
         raise UserError(
             f"--resume continues {run_dir} with the settings it was started with: leave out "
@@ -234,10 +237,6 @@ def read_state(path, hint="start a new run instead"):
         raise UserError(f"{path} is not a run state of this lab's train.py: {hint}")
     check_version(saved, path, VERSION, "run state")
     saved["settings"] = settings.read_record(saved.get("settings", saved.get("args")), path)
-    trained = saved["settings"][0]
-    net = build_model(trained["model"], **settings.model_options(trained))
-    if shapes(saved.get("model")) != shapes(net.state_dict()):
-        raise UserError(f"{path} holds weights that do not fit the net its settings build (edited?): {hint}")
     return saved
 
 
