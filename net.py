@@ -35,31 +35,36 @@ class Net(nn.Module):
     the activation, forward and backward, to a quarter of the values: on a CPU the first
     block's 32x28x28 activations are memory-bound, and this makes training ~5% faster.
 
-    Batch norm (batchnorm=True) goes between the conv and the pool, or, with
-    norm_after_pool=True (what train.py builds), between the pool and the activation,
-    where it normalises a quarter of the values. That is not quite the same function (a
-    channel whose scale turns negative would pool its minimum), but it reads MNIST as well
-    (docs/results.md), and batch norm's cost falls from a fifth of a step to 6% on a
-    CPU (bench.py --parts). The default stays the first order, which every net saved
-    before 2026-12-07 has: their checkpoints name only batchnorm.
+    Batch norm (batchnorm=True) goes between the conv and the pool, or, in the first
+    `norm_after_pool` blocks, between the pool and the activation, where it normalises a
+    quarter of the values. train.py puts it after the pool in every block but the last:
+    there it costs 6% of a step instead of a fifth on a CPU (bench.py --parts), and the
+    last block's maps are small (7x7), where it costs little before the pool. After the
+    last pool too, the nets read printed digits about 0.2 points worse (docs/results.md).
+    After the pool is not quite the same function (a channel whose scale turns negative
+    would pool its minimum). The default, 0, is the first order in every block, which
+    every net saved before 2026-12-07 has: their checkpoints name only batchnorm. Those
+    saved that day before the count say True: after the pool in every block.
     """
 
     def __init__(
-        self, channels=(32, 64, 64), hidden=128, batchnorm=False, dropout=0.0, activation="relu", norm_after_pool=False
+        self, channels=(32, 64, 64), hidden=128, batchnorm=False, dropout=0.0, activation="relu", norm_after_pool=0
     ):
         super().__init__()
         if not 1 <= len(channels) <= 4:
             raise ValueError(
                 f"Net takes 1 to 4 conv blocks, not {len(channels)}: 28 pixels halve to 1 after four pools"
             )
+        if norm_after_pool is True:  # the nets saved on 2026-12-07 before the count: after every pool
+            norm_after_pool = len(channels)
         layers = []
         c_in = 1  # channels in: a grey image
         size = 28  # its side, halved by each block's pooling
-        for c_out in channels:
+        for block, c_out in enumerate(channels):
             # No conv bias with batch norm: it subtracts the batch's mean, which cancels any bias.
             layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=not batchnorm))
             norm = [nn.BatchNorm2d(c_out)] if batchnorm else []
-            if norm_after_pool:
+            if block < norm_after_pool:
                 layers += [nn.MaxPool2d(2), *norm, ACTIVATIONS[activation]()]
             else:
                 layers += [*norm, nn.MaxPool2d(2), ACTIVATIONS[activation]()]  # the pool = activation then pool: above

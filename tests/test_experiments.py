@@ -64,7 +64,7 @@ def test_cnn_only_options_are_refused_for_the_lab_nets():
     with pytest.raises(UserError, match="no batchnorm option"):
         settings.model_options(settings.parse(["--model", "cnn2", "--batchnorm"]))
     assert settings.model_options(settings.parse(["--batchnorm", "--dropout", "0.1"])) == \
-        {"batchnorm": True, "norm_after_pool": True, "dropout": 0.1}
+        {"batchnorm": True, "norm_after_pool": 2, "dropout": 0.1}
 
 
 @pytest.mark.quick
@@ -72,9 +72,9 @@ def test_augment_turns_batchnorm_on_for_cnn_only():
     from lab import settings
     def options(*argv):
         return settings.model_options(settings.parse(list(argv)))
-    assert options() == {"batchnorm": True, "norm_after_pool": True}  # the default run, --recipe robust, augments
+    assert options() == {"batchnorm": True, "norm_after_pool": 2}  # the default run, --recipe robust, augments
     assert options("--recipe", "ours") == {}  # the design card's plain net, on MNIST's images as they are
-    assert options("--recipe", "ours", "--augment") == {"batchnorm": True, "norm_after_pool": True}
+    assert options("--recipe", "ours", "--augment") == {"batchnorm": True, "norm_after_pool": 2}
     assert options("--augment", "--no-batchnorm") == {}
     assert options("--augment", "--model", "cnn2") == {}  # the fixed lab nets have no such option
     assert options("--augment", "--model", "mlp") == {}

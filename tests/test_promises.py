@@ -154,7 +154,7 @@ def test_augment_and_dropout_train_and_change_the_training(settings_runs):
     assert augmented["settings"]["training"]["dropout"] == 0.3 and augmented["settings"]["training"]["augment"]
     assert plain["settings"]["training"]["dropout"] is None and not plain["settings"]["training"]["augment"]
     ckpt = torch.load(settings_runs["plain"][2] / "augment-dropout.pth", weights_only=True)
-    assert ckpt["model_options"] == {"batchnorm": True, "norm_after_pool": True, "dropout": 0.3}
+    assert ckpt["model_options"] == {"batchnorm": True, "norm_after_pool": 2, "dropout": 0.3}
     from lab.checkpoint import load_checkpoint
     model, _ = load_checkpoint(settings_runs["plain"][2] / "augment-dropout.pth")
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]

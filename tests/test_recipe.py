@@ -146,7 +146,7 @@ def test_the_best_recipe_is_recorded_and_saves_its_average(data_dir, tmp_path):
     recipe = settings.RECIPES["best"]
     assert {k: trained[k] for k in recipe if k != "epochs"} == {k: v for k, v in recipe.items() if k != "epochs"}
     assert trained["recipe"] == "best" and trained["epochs"] == 1  # a flag given wins over the recipe
-    assert ckpt["model_options"] == {"batchnorm": True, "norm_after_pool": True}  # --augment: batch norm after pools
+    assert ckpt["model_options"] == {"batchnorm": True, "norm_after_pool": 2}  # --augment: after the first 2 pools
     state = torch.load(tmp_path / "logs" / "r" / "last.pt", weights_only=True)
     # the saved net is the average, not the last step's weights
     assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in state["average"].items())
