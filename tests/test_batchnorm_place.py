@@ -44,7 +44,8 @@ def test_the_default_run_normalises_after_the_pooling_but_in_the_last_block_and_
     assert [layers(default, block) for block in range(3)] == [AFTER, AFTER, BEFORE]
     assert [layers(build_model("cnn", batchnorm=True), block) for block in range(3)] == [BEFORE] * 3
     # The nets of 25936df, which saved True: after the pool in every block.
-    assert [layers(build_model("cnn", batchnorm=True, norm_after_pool=True), block) for block in range(3)] == [AFTER] * 3
+    saved_that_day = build_model("cnn", batchnorm=True, norm_after_pool=True)
+    assert [layers(saved_that_day, block) for block in range(3)] == [AFTER] * 3
     # A record of the default written before the setting existed: batch norm before the pooling, as it ran.
     saved = settings.record(settings.parse([]))
     del saved["training"]["norm_after_pool"]
