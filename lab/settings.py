@@ -445,9 +445,10 @@ def model_options(settings):
             opts[name] = value
     if opts.get("norm_after_pool") and not opts.get("batchnorm"):
         raise UserError("--norm-after-pool places batch norm, which this run has not: add --batchnorm, or leave it out")
-    blocks = len(values["channels"] or takes["channels"].default) if "channels" in takes else 0
-    if opts.get("norm_after_pool") is not True and opts.get("norm_after_pool", 0) > blocks:
-        raise UserError(f"--norm-after-pool counts cnn's conv blocks, and this net has {blocks}: give 0 to {blocks}")
+    if "norm_after_pool" in opts:  # cnn's; True in the nets of 25936df (every block) is 1 here, never too many
+        blocks = len(values["channels"] or takes["channels"].default)
+        if opts["norm_after_pool"] > blocks:
+            raise UserError(f"--norm-after-pool counts cnn's conv blocks, this net has {blocks}: give 0 to {blocks}")
     return opts
 
 

@@ -38,7 +38,7 @@ def test_the_default_run_normalises_after_the_pooling_but_in_the_last_block_and_
     assert options("--model", "cnn4bn") == {}  # cnn4bn's batch norm stays where its lab report has it
     with pytest.raises(UserError, match="--norm-after-pool places batch norm, which this run has not"):
         options("--recipe", "ours", "--norm-after-pool", "1")
-    with pytest.raises(UserError, match="this net has 2: give 0 to 2"):
+    with pytest.raises(UserError, match="conv blocks, this net has 2: give 0 to 2"):
         options("--channels", "32,64", "--norm-after-pool", "3")
     default = build_model("cnn", **options())
     assert [layers(default, block) for block in range(3)] == [AFTER, AFTER, BEFORE]
