@@ -40,7 +40,7 @@ class Net(nn.Module):
     quarter of the values. train.py puts it after the pool in every block but the last:
     there it costs 6% of a step instead of a fifth on a CPU (bench.py --parts), and the
     last block's maps are small (7x7), where it costs little before the pool. After the
-    last pool too, the nets read printed digits about 0.2 points worse (docs/results.md).
+    last pool too, the nets read printed digits about 0.3 points worse (docs/results.md).
     After the pool is not quite the same function (a channel whose scale turns negative
     would pool its minimum). The default, 0, is the first order in every block, which
     every net saved before 2026-12-07 has: their checkpoints name only batchnorm. Those

@@ -383,7 +383,7 @@ def with_defaults(typed):
     if args.norm_after_pool is None and args.batchnorm and "norm_after_pool" in options_of(args.model):
         # After the pooling, batch norm touches a quarter of the values: 6% of a step instead of a fifth, in bf16 on an
         # AVX-512 CPU (bench.py --parts). Not in the last block: its maps are small, and after its pool too the nets
-        # read printed digits 0.2 points worse (docs/results.md).
+        # read printed digits 0.3 points worse (docs/results.md).
         args.norm_after_pool = len(args.channels or options_of(args.model)["channels"].default) - 1
     return args
 
