@@ -102,6 +102,11 @@ def options_of(model):
     return inspect.signature(MODELS[model]).parameters
 
 
+def conv_blocks(model, channels):
+    """How many conv blocks a net with a `channels` option has: one a width given (--channels), else its default's."""
+    return len(channels or options_of(model)["channels"].default)
+
+
 class Recorded:
     """An argparse group that also keeps, for each setting added to it, the Action that add_argument()
     returns: which group a setting is in, its flag and its type are read from there, through argparse's
@@ -384,7 +389,7 @@ def with_defaults(typed):
         # After the pooling, batch norm touches a quarter of the values: 6% of a step instead of a fifth, in bf16 on an
         # AVX-512 CPU (bench.py --parts). Not in the last block: its maps are small, and after its pool too the nets
         # read printed digits 0.3 points worse (docs/results.md).
-        args.norm_after_pool = len(args.channels or options_of(args.model)["channels"].default) - 1
+        args.norm_after_pool = conv_blocks(args.model, args.channels) - 1
     return args
 
 
@@ -446,7 +451,7 @@ def model_options(settings):
     if opts.get("norm_after_pool") and not opts.get("batchnorm"):
         raise UserError("--norm-after-pool places batch norm, which this run has not: add --batchnorm, or leave it out")
     if "norm_after_pool" in opts:  # cnn's; True in the nets of 25936df (every block) is 1 here, never too many
-        blocks = len(values["channels"] or takes["channels"].default)
+        blocks = conv_blocks(values["model"], values["channels"])
         if opts["norm_after_pool"] > blocks:
             raise UserError(f"--norm-after-pool counts cnn's conv blocks, this net has {blocks}: give 0 to {blocks}")
     return opts
